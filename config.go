@@ -1,0 +1,121 @@
+package hmacauth
+
+import (
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the zero values of Config fields.
+const (
+	DefaultHandshakeTimeout   = 5 * time.Second
+	DefaultMaxHandshakes      = 256
+	DefaultMaxHandshakesPerIP = 16
+	DefaultAcceptQueue        = 64
+)
+
+// Config configures a Listener, a Dialer, or a Conn made by Client or Server.
+// Only Keys is required; every other field has a working zero value.
+//
+// A Config may be shared by many listeners, dialers and connections at once,
+// but must not be modified after it has been passed to any of them: the keys
+// are validated and their derived keys cached on first use. To change keys
+// while running, build a new Config.
+type Config struct {
+	// Keys holds the shared secrets. A dialer proves Keys[0]; a listener
+	// accepts a client that proves any of them. To rotate a key, add the new
+	// key to the listeners, move the clients to it, then drop the old one.
+	Keys []Key
+
+	// Mode is the least protection this side accepts for the bytes after
+	// the handshake. A connection runs at the stronger of the two sides'
+	// modes. The zero value is ModeAuth.
+	Mode Mode
+
+	// ForwardSecrecy mixes an ephemeral X25519 exchange into the session
+	// keys, so that a key stolen later does not reveal recorded sessions.
+	// A connection uses it if either side asks for it.
+	ForwardSecrecy bool
+
+	// HandshakeTimeout bounds one handshake, on either side, in addition to
+	// any context or connection deadline. Zero means
+	// DefaultHandshakeTimeout (5 s); a negative value means no bound.
+	HandshakeTimeout time.Duration
+
+	// MaxHandshakes caps the handshakes a Listener runs at once, counting
+	// finished connections that wait for Accept. When it is reached, the
+	// Listener stops accepting from its inner listener until a slot frees.
+	// Zero means DefaultMaxHandshakes (256).
+	MaxHandshakes int
+
+	// MaxHandshakesPerIP caps the handshakes in flight from one remote IP
+	// address; connections over it are closed at once, so one host cannot
+	// take every slot. Zero means DefaultMaxHandshakesPerIP (16); a negative
+	// value means no per-IP cap. Connections without an IP (Unix sockets)
+	// are not counted.
+	MaxHandshakesPerIP int
+
+	// AcceptQueue is how many authenticated connections may wait for
+	// Accept. Zero means DefaultAcceptQueue (64).
+	AcceptQueue int
+
+	// Logger receives one record per refused connection on a Listener, at
+	// level Info, with the remote address, the key ID the client named (if
+	// any) and the reason. Nil means no logging. Secrets are never logged.
+	Logger *slog.Logger
+
+	// OnHandshake, if not nil, is called after every server-side handshake
+	// a Listener runs, successful or not, and for every connection it sheds.
+	// It runs on the handshake's goroutine: keep it fast, and safe for
+	// concurrent use.
+	OnHandshake func(HandshakeEvent)
+
+	keys atomic.Pointer[keySet] // derived from Keys on first use
+}
+
+// HandshakeEvent describes one connection a Listener handled.
+type HandshakeEvent struct {
+	// RemoteAddr is the client's address.
+	RemoteAddr net.Addr
+	// KeyID is the key ID the client named. When Err is not nil it is
+	// only a claim, and empty if the client never sent one.
+	KeyID string
+	// Duration is how long the handshake took.
+	Duration time.Duration
+	// Err is nil if the client was authenticated, else the reason it was
+	// refused (errors.Is with ErrAuthFailed, ErrProtocol,
+	// ErrHandshakeTimeout, ErrShed, ...).
+	Err error
+}
+
+func (c *Config) handshakeTimeout() time.Duration {
+	switch {
+	case c.HandshakeTimeout == 0:
+		return DefaultHandshakeTimeout
+	case c.HandshakeTimeout < 0:
+		return 0
+	}
+	return c.HandshakeTimeout
+}
+
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// keySet returns the validated, derived keys of c.
+func (c *Config) keySet() (*keySet, error) {
+	if c == nil {
+		return nil, errorf(ErrConfig, "nil Config; set Config.Keys")
+	}
+	if ks := c.keys.Load(); ks != nil {
+		return ks, ks.err
+	}
+	ks := newKeySet(c.Keys)
+	c.keys.CompareAndSwap(nil, ks)
+	ks = c.keys.Load()
+	return ks, ks.err
+}

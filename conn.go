@@ -1,0 +1,309 @@
+package hmacauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is a connection secured by an hmacauth handshake. It implements
+// net.Conn. The first Read, Write, ReadFrom or WriteTo runs the handshake
+// if Handshake has not been called; a handshake error is returned again by
+// every later call.
+//
+// After the handshake, bytes flow on the underlying connection untouched:
+// Read and Write go straight to it, and ReadFrom and WriteTo keep the
+// kernel's splice and sendfile paths of a *net.TCPConn.
+type Conn struct {
+	conn     net.Conn
+	config   *Config
+	isClient bool
+	rand     io.Reader // nonces and ephemeral keys; nil means crypto/rand
+
+	hsMu   sync.Mutex
+	hsDone atomic.Bool
+	hsErr  error
+	res    hsResult
+
+	// Deadlines set through the Conn, restored after the handshake, which
+	// sets its own.
+	dlMu             sync.Mutex
+	readDL, writeDL  time.Time
+	claimedKeyID     string // for server-side logs of a failed handshake
+	handshakeStarted time.Time
+}
+
+// Client returns a Conn for the client side of conn, which will prove
+// cfg.Keys[0]. The handshake runs on first use or on Handshake.
+func Client(conn net.Conn, cfg *Config) *Conn {
+	return &Conn{conn: conn, config: cfg, isClient: true}
+}
+
+// Server returns a Conn for the server side of conn, which will accept any
+// key in cfg.Keys. The handshake runs on first use or on Handshake.
+func Server(conn net.Conn, cfg *Config) *Conn {
+	return &Conn{conn: conn, config: cfg}
+}
+
+// Handshake runs the handshake if it has not run yet, bounded by
+// Config.HandshakeTimeout. See HandshakeContext.
+func (c *Conn) Handshake() error {
+	return c.HandshakeContext(context.Background())
+}
+
+// HandshakeContext runs the handshake if it has not run yet. It returns
+// when the peer has proven the key and this side has sent its own proof, or
+// when ctx is done, the handshake times out, or the peer fails. Deadlines
+// set on the Conn before the call also bound the handshake, and are in
+// force again after it. The connection is not closed on failure.
+func (c *Conn) HandshakeContext(ctx context.Context) error {
+	if c.hsDone.Load() {
+		return c.hsErr
+	}
+	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
+	if c.hsDone.Load() {
+		return c.hsErr
+	}
+	c.hsErr = c.handshake(ctx)
+	c.hsDone.Store(true)
+	return c.hsErr
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *Conn) handshake(ctx context.Context) (err error) {
+	c.handshakeStarted = time.Now()
+	keys, err := c.config.keySet()
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return c.wrapErr(contextError(ctx))
+	}
+
+	c.dlMu.Lock()
+	userRead, userWrite := c.readDL, c.writeDL
+	c.dlMu.Unlock()
+	dl := earliest(userRead, userWrite)
+	if t := c.config.handshakeTimeout(); t > 0 {
+		dl = earliest(dl, c.handshakeStarted.Add(t))
+	}
+	if d, ok := ctx.Deadline(); ok {
+		dl = earliest(dl, d)
+	}
+	if !dl.IsZero() {
+		if err := c.conn.SetDeadline(dl); err != nil {
+			return c.wrapErr(ioError("setting the handshake deadline", err))
+		}
+	}
+	// Cancelling ctx interrupts the handshake's I/O by moving the deadline
+	// into the past.
+	var interrupted chan struct{}
+	if ctx.Done() != nil {
+		interrupted = make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			c.conn.SetDeadline(aLongTimeAgo)
+			close(interrupted)
+		})
+		defer func() {
+			if !stop() {
+				<-interrupted
+				err = c.wrapErr(contextError(ctx))
+			}
+		}()
+	}
+	defer func() {
+		if !dl.IsZero() {
+			c.dlMu.Lock()
+			c.conn.SetReadDeadline(c.readDL)
+			c.conn.SetWriteDeadline(c.writeDL)
+			c.dlMu.Unlock()
+		}
+	}()
+
+	h := &handshake{rand: c.rand}
+	p := hsParams{mode: byte(c.config.Mode), fs: c.config.ForwardSecrecy}
+	if c.config.Mode != ModeAuth {
+		return errorf(ErrConfig, "Config.Mode %v is not implemented yet; use ModeAuth", c.config.Mode)
+	}
+	if c.isClient {
+		c.res, err = h.runClient(c.conn, keys.first, p)
+	} else {
+		c.res, err = h.runServer(c.conn, keys, p)
+		c.claimedKeyID = c.res.keyID
+	}
+	if err != nil {
+		c.res = hsResult{}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
+		}
+		return c.wrapErr(err)
+	}
+	if c.res.mode != byte(ModeAuth) {
+		c.res = hsResult{}
+		return c.wrapErr(errorf(ErrProtocol, "the peer asks for mode %v, which is not implemented yet", Mode(c.res.mode)))
+	}
+	return nil
+}
+
+// contextError explains why a done ctx ended the handshake.
+func contextError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
+	}
+	return fmt.Errorf("handshake abandoned: %w", context.Cause(ctx))
+}
+
+// wrapErr adds the peer's address and this side's role to a handshake error.
+func (c *Conn) wrapErr(err error) error {
+	return &handshakeError{client: c.isClient, addr: c.conn.RemoteAddr(), err: err}
+}
+
+// handshakeError is a handshake failure with the peer it happened with.
+type handshakeError struct {
+	client bool
+	addr   net.Addr
+	err    error
+}
+
+func (e *handshakeError) Error() string {
+	peer := "client"
+	if e.client {
+		peer = "server"
+	}
+	return fmt.Sprintf("hmacauth: handshake with %s %s: %s", peer, e.addr, strings.TrimPrefix(e.err.Error(), "hmacauth: "))
+}
+
+func (e *handshakeError) Unwrap() error { return e.err }
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// KeyID returns the ID of the key the peer proved, or "" before a
+// successful handshake.
+func (c *Conn) KeyID() string {
+	if !c.hsDone.Load() {
+		return ""
+	}
+	return c.res.keyID
+}
+
+// NetConn returns the underlying connection. Writing to it or reading from
+// it directly bypasses the handshake.
+func (c *Conn) NetConn() net.Conn { return c.conn }
+
+// Read reads application data, running the handshake first if needed.
+func (c *Conn) Read(b []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	return c.conn.Read(b)
+}
+
+// Write writes application data, running the handshake first if needed.
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	return c.conn.Write(b)
+}
+
+// ReadFrom implements io.ReaderFrom, so that io.Copy to a Conn keeps the
+// underlying connection's sendfile and splice paths.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	if src, ok := r.(*Conn); ok {
+		if err := src.Handshake(); err != nil {
+			return 0, err
+		}
+		r = src.conn
+	}
+	if rf, ok := c.conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.conn}, r)
+}
+
+// WriteTo implements io.WriterTo, so that io.Copy from a Conn keeps the
+// underlying connection's splice path.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	if rf, ok := w.(io.ReaderFrom); ok {
+		return rf.ReadFrom(c.conn)
+	}
+	if wt, ok := c.conn.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{c.conn})
+}
+
+// Close closes the connection. It does not wait for a handshake running on
+// another goroutine, which fails.
+func (c *Conn) Close() error { return c.conn.Close() }
+
+// CloseWrite shuts down the writing side, if the underlying connection
+// supports it (as *net.TCPConn and *net.UnixConn do).
+func (c *Conn) CloseWrite() error {
+	if err := c.Handshake(); err != nil {
+		return err
+	}
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close", c.conn)
+}
+
+// CloseRead shuts down the reading side, if the underlying connection
+// supports it.
+func (c *Conn) CloseRead() error {
+	if cr, ok := c.conn.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close", c.conn)
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the remote network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines. A zero value means none.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.readDL, c.writeDL = t, t
+	return c.conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline. A zero value means none.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.readDL = t
+	return c.conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline. A zero value means none.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.writeDL = t
+	return c.conn.SetWriteDeadline(t)
+}

@@ -1,0 +1,56 @@
+package hmacauth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Sentinel errors. Every error returned by this package that refuses a peer,
+// a key or a configuration wraps exactly one of them; match with errors.Is.
+// The wrapping error says in words what happened and what to check.
+var (
+	// ErrAuthFailed means the peer did not prove that it holds the key:
+	// a wrong secret, a key ID the other side does not know, a bad proof,
+	// or a server that closed the connection during the handshake (which is
+	// how a server refuses: it says nothing to a client without a key).
+	ErrAuthFailed = errors.New("hmacauth: authentication failed")
+
+	// ErrProtocol means the peer does not speak hmacauth/1 or sent a
+	// malformed message: a plain TCP, HTTP, TLS or SSH peer, a future
+	// protocol version, or garbage.
+	ErrProtocol = errors.New("hmacauth: protocol error")
+
+	// ErrHandshakeTimeout means the handshake did not finish within
+	// Config.HandshakeTimeout or the deadline of its context or connection.
+	// It is a net.Error whose Timeout method reports true.
+	ErrHandshakeTimeout error = timeoutError{}
+
+	// ErrWeakKey means a key's secret is shorter than MinSecretLen bytes.
+	ErrWeakKey = errors.New("hmacauth: weak key")
+
+	// ErrConfig means a Config cannot be used: no keys, an invalid or
+	// duplicate key ID, or an out-of-range setting.
+	ErrConfig = errors.New("hmacauth: invalid config")
+
+	// ErrShed is reported to Config.OnHandshake (never returned by Accept)
+	// for a connection a Listener closed unread because its remote IP
+	// already had MaxHandshakesPerIP handshakes in flight.
+	ErrShed = errors.New("hmacauth: connection shed")
+)
+
+// timeoutError is the type of ErrHandshakeTimeout. Temporary reports false
+// so that a server loop never mistakes it for a transient accept failure.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "hmacauth: handshake timed out" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return false }
+
+var _ net.Error = timeoutError{}
+
+// errorf formats a refusal: the sentinel first, then the details, so that
+// the message reads "hmacauth: authentication failed: <details>".
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+}

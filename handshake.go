@@ -1,0 +1,486 @@
+package hmacauth
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strconv"
+	"syscall"
+)
+
+// The wire format; PROTOCOL.md is the specification and these constants must
+// agree with it.
+const (
+	protocolLabel = "hmacauth/1"
+	magic         = "hmacauth"
+	version1      = 1
+
+	msgClientHello    = 1
+	msgServerHello    = 2
+	msgClientFinished = 3
+
+	headerLen = len(magic) + 2 // magic, version, message type
+	nonceLen  = 32
+	macLen    = sha256.Size
+	shareLen  = 32 // X25519 public key
+
+	// ClientHello: header, mode, flags, key ID length, key ID padded with
+	// zeros to MaxKeyIDLen, client nonce, MAC.
+	clientHelloLen = headerLen + 3 + MaxKeyIDLen + nonceLen + macLen
+	// ServerHello: header, mode, flags, server nonce, server share, MAC.
+	serverHelloLen = headerLen + 2 + nonceLen + shareLen + macLen
+	// ClientFinished: type, client share, MAC.
+	clientFinishedLen = 1 + shareLen + macLen
+
+	transcriptLen = clientHelloLen + serverHelloLen + clientFinishedLen
+)
+
+// Flag bits of the ClientHello and ServerHello flags byte.
+const (
+	flagForwardSecrecy = 1 << 0 // ephemeral X25519 shares are exchanged
+	flagChaCha20       = 1 << 1 // records use ChaCha20-Poly1305, not AES-256-GCM
+	knownFlags         = flagForwardSecrecy | flagChaCha20
+)
+
+// modeMax is the highest mode number this implementation knows.
+const modeMax = 2
+
+// clientHello is a parsed ClientHello, before its MAC is checked.
+type clientHello struct {
+	mode  byte
+	flags byte
+	keyID string
+	nonce []byte
+	mac   []byte
+}
+
+// checkHeader checks the first headerLen bytes of a handshake message, and
+// tells a foreign protocol, a future version and a wrong message apart.
+func checkHeader(b []byte, want byte, msgName string) error {
+	if !bytes.Equal(b[:len(magic)], []byte(magic)) {
+		return errorf(ErrProtocol, "expected a %s, got %s: the peer does not speak hmacauth", msgName, describeBytes(b))
+	}
+	if v := b[len(magic)]; v != version1 {
+		return errorf(ErrProtocol, "the peer speaks hmacauth version %d, this side speaks version %d; upgrade the older side", v, version1)
+	}
+	if t := b[len(magic)+1]; t != want {
+		return errorf(ErrProtocol, "expected a %s (message type %d), got message type %d", msgName, want, t)
+	}
+	return nil
+}
+
+// describeBytes renders the start of unexpected peer bytes for an error
+// message, quoted and bounded so the peer cannot flood the log.
+func describeBytes(b []byte) string {
+	const max = 16
+	if len(b) > max {
+		return strconv.QuoteToASCII(string(b[:max])) + "..."
+	}
+	return strconv.QuoteToASCII(string(b))
+}
+
+// parseClientHello parses a whole ClientHello. It does not check the MAC.
+func parseClientHello(b []byte) (clientHello, error) {
+	if len(b) != clientHelloLen {
+		return clientHello{}, errorf(ErrProtocol, "ClientHello has %d bytes, want %d", len(b), clientHelloLen)
+	}
+	if err := checkHeader(b, msgClientHello, "ClientHello"); err != nil {
+		return clientHello{}, err
+	}
+	p := b[headerLen:]
+	m := clientHello{mode: p[0], flags: p[1]}
+	n := int(p[2])
+	idField := p[3 : 3+MaxKeyIDLen]
+	if n < 1 || n > MaxKeyIDLen {
+		return clientHello{}, errorf(ErrProtocol, "ClientHello key ID length is %d, want 1 to %d", n, MaxKeyIDLen)
+	}
+	for _, c := range idField[n:] {
+		if c != 0 {
+			return clientHello{}, errorf(ErrProtocol, "ClientHello key ID padding is not zero")
+		}
+	}
+	id := idField[:n]
+	if err := checkKeyID(string(id)); err != nil {
+		return clientHello{}, errorf(ErrProtocol, "ClientHello names an invalid key ID %s", describeBytes(id))
+	}
+	m.keyID = string(id)
+	p = p[3+MaxKeyIDLen:]
+	m.nonce = p[:nonceLen]
+	m.mac = p[nonceLen:]
+	if m.mode > modeMax {
+		return m, errorf(ErrProtocol, "client asks for mode %d, which this server does not know", m.mode)
+	}
+	return m, nil
+}
+
+// serverHello is a parsed ServerHello, before its MAC is checked.
+type serverHello struct {
+	mode  byte
+	flags byte
+	nonce []byte
+	share []byte
+	mac   []byte
+}
+
+// parseServerHello parses a whole ServerHello. It does not check the MAC.
+func parseServerHello(b []byte) (serverHello, error) {
+	if len(b) != serverHelloLen {
+		return serverHello{}, errorf(ErrProtocol, "ServerHello has %d bytes, want %d", len(b), serverHelloLen)
+	}
+	if err := checkHeader(b, msgServerHello, "ServerHello"); err != nil {
+		return serverHello{}, err
+	}
+	p := b[headerLen:]
+	return serverHello{
+		mode:  p[0],
+		flags: p[1],
+		nonce: p[2 : 2+nonceLen],
+		share: p[2+nonceLen : 2+nonceLen+shareLen],
+		mac:   p[2+nonceLen+shareLen:],
+	}, nil
+}
+
+// clientFinished is a parsed ClientFinished, before its MAC is checked.
+type clientFinished struct {
+	share []byte
+	mac   []byte
+}
+
+// parseClientFinished parses a whole ClientFinished. It does not check the MAC.
+func parseClientFinished(b []byte) (clientFinished, error) {
+	if len(b) != clientFinishedLen {
+		return clientFinished{}, errorf(ErrProtocol, "ClientFinished has %d bytes, want %d", len(b), clientFinishedLen)
+	}
+	if b[0] != msgClientFinished {
+		return clientFinished{}, errorf(ErrProtocol, "expected a ClientFinished (message type %d), got %s", msgClientFinished, describeBytes(b[:1]))
+	}
+	return clientFinished{share: b[1 : 1+shareLen], mac: b[1+shareLen:]}, nil
+}
+
+// hsParams is what one side asks of a connection.
+type hsParams struct {
+	mode byte // the least this side accepts
+	fs   bool // this side wants forward secrecy
+}
+
+// hsResult is what a successful handshake established.
+type hsResult struct {
+	keyID  string
+	mode   byte
+	flags  byte
+	secret []byte // session secret; see "Key schedule" in PROTOCOL.md
+}
+
+// handshake holds one handshake's transcript and ephemeral key.
+type handshake struct {
+	rand       io.Reader // nonces and ephemeral keys; crypto/rand unless testing
+	transcript [transcriptLen]byte
+	priv       *ecdh.PrivateKey
+}
+
+func (h *handshake) ch() []byte { return h.transcript[:clientHelloLen] }
+func (h *handshake) sh() []byte { return h.transcript[clientHelloLen : clientHelloLen+serverHelloLen] }
+func (h *handshake) cf() []byte { return h.transcript[clientHelloLen+serverHelloLen:] }
+
+func (h *handshake) random(b []byte) error {
+	if h.rand == nil {
+		rand.Read(b) // never fails; see crypto/rand.Read
+		return nil
+	}
+	_, err := io.ReadFull(h.rand, b)
+	return err
+}
+
+// share makes an ephemeral X25519 key and writes its public key to dst.
+func (h *handshake) share(dst []byte) error {
+	var seed [32]byte
+	if err := h.random(seed[:]); err != nil {
+		return err
+	}
+	priv, err := ecdh.X25519().NewPrivateKey(seed[:])
+	if err != nil {
+		return err
+	}
+	h.priv = priv
+	copy(dst, priv.PublicKey().Bytes())
+	return nil
+}
+
+// sharedSecret runs X25519 with the peer's public key.
+func (h *handshake) sharedSecret(peer []byte) ([]byte, error) {
+	pub, err := ecdh.X25519().NewPublicKey(peer)
+	if err != nil {
+		return nil, errorf(ErrProtocol, "invalid X25519 share: %v", err)
+	}
+	dh, err := h.priv.ECDH(pub)
+	if err != nil {
+		return nil, errorf(ErrProtocol, "X25519 share is a low-order point")
+	}
+	return dh, nil
+}
+
+// sessionSecret derives the session secret from the whole transcript.
+func (h *handshake) sessionSecret(ks *keySchedule, dh []byte) []byte {
+	th := sha256.Sum256(h.transcript[:])
+	ikm := append(append(make([]byte, 0, 2*sha256.Size), ks.session...), dh...)
+	secret, err := hkdf.Extract(sha256.New, ikm, th[:])
+	if err != nil {
+		panic(err) // unreachable: SHA-256 accepts any input
+	}
+	return secret
+}
+
+// mac returns HMAC-SHA256(key, parts...) appended to dst.
+func mac(dst, key []byte, parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, key)
+	for _, p := range parts {
+		m.Write(p)
+	}
+	return m.Sum(dst)
+}
+
+var _ hash.Hash = hmac.New(sha256.New, nil) // mac relies on hmac returning a hash.Hash
+
+func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
+
+// writeClientHello fills the ClientHello for key ks.
+func (h *handshake) writeClientHello(ks *keySchedule, p hsParams) error {
+	b := h.ch()
+	copy(b, magic)
+	b[len(magic)] = version1
+	b[len(magic)+1] = msgClientHello
+	q := b[headerLen:]
+	q[0] = p.mode
+	q[1] = clientFlags(p)
+	q[2] = byte(len(ks.id))
+	copy(q[3:3+MaxKeyIDLen], ks.id)
+	q = q[3+MaxKeyIDLen:]
+	if err := h.random(q[:nonceLen]); err != nil {
+		return err
+	}
+	mac(q[nonceLen:nonceLen], ks.hello, b[:clientHelloLen-macLen])
+	return nil
+}
+
+// readClientHello checks the ClientHello in h.ch() and finds its key.
+// On error, the returned claimed key ID is the one the client named, if any.
+func (h *handshake) readClientHello(keys *keySet) (clientHello, *keySchedule, error) {
+	b := h.ch()
+	m, err := parseClientHello(b)
+	if err != nil {
+		return m, nil, err
+	}
+	ks := keys.byID[m.keyID]
+	if ks == nil {
+		return m, nil, errorf(ErrAuthFailed, "client names key ID %q, which this server does not have", m.keyID)
+	}
+	want := mac(nil, ks.hello, b[:clientHelloLen-macLen])
+	if !hmac.Equal(want, m.mac) {
+		return m, nil, errorf(ErrAuthFailed, "client's ClientHello MAC for key ID %q is wrong: it holds a different secret", m.keyID)
+	}
+	return m, ks, nil
+}
+
+func clientFlags(p hsParams) byte {
+	var f byte
+	if p.fs {
+		f |= flagForwardSecrecy
+	}
+	return f
+}
+
+// writeServerHello chooses the connection's parameters and fills the
+// ServerHello. The connection runs at the stronger of both sides' modes and
+// uses forward secrecy if either side asks for it.
+func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams) (serverHello, error) {
+	m := serverHello{mode: max(ch.mode, p.mode)}
+	if ch.flags&flagForwardSecrecy != 0 || p.fs {
+		m.flags |= flagForwardSecrecy
+	}
+	b := h.sh()
+	copy(b, magic)
+	b[len(magic)] = version1
+	b[len(magic)+1] = msgServerHello
+	q := b[headerLen:]
+	q[0], q[1] = m.mode, m.flags
+	q = q[2:]
+	if err := h.random(q[:nonceLen]); err != nil {
+		return m, err
+	}
+	if m.flags&flagForwardSecrecy != 0 {
+		if err := h.share(q[nonceLen : nonceLen+shareLen]); err != nil {
+			return m, err
+		}
+	}
+	mac(q[nonceLen+shareLen:nonceLen+shareLen], ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
+	return m, nil
+}
+
+// readServerHello checks the ServerHello in h.sh() against what the client asked.
+func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, error) {
+	b := h.sh()
+	m, err := parseServerHello(b)
+	if err != nil {
+		return m, err
+	}
+	want := mac(nil, ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
+	if !hmac.Equal(want, m.mac) {
+		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", ks.id)
+	}
+	switch {
+	case m.flags&^knownFlags != 0:
+		return m, errorf(ErrProtocol, "ServerHello sets unknown flags %#02x", m.flags&^knownFlags)
+	case m.mode < p.mode || m.mode > modeMax:
+		return m, errorf(ErrProtocol, "server chose mode %d, but this client asked for at least mode %d", m.mode, p.mode)
+	case p.fs && m.flags&flagForwardSecrecy == 0:
+		return m, errorf(ErrProtocol, "server did not agree to forward secrecy, which this client asked for")
+	case m.flags&flagForwardSecrecy == 0 && !isZero(m.share):
+		return m, errorf(ErrProtocol, "ServerHello carries a key share without forward secrecy")
+	}
+	return m, nil
+}
+
+// writeClientFinished fills the ClientFinished and returns the DH secret.
+func (h *handshake) writeClientFinished(ks *keySchedule, sh serverHello) ([]byte, error) {
+	b := h.cf()
+	b[0] = msgClientFinished
+	var dh []byte
+	if sh.flags&flagForwardSecrecy != 0 {
+		if err := h.share(b[1 : 1+shareLen]); err != nil {
+			return nil, err
+		}
+		var err error
+		if dh, err = h.sharedSecret(sh.share); err != nil {
+			return nil, err
+		}
+	}
+	mac(b[1+shareLen:1+shareLen], ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
+	return dh, nil
+}
+
+// readClientFinished checks the ClientFinished in h.cf() and returns the DH secret.
+func (h *handshake) readClientFinished(ks *keySchedule, sh serverHello) ([]byte, error) {
+	b := h.cf()
+	m, err := parseClientFinished(b)
+	if err != nil {
+		return nil, err
+	}
+	want := mac(nil, ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
+	if !hmac.Equal(want, m.mac) {
+		return nil, errorf(ErrAuthFailed, "client's proof for key ID %q is wrong (a replayed ClientHello?)", ks.id)
+	}
+	if sh.flags&flagForwardSecrecy == 0 {
+		if !isZero(m.share) {
+			return nil, errorf(ErrProtocol, "ClientFinished carries a key share without forward secrecy")
+		}
+		return nil, nil
+	}
+	return h.sharedSecret(m.share)
+}
+
+// runClient runs the client side of the handshake on rw.
+func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hsResult, error) {
+	if err := h.writeClientHello(ks, p); err != nil {
+		return hsResult{}, err
+	}
+	if _, err := rw.Write(h.ch()); err != nil {
+		return hsResult{}, ioError("sending the ClientHello", err)
+	}
+	b := h.sh()
+	n, err := io.ReadAtLeast(rw, b, headerLen)
+	if err != nil {
+		if n == 0 && isClosedByPeer(err) {
+			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: it does not accept key %q (check that it has this key ID with the same secret) or it shed the connection under load", ks.id)
+		}
+		if n > 0 && isClosedByPeer(err) {
+			return hsResult{}, errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(b[:n]))
+		}
+		return hsResult{}, ioError("reading the ServerHello", err)
+	}
+	if err := checkHeader(b, msgServerHello, "ServerHello"); err != nil {
+		return hsResult{}, err
+	}
+	if _, err := io.ReadFull(rw, b[n:]); err != nil {
+		if isClosedByPeer(err) {
+			return hsResult{}, errorf(ErrProtocol, "the server closed the connection in the middle of its ServerHello")
+		}
+		return hsResult{}, ioError("reading the ServerHello", err)
+	}
+	sh, err := h.readServerHello(ks, p)
+	if err != nil {
+		return hsResult{}, err
+	}
+	dh, err := h.writeClientFinished(ks, sh)
+	if err != nil {
+		return hsResult{}, err
+	}
+	if _, err := rw.Write(h.cf()); err != nil {
+		return hsResult{}, ioError("sending the ClientFinished", err)
+	}
+	return hsResult{keyID: ks.id, mode: sh.mode, flags: sh.flags, secret: h.sessionSecret(ks, dh)}, nil
+}
+
+// runServer runs the server side of the handshake on rw. On failure the
+// result still carries the key ID the client claimed, for the logs.
+func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsResult, error) {
+	b := h.ch()
+	n, err := io.ReadAtLeast(rw, b, headerLen)
+	if err != nil {
+		if isClosedByPeer(err) {
+			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n)
+		}
+		return hsResult{}, ioError("reading the ClientHello", err)
+	}
+	if err := checkHeader(b, msgClientHello, "ClientHello"); err != nil {
+		return hsResult{}, err
+	}
+	if m, err := io.ReadFull(rw, b[n:]); err != nil {
+		if isClosedByPeer(err) {
+			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n+m)
+		}
+		return hsResult{}, ioError("reading the ClientHello", err)
+	}
+	ch, ks, err := h.readClientHello(keys)
+	if err != nil {
+		return hsResult{keyID: ch.keyID}, err
+	}
+	res := hsResult{keyID: ch.keyID}
+	sh, err := h.writeServerHello(ks, ch, p)
+	if err != nil {
+		return res, err
+	}
+	if _, err := rw.Write(h.sh()); err != nil {
+		return res, ioError("sending the ServerHello", err)
+	}
+	if _, err := io.ReadFull(rw, h.cf()); err != nil {
+		if isClosedByPeer(err) {
+			return res, errorf(ErrAuthFailed, "the client closed the connection instead of proving key %q: it did not accept this server's proof (different secret?), or it replayed a ClientHello", ch.keyID)
+		}
+		return res, ioError("reading the ClientFinished", err)
+	}
+	dh, err := h.readClientFinished(ks, sh)
+	if err != nil {
+		return res, err
+	}
+	res.mode, res.flags, res.secret = sh.mode, sh.flags, h.sessionSecret(ks, dh)
+	return res, nil
+}
+
+// ioError wraps an I/O failure during the handshake with the step it broke.
+func ioError(step string, err error) error {
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+// isClosedByPeer reports whether err means the peer closed or reset the
+// connection, rather than a local failure or a timeout.
+func isClosedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}

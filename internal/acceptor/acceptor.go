@@ -1,0 +1,257 @@
+// Package acceptor runs connection handshakes off the accept loop.
+//
+// A Listener accepts from an inner net.Listener on its own goroutine, runs
+// each handshake on a goroutine of its own under caps (in flight, per remote
+// IP), and hands finished connections to Accept through a bounded queue. A
+// failed handshake never reaches Accept. It is shared by package hmacauth
+// and package mpcompat.
+package acceptor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Handshake upgrades a freshly accepted connection. ctx is cancelled when
+// the Listener closes. It returns the connection to hand to Accept, or an
+// error; the raw connection is closed by the Listener on error.
+type Handshake func(ctx context.Context, raw net.Conn) (net.Conn, error)
+
+// Config configures a Listener. All fields are required except OnShed.
+type Config struct {
+	Handshake   Handshake
+	MaxInFlight int // handshakes running or waiting for Accept
+	MaxPerIP    int // handshakes in flight per remote IP; <= 0 means no cap
+	QueueLen    int // finished connections waiting for Accept
+	// OnShed is called for a connection closed unread because its remote
+	// IP is over MaxPerIP.
+	OnShed func(remote net.Addr)
+}
+
+// Stats are counters of a Listener since it started.
+type Stats struct {
+	InFlight int64 // handshakes running now
+	Queued   int64 // finished connections waiting for Accept now
+	Shed     int64 // connections closed for the per-IP cap
+	Retries  int64 // temporary errors of the inner listener
+}
+
+// Listener is a net.Listener whose Accept returns upgraded connections.
+type Listener struct {
+	inner net.Listener
+	cfg   Config
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelCauseFunc
+	slots  chan struct{} // one per handshake in flight or waiting
+	queue  chan net.Conn
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	perIP  map[string]int
+	errMu  sync.Mutex
+	err    error // why Accept fails; set once
+	closed sync.Once
+
+	inFlight, queued, shed, retries atomic.Int64
+}
+
+// New starts accepting from inner.
+func New(inner net.Listener, cfg Config) *Listener {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l := &Listener{
+		inner:  inner,
+		cfg:    cfg,
+		ctx:    ctx,
+		cancel: cancel,
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		queue:  make(chan net.Conn, cfg.QueueLen),
+		perIP:  make(map[string]int),
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+// Accept waits for and returns the next upgraded connection. After Close,
+// or when the inner listener fails for good, it returns an error; for
+// Close the error wraps net.ErrClosed.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case <-l.ctx.Done():
+		return nil, l.acceptErr()
+	default:
+	}
+	select {
+	case c := <-l.queue:
+		l.queued.Add(-1)
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, l.acceptErr()
+	}
+}
+
+func (l *Listener) acceptErr() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return l.err
+}
+
+// Close stops accepting, aborts handshakes in flight, closes connections
+// waiting for Accept, and returns once every goroutine of the Listener has
+// ended. It returns the inner listener's Close error.
+func (l *Listener) Close() error {
+	err := net.ErrClosed
+	l.closed.Do(func() {
+		l.fail(fmt.Errorf("accept on %s: %w", l.inner.Addr(), net.ErrClosed))
+		err = l.inner.Close()
+		l.wg.Wait()
+		for {
+			select {
+			case c := <-l.queue:
+				l.queued.Add(-1)
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return err
+}
+
+// fail records why Accept fails from now on and cancels every handshake.
+func (l *Listener) fail(err error) {
+	l.errMu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.errMu.Unlock()
+	l.cancel(err)
+}
+
+// Addr returns the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+
+// Stats returns the Listener's counters.
+func (l *Listener) Stats() Stats {
+	return Stats{
+		InFlight: l.inFlight.Load(),
+		Queued:   l.queued.Load(),
+		Shed:     l.shed.Load(),
+		Retries:  l.retries.Load(),
+	}
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.ctx.Done():
+			return
+		}
+		raw, err := l.inner.Accept()
+		if err != nil {
+			<-l.slots
+			if l.ctx.Err() != nil {
+				return
+			}
+			if isTemporary(err) {
+				l.retries.Add(1)
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-l.ctx.Done():
+					t.Stop()
+					return
+				}
+				continue
+			}
+			l.fail(fmt.Errorf("accept on %s: %w", l.inner.Addr(), err))
+			return
+		}
+		backoff = 0
+		ip := remoteIP(raw.RemoteAddr())
+		if !l.admit(ip) {
+			<-l.slots
+			l.shed.Add(1)
+			raw.Close()
+			if l.cfg.OnShed != nil {
+				l.cfg.OnShed(raw.RemoteAddr())
+			}
+			continue
+		}
+		l.wg.Add(1)
+		go l.serve(raw, ip)
+	}
+}
+
+// admit counts a handshake against ip's cap, or reports that it is over.
+func (l *Listener) admit(ip string) bool {
+	if ip == "" || l.cfg.MaxPerIP <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perIP[ip] >= l.cfg.MaxPerIP {
+		return false
+	}
+	l.perIP[ip]++
+	return true
+}
+
+func (l *Listener) release(ip string) {
+	if ip == "" || l.cfg.MaxPerIP <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perIP[ip]--; l.perIP[ip] <= 0 {
+		delete(l.perIP, ip)
+	}
+}
+
+func (l *Listener) serve(raw net.Conn, ip string) {
+	defer l.wg.Done()
+	defer func() { <-l.slots }()
+	l.inFlight.Add(1)
+	c, err := l.cfg.Handshake(l.ctx, raw)
+	l.inFlight.Add(-1)
+	l.release(ip)
+	if err != nil {
+		raw.Close()
+		return
+	}
+	l.queued.Add(1)
+	select {
+	case l.queue <- c:
+	case <-l.ctx.Done():
+		l.queued.Add(-1)
+		c.Close()
+	}
+}
+
+// isTemporary reports whether an inner Accept error is worth retrying, as
+// net/http does: EMFILE, ENFILE, ECONNABORTED and the like.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// remoteIP returns the IP of a TCP or UDP address as a map key, or "".
+func remoteIP(a net.Addr) string {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return string(a.IP.To16())
+	case *net.UDPAddr:
+		return string(a.IP.To16())
+	}
+	return ""
+}

@@ -1,0 +1,133 @@
+package hmacauth
+
+import (
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+)
+
+const (
+	// MinSecretLen is the shortest secret a Key may have: 32 bytes, which
+	// should come from a cryptographic random source (see NewKey).
+	MinSecretLen = 32
+	// MaxKeyIDLen is the longest key ID.
+	MaxKeyIDLen = 64
+)
+
+// Key is a shared secret with a name. Both sides of a connection must hold
+// the same Key.
+//
+// ID names the key on the wire, in the clear: 1 to 64 printable ASCII bytes
+// (0x21 to 0x7e). Secret is at least MinSecretLen random bytes; a password
+// is not a good secret (an eavesdropper can test guesses against a recorded
+// handshake offline), so make one with NewKey or `hmacauth keygen`.
+//
+// String and LogValue never show the secret.
+type Key struct {
+	ID     string
+	Secret []byte
+}
+
+// NewKey returns a Key with the given ID and a fresh 32-byte secret from
+// crypto/rand.
+func NewKey(id string) (Key, error) {
+	k := Key{ID: id, Secret: make([]byte, MinSecretLen)}
+	if err := checkKeyID(id); err != nil {
+		return Key{}, err
+	}
+	rand.Read(k.Secret) // never fails; see crypto/rand.Read
+	return k, nil
+}
+
+// String returns the key ID and the secret's length, never the secret.
+func (k Key) String() string {
+	return fmt.Sprintf("hmacauth.Key{ID: %q, Secret: [%d bytes redacted]}", k.ID, len(k.Secret))
+}
+
+// GoString is like String, so that %#v does not print the secret either.
+func (k Key) GoString() string { return k.String() }
+
+// LogValue implements slog.LogValuer: the key ID only.
+func (k Key) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", k.ID), slog.String("secret", "REDACTED"))
+}
+
+// Validate reports whether k can be used: an error wrapping ErrConfig for a
+// bad ID, or ErrWeakKey for a short secret.
+func (k Key) Validate() error {
+	if err := checkKeyID(k.ID); err != nil {
+		return err
+	}
+	if len(k.Secret) < MinSecretLen {
+		return errorf(ErrWeakKey, "key %q has a %d-byte secret; use at least %d random bytes, e.g. from `hmacauth keygen` or hmacauth.NewKey",
+			k.ID, len(k.Secret), MinSecretLen)
+	}
+	return nil
+}
+
+func checkKeyID(id string) error {
+	if len(id) == 0 || len(id) > MaxKeyIDLen {
+		return errorf(ErrConfig, "key ID %q has %d bytes; it must have 1 to %d", id, len(id), MaxKeyIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return errorf(ErrConfig, "key ID %q has byte %#02x at offset %d; use printable ASCII without spaces", id, id[i], i)
+		}
+	}
+	return nil
+}
+
+// keySchedule holds the values derived from one key that do not depend on a
+// connection; see "Key schedule" in PROTOCOL.md.
+type keySchedule struct {
+	id        string
+	hello     []byte // proves the ClientHello (no oracle for strangers)
+	serverFin []byte // server's proof
+	clientFin []byte // client's proof
+	session   []byte // input to the session secret
+}
+
+func deriveKeySchedule(k Key) *keySchedule {
+	prk, err := hkdf.Extract(sha256.New, k.Secret, []byte(protocolLabel))
+	if err != nil {
+		panic(err) // unreachable: SHA-256 accepts any input
+	}
+	expand := func(label string) []byte { return expandLabel(prk, label, sha256.Size) }
+	return &keySchedule{
+		id:        k.ID,
+		hello:     expand("client hello"),
+		serverFin: expand("server finished"),
+		clientFin: expand("client finished"),
+		session:   expand("session"),
+	}
+}
+
+// keySet is a validated list of keys with their schedules.
+type keySet struct {
+	first *keySchedule            // the key a client proves
+	byID  map[string]*keySchedule // the keys a server accepts
+	err   error                   // why the list cannot be used
+}
+
+func newKeySet(keys []Key) *keySet {
+	if len(keys) == 0 {
+		return &keySet{err: errorf(ErrConfig, "Config.Keys is empty; add at least one key")}
+	}
+	ks := &keySet{byID: make(map[string]*keySchedule, len(keys))}
+	for _, k := range keys {
+		if err := k.Validate(); err != nil {
+			return &keySet{err: err}
+		}
+		if _, dup := ks.byID[k.ID]; dup {
+			return &keySet{err: errorf(ErrConfig, "key ID %q appears twice in Config.Keys", k.ID)}
+		}
+		s := deriveKeySchedule(k)
+		ks.byID[k.ID] = s
+		if ks.first == nil {
+			ks.first = s
+		}
+	}
+	return ks
+}

@@ -1,0 +1,113 @@
+package hmacauth
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hmacauth/hmacauth/internal/acceptor"
+)
+
+// Listener is a net.Listener whose Accept returns only connections whose
+// client proved a key of the Config, as *Conn with the handshake done.
+//
+// Handshakes run concurrently, one goroutine each, off the goroutine that
+// accepts from the inner listener, each bounded by Config.HandshakeTimeout,
+// so a slow or silent client never delays another. A failed handshake is
+// never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
+// on such errors): the connection is closed and the failure goes to
+// Config.Logger and Config.OnHandshake. Temporary errors of the inner
+// listener are retried with backoff.
+//
+// Work is bounded: at most Config.MaxHandshakes connections are in
+// handshake or wait for Accept, at most Config.MaxHandshakesPerIP of them
+// from one IP (more are closed at once), and when the application stops
+// calling Accept the Listener stops accepting from the inner listener.
+type Listener struct {
+	al     *acceptor.Listener
+	config *Config
+}
+
+// NewListener returns a Listener that accepts from inner. It checks cfg and
+// starts accepting at once.
+func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
+	if _, err := cfg.keySet(); err != nil {
+		return nil, err
+	}
+	l := &Listener{config: cfg}
+	l.al = acceptor.New(inner, acceptor.Config{
+		Handshake:   l.handshake,
+		MaxInFlight: orDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    orDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    orDefault(cfg.AcceptQueue, DefaultAcceptQueue),
+		OnShed:      l.shed,
+	})
+	return l, nil
+}
+
+// Listen listens on the network address (as net.Listen does) and returns a
+// Listener over it.
+func Listen(network, address string, cfg *Config) (*Listener, error) {
+	if _, err := cfg.keySet(); err != nil {
+		return nil, err
+	}
+	inner, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	l, err := NewListener(inner, cfg)
+	if err != nil {
+		inner.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Accept waits for and returns the next authenticated connection, a *Conn.
+// After Close it returns an error wrapping net.ErrClosed.
+func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
+
+// Close closes the inner listener, aborts handshakes in flight and closes
+// authenticated connections not yet accepted. It returns when all of the
+// Listener's goroutines have ended. Connections already returned by Accept
+// are not affected.
+func (l *Listener) Close() error { return l.al.Close() }
+
+// Addr returns the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.al.Addr() }
+
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
+	c := Server(raw, l.config)
+	err := c.HandshakeContext(ctx)
+	l.report(HandshakeEvent{
+		RemoteAddr: raw.RemoteAddr(),
+		KeyID:      c.claimedKeyID,
+		Duration:   time.Since(c.handshakeStarted),
+		Err:        err,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l *Listener) shed(remote net.Addr) {
+	l.report(HandshakeEvent{
+		RemoteAddr: remote,
+		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, orDefault(l.config.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+	})
+}
+
+func (l *Listener) report(ev HandshakeEvent) {
+	if ev.Err != nil && l.config.Logger != nil {
+		l.config.Logger.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection",
+			slog.String("remote", ev.RemoteAddr.String()),
+			slog.String("key_id", ev.KeyID),
+			slog.Duration("duration", ev.Duration),
+			slog.String("reason", ev.Err.Error()))
+	}
+	if l.config.OnHandshake != nil {
+		l.config.OnHandshake(ev)
+	}
+}

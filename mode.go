@@ -1,0 +1,98 @@
+package hmacauth
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+)
+
+// Mode is what a connection protects after the handshake. The modes are
+// ordered: ModeAuth < ModeIntegrity < ModeSealed.
+type Mode uint8
+
+const (
+	// ModeAuth authenticates the peers only; application bytes then flow
+	// on the raw connection, unprotected and without any overhead.
+	ModeAuth Mode = iota
+	// ModeIntegrity adds a MAC to every record: tampering, reordering,
+	// replay, reflection and truncation are detected; data is readable on
+	// the wire.
+	ModeIntegrity
+	// ModeSealed encrypts and authenticates every record (AEAD).
+	ModeSealed
+)
+
+// String returns "auth", "integrity" or "sealed".
+func (m Mode) String() string {
+	switch m {
+	case ModeAuth:
+		return "auth"
+	case ModeIntegrity:
+		return "integrity"
+	case ModeSealed:
+		return "sealed"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// ConnectionState describes an established connection.
+type ConnectionState struct {
+	// HandshakeComplete is true once the handshake succeeded; the other
+	// fields are zero until then.
+	HandshakeComplete bool
+	// KeyID is the ID of the key both sides proved.
+	KeyID string
+	// Mode is the mode the connection runs at: the stronger of the two
+	// sides' Config.Mode. Both sides report the same.
+	Mode Mode
+	// ForwardSecrecy is true when an ephemeral X25519 exchange was mixed
+	// into the session keys.
+	ForwardSecrecy bool
+
+	secret []byte
+}
+
+// ConnectionState returns the state of the connection.
+func (c *Conn) ConnectionState() ConnectionState {
+	if !c.hsDone.Load() || c.hsErr != nil {
+		return ConnectionState{}
+	}
+	return ConnectionState{
+		HandshakeComplete: true,
+		KeyID:             c.res.keyID,
+		Mode:              Mode(c.res.mode),
+		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
+		secret:            c.res.secret,
+	}
+}
+
+// ExportKeyingMaterial returns length bytes derived from the session
+// secret, the label and the context, in the manner of RFC 5705: both sides
+// of a connection get the same bytes, no other connection does, and they
+// reveal nothing about the keys. A nil and an empty context are the same.
+// The exporter is defined in PROTOCOL.md.
+func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	if !cs.HandshakeComplete {
+		return nil, errorf(ErrConfig, "ExportKeyingMaterial before a successful handshake")
+	}
+	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
+		return nil, errorf(ErrConfig, "ExportKeyingMaterial: label and context must be under 64 KiB and length at most %d", 255*sha256.Size)
+	}
+	exp := expandLabel(cs.secret, "exporter", sha256.Size)
+	info := make([]byte, 0, 4+len(label)+len(context))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(label)))
+	info = append(info, label...)
+	info = binary.BigEndian.AppendUint16(info, uint16(len(context)))
+	info = append(info, context...)
+	return hkdf.Expand(sha256.New, exp, string(info), length)
+}
+
+// expandLabel is HKDF-Expand-SHA256(secret, "hmacauth/1 " + label, n).
+func expandLabel(secret []byte, label string, n int) []byte {
+	b, err := hkdf.Expand(sha256.New, secret, protocolLabel+" "+label, n)
+	if err != nil {
+		panic(err) // unreachable: callers ask for far less than the HKDF limit
+	}
+	return b
+}
