@@ -1,0 +1,345 @@
+package hmacauth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+)
+
+var allModes = []Mode{ModeAuth, ModeIntegrity, ModeSealed}
+
+func recordTestKey() Key {
+	return Key{ID: "records", Secret: bytes.Repeat([]byte{0x5a}, MinSecretLen)}
+}
+
+// pairOptions shapes the connections connPair makes.
+type pairOptions struct {
+	mode       Mode
+	fs         bool
+	chacha     bool                                         // the client acts as if it had no AES hardware
+	recordSize int                                          // 0: default
+	updateAt   uint64                                       // 0: default
+	through    func(t testing.TB, serverAddr string) string // a proxy in between
+}
+
+// connPair returns a client and a server Conn over real loopback TCP, with
+// their handshakes done. With a proxy, the client dials the proxy.
+func connPair(t testing.TB, o pairOptions) (client, server *Conn) {
+	t.Helper()
+	cc, sc, cerr, serr := connPairErr(t, o)
+	if cerr != nil || serr != nil {
+		t.Fatalf("handshake: client: %v; server: %v", cerr, serr)
+	}
+	return cc, sc
+}
+
+func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := &Config{Keys: []Key{recordTestKey()}, Mode: o.mode, ForwardSecrecy: o.fs}
+	addr := ln.Addr().String()
+	if o.through != nil {
+		addr = o.through(t, addr)
+	}
+	type result struct {
+		c   *Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		s := Server(raw, &Config{Keys: cfg.Keys})
+		s.rp.recordSize, s.rp.updateAt = o.recordSize, o.updateAt
+		err = s.Handshake()
+		if err != nil {
+			raw.Close()
+		}
+		done <- result{s, err}
+	}()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = Client(raw, cfg)
+	client.forceChaCha = o.chacha
+	client.rp.recordSize, client.rp.updateAt = o.recordSize, o.updateAt
+	if cerr = client.Handshake(); cerr != nil {
+		raw.Close()
+	}
+	r := <-done
+	if r.err != nil && client != nil {
+		client.Close()
+	}
+	return client, r.c, cerr, r.err
+}
+
+// TestModeNegotiation checks that both sides report the stronger mode and
+// the same forward secrecy and AEAD, whichever side asks.
+func TestModeNegotiation(t *testing.T) {
+	for _, cm := range allModes {
+		for _, sm := range allModes {
+			for _, fs := range []bool{false, true} {
+				name := fmt.Sprintf("client=%v/server=%v/fs=%v", cm, sm, fs)
+				t.Run(name, func(t *testing.T) {
+					ln, err := net.Listen("tcp", "127.0.0.1:0")
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer ln.Close()
+					keys := []Key{recordTestKey()}
+					srvDone := make(chan *Conn, 1)
+					go func() {
+						raw, err := ln.Accept()
+						if err != nil {
+							srvDone <- nil
+							return
+						}
+						s := Server(raw, &Config{Keys: keys, Mode: sm, ForwardSecrecy: fs && cm == ModeAuth})
+						s.Handshake()
+						srvDone <- s
+					}()
+					c, err := Dial("tcp", ln.Addr().String(), &Config{Keys: keys, Mode: cm, ForwardSecrecy: fs && cm != ModeAuth})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					s := <-srvDone
+					if s == nil {
+						t.Fatal("accept failed")
+					}
+					defer s.Close()
+					cs, ss := c.ConnectionState(), s.ConnectionState()
+					want := max(cm, sm)
+					if cs.Mode != want || ss.Mode != want {
+						t.Errorf("modes: client %v, server %v, want %v", cs.Mode, ss.Mode, want)
+					}
+					if cs.ForwardSecrecy != fs || ss.ForwardSecrecy != fs {
+						t.Errorf("forward secrecy: client %v, server %v, want %v", cs.ForwardSecrecy, ss.ForwardSecrecy, fs)
+					}
+					if c.rp.chacha != s.rp.chacha {
+						t.Errorf("AEAD: client chacha=%v, server chacha=%v", c.rp.chacha, s.rp.chacha)
+					}
+					roundTrip(t, c, s, []byte("hello over "+want.String()))
+				})
+			}
+		}
+	}
+}
+
+// roundTrip sends msg each way and checks it arrives.
+func roundTrip(t *testing.T, a, b *Conn, msg []byte) {
+	t.Helper()
+	for _, p := range [][2]*Conn{{a, b}, {b, a}} {
+		errc := make(chan error, 1)
+		go func() { _, err := p[0].Write(msg); errc <- err }()
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(p[1], got); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("got %q, want %q", got, msg)
+		}
+	}
+}
+
+// TestChaCha20Negotiated checks that a client without AES hardware gets
+// ChaCha20-Poly1305 records on both sides, and that they work.
+func TestChaCha20Negotiated(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode, chacha: true})
+			defer c.Close()
+			defer s.Close()
+			if !c.rp.chacha || !s.rp.chacha {
+				t.Fatalf("chacha: client %v, server %v; want both", c.rp.chacha, s.rp.chacha)
+			}
+			transfer(t, c, s, 1<<20, 3<<19)
+		})
+	}
+}
+
+// transfer sends n1 random bytes from a to b and n2 from b to a at the same
+// time, each side half-closing when done, and compares SHA-256 sums. Each
+// reader must end with io.EOF (the close record), not an error.
+func transfer(t *testing.T, a, b *Conn, n1, n2 int64) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	send := func(c *Conn, n int64, seed uint64, sum *[32]byte) {
+		defer wg.Done()
+		h := sha256.New()
+		r := io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{byte(seed)}), n), h)
+		// Odd-sized writes so records do not line up with anything.
+		buf := make([]byte, 100_003)
+		if _, err := io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{r}, buf); err != nil {
+			errs <- fmt.Errorf("write: %w", err)
+			return
+		}
+		if err := c.CloseWrite(); err != nil {
+			errs <- fmt.Errorf("CloseWrite: %w", err)
+		}
+		h.Sum(sum[:0])
+	}
+	recv := func(c *Conn, n int64, sum *[32]byte) {
+		defer wg.Done()
+		h := sha256.New()
+		got, err := io.Copy(h, struct{ io.Reader }{c})
+		if err != nil {
+			errs <- fmt.Errorf("read: %w", err)
+			return
+		}
+		if got != n {
+			errs <- fmt.Errorf("read %d bytes, want %d", got, n)
+		}
+		h.Sum(sum[:0])
+	}
+	var s1, r1, s2, r2 [32]byte
+	wg.Add(4)
+	go send(a, n1, 1, &s1)
+	go recv(b, n1, &r1)
+	go send(b, n2, 2, &s2)
+	go recv(a, n2, &r2)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s1 != r1 || s2 != r2 {
+		t.Errorf("checksums differ: a->b %x / %x, b->a %x / %x", s1, r1, s2, r2)
+	}
+}
+
+// TestLargeTransfer moves several MiB both ways at once in every mode, with
+// and without forward secrecy and with both AEADs, and half-closes.
+func TestLargeTransfer(t *testing.T) {
+	for _, mode := range allModes {
+		for _, o := range []pairOptions{{}, {fs: true}, {chacha: true}} {
+			o.mode = mode
+			t.Run(fmt.Sprintf("%v/fs=%v/chacha=%v", mode, o.fs, o.chacha), func(t *testing.T) {
+				c, s := connPair(t, o)
+				defer c.Close()
+				defer s.Close()
+				transfer(t, c, s, 8<<20+123, 5<<20+7)
+			})
+		}
+	}
+}
+
+// TestReadFromWriteTo checks the copy paths (io.Copy between a Conn and
+// a plain connection) in every mode.
+func TestReadFromWriteTo(t *testing.T) {
+	for _, mode := range allModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer c.Close()
+			defer s.Close()
+			want := make([]byte, 3<<20+5)
+			rand.NewChaCha8([32]byte{7}).Read(want)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.ReadFrom(bytes.NewReader(want))
+				if err == nil {
+					err = c.CloseWrite()
+				}
+				errc <- err
+			}()
+			var got bytes.Buffer
+			if _, err := s.WriteTo(&got); err != nil {
+				t.Fatalf("WriteTo: %v", err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("ReadFrom: %v", err)
+			}
+			if !bytes.Equal(got.Bytes(), want) {
+				t.Fatalf("got %d bytes, want %d, or different bytes", got.Len(), len(want))
+			}
+		})
+	}
+}
+
+// TestKeyUpdate lowers the key update limit so that a transfer runs through
+// many keys in each direction, with records of several sizes.
+func TestKeyUpdate(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		for _, chacha := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/chacha=%v", mode, chacha), func(t *testing.T) {
+				c, s := connPair(t, pairOptions{mode: mode, chacha: chacha, recordSize: 4096, updateAt: 10_000})
+				defer c.Close()
+				defer s.Close()
+				transfer(t, c, s, 1<<20, 1<<19)
+				// 1 MiB in records of at most 4 KiB, a key update
+				// every 10,000 bytes (at most 3 records).
+				if min(c.out.gen, s.in.gen) < 1<<20/(10_000+4096) {
+					t.Errorf("client sent %d key updates, server saw %d; want about %d", c.out.gen, s.in.gen, 1<<20/10_000)
+				}
+				if c.out.gen != s.in.gen || s.out.gen != c.in.gen {
+					t.Errorf("key generations differ: c->s %d/%d, s->c %d/%d", c.out.gen, s.in.gen, s.out.gen, c.in.gen)
+				}
+			})
+		}
+	}
+}
+
+// TestCleanCloseIsEOF checks that Close sends the close record: the peer
+// reads everything, then io.EOF, in every mode.
+func TestCleanCloseIsEOF(t *testing.T) {
+	for _, mode := range allModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer s.Close()
+			if _, err := c.Write([]byte("last words")); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(s)
+			if err != nil || string(got) != "last words" {
+				t.Fatalf("ReadAll = %q, %v; want %q, nil", got, err, "last words")
+			}
+		})
+	}
+}
+
+// TestWriteAfterCloseWrite checks that CloseWrite ends this side's stream
+// only: writing fails, reading still works.
+func TestWriteAfterCloseWrite(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer c.Close()
+			defer s.Close()
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Write after CloseWrite: %v, want net.ErrClosed", err)
+			}
+			if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("server Read = %d, %v; want 0, EOF", n, err)
+			}
+			go s.Write([]byte("reply"))
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "reply" {
+				t.Errorf("client read %q, %v after CloseWrite", buf, err)
+			}
+		})
+	}
+}
