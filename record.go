@@ -30,7 +30,7 @@ const (
 	// defaultRecordSize is the largest payload this side puts in one
 	// record. 64 KiB measured as fast as 256 KiB on loopback (see
 	// PROTOCOL-records.md) at a quarter of the buffer memory.
-	defaultRecordSize = 64 << 10
+	defaultRecordSize = 256 << 10
 	// initialReadBuffer is the receive buffer of a connection that has only
 	// seen small records; it grows once when a larger record arrives.
 	initialReadBuffer = 16<<10 + recordOverhead
@@ -193,15 +193,20 @@ func (hc *halfConn) seal(rec []byte, typ byte, sealed bool) {
 	hc.used += uint64(n)
 }
 
-// open checks the whole record in rec and returns its type and payload
-// (decrypted in place when sealed). It counts the record on success only.
-func (hc *halfConn) open(rec []byte, sealed bool) (byte, []byte, error) {
+// open checks the whole record in rec and returns its type and payload.
+// When sealed, the payload is decrypted into dst if it is not nil (the
+// AEAD clears dst if the record does not authenticate), else in place. It
+// counts the record on success only.
+func (hc *halfConn) open(rec []byte, sealed bool, dst []byte) (byte, []byte, error) {
 	n := len(rec) - recordOverhead
 	nonce := hc.nextNonce()
 	var payload []byte
 	var err error
 	if sealed {
-		payload, err = hc.aead.Open(rec[recordHeaderLen:recordHeaderLen], nonce, rec[recordHeaderLen:], rec[:recordHeaderLen])
+		if dst == nil {
+			dst = rec[recordHeaderLen:recordHeaderLen]
+		}
+		payload, err = hc.aead.Open(dst[:0], nonce, rec[recordHeaderLen:], rec[:recordHeaderLen])
 	} else {
 		_, err = hc.aead.Open(hc.nonce[:0:0], nonce, rec[recordHeaderLen+n:], rec[:recordHeaderLen+n])
 		payload = rec[recordHeaderLen : recordHeaderLen+n]
@@ -290,27 +295,30 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		if err := c.readRecord(); err != nil {
-			return 0, err
+		n, err := c.readRecord(b)
+		if n > 0 || err != nil {
+			return n, err
 		}
 	}
 }
 
-// readRecord reads and opens the next record. A data record's payload is
-// left in buf[pstart:pend]. I/O errors, timeouts in particular, leave the
-// bytes received so far in place, so the next call resumes the record.
-func (c *Conn) readRecord() error {
+// readRecord reads and opens the next record. A sealed data record whose
+// payload fits in dst is decrypted straight into it, saving a copy, and its
+// length returned; otherwise the payload is left in buf[pstart:pend]. I/O
+// errors, timeouts in particular, leave the bytes received so far in place,
+// so the next call resumes the record.
+func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
 		hc.buf = make([]byte, initialReadBuffer)
 	}
 	if err := c.fill(recordHeaderLen); err != nil {
-		return err
+		return 0, err
 	}
 	typ, n, err := parseRecordHeader(hc.buf[hc.start:])
 	if err != nil {
 		hc.err = c.integrityError("%v", err)
-		return hc.err
+		return 0, hc.err
 	}
 	total := recordOverhead + n
 	if hc.start+total > len(hc.buf) {
@@ -323,14 +331,17 @@ func (c *Conn) readRecord() error {
 		}
 	}
 	if err := c.fill(total); err != nil {
-		return err
+		return 0, err
 	}
 	rec := hc.buf[hc.start : hc.start+total]
 	seq := hc.seq
-	typ, payload, err := hc.open(rec, c.rp.sealed)
+	if !c.rp.sealed || len(dst) < n || typ != recordData {
+		dst = nil
+	}
+	typ, payload, err := hc.open(rec, c.rp.sealed, dst)
 	if err != nil {
 		hc.err = c.integrityError("record %d (generation %d) failed authentication: it was altered, dropped, reordered, replayed, reflected or injected in transit", seq, hc.gen)
-		return hc.err
+		return 0, hc.err
 	}
 	off := hc.start + recordHeaderLen
 	hc.start += total
@@ -339,24 +350,27 @@ func (c *Conn) readRecord() error {
 	}
 	switch typ {
 	case recordData:
+		if dst != nil {
+			return len(payload), nil
+		}
 		hc.pstart, hc.pend = off, off+len(payload)
 	case recordClose:
 		if len(payload) != 0 {
 			hc.err = errorf(ErrProtocol, "the %s sent a close record with a payload", c.peerName())
-			return hc.err
+			return 0, hc.err
 		}
 		hc.err = io.EOF
 	case recordKeyUpdate:
 		if len(payload) != 0 {
 			hc.err = errorf(ErrProtocol, "the %s sent a key update record with a payload", c.peerName())
-			return hc.err
+			return 0, hc.err
 		}
 		hc.update(&c.rp)
 	default:
 		hc.err = errorf(ErrProtocol, "the %s sent a record of unknown type %d", c.peerName(), typ)
-		return hc.err
+		return 0, hc.err
 	}
-	return nil
+	return 0, nil
 }
 
 // fill reads until buf[start:] holds at least n bytes.
@@ -578,7 +592,7 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 		if hc.err != nil {
 			return total, hc.err
 		}
-		if err := c.readRecord(); err != nil {
+		if _, err := c.readRecord(nil); err != nil {
 			if err == io.EOF {
 				return total, nil
 			}
