@@ -321,15 +321,6 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 		return 0, hc.err
 	}
 	total := recordOverhead + n
-	if hc.start+total > len(hc.buf) {
-		hc.grow(total, hc.start, recordOverhead+maxRecordPayload)
-		if hc.start+total > len(hc.buf) {
-			// Big enough, but the record starts too far in: move
-			// it to the front.
-			hc.end = copy(hc.buf, hc.buf[hc.start:hc.end])
-			hc.start = 0
-		}
-	}
 	if err := c.fill(total); err != nil {
 		return 0, err
 	}
@@ -373,9 +364,19 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 	return 0, nil
 }
 
-// fill reads until buf[start:] holds at least n bytes.
+// fill reads until buf[start:] holds at least n bytes, n being at most a
+// whole record.
 func (c *Conn) fill(n int) error {
 	hc := &c.in
+	if hc.start+n > len(hc.buf) {
+		hc.grow(n, hc.start, recordOverhead+maxRecordPayload)
+		if hc.start+n > len(hc.buf) {
+			// Big enough, but the record starts too far in: move
+			// it to the front.
+			hc.end = copy(hc.buf, hc.buf[hc.start:hc.end])
+			hc.start = 0
+		}
+	}
 	for hc.end-hc.start < n {
 		k, err := c.conn.Read(hc.buf[hc.end:])
 		hc.end += k
