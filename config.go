@@ -149,7 +149,7 @@ func (c *Config) keySet() (*keySet, error) {
 	if ks := c.keys.Load(); ks != nil {
 		return ks, ks.err
 	}
-	ks := newKeySet(c.Keys, "Config.Keys")
+	ks := newKeySet(c.Keys)
 	c.keys.CompareAndSwap(nil, ks)
 	ks = c.keys.Load()
 	return ks, ks.err

@@ -122,9 +122,12 @@ type keySet struct {
 	err   error                   // why the list cannot be used
 }
 
-// newKeySet validates keys and derives their schedules. source names where
-// the keys came from ("Config.Keys", "Keyring") for error messages.
-func newKeySet(keys []Key, source string) *keySet {
+// newKeySet validates the keys of Config.Keys and derives their schedules.
+func newKeySet(keys []Key) *keySet { return newKeySetFrom(keys, "Config.Keys") }
+
+// newKeySetFrom is newKeySet for keys from elsewhere; source names them in
+// error messages.
+func newKeySetFrom(keys []Key, source string) *keySet {
 	if len(keys) == 0 {
 		return &keySet{err: errorf(ErrConfig, "%s is empty; add at least one key", source)}
 	}

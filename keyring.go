@@ -15,8 +15,8 @@ import (
 // connection keeps the key it proved, and a handshake in progress finishes
 // with the keys it started with. A dialer proves the first key; a listener
 // accepts any of them. To rotate: Set(old, new) on the servers, then
-// Set(new, old) on the clients (so they prove the new key), then Set(new)
-// everywhere. KeyFileWatcher keeps a Keyring in step with a key file.
+// Set(new) on the clients, then Set(new) on the servers. KeyFileWatcher
+// keeps a Keyring in step with a key file.
 //
 // The zero Keyring holds no keys; handshakes with it fail with ErrConfig
 // until Set succeeds. A Keyring is safe for concurrent use and must not be
@@ -46,7 +46,7 @@ func NewKeyring(keys ...Key) (*Keyring, error) {
 // list is empty or an ID appears twice, Set returns the error and the
 // Keyring keeps its old keys.
 func (r *Keyring) Set(keys ...Key) error {
-	ks := newKeySet(keys, "the key list for the Keyring")
+	ks := newKeySetFrom(keys, "the key list for the Keyring")
 	if ks.err != nil {
 		return ks.err
 	}
