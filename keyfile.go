@@ -27,7 +27,8 @@ const keyFilePermMask fs.FileMode = 0o027
 //	2026-06 p4lFlM8hFRlDyjK/muak6VbKDgp9SvZqypRVg3FuIJs=
 //	2026-01 KLDrXGkpol3tu3FzH2P9uvFB36ua3O93rBFboWBQjqA   # old, drop soon
 //
-// Blank lines are ignored, and so is everything from a '#' that starts a
+// The file is UTF-8 (a leading byte order mark is skipped) with LF or CRLF
+// line ends. Blank lines are ignored, and so is everything from a '#' that starts a
 // line or follows a blank. The first key is the one a dialer proves. Key
 // IDs and secrets follow the rules of Key; IDs must be unique.
 //
@@ -59,8 +60,8 @@ func ParseKeys(r io.Reader) ([]Key, error) {
 }
 
 // readKeyFile reads the key file at path after checking its mode, and
-// returns its contents and the FileInfo of the file it read (after
-// following symbolic links).
+// returns its contents and the FileInfo of the file it opened (after
+// following symbolic links), also with an error once the file is open.
 func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -72,10 +73,10 @@ func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 		return nil, nil, fmt.Errorf("hmacauth: reading key file: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, nil, errorf(ErrConfig, "key file %s is not a regular file", path)
+		return nil, fi, errorf(ErrConfig, "key file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&keyFilePermMask != 0 && runtime.GOOS != "windows" {
-		return nil, nil, errorf(ErrConfig, "key file %s has mode %#o, so other users can read or change it; "+
+		return nil, fi, errorf(ErrConfig, "key file %s has mode %#o, so other users can read or change it; "+
 			"run chmod 600 (or 640) on it (on Kubernetes set the secret volume's defaultMode to 0400 or 0440)", path, perm)
 	}
 	data, err := readLimited(f, "key file "+path)
@@ -97,6 +98,7 @@ func readLimited(r io.Reader, name string) ([]byte, error) {
 func parseKeys(data []byte, name string) ([]Key, error) {
 	var keys []Key
 	lineOf := make(map[string]int)
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 BOM, as some editors write
 	for n := 1; len(data) > 0; n++ {
 		var line []byte
 		line, data, _ = bytes.Cut(data, []byte("\n"))

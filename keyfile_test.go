@@ -16,7 +16,7 @@ func b64(k Key) string { return base64.StdEncoding.EncodeToString(k.Secret) }
 
 func TestParseKeys(t *testing.T) {
 	a, b, c := testKey(t, "2026-06"), testKey(t, "2026-01"), testKey(t, "x")
-	file := "# hmacauth keys\r\n" +
+	file := "\ufeff# hmacauth keys\r\n" +
 		"\n" +
 		"   \t\n" +
 		"2026-06 " + b64(a) + "\r\n" +
