@@ -36,8 +36,12 @@ var fuzzSecret = bytes.Repeat([]byte{0xa5}, 32)
 // recordConn returns a Conn in the given mode whose record layer runs over
 // mc with keys from fuzzSecret, as the client or the server.
 func recordConn(mc *memConn, mode Mode, chacha, client bool) *Conn {
+	return recordConnSecret(mc, mode, chacha, client, fuzzSecret)
+}
+
+func recordConnSecret(mc *memConn, mode Mode, chacha, client bool, secret []byte) *Conn {
 	c := &Conn{conn: mc, isClient: client}
-	c.res = hsResult{keyID: "fuzz", mode: byte(mode), secret: fuzzSecret}
+	c.res = hsResult{keyID: "fuzz", mode: byte(mode), secret: secret}
 	if chacha {
 		c.res.flags |= flagChaCha20
 	}
