@@ -173,18 +173,24 @@ func parseRecordHeader(h []byte) (typ byte, n int, err error) {
 	return h[0], n, nil
 }
 
-// seal protects the record in rec, whose payload is already at
-// rec[recordHeaderLen:len(rec)-recordTagLen], and counts it.
-func (hc *halfConn) seal(rec []byte, typ byte, sealed bool) {
+// seal protects the record in rec and counts it. The payload is src, or
+// if src is nil already at rec[recordHeaderLen:len(rec)-recordTagLen].
+func (hc *halfConn) seal(rec []byte, typ byte, sealed bool, src []byte) {
 	n := len(rec) - recordOverhead
 	putRecordHeader(rec, typ, n)
 	nonce := hc.nextNonce()
 	body := rec[recordHeaderLen : recordHeaderLen+n]
 	if sealed {
 		// The header is the additional data; the payload is encrypted
-		// in place.
-		hc.aead.Seal(body[:0], nonce, body, rec[:recordHeaderLen])
+		// from src, or in place.
+		if src == nil {
+			src = body
+		}
+		hc.aead.Seal(body[:0], nonce, src, rec[:recordHeaderLen])
 	} else {
+		if src != nil {
+			copy(body, src)
+		}
 		// Header and payload are the additional data of an empty
 		// plaintext: the tag is a GMAC (or Poly1305) of the record.
 		hc.aead.Seal(rec[len(rec)-recordTagLen:len(rec)-recordTagLen], nonce, nil, rec[:len(rec)-recordTagLen])
@@ -411,8 +417,7 @@ func (c *Conn) writeRecordData(b []byte) (int, error) {
 	for len(b) > 0 {
 		m := min(len(b), c.rp.recordSize)
 		hc.grow(recordOverhead+m, 0, recordOverhead+c.rp.recordSize)
-		copy(hc.buf[recordHeaderLen:], b[:m])
-		sent, err := c.writeRecord(recordData, m, true)
+		sent, err := c.writeRecord(recordData, b[:m], m, true)
 		if sent {
 			n += m
 			b = b[m:]
@@ -457,14 +462,15 @@ func (c *Conn) flush() error {
 	return nil
 }
 
-// writeRecord seals and sends a record of type typ whose n payload bytes
-// are at buf[recordHeaderLen:], after a key update if one is due. It
+// writeRecord seals and sends a record of type typ with n payload bytes,
+// taken from src, or if src is nil already at buf[recordHeaderLen:], after
+// a key update if one is due. It
 // reports whether the record counts as sent: once its first byte is on the
 // wire it does, and the rest goes out with the next write if a deadline
 // cuts it. If not a single byte left and mayUndo is set, the record is
 // forgotten and its sequence number reused: safe, because its ciphertext
 // never left this process.
-func (c *Conn) writeRecord(typ byte, n int, mayUndo bool) (bool, error) {
+func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
 	hc := &c.out
 	if hc.needsUpdate(&c.rp) {
 		if err := c.writeKeyUpdate(); err != nil {
@@ -472,7 +478,7 @@ func (c *Conn) writeRecord(typ byte, n int, mayUndo bool) (bool, error) {
 		}
 	}
 	rec := hc.buf[:recordOverhead+n]
-	hc.seal(rec, typ, c.rp.sealed)
+	hc.seal(rec, typ, c.rp.sealed, src)
 	k, err := c.conn.Write(rec)
 	if err == nil {
 		return true, nil
@@ -498,7 +504,7 @@ func (c *Conn) writeRecord(typ byte, n int, mayUndo bool) (bool, error) {
 func (c *Conn) writeKeyUpdate() error {
 	hc := &c.out
 	rec := hc.ctl[:]
-	hc.seal(rec, recordKeyUpdate, c.rp.sealed)
+	hc.seal(rec, recordKeyUpdate, c.rp.sealed, nil)
 	k, err := c.conn.Write(rec)
 	if err != nil && k == 0 {
 		hc.seq--
@@ -531,7 +537,7 @@ func (c *Conn) closeRecordWrite() error {
 		return err
 	}
 	hc.grow(recordOverhead, 0, recordOverhead)
-	if _, err := c.writeRecord(recordClose, 0, false); err != nil {
+	if _, err := c.writeRecord(recordClose, nil, 0, false); err != nil {
 		return err
 	}
 	hc.closed = true
@@ -553,7 +559,7 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 		hc.grow(recordOverhead+size, 0, recordOverhead+size)
 		m, rerr := r.Read(hc.buf[recordHeaderLen : recordHeaderLen+size])
 		if m > 0 {
-			sent, err := c.writeRecord(recordData, m, false)
+			sent, err := c.writeRecord(recordData, nil, m, false)
 			if sent {
 				total += int64(m)
 			}
