@@ -33,7 +33,7 @@ const (
 	defaultRecordSize = 256 << 10
 	// initialReadBuffer is the receive buffer of a connection that has only
 	// seen small records; it grows once when a larger record arrives.
-	initialReadBuffer = 16<<10 + recordOverhead
+	initialReadBuffer = 4<<10 + recordOverhead
 
 	recordData      = 1 // application data
 	recordClose     = 2 // no more data in this direction (close_notify)

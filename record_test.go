@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var allModes = []Mode{ModeAuth, ModeIntegrity, ModeSealed}
@@ -510,4 +511,88 @@ func TestRecordVectorsPython(t *testing.T) {
 		t.Fatalf("check_records.py: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// TestReadDeadlineMidRecord stops the reader's deadline while only half a
+// record has arrived: Read times out, and once the rest arrives the next
+// Read returns the whole record, not a byte lost or repeated.
+func TestReadDeadlineMidRecord(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			halfSent, release := make(chan struct{}), make(chan struct{})
+			m := &mitm{rec: func(m *mitm, dir, i int, rec []byte) ([][]byte, bool) {
+				if dir == c2s && i == 0 {
+					m.send(c2s, rec[:len(rec)/2])
+					close(halfSent)
+					<-release
+					return [][]byte{rec[len(rec)/2:]}, false
+				}
+				return [][]byte{rec}, false
+			}}
+			c, s := connPair(t, pairOptions{mode: mode, through: func(t testing.TB, a string) string { return startMITM(t, a, m) }})
+			defer c.Close()
+			defer s.Close()
+			msg := bytes.Repeat([]byte("resume me "), 100)
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			<-halfSent
+			s.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			buf := make([]byte, 2*len(msg))
+			n, err := s.Read(buf)
+			close(release)
+			if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read = %d, %v; want 0, os.ErrDeadlineExceeded", n, err)
+			}
+			if s.in.end == s.in.start {
+				t.Fatal("the first half of the record had not arrived: the test did not exercise a cut record")
+			}
+			s.SetReadDeadline(time.Time{})
+			if _, err := io.ReadFull(s, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+				t.Fatalf("after the deadline: %v, data intact = %v", err, bytes.Equal(buf[:len(msg)], msg))
+			}
+		})
+	}
+}
+
+// TestWriteDeadlineMidStream lets a write deadline fire while the peer does
+// not read, typically in the middle of a record. Write reports how much it
+// took; writing the rest afterwards must deliver the exact stream.
+func TestWriteDeadlineMidStream(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer c.Close()
+			defer s.Close()
+			// Small socket buffers, so the deadline fires early.
+			s.NetConn().(*net.TCPConn).SetReadBuffer(16 << 10)
+			c.NetConn().(*net.TCPConn).SetWriteBuffer(16 << 10)
+			want := make([]byte, 8<<20)
+			rand.NewChaCha8([32]byte{9}).Read(want)
+			c.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+			n, err := c.Write(want)
+			if !errors.Is(err, os.ErrDeadlineExceeded) || n == len(want) {
+				t.Fatalf("Write = %d of %d, %v; want a timeout", n, len(want), err)
+			}
+			t.Logf("the deadline fired after %d bytes, %d bytes of a record pending", n, c.out.end-c.out.start)
+			got := make(chan []byte, 1)
+			go func() {
+				b, err := io.ReadAll(s)
+				if err != nil {
+					t.Errorf("server: %v", err)
+				}
+				got <- b
+			}()
+			c.SetWriteDeadline(time.Time{})
+			if _, err := c.Write(want[n:]); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if b := <-got; !bytes.Equal(b, want) {
+				t.Fatalf("server read %d bytes, want %d, or different bytes", len(b), len(want))
+			}
+		})
+	}
 }
