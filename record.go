@@ -28,11 +28,12 @@ const (
 	// the buffer a peer can make this side allocate.
 	maxRecordPayload = 256 << 10
 	// defaultRecordSize is the largest payload this side puts in one
-	// record. 64 KiB measured as fast as 256 KiB on loopback (see
-	// PROTOCOL-records.md) at a quarter of the buffer memory.
+	// record: the protocol maximum, which measured fastest and cheapest in
+	// CPU on loopback (PROTOCOL-records.md, 9.5). Buffers grow to it only
+	// for connections that write that much at once.
 	defaultRecordSize = 256 << 10
 	// initialReadBuffer is the receive buffer of a connection that has only
-	// seen small records; it grows once when a larger record arrives.
+	// seen small records; it grows when a larger record arrives.
 	initialReadBuffer = 4<<10 + recordOverhead
 
 	recordData      = 1 // application data
