@@ -596,3 +596,17 @@ func TestWriteDeadlineMidStream(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownModeRefused checks that a Config.Mode beyond ModeSealed is a
+// configuration error, not a silent fallback.
+func TestUnknownModeRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = Dial("tcp", ln.Addr().String(), &Config{Keys: []Key{recordTestKey()}, Mode: ModeSealed + 1})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("Dial with Mode %v: %v, want ErrConfig", ModeSealed+1, err)
+	}
+}
