@@ -422,3 +422,48 @@ func checkNoSecret(t testing.TB, out string, secrets ...[]byte) {
 		}
 	}
 }
+
+// startRawServer runs handle on every connection to a plain TCP listener
+// on 127.0.0.1, until the test ends, and closes the connection after it.
+func startRawServer(t testing.TB, handle func(net.Conn)) net.Addr {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr()
+}
+
+// drain reads c until it is closed.
+func drain(c net.Conn) { io.Copy(io.Discard, c) }
