@@ -652,3 +652,27 @@ func TestConcurrentHandshakeCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDuringHandshake closes a Conn while another goroutine runs its
+// handshake against a silent peer: the handshake must end, with an error.
+func TestCloseDuringHandshake(t *testing.T) {
+	k := testKey("test-key")
+	cfg := clientConfig(k)
+	cfg.HandshakeTimeout = time.Minute
+	rc, rs := pipeTCP(t)
+	c := Client(rc, cfg)
+	done := make(chan error, 1)
+	go func() { done <- c.Handshake() }()
+	// Once the ClientHello has arrived, the client is waiting for a reply.
+	if _, err := io.ReadFull(rs, make([]byte, clientHelloLen)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	err := <-done
+	if err == nil || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Handshake after Close = %v, want an error wrapping net.ErrClosed", err)
+	}
+	if _, werr := c.Write([]byte("x")); werr != err {
+		t.Errorf("Write after the failed handshake = %v, want %v", werr, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -636,4 +637,39 @@ func TestListenIPv6(t *testing.T) {
 	}
 	s := serveListener(t, l, echo)
 	checkGoodClient(t, s, clientConfig(cfg.Keys[0]))
+}
+
+// TestUnixSocketNotCappedPerIP checks that connections without an IP are
+// not counted against MaxHandshakesPerIP.
+func TestUnixSocketNotCappedPerIP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	inner, err := net.Listen("unix", path)
+	if err != nil {
+		t.Skipf("no Unix sockets: %v", err)
+	}
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakesPerIP = 1
+	cfg.HandshakeTimeout = time.Minute
+	l, err := NewListener(inner, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveListener(t, l, echo)
+	for range 3 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitUntil(t, "three handshakes are in flight", func() bool { return s.al.Stats().InFlight == 3 })
+	c, err := Dial("unix", path, clientConfig(cfg.Keys[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, "over a Unix socket")
+	if n := ev.count(func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrShed) }); n != 0 {
+		t.Errorf("%d Unix connections shed", n)
+	}
 }
