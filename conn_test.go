@@ -165,7 +165,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 	k := testKey("test-key")
 	t.Run("handshake deadline removed", func(t *testing.T) {
 		cfg := clientConfig(k)
-		cfg.HandshakeTimeout = 100 * time.Millisecond
+		cfg.HandshakeTimeout = 300 * time.Millisecond
 		cc, sc, cerr, serr := handshakePair(t, cfg, cfg)
 		if cerr != nil || serr != nil {
 			t.Fatal(cerr, serr)
@@ -175,9 +175,10 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 			_, err := io.ReadFull(sc, make([]byte, 1))
 			got <- err
 		}()
-		// Sleeping past the handshake timeout guarantees that a deadline
-		// left behind by the handshake would have fired.
-		time.Sleep(3 * cfg.HandshakeTimeout)
+		// The handshake started before this point, so sleeping for the
+		// handshake timeout guarantees that a deadline left behind by the
+		// handshake would have fired.
+		time.Sleep(cfg.HandshakeTimeout + 50*time.Millisecond)
 		cc.Write([]byte("x"))
 		if err := <-got; err != nil {
 			t.Errorf("Read after the handshake timeout passed: %v", err)

@@ -68,7 +68,7 @@ var whoAmI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 func TestHTTPServer(t *testing.T) {
 	good := testKey("web-client")
 	cfg, ev := newTestConfig(good, testKey("other"))
-	cfg.HandshakeTimeout = 300 * time.Millisecond
+	cfg.HandshakeTimeout = time.Second
 	l := startHTTP(t, cfg, whoAmI)
 	url := "http://" + l.Addr().String() + "/"
 

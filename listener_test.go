@@ -204,8 +204,9 @@ func TestHostileClients(t *testing.T) {
 		{name: "replayed hello, forged proof", send: append(bytes.Clone(ch), append([]byte{msgClientFinished}, make([]byte, clientFinishedLen-1)...)...), want: ErrAuthFailed, replied: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cfg, ev := newTestConfig(good)
-			cfg.HandshakeTimeout = 300 * time.Millisecond
+			cfg.HandshakeTimeout = time.Second
 			s := startEcho(t, cfg)
 			c := rawDial(t, s.Addr(), "")
 			if _, err := c.Write(tc.send); err != nil {
@@ -319,8 +320,16 @@ func TestMaxHandshakes(t *testing.T) {
 		}
 		done <- err
 	}()
-	// The good client is now in the kernel's backlog. Freeing one slot lets
-	// it in; nothing else does.
+	// The good client is now in the kernel's backlog. A pause gives a
+	// listener that ignores its cap the chance to let it through; the
+	// check holds however long the pause is.
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("a client got through with every slot taken (Dial error %v)", err)
+	default:
+	}
+	// Freeing one slot lets it in.
 	silent[0].Close()
 	ev.waitFrom(t, silent[0].LocalAddr())
 	if err := <-done; err != nil {
