@@ -636,6 +636,17 @@ func TestListenErrors(t *testing.T) {
 	if _, err := NewListener(inner, &Config{Keys: []Key{{ID: "short", Secret: []byte("password")}}}); !errors.Is(err, ErrWeakKey) {
 		t.Errorf("NewListener with a weak key: %v, want ErrWeakKey", err)
 	}
+	for _, cfg := range []*Config{
+		{Keys: []Key{testKey("k")}, MaxHandshakes: -1},
+		{Keys: []Key{testKey("k")}, AcceptQueue: -1},
+	} {
+		if _, err := NewListener(inner, cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("NewListener with MaxHandshakes %d, AcceptQueue %d: %v, want ErrConfig", cfg.MaxHandshakes, cfg.AcceptQueue, err)
+		}
+		if _, err := Listen("tcp", "127.0.0.1:0", cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("Listen with MaxHandshakes %d, AcceptQueue %d: %v, want ErrConfig", cfg.MaxHandshakes, cfg.AcceptQueue, err)
+		}
+	}
 }
 
 func TestListenIPv6(t *testing.T) {
@@ -659,6 +670,8 @@ func TestUnixSocketNotCappedPerIP(t *testing.T) {
 	cfg, ev := newTestConfig()
 	cfg.MaxHandshakesPerIP = 1
 	cfg.HandshakeTimeout = time.Minute
+	var log syncBuffer
+	cfg.Logger = newTextLogger(&log)
 	l, err := NewListener(inner, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -680,5 +693,17 @@ func TestUnixSocketNotCappedPerIP(t *testing.T) {
 	roundTrip(t, c, "over a Unix socket")
 	if n := ev.count(func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrShed) }); n != 0 {
 		t.Errorf("%d Unix connections shed", n)
+	}
+	// A refused client with an unnamed address is logged too.
+	bad, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	waitClosed(t, bad)
+	bad.Close()
+	ev.waitFor(t, "the refused Unix client", func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrProtocol) })
+	if !strings.Contains(log.String(), "refused connection") {
+		t.Errorf("no log record for the refused Unix client: %q", log.String())
 	}
 }
