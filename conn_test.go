@@ -126,14 +126,24 @@ func TestHandshakeContext(t *testing.T) {
 	})
 	t.Run("cancelled while reading", func(t *testing.T) {
 		rc, rs := pipeTCP(t)
-		c := Server(rs, clientConfig(k))
+		cfg := clientConfig(k)
+		cfg.HandshakeTimeout = time.Minute
+		c := Client(rc, cfg)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.HandshakeContext(ctx) }()
-		rc.Write(validClientHello(k, "ctx")[:20]) // a started, stalled handshake
+		// Once its ClientHello arrives, the client waits for a reply.
+		if _, err := io.ReadFull(rs, make([]byte, clientHelloLen)); err != nil {
+			t.Fatal(err)
+		}
 		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("HandshakeContext = %v, want context.Canceled", err)
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("HandshakeContext = %v, want context.Canceled", err)
+			}
+		case <-time.After(waitLimit): // far less than the handshake timeout
+			t.Fatal("HandshakeContext did not return after its context was cancelled")
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {

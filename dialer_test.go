@@ -134,7 +134,12 @@ func TestDialContextCancel(t *testing.T) {
 	}()
 	<-hello // the handshake is under way
 	cancel(cause)
-	err := <-done
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(waitLimit): // far less than the handshake timeout
+		t.Fatal("DialContext did not return after its context was cancelled")
+	}
 	if !errors.Is(err, cause) {
 		t.Errorf("DialContext after cancel = %v, want the cancel cause", err)
 	}
