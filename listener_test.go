@@ -490,8 +490,15 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 			_, err := l.Accept()
 			accepted <- err
 		}()
-		if err := l.Close(); err != nil {
-			t.Errorf("Close: %v", err)
+		closed := make(chan error, 1)
+		go func() { closed <- l.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(waitLimit): // far less than the handshake timeout
+			t.Fatal("Close did not abort the handshakes in flight")
 		}
 		err = <-accepted
 		if !errors.Is(err, net.ErrClosed) {
