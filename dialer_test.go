@@ -232,3 +232,30 @@ func TestDialerProvesFirstKey(t *testing.T) {
 		t.Errorf("KeyID = %q, want %q", got, "b")
 	}
 }
+
+// TestTruncatedServerHello has a server send every proper prefix of a
+// ServerHello, then close: the client must refuse each, never hang.
+func TestTruncatedServerHello(t *testing.T) {
+	sh := fuzzPlain.sh()
+	prefix := make(chan int, 1)
+	addr := startRawServer(t, func(c net.Conn) {
+		n := <-prefix
+		if _, err := io.ReadFull(c, make([]byte, clientHelloLen)); err != nil {
+			return
+		}
+		c.Write(sh[:n])
+	})
+	cfg := clientConfig(testKey("test-key"))
+	cfg.HandshakeTimeout = time.Minute
+	for n := range serverHelloLen {
+		prefix <- n
+		_, err := Dial("tcp", addr.String(), cfg)
+		want := ErrProtocol
+		if n == 0 {
+			want = ErrAuthFailed // a server refuses by closing without a word
+		}
+		if !errors.Is(err, want) {
+			t.Errorf("ServerHello cut to %d bytes: %v, want %v", n, err, want)
+		}
+	}
+}
