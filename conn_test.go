@@ -28,7 +28,7 @@ var (
 
 func TestClientServerHandshake(t *testing.T) {
 	k := testKey("test-key")
-	cc, sc, cerr, serr := handshakePair(t, clientConfig(k), clientConfig(k))
+	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
 		t.Fatalf("handshake: client %v, server %v", cerr, serr)
 	}
@@ -61,7 +61,7 @@ func TestClientServerHandshake(t *testing.T) {
 func TestLazyHandshake(t *testing.T) {
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
-	cc, sc := Client(rc, clientConfig(k)), Server(rs, clientConfig(k))
+	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
 	if cc.KeyID() != "" || cc.ConnectionState().HandshakeComplete {
 		t.Error("a Conn reports a key before its handshake")
 	}
@@ -88,7 +88,7 @@ func TestLazyHandshake(t *testing.T) {
 func TestStickyHandshakeError(t *testing.T) {
 	k := testKey("test-key")
 	wrong := Key{ID: k.ID, Secret: seededBytes("wrong", MinSecretLen)}
-	cc, sc, cerr, serr := handshakePair(t, clientConfig(wrong), clientConfig(k))
+	cc, sc, cerr, serr := handshakePair(t, configWith(wrong), configWith(k))
 	mustBe(t, cerr, ErrAuthFailed)
 	mustBe(t, serr, ErrAuthFailed)
 	for name, c := range map[string]*Conn{"client": cc, "server": sc} {
@@ -113,7 +113,7 @@ func TestHandshakeContext(t *testing.T) {
 	k := testKey("test-key")
 	t.Run("already cancelled", func(t *testing.T) {
 		rc, _ := pipeTCP(t)
-		c := Client(rc, clientConfig(k))
+		c := Client(rc, configWith(k))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		err := c.HandshakeContext(ctx)
@@ -126,7 +126,7 @@ func TestHandshakeContext(t *testing.T) {
 	})
 	t.Run("cancelled while reading", func(t *testing.T) {
 		rc, rs := pipeTCP(t)
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = time.Minute
 		c := Client(rc, cfg)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -148,7 +148,7 @@ func TestHandshakeContext(t *testing.T) {
 	})
 	t.Run("deadline", func(t *testing.T) {
 		rc, _ := pipeTCP(t)
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = time.Minute
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
@@ -159,7 +159,7 @@ func TestHandshakeContext(t *testing.T) {
 		// A negative HandshakeTimeout means no bound: the handshake waits
 		// for a peer that is slower than any default.
 		rc, rs := pipeTCP(t)
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = -1
 		done := make(chan error, 1)
 		go func() { done <- Server(rs, cfg).Handshake() }()
@@ -174,7 +174,7 @@ func TestHandshakeContext(t *testing.T) {
 func TestDeadlinesAfterHandshake(t *testing.T) {
 	k := testKey("test-key")
 	t.Run("handshake deadline removed", func(t *testing.T) {
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = 300 * time.Millisecond
 		cc, sc, cerr, serr := handshakePair(t, cfg, cfg)
 		if cerr != nil || serr != nil {
@@ -195,7 +195,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 		}
 	})
 	t.Run("user deadline restored", func(t *testing.T) {
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = time.Minute
 		rc, rs := pipeTCP(t)
 		cc, sc := Client(rc, cfg), Server(rs, cfg)
@@ -218,7 +218,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 		}
 	})
 	t.Run("user deadline bounds handshake", func(t *testing.T) {
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.HandshakeTimeout = time.Minute
 		rc, _ := pipeTCP(t)
 		c := Client(rc, cfg)
@@ -235,7 +235,7 @@ func TestEarlyBytes(t *testing.T) {
 
 	t.Run("client to server", func(t *testing.T) {
 		rc, rs := pipeTCP(t)
-		sc := Server(rs, clientConfig(k))
+		sc := Server(rs, configWith(k))
 		got := make(chan string, 1)
 		go func() {
 			b, _ := io.ReadAll(sc)
@@ -277,7 +277,7 @@ func TestEarlyBytes(t *testing.T) {
 			rs.Write(append(bytes.Clone(h.sh()), "half a round trip early"...))
 			rs.CloseWrite()
 		}()
-		cc := Client(rc, clientConfig(k))
+		cc := Client(rc, configWith(k))
 		b, err := io.ReadAll(cc)
 		if err != nil || string(b) != "half a round trip early" {
 			t.Errorf("client read %q, %v", b, err)
@@ -290,7 +290,7 @@ func TestEarlyBytes(t *testing.T) {
 func TestBulkRightAfterDial(t *testing.T) {
 	cfg, _ := newTestConfig()
 	s := startEcho(t, cfg)
-	c := dialTest(t, s.Addr(), clientConfig(cfg.Keys[0]))
+	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
 	data := seededBytes("bulk", 8<<20)
 	werr := make(chan error, 1)
 	go func() {
@@ -325,7 +325,7 @@ func TestBothSidesSpeakFirst(t *testing.T) {
 		fromClient <- string(b)
 	})
 	for range 20 {
-		c := dialTest(t, s.Addr(), clientConfig(cfg.Keys[0]))
+		c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
 		io.WriteString(c, "client speaks first")
 		b := make([]byte, len("server speaks first"))
 		if _, err := io.ReadFull(c, b); err != nil || string(b) != "server speaks first" {
@@ -340,7 +340,7 @@ func TestBothSidesSpeakFirst(t *testing.T) {
 
 func TestHalfClose(t *testing.T) {
 	k := testKey("test-key")
-	cc, sc, cerr, serr := handshakePair(t, clientConfig(k), clientConfig(k))
+	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
 		t.Fatal(cerr, serr)
 	}
@@ -364,7 +364,7 @@ func TestHalfCloseUnsupported(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	cc, sc := Client(a, clientConfig(k)), Server(b, clientConfig(k))
+	cc, sc := Client(a, configWith(k)), Server(b, configWith(k))
 	go sc.Handshake()
 	err := cc.CloseWrite()
 	if err == nil || !strings.Contains(err.Error(), "half-close") {
@@ -399,7 +399,7 @@ func TestCopyDelegates(t *testing.T) {
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	crec, srec := &recordingConn{TCPConn: rc}, &recordingConn{TCPConn: rs}
-	cc, sc := Client(crec, clientConfig(k)), Server(srec, clientConfig(k))
+	cc, sc := Client(crec, configWith(k)), Server(srec, configWith(k))
 
 	data := seededBytes("file", 1<<20)
 	f, err := os.CreateTemp(t.TempDir(), "copy")
@@ -461,11 +461,11 @@ func TestExportKeyingMaterial(t *testing.T) {
 		}
 		return b
 	}
-	cc1, sc1, cerr, serr := handshakePair(t, clientConfig(k), clientConfig(k))
+	cc1, sc1, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
 		t.Fatal(cerr, serr)
 	}
-	cc2, sc2, cerr, serr := handshakePair(t, clientConfig(k), clientConfig(k))
+	cc2, sc2, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
 		t.Fatal(cerr, serr)
 	}
@@ -510,7 +510,7 @@ func TestForwardSecrecy(t *testing.T) {
 		{true, true, true},
 	} {
 		t.Run(fmt.Sprintf("client=%v,server=%v", tc.client, tc.server), func(t *testing.T) {
-			ccfg, scfg := clientConfig(k), clientConfig(k)
+			ccfg, scfg := configWith(k), configWith(k)
 			ccfg.ForwardSecrecy, scfg.ForwardSecrecy = tc.client, tc.server
 			cc, sc, cerr, serr := handshakePair(t, ccfg, scfg)
 			if cerr != nil || serr != nil {
@@ -531,9 +531,9 @@ func TestForwardSecrecy(t *testing.T) {
 func TestModesNotYetImplemented(t *testing.T) {
 	k := testKey("test-key")
 	for _, m := range []Mode{ModeIntegrity, ModeSealed} {
-		cfg := clientConfig(k)
+		cfg := configWith(k)
 		cfg.Mode = m
-		_, _, cerr, _ := handshakePair(t, cfg, clientConfig(k))
+		_, _, cerr, _ := handshakePair(t, cfg, configWith(k))
 		if !errors.Is(cerr, ErrConfig) {
 			t.Errorf("client with %v: %v, want ErrConfig", m, cerr)
 		}
@@ -645,7 +645,7 @@ func TestKeyNeverShowsSecret(t *testing.T) {
 func TestConcurrentHandshakeCalls(t *testing.T) {
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
-	cc, sc := Client(rc, clientConfig(k)), Server(rs, clientConfig(k))
+	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for _, c := range []*Conn{cc, cc, cc, cc, sc, sc, sc, sc} {
@@ -668,7 +668,7 @@ func TestConcurrentHandshakeCalls(t *testing.T) {
 // handshake against a silent peer: the handshake must end, with an error.
 func TestCloseDuringHandshake(t *testing.T) {
 	k := testKey("test-key")
-	cfg := clientConfig(k)
+	cfg := configWith(k)
 	cfg.HandshakeTimeout = time.Minute
 	rc, rs := pipeTCP(t)
 	c := Client(rc, cfg)

@@ -62,7 +62,7 @@ func TestDialForeignServers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := startRawServer(t, tc.handle)
-			cfg := clientConfig(k)
+			cfg := configWith(k)
 			cfg.HandshakeTimeout = time.Minute
 			c, err := Dial("tcp", addr.String(), cfg)
 			if c != nil {
@@ -80,7 +80,7 @@ func TestDialForeignServers(t *testing.T) {
 
 func TestDialSilentServer(t *testing.T) {
 	addr := startRawServer(t, drain)
-	cfg := clientConfig(testKey("test-key"))
+	cfg := configWith(testKey("test-key"))
 	cfg.HandshakeTimeout = 100 * time.Millisecond
 	_, err := Dial("tcp", addr.String(), cfg)
 	mustBe(t, err, ErrHandshakeTimeout)
@@ -121,7 +121,7 @@ func TestDialContextCancel(t *testing.T) {
 	addr, hello := startSilentServer(t)
 	cause := errors.New("the user gave up")
 	ctx, cancel := context.WithCancelCause(context.Background())
-	d := Dialer{Config: clientConfig(testKey("test-key"))}
+	d := Dialer{Config: configWith(testKey("test-key"))}
 	d.Config.HandshakeTimeout = time.Minute
 	done := make(chan error, 1)
 	go func() {
@@ -202,7 +202,7 @@ func TestDialErrors(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 
-	d := Dialer{Config: clientConfig(testKey("test-key"))}
+	d := Dialer{Config: configWith(testKey("test-key"))}
 	c, err := d.Dial("tcp", addr)
 	if err == nil || c != nil {
 		t.Errorf("Dial to a closed port = %v, %v; want a nil net.Conn and an error", c, err)
@@ -245,7 +245,7 @@ func TestTruncatedServerHello(t *testing.T) {
 		}
 		c.Write(sh[:n])
 	})
-	cfg := clientConfig(testKey("test-key"))
+	cfg := configWith(testKey("test-key"))
 	cfg.HandshakeTimeout = time.Minute
 	for n := range serverHelloLen {
 		prefix <- n

@@ -113,8 +113,9 @@ func newTestConfig(keys ...Key) (*Config, *events) {
 	return &Config{Keys: keys, OnHandshake: ev.record}, ev
 }
 
-// clientConfig returns a Config that proves k.
-func clientConfig(k Key) *Config { return &Config{Keys: []Key{k}} }
+// configWith returns a Config with the one key k: a client proves it, a
+// server accepts it.
+func configWith(k Key) *Config { return &Config{Keys: []Key{k}} }
 
 // server is a Listener whose accepted connections are served by a handler,
 // each on its own goroutine, all of which end before the test does.

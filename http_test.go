@@ -72,7 +72,7 @@ func TestHTTPServer(t *testing.T) {
 	l := startHTTP(t, cfg, whoAmI)
 	url := "http://" + l.Addr().String() + "/"
 
-	client := httpClient(t, clientConfig(good))
+	client := httpClient(t, configWith(good))
 	body, err := get(client, url)
 	if err != nil || body != `key "web-client" true` {
 		t.Fatalf("GET = %q, %v", body, err)
@@ -104,13 +104,13 @@ func TestHTTPServer(t *testing.T) {
 	}
 	plain.CloseIdleConnections()
 	// A client with an unknown key cannot connect.
-	if _, err := get(httpClient(t, clientConfig(testKey("intruder"))), url); !errors.Is(err, ErrAuthFailed) {
+	if _, err := get(httpClient(t, configWith(testKey("intruder"))), url); !errors.Is(err, ErrAuthFailed) {
 		t.Errorf("GET with an unknown key = %v, want ErrAuthFailed", err)
 	}
 
 	// Serve is still running; the second key works too.
 	for _, k := range []Key{good, cfg.Keys[1]} {
-		body, err := get(httpClient(t, clientConfig(k)), url)
+		body, err := get(httpClient(t, configWith(k)), url)
 		if want := fmt.Sprintf("key %q true", k.ID); err != nil || body != want {
 			t.Errorf("GET after hostile clients = %q, %v; want %q", body, err, want)
 		}
@@ -157,7 +157,7 @@ func TestHTTPServeContent(t *testing.T) {
 		defer f.Close()
 		http.ServeContent(w, r, "blob", time.Time{}, f)
 	}))
-	body, err := get(httpClient(t, clientConfig(cfg.Keys[0])), "http://"+l.Addr().String()+"/blob")
+	body, err := get(httpClient(t, configWith(cfg.Keys[0])), "http://"+l.Addr().String()+"/blob")
 	if err != nil || !bytes.Equal([]byte(body), data) {
 		t.Errorf("downloaded %d bytes (%v), want %d intact", len(body), err, len(data))
 	}
@@ -203,7 +203,7 @@ func TestHTTPUpload(t *testing.T) {
 		fmt.Fprintf(w, "%d %v", n, err)
 	}))
 	data := seededBytes("upload", 2<<20)
-	resp, err := httpClient(t, clientConfig(cfg.Keys[0])).Post("http://"+l.Addr().String()+"/", "application/octet-stream", bytes.NewReader(data))
+	resp, err := httpClient(t, configWith(cfg.Keys[0])).Post("http://"+l.Addr().String()+"/", "application/octet-stream", bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestRawEchoServer(t *testing.T) {
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {
-			c, err := Dial("tcp", s.Addr().String(), clientConfig(cfg.Keys[0]))
+			c, err := Dial("tcp", s.Addr().String(), configWith(cfg.Keys[0]))
 			if err != nil {
 				errs <- err
 				return

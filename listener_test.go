@@ -26,7 +26,7 @@ func TestGoodClient(t *testing.T) {
 		serverIDs <- c.KeyID()
 		echo(c)
 	})
-	c := dialTest(t, s.Addr(), clientConfig(cfg.Keys[0]))
+	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
 	roundTrip(t, c, "hello, server")
 	if got := c.KeyID(); got != "test-key" {
 		t.Errorf("client KeyID = %q, want %q", got, "test-key")
@@ -50,7 +50,7 @@ func TestKeyRotation(t *testing.T) {
 	cfg, _ := newTestConfig(old, next)
 	s := startEcho(t, cfg)
 	for _, k := range []Key{old, next} {
-		c := dialTest(t, s.Addr(), clientConfig(k))
+		c := dialTest(t, s.Addr(), configWith(k))
 		roundTrip(t, c, "rotating")
 		if c.KeyID() != k.ID {
 			t.Errorf("KeyID = %q, want %q", c.KeyID(), k.ID)
@@ -72,7 +72,7 @@ func TestRefusedClients(t *testing.T) {
 			cfg, ev := newTestConfig(good)
 			s := startEcho(t, cfg)
 			raw := rawDial(t, s.Addr(), "")
-			c := Client(raw, clientConfig(tc.key))
+			c := Client(raw, configWith(tc.key))
 			_, err := c.Write([]byte("must not arrive"))
 			mustBe(t, err, ErrAuthFailed)
 			if !strings.Contains(err.Error(), tc.key.ID) {
@@ -86,7 +86,7 @@ func TestRefusedClients(t *testing.T) {
 			if s.wasAccepted(raw.LocalAddr()) {
 				t.Error("Accept returned a refused connection")
 			}
-			checkGoodClient(t, s, clientConfig(good))
+			checkGoodClient(t, s, configWith(good))
 		})
 	}
 }
@@ -139,7 +139,7 @@ func TestServerImpostor(t *testing.T) {
 
 	t.Run("Dial", func(t *testing.T) {
 		addr, after := startImpostor(t, fake)
-		c, err := Dial("tcp", addr.String(), clientConfig(k))
+		c, err := Dial("tcp", addr.String(), configWith(k))
 		mustBe(t, err, ErrAuthFailed)
 		if c != nil {
 			t.Fatal("Dial returned a Conn with its error")
@@ -151,7 +151,7 @@ func TestServerImpostor(t *testing.T) {
 	t.Run("lazy Write", func(t *testing.T) {
 		addr, after := startImpostor(t, fake)
 		raw := rawDial(t, addr, "")
-		c := Client(raw, clientConfig(k))
+		c := Client(raw, configWith(k))
 		_, err := c.Write([]byte("the secret plans"))
 		mustBe(t, err, ErrAuthFailed)
 		raw.Close()
@@ -233,7 +233,7 @@ func TestHostileClients(t *testing.T) {
 			if s.wasAccepted(c.LocalAddr()) {
 				t.Error("Accept returned a refused connection")
 			}
-			checkGoodClient(t, s, clientConfig(good))
+			checkGoodClient(t, s, configWith(good))
 		})
 	}
 }
@@ -259,7 +259,7 @@ func TestTruncatedClientHello(t *testing.T) {
 	if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 0 {
 		t.Errorf("%d truncated hellos were authenticated", n)
 	}
-	checkGoodClient(t, s, clientConfig(good))
+	checkGoodClient(t, s, configWith(good))
 }
 
 // TestSilentClientsDoNotDelayGoodClient stalls hundreds of handshakes from
@@ -282,7 +282,7 @@ func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
 		return s.al.Stats().InFlight == ips*perIP
 	})
 
-	checkGoodClient(t, s, clientConfig(cfg.Keys[0]))
+	checkGoodClient(t, s, configWith(cfg.Keys[0]))
 
 	if st := s.al.Stats(); st.InFlight != ips*perIP || st.Shed != 0 {
 		t.Errorf("stats after the good client = %+v, want all %d silent clients still in flight", st, ips*perIP)
@@ -314,7 +314,7 @@ func TestMaxHandshakes(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		c, err := Dial("tcp", s.Addr().String(), clientConfig(cfg.Keys[0]))
+		c, err := Dial("tcp", s.Addr().String(), configWith(cfg.Keys[0]))
 		if err == nil {
 			c.Close()
 		}
@@ -367,7 +367,7 @@ func TestPerIPCap(t *testing.T) {
 		}
 	}
 
-	checkGoodClient(t, s, clientConfig(cfg.Keys[0])) // from 127.0.0.1
+	checkGoodClient(t, s, configWith(cfg.Keys[0])) // from 127.0.0.1
 
 	for _, c := range stalled {
 		if n := ev.count(func(e HandshakeEvent) bool { return e.RemoteAddr.String() == c.LocalAddr().String() }); n != 0 {
@@ -377,7 +377,7 @@ func TestPerIPCap(t *testing.T) {
 	}
 	// Once its handshakes end, 127.0.0.2 may connect again.
 	waitUntil(t, "the stalled handshakes end", func() bool { return s.al.Stats().InFlight == 0 })
-	d := Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}, Config: clientConfig(cfg.Keys[0])}
+	d := Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}, Config: configWith(cfg.Keys[0])}
 	c, err := d.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatalf("127.0.0.2 after its handshakes ended: %v", err)
@@ -428,7 +428,7 @@ func TestBackpressure(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := Dialer{Config: clientConfig(cfg.Keys[0])}
+			d := Dialer{Config: configWith(cfg.Keys[0])}
 			c, err := d.DialContext(ctx, "tcp", l.Addr().String())
 			if err == nil {
 				dialed <- c
@@ -529,7 +529,7 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 		}
 		var clients []*Conn
 		for range 3 {
-			clients = append(clients, dialTest(t, l.Addr(), clientConfig(cfg.Keys[0])))
+			clients = append(clients, dialTest(t, l.Addr(), configWith(cfg.Keys[0])))
 		}
 		waitUntil(t, "the clients wait for Accept", func() bool { return l.al.Stats().Queued == 3 })
 		if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 3 {
@@ -587,7 +587,7 @@ func TestInnerListenerErrors(t *testing.T) {
 	t.Run("temporary", func(t *testing.T) {
 		l, cfg := newFlaky(t, acceptError(syscall.EMFILE), acceptError(syscall.ECONNABORTED), acceptError(syscall.ENFILE))
 		s := serveListener(t, l, echo)
-		checkGoodClient(t, s, clientConfig(cfg.Keys[0]))
+		checkGoodClient(t, s, configWith(cfg.Keys[0]))
 		if got := l.al.Stats().Retries; got != 3 {
 			t.Errorf("Retries = %d, want 3", got)
 		}
@@ -612,7 +612,7 @@ func TestListenerLogsWithoutSecrets(t *testing.T) {
 	s := startEcho(t, cfg)
 	wrong := Key{ID: "test-key", Secret: seededBytes("wrong", MinSecretLen)}
 	c := rawDial(t, s.Addr(), "")
-	_, err := Client(c, clientConfig(wrong)).Write([]byte("x"))
+	_, err := Client(c, configWith(wrong)).Write([]byte("x"))
 	mustBe(t, err, ErrAuthFailed)
 	ev.waitFrom(t, c.LocalAddr())
 	out := buf.String()
@@ -632,7 +632,7 @@ func TestListenErrors(t *testing.T) {
 	if _, err := Listen("tcp", "127.0.0.1:0", nil); !errors.Is(err, ErrConfig) {
 		t.Errorf("Listen with nil Config: %v, want ErrConfig", err)
 	}
-	if _, err := Listen("tcp", "127.0.0.1:-1", clientConfig(testKey("k"))); err == nil {
+	if _, err := Listen("tcp", "127.0.0.1:-1", configWith(testKey("k"))); err == nil {
 		t.Error("Listen on a bad address succeeded")
 	}
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -663,7 +663,7 @@ func TestListenIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	s := serveListener(t, l, echo)
-	checkGoodClient(t, s, clientConfig(cfg.Keys[0]))
+	checkGoodClient(t, s, configWith(cfg.Keys[0]))
 }
 
 // TestUnixSocketNotCappedPerIP checks that connections without an IP are
@@ -692,7 +692,7 @@ func TestUnixSocketNotCappedPerIP(t *testing.T) {
 		defer c.Close()
 	}
 	waitUntil(t, "three handshakes are in flight", func() bool { return s.al.Stats().InFlight == 3 })
-	c, err := Dial("unix", path, clientConfig(cfg.Keys[0]))
+	c, err := Dial("unix", path, configWith(cfg.Keys[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
