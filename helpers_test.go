@@ -18,9 +18,11 @@ import (
 	"time"
 )
 
-// waitLimit bounds every wait in the tests, so that a broken listener fails
-// a test instead of hanging it. No assertion depends on it: it is only a
-// backstop far longer than any wait takes on a healthy build.
+// waitLimit bounds every wait in the tests, so that a broken build fails a
+// test instead of hanging it. It is a backstop, not a speed assertion: a
+// healthy build finishes each of these waits in milliseconds, and where a
+// test checks that something ends early (a cancelled handshake, Close), the
+// broken alternative takes the one-minute handshake timeout.
 const waitLimit = 20 * time.Second
 
 // testKey returns a key whose secret is derived from id, so that tests can
