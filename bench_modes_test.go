@@ -76,28 +76,7 @@ func benchTLSConfigs(b *testing.B) (server, client *tls.Config) {
 // benchPair returns a connected pair for one kind of transport.
 func benchPair(b *testing.B, kind string, recordSize int) (w, r net.Conn) {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		accepted <- c
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	sraw := <-accepted
-	if sraw == nil {
-		b.Fatal("accept failed")
-	}
+	raw, sraw := pipeTCP(b)
 	var client, server net.Conn
 	switch kind {
 	case "tcp":

@@ -95,60 +95,40 @@ func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr 
 }
 
 // TestModeNegotiation checks that both sides report the stronger mode and
-// the same forward secrecy and AEAD, whichever side asks.
+// the same forward secrecy and AEAD, whichever side asks, and that data
+// flows in the mode they agreed on.
 func TestModeNegotiation(t *testing.T) {
+	keys := []Key{recordTestKey()}
 	for _, cm := range allModes {
 		for _, sm := range allModes {
-			for _, fs := range []bool{false, true} {
-				name := fmt.Sprintf("client=%v/server=%v/fs=%v", cm, sm, fs)
-				t.Run(name, func(t *testing.T) {
-					ln, err := net.Listen("tcp", "127.0.0.1:0")
-					if err != nil {
-						t.Fatal(err)
+			for _, fs := range []string{"none", "client", "server"} {
+				t.Run(fmt.Sprintf("client=%v/server=%v/fs=%s", cm, sm, fs), func(t *testing.T) {
+					ccfg := &Config{Keys: keys, Mode: cm, ForwardSecrecy: fs == "client"}
+					scfg := &Config{Keys: keys, Mode: sm, ForwardSecrecy: fs == "server"}
+					c, s, cerr, serr := handshakePair(t, ccfg, scfg)
+					if cerr != nil || serr != nil {
+						t.Fatalf("handshake: client %v, server %v", cerr, serr)
 					}
-					defer ln.Close()
-					keys := []Key{recordTestKey()}
-					srvDone := make(chan *Conn, 1)
-					go func() {
-						raw, err := ln.Accept()
-						if err != nil {
-							srvDone <- nil
-							return
-						}
-						s := Server(raw, &Config{Keys: keys, Mode: sm, ForwardSecrecy: fs && cm == ModeAuth})
-						s.Handshake()
-						srvDone <- s
-					}()
-					c, err := Dial("tcp", ln.Addr().String(), &Config{Keys: keys, Mode: cm, ForwardSecrecy: fs && cm != ModeAuth})
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer c.Close()
-					s := <-srvDone
-					if s == nil {
-						t.Fatal("accept failed")
-					}
-					defer s.Close()
 					cs, ss := c.ConnectionState(), s.ConnectionState()
 					want := max(cm, sm)
 					if cs.Mode != want || ss.Mode != want {
 						t.Errorf("modes: client %v, server %v, want %v", cs.Mode, ss.Mode, want)
 					}
-					if cs.ForwardSecrecy != fs || ss.ForwardSecrecy != fs {
-						t.Errorf("forward secrecy: client %v, server %v, want %v", cs.ForwardSecrecy, ss.ForwardSecrecy, fs)
+					if wantFS := fs != "none"; cs.ForwardSecrecy != wantFS || ss.ForwardSecrecy != wantFS {
+						t.Errorf("forward secrecy: client %v, server %v, want %v", cs.ForwardSecrecy, ss.ForwardSecrecy, wantFS)
 					}
 					if c.rp.chacha != s.rp.chacha {
 						t.Errorf("AEAD: client chacha=%v, server chacha=%v", c.rp.chacha, s.rp.chacha)
 					}
-					roundTrip(t, c, s, []byte("hello over "+want.String()))
+					exchange(t, c, s, []byte("hello over "+want.String()))
 				})
 			}
 		}
 	}
 }
 
-// roundTrip sends msg each way and checks it arrives.
-func roundTrip(t *testing.T, a, b *Conn, msg []byte) {
+// exchange sends msg each way and checks it arrives.
+func exchange(t *testing.T, a, b *Conn, msg []byte) {
 	t.Helper()
 	for _, p := range [][2]*Conn{{a, b}, {b, a}} {
 		errc := make(chan error, 1)
@@ -594,19 +574,5 @@ func TestWriteDeadlineMidStream(t *testing.T) {
 				t.Fatalf("server read %d bytes, want %d, or different bytes", len(b), len(want))
 			}
 		})
-	}
-}
-
-// TestUnknownModeRefused checks that a Config.Mode beyond ModeSealed is a
-// configuration error, not a silent fallback.
-func TestUnknownModeRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, err = Dial("tcp", ln.Addr().String(), &Config{Keys: []Key{recordTestKey()}, Mode: ModeSealed + 1})
-	if !errors.Is(err, ErrConfig) {
-		t.Fatalf("Dial with Mode %v: %v, want ErrConfig", ModeSealed+1, err)
 	}
 }
