@@ -465,12 +465,11 @@ func (c *Conn) flush() error {
 
 // writeRecord seals and sends a record of type typ with n payload bytes,
 // taken from src, or if src is nil already at buf[recordHeaderLen:], after
-// a key update if one is due. It
-// reports whether the record counts as sent: once its first byte is on the
-// wire it does, and the rest goes out with the next write if a deadline
-// cuts it. If not a single byte left and mayUndo is set, the record is
-// forgotten and its sequence number reused: safe, because its ciphertext
-// never left this process.
+// a key update if one is due. It reports whether the record counts as
+// sent: once its first byte is on the wire it does, and the rest goes out
+// with the next write if a deadline cuts it. If not a single byte left and
+// mayUndo is set, the record is forgotten and its sequence number reused:
+// safe, because its ciphertext never left this process.
 func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
 	hc := &c.out
 	if hc.needsUpdate(&c.rp) {
