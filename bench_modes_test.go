@@ -21,12 +21,16 @@ import (
 
 // The benchmarks of the protected modes, side by side in one run:
 //
-//	go test -run '^$' -bench 'Modes' -benchtime 2s -count 1 .
+//	go test -c -o modes.test . &&
+//	for i in 1 2 3 4 5; do ./modes.test -test.run '^$' -test.bench 'ModesThroughput|ModesConns' -test.benchtime 1s; done
 //
+// (five interleaved rounds; take the median of each ratio).
 // BenchmarkModesThroughput moves data one way over one loopback connection
 // in 256 KiB writes; BenchmarkModesConns makes connections with a 1-byte
-// echo from 16 goroutines. Compare within one run only: the absolute
-// figures depend on the machine and its load.
+// echo from 16 goroutines. Both also report the
+// CPU time of the whole process per GB or per connection, which varies
+// far less than wall-clock figures when other processes load the machine.
+// Compare within one run only.
 
 const benchWriteSize = 256 << 10
 
