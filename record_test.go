@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -572,6 +573,43 @@ func TestWriteDeadlineMidStream(t *testing.T) {
 			}
 			if b := <-got; !bytes.Equal(b, want) {
 				t.Fatalf("server read %d bytes, want %d, or different bytes", len(b), len(want))
+			}
+		})
+	}
+}
+
+// TestHTTPInRecordModes runs net/http through a Listener and a Dialer in
+// each record mode, with a request body and a response large enough to
+// span many records (net/http uses ReadFrom for the response), over
+// keep-alive connections.
+func TestHTTPInRecordModes(t *testing.T) {
+	payload := make([]byte, 1<<20+17)
+	rand.NewChaCha8([32]byte{3}).Read(payload)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(body, payload[:len(body)]) {
+			http.Error(w, "bad request body", http.StatusBadRequest)
+			return
+		}
+		w.Write(payload)
+	})
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			k := testKey("web")
+			scfg := configWith(k)
+			scfg.Mode = mode
+			l := startHTTP(t, scfg, handler)
+			client := httpClient(t, configWith(k)) // the server's mode wins
+			for i := range 3 {
+				resp, err := client.Post("http://"+l.Addr().String()+"/", "application/octet-stream", bytes.NewReader(payload[:300_000]))
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, payload) {
+					t.Fatalf("request %d: status %d, %d bytes, %v", i, resp.StatusCode, len(got), err)
+				}
 			}
 		})
 	}
