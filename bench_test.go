@@ -643,3 +643,131 @@ func (fixedReader) Read(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// The SideBySide benchmarks alternate between protocols in short batches
+// within one op loop, so that every protocol meets the same load from the
+// rest of the machine, and report each protocol's rate and the ratios the
+// targets are stated in.
+
+// sideBySideBatch is how many connections (or MiB) one protocol gets
+// before the next protocol's turn; the order of turns reverses every
+// round, so that no protocol always follows the same one.
+const sideBySideBatch = 32
+
+// turns returns the order of the protocols' turns in a round.
+func turns(round, n int) []int {
+	t := make([]int, n)
+	for i := range t {
+		t[i] = i
+		if round%2 == 1 {
+			t[i] = n - 1 - i
+		}
+	}
+	return t
+}
+
+// BenchmarkConnectSideBySide is BenchmarkConnect for tcp, tls13 and
+// hmacauth, alternating. One op is one connection of each protocol.
+func BenchmarkConnectSideBySide(b *testing.B) {
+	names := []string{"tcp", "tls13", "hmacauth"}
+	dials := make([]func() (net.Conn, error), len(names))
+	for i, name := range names {
+		p := benchProtoFor(b, name)
+		addr := startBenchServer(b, p, echoOnce).addr()
+		dials[i] = func() (net.Conn, error) { return p.dial(addr) }
+	}
+	elapsed := make([]time.Duration, len(names))
+	b.ResetTimer()
+	for done, round := 0, 0; done < b.N; done, round = done+sideBySideBatch, round+1 {
+		n := min(sideBySideBatch, b.N-done)
+		for _, i := range turns(round, len(names)) {
+			start := time.Now()
+			err := runClients(n, benchClients, dials[i])
+			elapsed[i] += time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	rate := make([]float64, len(names))
+	for i, name := range names {
+		rate[i] = float64(b.N) / elapsed[i].Seconds()
+		b.ReportMetric(rate[i], name+"-conns/s")
+	}
+	b.ReportMetric(rate[2]/rate[0], "hmacauth/tcp")
+	b.ReportMetric(rate[2]/rate[1], "hmacauth/tls13")
+}
+
+// BenchmarkBulkSideBySide is BenchmarkBulk for tcp and hmacauth,
+// alternating over two connections each, made in the order tcp, hmacauth,
+// hmacauth, tcp because the connection made first tends to be the faster
+// one (crypto/tls, much slower, would only stretch the rounds). One op is
+// bulkChunk bytes on each connection; after each batch the server
+// acknowledges with one byte that it has read them all.
+func BenchmarkBulkSideBySide(b *testing.B) {
+	names := []string{"tcp", "hmacauth", "hmacauth", "tcp"}
+	conns := make([]net.Conn, len(names))
+	for i, name := range names {
+		p := benchProtoFor(b, name)
+		srv := startBenchServer(b, p, func(c net.Conn) {
+			c.SetDeadline(time.Time{}) // a long run must not hit benchIOTimeout
+			buf := make([]byte, 256<<10)
+			for {
+				var n int64
+				want := int64(sideBySideBatch) * bulkChunk
+				for n < want {
+					m, err := c.Read(buf[:min(int64(len(buf)), want-n)])
+					n += int64(m)
+					if err != nil {
+						return
+					}
+				}
+				if _, err := c.Write([]byte{1}); err != nil {
+					return
+				}
+			}
+		})
+		c, err := p.dial(srv.addr())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close() // before the server's Cleanup, which waits for it
+		conns[i] = c
+	}
+	buf := make([]byte, bulkChunk)
+	elapsed := make([]time.Duration, len(names))
+	ops := 0
+	b.ResetTimer()
+	// Whole batches only: the server acknowledges whole batches.
+	for round := 0; ops < b.N; ops, round = ops+sideBySideBatch, round+1 {
+		for _, i := range turns(round, len(conns)) {
+			c := conns[i]
+			start := time.Now()
+			for range sideBySideBatch {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := io.ReadFull(c, buf[:1]); err != nil {
+				b.Fatal(err)
+			}
+			elapsed[i] += time.Since(start)
+		}
+	}
+	b.StopTimer()
+	rate := func(name string) float64 {
+		var d time.Duration
+		var n int
+		for i := range names {
+			if names[i] == name {
+				d += elapsed[i]
+				n += ops
+			}
+		}
+		return float64(n) * bulkChunk / 1e6 / d.Seconds()
+	}
+	b.ReportMetric(rate("tcp"), "tcp-MB/s")
+	b.ReportMetric(rate("hmacauth"), "hmacauth-MB/s")
+	b.ReportMetric(rate("hmacauth")/rate("tcp"), "hmacauth/tcp")
+}
