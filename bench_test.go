@@ -96,8 +96,11 @@ type benchProto struct {
 
 // benchProtoNames are the protocols BenchmarkConnect and BenchmarkServerCPU
 // compare. tls13 uses X25519 only, tls13-mlkem crypto/tls's default key
-// exchange (X25519MLKEM768 first).
-var benchProtoNames = []string{"tcp", "tls13", "tls13-mlkem", "hmacauth", "hmacauth-fs"}
+// exchange (X25519MLKEM768 first). hmacauth-lazy runs the server's
+// handshake as crypto/tls's listener does, lazily on the first Read of a
+// Conn made by Server, without the Listener's goroutine, queue and
+// context: the difference to hmacauth is the cost of the accept engine.
+var benchProtoNames = []string{"tcp", "tls13", "tls13-mlkem", "hmacauth", "hmacauth-lazy", "hmacauth-fs"}
 
 func newBenchProto(name string, cert *benchCert) (benchProto, error) {
 	p := benchProto{name: name}
@@ -139,10 +142,29 @@ func newBenchProto(name string, cert *benchCert) (benchProto, error) {
 			}
 			return l
 		}
+	case "hmacauth-lazy":
+		d := &Dialer{Config: benchConfig(false)}
+		p.dial = func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) }
+		server := benchConfig(false)
+		p.wrap = func(inner net.Listener) net.Listener { return lazyListener{inner, server} }
 	default:
 		return p, fmt.Errorf("unknown protocol %q", name)
 	}
 	return p, nil
+}
+
+// lazyListener returns Server connections that handshake on first use.
+type lazyListener struct {
+	net.Listener
+	config *Config
+}
+
+func (l lazyListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Server(c, l.config), nil
 }
 
 func benchProtoFor(b *testing.B, name string) benchProto {
