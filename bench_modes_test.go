@@ -3,20 +3,9 @@
 package hmacauth
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"io"
-	"math/big"
 	"net"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // The benchmarks of the protected modes, side by side in one run:
@@ -27,81 +16,83 @@ import (
 // (five interleaved rounds; take the median of each ratio).
 // BenchmarkModesThroughput moves data one way over one loopback connection
 // in 256 KiB writes; BenchmarkModesConns makes connections with a 1-byte
-// echo from 16 goroutines. Both also report the
-// CPU time of the whole process per GB or per connection, which varies
-// far less than wall-clock figures when other processes load the machine.
-// Compare within one run only.
+// echo from benchClients goroutines, like BenchmarkConnect. Both also
+// report the CPU time of the whole process per GB or per connection, which
+// varies far less than wall-clock figures when other processes load the
+// machine. Compare within one run only.
 
 const benchWriteSize = 256 << 10
 
-// benchTLSConfigs returns a TLS 1.3 server and client configuration with a
-// fresh ECDSA P-256 certificate, AES-128-GCM (the suite Go picks with AES
-// hardware) and session tickets off, so each connection is a full handshake.
-func benchTLSConfigs(b *testing.B) (server, client *tls.Config) {
-	b.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
+// modeProto is hmacauth through a Listener and a Dialer in a mode, with or
+// without forward secrecy (see benchProto).
+func modeProto(mode Mode, fs bool) benchProto {
+	cfg := benchConfig(fs)
+	cfg.Mode = mode
+	d := &Dialer{Config: cfg}
+	return benchProto{
+		name: fmt.Sprintf("%v fs=%v", mode, fs),
+		wrap: func(inner net.Listener) net.Listener {
+			l, err := NewListener(inner, cfg)
+			if err != nil {
+				panic(err) // unreachable: benchConfig is valid
+			}
+			return l
+		},
+		dial: func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) },
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}
-	server = &tls.Config{
-		Certificates:           []tls.Certificate{cert},
-		MinVersion:             tls.VersionTLS13,
-		SessionTicketsDisabled: true,
-	}
-	client = &tls.Config{
-		RootCAs:                pool,
-		ServerName:             "127.0.0.1",
-		MinVersion:             tls.VersionTLS13,
-		SessionTicketsDisabled: true,
-	}
-	return server, client
 }
 
-// benchPair returns a connected pair for one kind of transport.
-func benchPair(b *testing.B, kind string, recordSize int) (w, r net.Conn) {
+// modesProto returns the protocol a throughput or connection benchmark
+// names: tcp, tls13 (AES-128-GCM), or an hmacauth mode.
+func modesProto(b *testing.B, name string) benchProto {
+	switch name {
+	case "auth":
+		return modeProto(ModeAuth, false)
+	case "integrity":
+		return modeProto(ModeIntegrity, false)
+	case "sealed":
+		return modeProto(ModeSealed, false)
+	case "sealed+fs":
+		return modeProto(ModeSealed, true)
+	case "auth+fs":
+		return modeProto(ModeAuth, true)
+	}
+	return benchProtoFor(b, name)
+}
+
+// benchPair returns a connected, handshaken pair of p. A recordSize other
+// than 0 sets the size of the records the client sends.
+func benchPair(b *testing.B, p benchProto, recordSize int) (client, server net.Conn) {
 	b.Helper()
-	raw, sraw := pipeTCP(b)
-	var client, server net.Conn
-	switch kind {
-	case "tcp":
-		return raw, sraw
-	case "tls13":
-		scfg, ccfg := benchTLSConfigs(b)
-		client, server = tls.Client(raw, ccfg), tls.Server(sraw, scfg)
-	default:
-		mode := map[string]Mode{"auth": ModeAuth, "integrity": ModeIntegrity, "sealed": ModeSealed}[kind]
-		cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
-		cc, sc := Client(raw, cfg), Server(sraw, cfg)
-		cc.rp.recordSize, sc.rp.recordSize = recordSize, recordSize
-		client, server = cc, sc
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- server.(interface{ Handshake() error }).Handshake() }()
-	if err := client.(interface{ Handshake() error }).Handshake(); err != nil {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		b.Fatal(err)
 	}
-	if err := <-errc; err != nil {
+	ln := p.wrap(inner)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if hs, ok := c.(interface{ Handshake() error }); ok && err == nil {
+			// crypto/tls handshakes lazily, but its client waits.
+			if hs.Handshake() != nil {
+				c.Close()
+				c = nil
+			}
+		}
+		accepted <- c
+	}()
+	client, err = p.dial(inner.Addr().String())
+	if err != nil {
 		b.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		client.Close()
+		b.Fatal("accept failed")
+	}
+	if c, ok := client.(*Conn); ok && recordSize > 0 {
+		c.rp.recordSize = recordSize
 	}
 	return client, server
 }
@@ -131,7 +122,7 @@ func benchStream(b *testing.B, w, r net.Conn) {
 	}()
 	buf := make([]byte, benchWriteSize)
 	b.ResetTimer()
-	cpu0 := processCPU()
+	cpu0 := cpuTime(b)
 	for range b.N {
 		if _, err := w.Write(buf); err != nil {
 			b.Fatal(err)
@@ -140,27 +131,16 @@ func benchStream(b *testing.B, w, r net.Conn) {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	cpu := processCPU() - cpu0
-	// CPU time of both ends per GB moved: a figure that barely moves when
-	// other processes load the machine.
+	cpu := cpuTime(b) - cpu0
 	b.ReportMetric(cpu.Seconds()/(float64(total)/1e9), "cpu-s/GB")
 }
 
-// processCPU returns the user and system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkModesThroughput compares one-way bulk throughput: plain TCP,
-// crypto/tls 1.3 (AES-128-GCM) and the three modes.
+// crypto/tls 1.3 (AES-128-GCM with AES hardware) and the three modes.
 func BenchmarkModesThroughput(b *testing.B) {
-	for _, kind := range []string{"tcp", "tls13", "auth", "integrity", "sealed"} {
-		b.Run(kind, func(b *testing.B) {
-			w, r := benchPair(b, kind, 0)
+	for _, name := range []string{"tcp", "tls13", "auth", "integrity", "sealed"} {
+		b.Run(name, func(b *testing.B) {
+			w, r := benchPair(b, modesProto(b, name), 0)
 			benchStream(b, w, r)
 		})
 	}
@@ -169,10 +149,10 @@ func BenchmarkModesThroughput(b *testing.B) {
 // BenchmarkModesRecordSize measures the record modes at several record
 // sizes; it is how defaultRecordSize was chosen.
 func BenchmarkModesRecordSize(b *testing.B) {
-	for _, kind := range []string{"integrity", "sealed"} {
+	for _, name := range []string{"integrity", "sealed"} {
 		for _, size := range []int{16 << 10, 64 << 10, 256 << 10} {
-			b.Run(fmt.Sprintf("%s/%dKiB", kind, size>>10), func(b *testing.B) {
-				w, r := benchPair(b, kind, size)
+			b.Run(fmt.Sprintf("%s/%dKiB", name, size>>10), func(b *testing.B) {
+				w, r := benchPair(b, modesProto(b, name), size)
 				benchStream(b, w, r)
 			})
 		}
@@ -180,95 +160,25 @@ func BenchmarkModesRecordSize(b *testing.B) {
 }
 
 // BenchmarkModesConns compares connections per second, each with a 1-byte
-// echo, from 16 goroutines: crypto/tls 1.3 full handshakes against
-// hmacauth with forward secrecy (sealed, the costliest) and without.
+// echo: crypto/tls 1.3 full handshakes (X25519, and the default
+// X25519MLKEM768) against hmacauth with forward secrecy (ModeSealed, the
+// costliest, and ModeAuth) and without.
 func BenchmarkModesConns(b *testing.B) {
-	type side struct {
-		listen func(net.Listener) net.Listener
-		dial   func(addr string) (net.Conn, error)
-	}
-	scfg, ccfg := benchTLSConfigs(b)
-	hm := func(mode Mode, fs bool) side {
-		cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode, ForwardSecrecy: fs, MaxHandshakesPerIP: -1}
-		return side{
-			listen: func(ln net.Listener) net.Listener {
-				l, err := NewListener(ln, cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				return l
-			},
-			dial: func(addr string) (net.Conn, error) { return Dial("tcp", addr, cfg) },
-		}
-	}
-	kinds := []struct {
-		name string
-		side side
-	}{
-		{"tls13", side{
-			listen: func(ln net.Listener) net.Listener { return tls.NewListener(ln, scfg) },
-			dial:   func(addr string) (net.Conn, error) { return tls.Dial("tcp", addr, ccfg) },
-		}},
-		{"sealed+fs", hm(ModeSealed, true)},
-		{"sealed", hm(ModeSealed, false)},
-		{"auth+fs", hm(ModeAuth, true)},
-	}
-	for _, k := range kinds {
-		b.Run(k.name, func(b *testing.B) {
-			inner, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, name := range []string{"tls13", "tls13-mlkem", "sealed+fs", "auth+fs", "sealed"} {
+		b.Run(name, func(b *testing.B) {
+			p := modesProto(b, name)
+			srv := startBenchServer(b, p, echoOnce)
+			addr := srv.addr()
+			b.ResetTimer()
+			cpu0 := cpuTime(b)
+			err := runClients(b.N, benchClients, func() (net.Conn, error) { return p.dial(addr) })
+			b.StopTimer()
+			cpu := cpuTime(b) - cpu0
 			if err != nil {
 				b.Fatal(err)
 			}
-			ln := k.side.listen(inner)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer c.Close()
-						var one [1]byte
-						if _, err := io.ReadFull(c, one[:]); err == nil {
-							c.Write(one[:])
-						}
-					}()
-				}
-			}()
-			addr := inner.Addr().String()
-			b.SetParallelism(8) // 16 goroutines on 2 cores
-			b.ResetTimer()
-			cpu0 := processCPU()
-			b.RunParallel(func(pb *testing.PB) {
-				var one [1]byte
-				for pb.Next() {
-					c, err := k.side.dial(addr)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if _, err := c.Write([]byte{1}); err != nil {
-						b.Error(err)
-					}
-					if _, err := io.ReadFull(c, one[:]); err != nil {
-						b.Error(err)
-					}
-					c.Close()
-				}
-			})
-			b.StopTimer()
-			cpu := processCPU() - cpu0
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
-			// CPU time of both ends: unlike conns/s, it barely moves
-			// when other processes load the machine.
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/conn")
-			ln.Close()
-			wg.Wait()
 		})
 	}
 }
