@@ -10,6 +10,7 @@ import (
 	"hash"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -73,6 +74,12 @@ func (d Digest) size() int {
 	}
 	return 0
 }
+
+// String returns the name as Python writes it, e.g. "sha256".
+func (d Digest) String() string { return string(d) }
+
+// hmacName names the HMAC in messages, e.g. "HMAC-SHA256".
+func (d Digest) hmacName() string { return "HMAC-" + strings.ToUpper(string(d)) }
 
 // mac returns HMAC-d(key, msg); d must be known.
 func (d Digest) mac(key, msg []byte) []byte {

@@ -125,7 +125,7 @@ func (h *handshake) allow(d Digest, what string) error {
 		return errorf(ErrWeakDigest, "the %s %s HMAC-MD5, the legacy digest of Python 3.11 and older (or a downgrade); upgrade the peer to Python 3.12+ or set Config.AllowLegacyMD5", h.peer(), what)
 	}
 	if want := h.cfg.digest(); d.size() < want.size() {
-		return errorf(ErrWeakDigest, "the %s %s HMAC-%s, weaker than Config.Digest %s", h.peer(), what, d, want)
+		return errorf(ErrWeakDigest, "the %s %s %s, weaker than Config.Digest %s", h.peer(), what, d.hmacName(), want)
 	}
 	return nil
 }
@@ -190,7 +190,7 @@ func (h *handshake) checkAnswer(m, answer []byte) error {
 		return err
 	}
 	if !hmac.Equal(d.mac(h.cfg.AuthKey, m), mac) {
-		return errorf(ErrAuthFailed, "the %s's HMAC-%s does not match ours; the two sides hold different authkeys", h.peer(), d)
+		return errorf(ErrAuthFailed, "the %s's %s does not match ours; the two sides hold different authkeys", h.peer(), d.hmacName())
 	}
 	return nil
 }
@@ -225,7 +225,7 @@ func (h *handshake) answerChallenge() error {
 	case welcome:
 		return nil
 	case failure:
-		return errorf(ErrAuthFailed, "the %s refused our HMAC-%s answer; the two sides hold different authkeys", h.peer(), d)
+		return errorf(ErrAuthFailed, "the %s refused our %s answer; the two sides hold different authkeys", h.peer(), d.hmacName())
 	}
 	return errorf(ErrProtocol, "expected %q or %q, got %q", welcome, failure, clip(verdict))
 }
