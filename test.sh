@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, vet, and the race-enabled tests.
+# The project's one test command: format check, vet and race-enabled tests
+# over both modules (the core and grpcauth), through go.work.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+run() {
+	echo "+ $*"
+	"$@"
+}
+
 echo "+ gofmt -l ."
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
-	echo "gofmt: these files need formatting:"; echo "$unformatted"; exit 1
+	echo "gofmt: these files need formatting (run gofmt -w):" >&2
+	echo "$unformatted" >&2
+	exit 1
 fi
-echo "+ go vet ./..."
-go vet ./...
-echo "+ go test -race ./..."
-go test -race ./...
+
+run go vet ./... ./grpcauth/...
+run go test -race ./... ./grpcauth/...
