@@ -91,6 +91,8 @@ func (d Digest) mac(key, msg []byte) []byte {
 // Config configures a Listener, a Dialer, or a handshake run by
 // ServerHandshake or ClientHandshake. Only AuthKey is required.
 //
+// Printing a Config with fmt or slog never shows the authkey.
+//
 // A Config may be shared by many listeners and dialers at once, but must
 // not be modified after it has been passed to any of them.
 type Config struct {
@@ -137,8 +139,9 @@ type Config struct {
 	AcceptQueue int
 
 	// Logger receives one record per connection a Listener refuses, at
-	// level Info, with the remote address, the digest and the reason. Nil
-	// means no logging. The authkey is never logged.
+	// level Info, with the remote address, the digest and the reason, and
+	// one per accepted connection at level Debug. Nil means no logging.
+	// The authkey is never logged.
 	Logger *slog.Logger
 
 	// OnHandshake, if not nil, is called after every handshake a Listener
@@ -162,6 +165,19 @@ type HandshakeEvent struct {
 	// (errors.Is with ErrAuthFailed, ErrWeakDigest, ErrProtocol,
 	// ErrHandshakeTimeout, ErrShed).
 	Err error
+}
+
+// LogValue implements slog.LogValuer: the settings without the authkey.
+// (Without it, a JSON handler would encode the authkey as base64.)
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("auth_key", fmt.Sprintf("[%d bytes redacted]", len(c.AuthKey))),
+		slog.String("digest", c.digest().String()),
+		slog.Bool("allow_legacy_md5", c.AllowLegacyMD5),
+		slog.Duration("handshake_timeout", c.handshakeTimeout()),
+		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", orDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // String describes c without its authkey.

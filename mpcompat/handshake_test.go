@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -523,12 +524,15 @@ func TestSecretsNotPrinted(t *testing.T) {
 	}
 	ev.next(t)
 	l.Close() // the log record is written before the event; Close orders it
-	printed := logs.String() + fmt.Sprintf("%v %+v %#v %s", cfg, cfg, cfg, cfg)
+	var js bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "cfg", cfg, "ptr", &cfg)
+	printed := logs.String() + js.String() + fmt.Sprintf("%v %+v %#v %s %v", cfg, cfg, cfg, cfg, &cfg)
 	if !strings.Contains(logs.String(), "refused connection") {
 		t.Errorf("no log record of the refused client: %q", logs.String())
 	}
 	for _, k := range [][]byte{keyA, keyB} {
-		if strings.Contains(printed, string(k)) || strings.Contains(printed, fmt.Sprintf("%x", k)) || strings.Contains(printed, fmt.Sprint(k)) {
+		if strings.Contains(printed, string(k)) || strings.Contains(printed, fmt.Sprintf("%x", k)) ||
+			strings.Contains(printed, fmt.Sprint(k)) || strings.Contains(printed, base64.StdEncoding.EncodeToString(k)) {
 			t.Fatalf("an authkey was printed: %s", printed)
 		}
 	}

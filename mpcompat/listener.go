@@ -98,12 +98,17 @@ func (l *Listener) shed(remote net.Addr) {
 }
 
 func (l *Listener) report(ev HandshakeEvent) {
-	if ev.Err != nil && l.cfg.Logger != nil {
-		l.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "mpcompat: refused connection",
+	if lg := l.cfg.Logger; lg != nil {
+		attrs := []slog.Attr{
 			slog.String("remote", ev.RemoteAddr.String()),
 			slog.String("digest", string(ev.Digest)),
 			slog.Duration("duration", ev.Duration),
-			slog.String("reason", ev.Err.Error()))
+		}
+		if ev.Err != nil {
+			lg.LogAttrs(context.Background(), slog.LevelInfo, "mpcompat: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
+		} else {
+			lg.LogAttrs(context.Background(), slog.LevelDebug, "mpcompat: accepted connection", attrs...)
+		}
 	}
 	if l.cfg.OnHandshake != nil {
 		l.cfg.OnHandshake(ev)
