@@ -102,7 +102,6 @@ func clip(b []byte) []byte {
 type handshake struct {
 	conn   net.Conn
 	cfg    *Config
-	rand   io.Reader // nonces; nil means crypto/rand
 	server bool
 	// peerDigest is the digest of the peer's answer to our challenge.
 	peerDigest Digest
@@ -151,13 +150,7 @@ func (h *handshake) deliverChallenge() error {
 	m := make([]byte, 0, 2+len(d)+nonceLen)
 	m = append(append(append(m, '{'), d...), '}')
 	m = m[:len(m)+nonceLen]
-	r := h.rand
-	if r == nil {
-		r = rand.Reader
-	}
-	if _, err := io.ReadFull(r, m[len(m)-nonceLen:]); err != nil {
-		return fmt.Errorf("mpcompat: generating a challenge: %w", err)
-	}
+	rand.Read(m[len(m)-nonceLen:]) // never fails; see crypto/rand.Read
 	if err := WriteMessage(h.conn, append([]byte(challengePrefix), m...)); err != nil {
 		return err
 	}

@@ -43,9 +43,14 @@ func (ev events) next(t *testing.T) HandshakeEvent {
 // listen starts a Listener on 127.0.0.1 with cfg and records its events.
 func listen(t *testing.T, cfg Config) (*Listener, events) {
 	t.Helper()
+	return listenOn(t, "tcp", "127.0.0.1:0", cfg)
+}
+
+func listenOn(t *testing.T, network, address string, cfg Config) (*Listener, events) {
+	t.Helper()
 	ev := make(events, 16)
 	cfg.OnHandshake = func(e HandshakeEvent) { ev <- e }
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +90,7 @@ func acceptOne(t *testing.T, l net.Listener) <-chan net.Conn {
 
 func dial(addr net.Addr, cfg Config) (net.Conn, error) {
 	d := Dialer{Config: &cfg, NetDialer: &net.Dialer{Timeout: bound}}
-	return d.Dial("tcp", addr.String())
+	return d.Dial(addr.Network(), addr.String())
 }
 
 // exchange sends messages both ways between a and b and checks them.

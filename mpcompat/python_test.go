@@ -214,6 +214,7 @@ type pyCase struct {
 	wantErr   error  // the Go side's error, nil for success
 	wantPy    string // prefix of Python's result line
 	digest    Digest // the digest a Go listener sees, on success
+	unix      bool   // over a Unix socket instead of TCP
 }
 
 func pyCases(py python) []pyCase {
@@ -222,6 +223,8 @@ func pyCases(py python) []pyCase {
 	strict := Config{AuthKey: keyA}
 	if modern {
 		return []pyCase{
+			{name: "go listener unix", goListens: true, unix: true, cfg: strict, pyKey: keyA, variant: "plain", wantPy: "OK", digest: DigestSHA256},
+			{name: "py listener unix", unix: true, cfg: strict, pyKey: keyA, variant: "plain", wantPy: "OK"},
 			{name: "go listener", goListens: true, cfg: strict, pyKey: keyA, variant: "plain", wantPy: "OK", digest: DigestSHA256},
 			{name: "go listener md5 allowed", goListens: true, cfg: legacy, pyKey: keyA, variant: "plain", wantPy: "OK", digest: DigestSHA256},
 			{name: "go listener wrong key", goListens: true, cfg: strict, pyKey: keyB, variant: "plain", wantErr: ErrAuthFailed, wantPy: "AUTHERR"},
@@ -235,6 +238,8 @@ func pyCases(py python) []pyCase {
 		}
 	}
 	return []pyCase{
+		{name: "go listener unix md5 allowed", goListens: true, unix: true, cfg: legacy, pyKey: keyA, variant: "plain", wantPy: "OK", digest: DigestMD5},
+		{name: "py listener unix md5 allowed", unix: true, cfg: legacy, pyKey: keyA, variant: "plain", wantPy: "OK"},
 		{name: "go listener md5 allowed", goListens: true, cfg: legacy, pyKey: keyA, variant: "plain", wantPy: "OK", digest: DigestMD5},
 		{name: "go listener md5 refused", goListens: true, cfg: strict, pyKey: keyA, variant: "plain", wantErr: ErrWeakDigest, wantPy: "AUTHERR"},
 		{name: "go listener wrong key", goListens: true, cfg: legacy, pyKey: keyB, variant: "plain", wantErr: ErrAuthFailed, wantPy: "AUTHERR"},
@@ -279,8 +284,18 @@ func runPyCase(t *testing.T, py python, script string, c pyCase) {
 	var p *pyPeer
 	var goErr error
 	var conn net.Conn
+	network, address, sock := "tcp", "127.0.0.1:0", ""
+	if c.unix {
+		// Not t.TempDir: a socket path must stay under about 100 bytes.
+		dir, err := os.MkdirTemp("", "mpcompat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		network, address, sock = "unix", filepath.Join(dir, "s"), filepath.Join(dir, "s")
+	}
 	if c.goListens {
-		l, ev := listen(t, c.cfg)
+		l, ev := listenOn(t, network, address, c.cfg)
 		accepted := acceptOne(t, l)
 		p = startPython(t, py, script, "client", c.variant, key, l.Addr().String())
 		e := ev.next(t)
@@ -292,8 +307,16 @@ func runPyCase(t *testing.T, py python, script string, c pyCase) {
 			conn = <-accepted
 		}
 	} else {
-		p = startPython(t, py, script, "listen", c.variant, key)
-		conn, goErr = dial(tcpAddr(t, p.addr()), c.cfg)
+		args := []string{"listen", c.variant, key}
+		if sock != "" {
+			args = append(args, sock)
+		}
+		p = startPython(t, py, script, args...)
+		var addr net.Addr = &net.UnixAddr{Net: "unix", Name: p.addr()}
+		if !c.unix {
+			addr = tcpAddr(t, addr.String())
+		}
+		conn, goErr = dial(addr, c.cfg)
 	}
 	switch {
 	case c.wantErr == nil && goErr != nil:

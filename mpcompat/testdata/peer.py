@@ -1,7 +1,7 @@
 """A multiprocessing.connection peer for the interop tests of mpcompat.
 
-usage: peer.py client VARIANT KEYHEX HOST:PORT
-       peer.py listen VARIANT KEYHEX
+usage: peer.py client VARIANT KEYHEX HOST:PORT|/UNIX/PATH
+       peer.py listen VARIANT KEYHEX [/UNIX/PATH]
 
 It authenticates with Python's own Listener or Client, then answers every
 message m with sha256(m) + m until it gets b"bye", and sends a large
@@ -38,9 +38,15 @@ def main():
     elif variant != 'plain':
         sys.exit('unknown variant %r' % variant)
     try:
-        if role == 'client':
+        if role == 'client' and sys.argv[4].startswith('/'):
+            c = Client(sys.argv[4], authkey=key)
+        elif role == 'client':
             host, port = sys.argv[4].rsplit(':', 1)
             c = Client((host, int(port)), authkey=key)
+        elif len(sys.argv) > 4:
+            listener = Listener(sys.argv[4], authkey=key)
+            print('ADDR %s' % listener.address, flush=True)
+            c = listener.accept()
         else:
             listener = Listener(('127.0.0.1', 0), authkey=key)
             print('ADDR %s:%d' % listener.address, flush=True)
