@@ -470,6 +470,19 @@ func TestSlowClientDoesNotBlock(t *testing.T) {
 	exchange(t, c, <-accepted)
 }
 
+func TestShedPerIP(t *testing.T) {
+	l, ev := listen(t, Config{AuthKey: keyA, MaxHandshakesPerIP: 1, HandshakeTimeout: -1})
+	first := rawClient(t, l)
+	first.recv() // its handshake is in flight
+	second := rawClient(t, l)
+	if e := ev.next(t); !errors.Is(e.Err, ErrShed) {
+		t.Fatalf("second client from the same IP: %v, want ErrShed", e.Err)
+	}
+	if _, err := ReadMessage(second, 256); err == nil {
+		t.Fatal("a shed client got a challenge")
+	}
+}
+
 func TestListenerClose(t *testing.T) {
 	l, ev := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
 	p := rawClient(t, l)

@@ -48,7 +48,9 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 // Listen listens on the network address (as net.Listen does; "tcp" and
 // "unix" are what Python's Listener offers) and returns a Listener that
 // accepts clients proving authKey, with the defaults of Config: sha256,
-// no legacy MD5. Python's Client(address, authkey=authKey) can connect.
+// no legacy MD5. Python's multiprocessing.connection.Client(address,
+// authkey=authKey) of Python 3.12 and later can connect; for older Python
+// use NewListener with Config.AllowLegacyMD5.
 func Listen(network, address string, authKey []byte) (net.Listener, error) {
 	cfg := &Config{AuthKey: authKey}
 	if err := cfg.check(); err != nil {

@@ -260,23 +260,33 @@ func TestPython(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The cases mostly wait on Python processes, so they run more at once
+	// than t.Parallel would allow on a small machine (-parallel defaults
+	// to GOMAXPROCS); t.Run may be called from several goroutines.
+	slots := make(chan struct{}, 8)
+	var wg sync.WaitGroup
 	names := map[string]int{}
 	for _, py := range pythons {
 		name := py.version
 		if names[name]++; names[name] > 1 {
 			name += "#" + strconv.Itoa(names[name])
 		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			t.Logf("%s (%s)", py.path, py.version)
-			for _, c := range pyCases(py) {
-				t.Run(c.name, func(t *testing.T) {
-					t.Parallel()
-					runPyCase(t, py, script, c)
-				})
-			}
+		wg.Go(func() {
+			t.Run(name, func(t *testing.T) {
+				t.Logf("%s (%s)", py.path, py.version)
+				var cases sync.WaitGroup
+				for _, c := range pyCases(py) {
+					cases.Go(func() {
+						slots <- struct{}{}
+						defer func() { <-slots }()
+						t.Run(c.name, func(t *testing.T) { runPyCase(t, py, script, c) })
+					})
+				}
+				cases.Wait()
+			})
 		})
 	}
+	wg.Wait()
 }
 
 func runPyCase(t *testing.T, py python, script string, c pyCase) {
