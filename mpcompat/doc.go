@@ -27,7 +27,9 @@
 // Like Python's, the handshake authenticates the two ends once: the
 // messages after it travel in the clear and are not protected against
 // tampering, and nothing binds them to the handshake, so an attacker on
-// the path can take over an authenticated connection. Use it on trusted
+// the path can take over an authenticated connection, or relay a real
+// listener's challenge to a client (which answers before the listener
+// proves anything) and the answer back. Use it on trusted
 // networks or inside a protected tunnel (such as TLS, or an hmacauth
 // tunnel in sealed mode), and use a long random authkey: an eavesdropper can test
 // guesses of a short one against a recorded handshake.
