@@ -10,7 +10,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strconv"
 	"syscall"
@@ -239,15 +238,16 @@ func (h *handshake) sessionSecret(ks *keySchedule, dh []byte) []byte {
 }
 
 // mac returns HMAC-SHA256(key, parts...) appended to dst.
-func mac(dst, key []byte, parts ...[]byte) []byte {
-	m := hmac.New(sha256.New, key)
+func mac(dst []byte, key macKey, parts ...[]byte) []byte {
+	m, err := key.state.Clone()
+	if err != nil {
+		panic(err) // unreachable: crypto/hmac over SHA-256 clones
+	}
 	for _, p := range parts {
 		m.Write(p)
 	}
 	return m.Sum(dst)
 }
-
-var _ hash.Hash = hmac.New(sha256.New, nil) // mac relies on hmac returning a hash.Hash
 
 func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
 
@@ -411,7 +411,7 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 		}
 		return hsResult{}, ioError("reading the ServerHello", err)
 	}
-	if err := checkHeader(b, msgServerHello, "ServerHello"); err != nil {
+	if err := checkHeader(b[:n], msgServerHello, "ServerHello"); err != nil {
 		return hsResult{}, err
 	}
 	if _, err := io.ReadFull(rw, b[n:]); err != nil {
@@ -445,7 +445,7 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 		}
 		return hsResult{}, ioError("reading the ClientHello", err)
 	}
-	if err := checkHeader(b, msgClientHello, "ClientHello"); err != nil {
+	if err := checkHeader(b[:n], msgClientHello, "ClientHello"); err != nil {
 		return hsResult{}, err
 	}
 	if m, err := io.ReadFull(rw, b[n:]); err != nil {

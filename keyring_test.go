@@ -13,16 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
-
-// testKey returns a key whose secret is derived from id, so that two calls
-// with the same id give the same key and different ids different keys.
-func testKey(t testing.TB, id string) Key {
-	t.Helper()
-	secret := bytes.Repeat([]byte(id+"/"), MinSecretLen)[:MinSecretLen+8]
-	return Key{ID: id, Secret: secret}
-}
 
 // serveEcho accepts from l until it is closed and echoes each connection.
 // The returned func closes l and waits for every goroutine.
@@ -61,23 +52,6 @@ func serveEcho(t testing.TB, l net.Listener) (stop func()) {
 	}
 }
 
-// echoOnce writes msg on c and checks that it comes back.
-func echoOnce(t testing.TB, c net.Conn, msg string) {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatalf("read echo: %v", err)
-	}
-	if string(buf) != msg {
-		t.Fatalf("echo = %q, want %q", buf, msg)
-	}
-}
-
 func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 	t.Helper()
 	r, err := NewKeyring(keys...)
@@ -88,7 +62,7 @@ func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 }
 
 func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
-	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	a, b := testKey("key-a"), testKey("key-b")
 	serverRing := mustKeyring(t, a)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: serverRing})
 	if err != nil {
@@ -105,7 +79,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		t.Fatalf("dial with key-a: %v", err)
 	}
 	defer live.Close()
-	echoOnce(t, live, "before rotation")
+	roundTrip(t, live, "before rotation")
 
 	// The servers drop key-a: new handshakes with it fail, the live
 	// connection is untouched.
@@ -118,7 +92,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		}
 		t.Fatalf("dial with key-a after the server dropped it: err = %v, want ErrAuthFailed", err)
 	}
-	echoOnce(t, live, "after rotation")
+	roundTrip(t, live, "after rotation")
 	if got := live.KeyID(); got != "key-a" {
 		t.Errorf("live connection KeyID = %q, want key-a", got)
 	}
@@ -133,14 +107,14 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		t.Fatalf("dial with key-b: %v", err)
 	}
 	defer c.Close()
-	echoOnce(t, c, "new key")
+	roundTrip(t, c, "new key")
 	if got := c.(*Conn).KeyID(); got != "key-b" {
 		t.Errorf("KeyID = %q, want key-b", got)
 	}
 }
 
 func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
-	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	a, b := testKey("key-a"), testKey("key-b")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{a}, Keyring: mustKeyring(t, b)})
 	if err != nil {
 		t.Fatal(err)
@@ -158,11 +132,11 @@ func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
 		t.Fatalf("key-b from the client's Keyring: %v", err)
 	}
 	defer c.Close()
-	echoOnce(t, c, "x")
+	roundTrip(t, c, "x")
 }
 
 func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
-	a := testKey(t, "key-a")
+	a := testKey("key-a")
 	r := mustKeyring(t, a)
 	for _, tc := range []struct {
 		name string
@@ -172,7 +146,7 @@ func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
 		{"empty", nil, ErrConfig},
 		{"weak", []Key{{ID: "short", Secret: make([]byte, MinSecretLen-1)}}, ErrWeakKey},
 		{"bad ID", []Key{{ID: "has space", Secret: a.Secret}}, ErrConfig},
-		{"duplicate", []Key{testKey(t, "x"), testKey(t, "x")}, ErrConfig},
+		{"duplicate", []Key{testKey("x"), testKey("x")}, ErrConfig},
 	} {
 		err := r.Set(tc.keys...)
 		if !errors.Is(err, tc.want) {
@@ -188,7 +162,7 @@ func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
 }
 
 func TestKeyringCopiesKeys(t *testing.T) {
-	k := testKey(t, "key-a")
+	k := testKey("key-a")
 	orig := bytes.Clone(k.Secret)
 	keys := []Key{k}
 	r := mustKeyring(t, keys...)
@@ -217,7 +191,7 @@ func TestZeroKeyringIsRefused(t *testing.T) {
 // TestKeyringSetDuringHandshakes swaps the keys while clients connect; run
 // with -race. Every client proves a key that both generations hold.
 func TestKeyringSetDuringHandshakes(t *testing.T) {
-	a, b, c := testKey(t, "key-a"), testKey(t, "key-b"), testKey(t, "key-c")
+	a, b, c := testKey("key-a"), testKey("key-b"), testKey("key-c")
 	ring := mustKeyring(t, a, b)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: ring})
 	if err != nil {
@@ -307,7 +281,7 @@ func TestNothingPrintsSecrets(t *testing.T) {
 }
 
 func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
-	k := testKey(t, "state-key")
+	k := testKey("state-key")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
 	if err != nil {
 		t.Fatal(err)
