@@ -16,9 +16,9 @@
 // answer with "{sha256}" and an HMAC-SHA256; this is what the package
 // speaks by default. Python 3.11 and older know only HMAC-MD5 (a bare
 // 20-byte challenge, a raw 16-byte answer); Config.AllowLegacyMD5 enables
-// it, and without it such peers are refused with ErrWeakDigest. Python
-// 3.12's own listener accepts an MD5 answer to its sha256 challenge, which
-// lets a peer downgrade the digest; this package never accepts a digest
+// it, and without it such peers are refused with ErrWeakDigest. Python's
+// own listener (3.12, 3.13) accepts an MD5 answer to its sha256 challenge,
+// which lets a peer downgrade the digest; this package never accepts a digest
 // weaker than Config.Digest unless AllowLegacyMD5 is set. MACs are compared
 // in constant time.
 //
