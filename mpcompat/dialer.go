@@ -3,7 +3,8 @@ package mpcompat
 import (
 	"context"
 	"net"
-	"time"
+
+	"github.com/hmacauth/hmacauth/internal/dialx"
 )
 
 // Dialer connects to listeners speaking the multiprocessing.connection
@@ -33,30 +34,9 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if err := d.Config.check(); err != nil {
 		return nil, err
 	}
-	nd := d.NetDialer
-	if nd == nil {
-		nd = new(net.Dialer)
-	}
-	if nd.Timeout != 0 || !nd.Deadline.IsZero() {
-		// Like crypto/tls.Dialer: the net.Dialer's bounds cover the
-		// handshake too.
-		dl := nd.Deadline
-		if nd.Timeout != 0 {
-			dl = earliest(dl, time.Now().Add(nd.Timeout))
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
-	raw, err := nd.DialContext(ctx, network, address)
-	if err != nil {
-		return nil, err
-	}
-	if err := ClientHandshake(ctx, raw, d.Config); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return raw, nil
+	return dialx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
+		return ClientHandshake(ctx, raw, d.Config)
+	})
 }
 
 // Dial connects to the address on the named network and proves authKey
