@@ -60,13 +60,13 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 // a connection to the Listener only once the client's ClientHello bytes
 // have arrived. A client that connects and sends nothing waits in the
 // kernel's SYN queue, without a file descriptor, a goroutine or a handshake
-// slot; when the deferral ends the kernel completes the connection, and
+// slot. When the deferral ends the kernel completes the connection and
 // Config.HandshakeTimeout bounds it from then on, so a silent client is
 // refused after the deferral plus the handshake timeout (7 s + 5 s with the
-// default timeout). With no
+// default timeout), and only then reported to Config.OnHandshake. With no
 // handshake timeout (negative), nothing is set. NewListener does not change
-// the options of the listener it is given; there, silent clients are bound
-// by the caps and the handshake timeout alone.
+// the options of the listener it is given; there, silent clients are
+// bounded by the caps and the handshake timeout alone.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if _, err := cfg.keySet(); err != nil {
 		return nil, err
