@@ -121,6 +121,11 @@ func TestModeNegotiation(t *testing.T) {
 					if c.rp.chacha != s.rp.chacha {
 						t.Errorf("AEAD: client chacha=%v, server chacha=%v", c.rp.chacha, s.rp.chacha)
 					}
+					ce, err1 := cs.ExportKeyingMaterial("test", nil, 32)
+					se, err2 := ss.ExportKeyingMaterial("test", nil, 32)
+					if err1 != nil || err2 != nil || !bytes.Equal(ce, se) {
+						t.Errorf("exporters differ: %x, %v / %x, %v", ce, err1, se, err2)
+					}
 					exchange(t, c, s, []byte("hello over "+want.String()))
 				})
 			}
