@@ -305,10 +305,13 @@ func TestMITMErrorIsSticky(t *testing.T) {
 	c, s := connPair(t, pairOptions{mode: ModeIntegrity, through: func(t testing.TB, a string) string { return startMITM(t, a, m) }})
 	defer c.Close()
 	defer s.Close()
+	wrote := make(chan struct{})
 	go func() {
+		defer close(wrote)
 		c.Write([]byte("tampered"))
 		c.Write([]byte("valid on its own"))
 	}()
+	defer func() { <-wrote }()
 	buf := make([]byte, 64)
 	for i := range 3 {
 		n, err := s.Read(buf)
