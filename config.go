@@ -41,7 +41,7 @@ type Config struct {
 	// Mode is the least protection this side accepts for the bytes after
 	// the handshake. A connection runs at the stronger of the two sides'
 	// modes. The zero value is ModeAuth. SECURITY.md says what each mode
-	// protects against; PROTOCOL-records.md how.
+	// protects against; PROTOCOL.md section 9 how.
 	Mode Mode
 
 	// ForwardSecrecy mixes an ephemeral X25519 exchange into the session

@@ -22,7 +22,7 @@ import (
 // handshake: Read and Write go straight to it, and ReadFrom and WriteTo keep
 // the kernel's splice and sendfile paths of a *net.TCPConn. In ModeIntegrity
 // and ModeSealed they travel in authenticated records (see
-// PROTOCOL-records.md); Read and Write may then run concurrently, a
+// PROTOCOL.md section 9); Read and Write may then run concurrently, a
 // deadline that interrupts either leaves the connection usable, and a
 // record that fails its check makes Read return an error wrapping
 // ErrIntegrity, then and ever after.

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// The record layer of ModeIntegrity and ModeSealed; PROTOCOL-records.md is
+// The record layer of ModeIntegrity and ModeSealed; PROTOCOL.md section 9 is
 // the specification and these constants must agree with it.
 const (
 	recordHeaderLen = 4 // type, 24-bit payload length
@@ -29,7 +29,7 @@ const (
 	maxRecordPayload = 256 << 10
 	// defaultRecordSize is the largest payload this side puts in one
 	// record: the protocol maximum, which measured fastest and cheapest in
-	// CPU on loopback (PROTOCOL-records.md, 9.5). Buffers grow to it only
+	// CPU on loopback (PROTOCOL.md, 9.5). Buffers grow to it only
 	// for connections that write that much at once.
 	defaultRecordSize = 256 << 10
 	// initialReadBuffer is the receive buffer of a connection that has only
