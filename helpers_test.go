@@ -462,6 +462,20 @@ func startRawServer(t testing.TB, handle func(net.Conn)) net.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(serveConns(l, handle))
+	return l.Addr()
+}
+
+// serveEcho accepts from l until it is closed and echoes each connection.
+// The returned func closes l and waits for every goroutine.
+func serveEcho(l net.Listener) (stop func()) {
+	return serveConns(l, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serveConns runs handle on every connection accepted from l, and closes
+// the connection after it. The returned func closes l and every connection,
+// and waits for every goroutine.
+func serveConns(l net.Listener, handle func(net.Conn)) (stop func()) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -484,7 +498,7 @@ func startRawServer(t testing.TB, handle func(net.Conn)) net.Addr {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
+	return func() {
 		l.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -492,8 +506,7 @@ func startRawServer(t testing.TB, handle func(net.Conn)) net.Addr {
 		}
 		mu.Unlock()
 		wg.Wait()
-	})
-	return l.Addr()
+	}
 }
 
 // drain reads c until it is closed.

@@ -9,48 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 )
-
-// serveEcho accepts from l until it is closed and echoes each connection.
-// The returned func closes l and waits for every goroutine.
-func serveEcho(t testing.TB, l net.Listener) (stop func()) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}
-}
 
 func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 	t.Helper()
@@ -68,7 +30,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := serveEcho(t, l)
+	stop := serveEcho(l)
 	defer stop()
 	addr := l.Addr().String()
 
@@ -119,7 +81,7 @@ func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := serveEcho(t, l)
+	stop := serveEcho(l)
 	defer stop()
 	if c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{a}}); !errors.Is(err, ErrAuthFailed) {
 		if c != nil {
@@ -197,7 +159,7 @@ func TestKeyringSetDuringHandshakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := serveEcho(t, l)
+	stop := serveEcho(l)
 	defer stop()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4*20)
@@ -286,7 +248,7 @@ func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := serveEcho(t, l)
+	stop := serveEcho(l)
 	defer stop()
 	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{k}})
 	if err != nil {

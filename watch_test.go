@@ -168,7 +168,7 @@ func TestKeyFileWatcherKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := serveEcho(t, l)
+	stop := serveEcho(l)
 	defer stop()
 	errs := runWatcher(t, &KeyFileWatcher{Path: path, Keyring: ring, Interval: 5 * time.Millisecond})
 
