@@ -53,7 +53,7 @@ type result struct {
 // runBin runs the binary with args to completion, bounded by a minute.
 func runBin(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binPath, args...)
+	cmd := command(args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = time.Second
@@ -71,6 +71,7 @@ func runBin(t *testing.T, args ...string) result {
 		t.Fatalf("hmacauth %s did not finish within a minute; stderr:\n%s", strings.Join(args, " "), stderr.String())
 	}
 	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	checkNoRace(t, r.stderr)
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
 		if !ok {
@@ -79,4 +80,21 @@ func runBin(t *testing.T, args ...string) result {
 		r.code = ee.ExitCode()
 	}
 	return r
+}
+
+// command returns an exec.Cmd running the binary under test. A binary built
+// with -race exits at once (not after the race detector's default second)
+// and with status 66 on the first race.
+func command(args ...string) *exec.Cmd {
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
+	return cmd
+}
+
+// checkNoRace fails the test if a child's stderr has a race report.
+func checkNoRace(t *testing.T, stderr string) {
+	t.Helper()
+	if strings.Contains(stderr, "WARNING: DATA RACE") {
+		t.Errorf("the race detector found a race in the binary:\n%s", stderr)
+	}
 }

@@ -1,18 +1,542 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hmacauth/hmacauth"
 )
 
+// role is the side of the tunnel a process runs.
 type role string
 
 const (
+	// roleServer accepts hmacauth connections and forwards plain TCP.
 	roleServer role = "server"
+	// roleClient accepts plain connections and forwards through hmacauth.
 	roleClient role = "client"
 )
 
+const tunnelUsage = `Usage: hmacauth %[1]s -listen ADDR -target ADDR -keys FILE [flags]
+
+%[2]s
+
+An ADDR is host:port, or a Unix socket path: "unix:PATH", or any value
+containing a "/". The key file holds one key per line, "ID BASE64SECRET"
+(blank lines and # comments allowed; make one with "hmacauth keygen -o FILE").
+%[3]s
+
+Signals: SIGTERM or SIGINT stops accepting, lets live connections finish
+for up to -drain-timeout, then closes them and exits 0 (a second signal
+closes them at once); SIGHUP reloads the key file without touching live
+connections (on a bad file, the old keys stay and an error is logged).
+
+Flags:
+`
+
+var roleHelp = map[role][2]string{
+	roleServer: {
+		"Accepts hmacauth connections on -listen from clients that prove a key of\n" +
+			"the key file, and forwards each as a plain connection to -target.",
+		"The server accepts every key in the file: to rotate, add the new key,\n" +
+			"SIGHUP, move the clients to it, then drop the old key and SIGHUP again.",
+	},
+	roleClient: {
+		"Accepts plain connections on -listen and forwards each through hmacauth\n" +
+			"to the server at -target. No byte goes to a server that has not proven\n" +
+			"the key; a refused connection is closed and the reason logged.",
+		"The client proves the first key of the file.",
+	},
+}
+
+// tunnelOptions are the parsed flags of server and client.
+type tunnelOptions struct {
+	listen, target, keyFile string
+	mode                    hmacauth.Mode
+	forwardSecrecy          bool
+	maxConns                int
+	handshakeTimeout        time.Duration
+	connectTimeout          time.Duration
+	keepAlive               time.Duration // for net.Dialer/ListenConfig: < 0 disables
+	drainTimeout            time.Duration
+}
+
 func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "hmacauth %s: not available yet\n", r)
-	return exitFail
+	fset := flag.NewFlagSet(string(r), flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var (
+		o         tunnelOptions
+		mode      string
+		keepAlive time.Duration
+		logFormat string
+		logLevel  string
+		showVer   bool
+	)
+	if r == roleServer {
+		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept hmacauth connections on (required)")
+		fset.StringVar(&o.target, "target", "", "`ADDR` of the plain TCP service to forward to (required)")
+	} else {
+		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
+		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
+	}
+	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
+	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
+	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
+	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections at once, handshakes included; more wait in the listen backlog")
+	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
+	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
+	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive period on both ends; 0 turns keepalives off")
+	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
+	fset.StringVar(&logFormat, "log-format", "text", "log format on standard error: text or json")
+	fset.StringVar(&logLevel, "log-level", "info", "least level logged: debug (one line per connection), info, warn or error")
+	fset.BoolVar(&showVer, "version", false, "print the version and exit")
+	fset.Usage = func() {
+		h := roleHelp[r]
+		fmt.Fprintf(fset.Output(), tunnelUsage, r, h[0], h[1])
+		fset.PrintDefaults()
+	}
+	if code := parseFlags(fset, args); code >= 0 {
+		return code
+	}
+	if showVer {
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	}
+	for _, f := range []struct{ name, val string }{{"listen", o.listen}, {"target", o.target}, {"keys", o.keyFile}} {
+		if f.val == "" {
+			return usageError(fset, "-%s is required", f.name)
+		}
+	}
+	var err error
+	if o.mode, err = parseMode(mode); err != nil {
+		return usageError(fset, "-mode: %v", err)
+	}
+	switch {
+	case o.maxConns < 1:
+		return usageError(fset, "-max-conns is %d; it must be at least 1", o.maxConns)
+	case o.handshakeTimeout <= 0:
+		return usageError(fset, "-handshake-timeout is %v; it must be positive", o.handshakeTimeout)
+	case o.connectTimeout <= 0:
+		return usageError(fset, "-connect-timeout is %v; it must be positive", o.connectTimeout)
+	case o.drainTimeout < 0:
+		return usageError(fset, "-drain-timeout is %v; it must not be negative", o.drainTimeout)
+	case keepAlive < 0:
+		return usageError(fset, "-keepalive is %v; it must not be negative (0 turns keepalives off)", keepAlive)
+	}
+	o.keepAlive = keepAlive
+	if keepAlive == 0 {
+		o.keepAlive = -1 // net.Dialer and net.ListenConfig: negative disables
+	}
+	logger, err := newLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return usageError(fset, "%v", err)
+	}
+
+	t, err := newTunnel(r, o, logger.With("role", string(r)))
+	if err != nil {
+		logger.Error("cannot start", "role", string(r), "err", err.Error())
+		return exitFail
+	}
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
+	return t.run(sigc)
+}
+
+// parseMode parses a -mode value.
+func parseMode(s string) (hmacauth.Mode, error) {
+	for _, m := range []hmacauth.Mode{hmacauth.ModeAuth, hmacauth.ModeIntegrity, hmacauth.ModeSealed} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown mode %q; use auth, integrity or sealed", s)
+}
+
+// newLogger returns a logger writing to w in format ("text" or "json") at
+// the named level.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: unknown level %q; use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: unknown format %q; use text or json", format)
+}
+
+// parseAddr splits a command-line ADDR into a network and an address.
+func parseAddr(s string) (network, address string) {
+	if p, ok := strings.CutPrefix(s, "unix:"); ok {
+		return "unix", p
+	}
+	if strings.Contains(s, "/") {
+		return "unix", s
+	}
+	return "tcp", s
+}
+
+// newConfig returns the hmacauth configuration of the tunnel with keys.
+func (o *tunnelOptions) newConfig(keys []hmacauth.Key) *hmacauth.Config {
+	return &hmacauth.Config{
+		Keys:             keys,
+		Mode:             o.mode,
+		ForwardSecrecy:   o.forwardSecrecy,
+		HandshakeTimeout: o.handshakeTimeout,
+	}
+}
+
+// tunnel is a running server or client.
+type tunnel struct {
+	role   role
+	opts   tunnelOptions
+	log    *slog.Logger
+	config atomic.Pointer[hmacauth.Config] // replaced on SIGHUP
+	ln     net.Listener
+	dialer net.Dialer
+	// targetNet and targetAddr are where each connection is forwarded.
+	targetNet, targetAddr string
+
+	slots    chan struct{} // one per connection, -max-conns
+	stopping chan struct{} // closed when the graceful stop begins
+	// ctx is cancelled when the remaining connections are closed by
+	// force; it aborts handshakes and dials in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // one per connection goroutine
+	nextID atomic.Uint64
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // open raw connections, for a forced close
+	closed bool                  // set by closeAll: new connections are closed at once
+}
+
+func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
+	keys, err := loadKeys(o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	t := &tunnel{
+		role:     r,
+		opts:     o,
+		log:      log,
+		dialer:   net.Dialer{Timeout: o.connectTimeout, KeepAlive: o.keepAlive},
+		slots:    make(chan struct{}, o.maxConns),
+		stopping: make(chan struct{}),
+		conns:    make(map[net.Conn]struct{}),
+	}
+	t.config.Store(o.newConfig(keys))
+	t.targetNet, t.targetAddr = parseAddr(o.target)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.ln, err = listen(t.ctx, o.listen, o.keepAlive)
+	if err != nil {
+		t.cancel()
+		return nil, err
+	}
+	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
+		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", keyIDs(keys), "max_conns", o.maxConns)
+	return t, nil
+}
+
+// listen listens on a command-line ADDR. A Unix socket file left behind by
+// a process that is gone is replaced; one in use is not.
+func listen(ctx context.Context, addr string, keepAlive time.Duration) (net.Listener, error) {
+	network, address := parseAddr(addr)
+	lc := net.ListenConfig{KeepAlive: keepAlive}
+	ln, err := lc.Listen(ctx, network, address)
+	if network == "unix" && errors.Is(err, syscall.EADDRINUSE) {
+		if fi, serr := os.Lstat(address); serr == nil && fi.Mode().Type() == os.ModeSocket {
+			c, derr := net.DialTimeout("unix", address, time.Second)
+			if derr == nil {
+				c.Close()
+				return nil, fmt.Errorf("listening on %s: another process accepts connections there", address)
+			}
+			if errors.Is(derr, syscall.ECONNREFUSED) && os.Remove(address) == nil {
+				ln, err = lc.Listen(ctx, network, address)
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func keyIDs(keys []hmacauth.Key) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	return ids
+}
+
+// run serves until a stop signal and returns the exit status.
+func (t *tunnel) run(sigc <-chan os.Signal) int {
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- t.acceptLoop() }()
+	for {
+		select {
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				t.reload()
+				continue
+			}
+			return t.stop(sig, sigc, acceptDone)
+		case err := <-acceptDone:
+			t.log.Error("accepting connections failed; closing all connections", "err", err.Error())
+			t.ln.Close()
+			t.closeAll()
+			t.wg.Wait()
+			return exitFail
+		}
+	}
+}
+
+// stop stops gracefully: no new connections, live ones drain for up to
+// -drain-timeout (or until a second stop signal), then the rest is closed.
+func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan error) int {
+	close(t.stopping)
+	t.ln.Close()
+	<-acceptDone
+	t.log.Info("stopping: no longer accepting; draining live connections",
+		"signal", sig.String(), "live", t.live(), "drain_timeout", t.opts.drainTimeout.String())
+	drained := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(drained)
+	}()
+	timer := time.NewTimer(t.opts.drainTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-drained:
+			t.log.Info("stopped: all connections finished")
+			return exitOK
+		case s := <-sigc:
+			if s == syscall.SIGHUP {
+				t.reload()
+				continue
+			}
+			t.log.Warn("second stop signal: closing live connections", "signal", s.String(), "live", t.live())
+		case <-timer.C:
+			t.log.Warn("drain timeout: closing live connections", "live", t.live())
+		}
+		t.closeAll()
+		<-drained
+		t.log.Info("stopped")
+		return exitOK
+	}
+}
+
+// reload replaces the keys with the key file's; live connections keep
+// running, new handshakes use the new keys.
+func (t *tunnel) reload() {
+	keys, err := loadKeys(t.opts.keyFile)
+	if err != nil {
+		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())
+		return
+	}
+	t.config.Store(t.opts.newConfig(keys))
+	t.log.Info("keys reloaded", "keys", keyIDs(keys))
+}
+
+// acceptLoop accepts connections until the listener is closed, holding a
+// slot for each so that at most -max-conns run at once.
+func (t *tunnel) acceptLoop() error {
+	var backoff time.Duration
+	for {
+		select {
+		case t.slots <- struct{}{}:
+		case <-t.stopping:
+			return nil
+		}
+		c, err := t.ln.Accept()
+		if err != nil {
+			<-t.slots
+			select {
+			case <-t.stopping:
+				return nil
+			default:
+			}
+			if !isResourceError(err) {
+				return err
+			}
+			// Out of file descriptors or memory: wait for connections to
+			// end rather than spin or quit.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
+			select {
+			case <-time.After(backoff):
+			case <-t.stopping:
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		t.wg.Add(1)
+		go t.serve(c)
+	}
+}
+
+// isResourceError reports whether an Accept error is a temporary shortage.
+func isResourceError(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// live returns the number of open connections.
+func (t *tunnel) live() int { return len(t.slots) }
+
+// track records c for closeAll. It returns false, having closed c, when
+// closeAll has run.
+func (t *tunnel) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		c.Close()
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *tunnel) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	c.Close()
+}
+
+// closeAll aborts every handshake and dial in progress and closes every
+// connection.
+func (t *tunnel) closeAll() {
+	t.cancel()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for c := range t.conns {
+		c.Close()
+	}
+}
+
+// serve forwards one accepted connection.
+func (t *tunnel) serve(accepted net.Conn) {
+	defer func() { <-t.slots }()
+	defer t.wg.Done()
+	if !t.track(accepted) {
+		return
+	}
+	defer t.untrack(accepted)
+	log := t.log.With("conn", t.nextID.Add(1), "remote", accepted.RemoteAddr().String())
+	start := time.Now()
+
+	var front, back net.Conn
+	var keyID string
+	switch t.role {
+	case roleServer:
+		c := hmacauth.Server(accepted, t.config.Load())
+		if err := c.HandshakeContext(t.ctx); err != nil {
+			log.Warn("refused connection", "err", err.Error())
+			return
+		}
+		keyID = c.KeyID()
+		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+		if err != nil {
+			log.Error("cannot connect to the target; closing the connection", "key_id", keyID, "err", err.Error())
+			return
+		}
+		if !t.track(up) {
+			return
+		}
+		defer t.untrack(up)
+		front, back = c, up
+	case roleClient:
+		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+		if err != nil {
+			log.Error("cannot connect to the server; closing the local connection", "err", err.Error())
+			return
+		}
+		if !t.track(up) {
+			return
+		}
+		defer t.untrack(up)
+		c := hmacauth.Client(up, t.config.Load())
+		if err := c.HandshakeContext(t.ctx); err != nil {
+			log.Error("handshake with the server failed; closing the local connection", "err", err.Error())
+			return
+		}
+		keyID = c.KeyID()
+		front, back = accepted, c
+	}
+	log.Debug("connection opened", "key_id", keyID)
+	up, down, err := pipe(front, back)
+	lv := slog.LevelDebug
+	attrs := []any{"key_id", keyID, "bytes_up", up, "bytes_down", down, "duration", time.Since(start).String()}
+	if err != nil {
+		lv = slog.LevelWarn
+		attrs = append(attrs, "err", err.Error())
+	}
+	log.Log(context.Background(), lv, "connection closed", attrs...)
+}
+
+// pipe copies front to back and back to front until both directions end,
+// passing on each end of stream as a half-close. It returns the bytes
+// copied each way and the first error, after which both are closed.
+//
+// io.Copy lets the kernel splice between the sockets where the mode keeps
+// bytes as they are (hmacauth.Conn implements io.ReaderFrom and
+// io.WriterTo).
+func pipe(front, back net.Conn) (up, down int64, err error) {
+	var once sync.Once
+	fail := func(e error) {
+		once.Do(func() {
+			err = e
+			front.Close()
+			back.Close()
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var e error
+		if up, e = copyHalf(back, front); e != nil {
+			fail(e)
+		}
+	}()
+	var e error
+	if down, e = copyHalf(front, back); e != nil {
+		fail(e)
+	}
+	<-done
+	return up, down, err
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst so the
+// peer sees the end of stream too.
+func copyHalf(dst, src net.Conn) (int64, error) {
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		return n, err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		return n, cw.CloseWrite()
+	}
+	return n, nil
 }

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hmacauth/hmacauth"
+)
+
+func TestTunnelEcho(t *testing.T) {
+	p := startPair(t, startEcho(t), nil, nil)
+	c := dial(t, p.client.addr)
+	checkEcho(t, c, "hello through the tunnel")
+	checkEcho(t, c, "and again")
+	c.Close()
+	// Both sides saw the connection with the key it proved.
+	p.server.waitLog("connection closed", func(r logRecord) bool { return r.str("key_id") == "pair" })
+	p.client.waitLog("connection closed", func(r logRecord) bool { return r.str("key_id") == "pair" })
+}
+
+// TestTunnelBigTransfer moves 32 MiB each way through the tunnel in every
+// mode and checks every byte arrives, in order.
+func TestTunnelBigTransfer(t *testing.T) {
+	const size = 32 << 20
+	for _, tc := range []struct {
+		mode hmacauth.Mode
+		fs   bool
+	}{
+		{hmacauth.ModeAuth, false},
+		{hmacauth.ModeAuth, true},
+		{hmacauth.ModeIntegrity, false},
+		{hmacauth.ModeSealed, false},
+		{hmacauth.ModeSealed, true},
+	} {
+		name := tc.mode.String()
+		flags := []string{"-mode", tc.mode.String()}
+		if tc.fs {
+			name += "-fs"
+			flags = append(flags, "-fs")
+		}
+		t.Run(name, func(t *testing.T) {
+			skipUnimplementedMode(t, tc.mode)
+			p := startPair(t, startEcho(t), flags, flags)
+			c := dial(t, p.client.addr)
+			transfer(t, c, size, uint64(tc.mode))
+			rec := p.server.waitLog("connection closed", nil)
+			if up, down := rec["bytes_up"], rec["bytes_down"]; up != float64(size) || down != float64(size) {
+				t.Errorf("server logged %v bytes up and %v down, want %d each", up, down, size)
+			}
+		})
+	}
+}
+
+// TestTunnelModeMismatch: a connection runs at the stronger side's mode, so
+// an auth client reaches a sealed server (until records land, the sealed
+// server refuses every handshake).
+func TestTunnelModeMismatch(t *testing.T) {
+	skipUnimplementedMode(t, hmacauth.ModeSealed)
+	p := startPair(t, startEcho(t), []string{"-mode", "sealed"}, []string{"-mode", "auth"})
+	c := dial(t, p.client.addr)
+	transfer(t, c, 1<<20, 7)
+}
+
+// TestTunnelHalfClose checks that an end of stream crosses the tunnel in
+// both directions, each while the other direction still carries data.
+func TestTunnelHalfClose(t *testing.T) {
+	t.Run("client first", func(t *testing.T) {
+		// The target answers only after it has read to the end of stream.
+		target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			b, err := io.ReadAll(c)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "read %d bytes: %s", len(b), b)
+			c.(*net.TCPConn).CloseWrite()
+		})
+		p := startPair(t, target, nil, nil)
+		c := dial(t, p.client.addr)
+		io.WriteString(c, "request")
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "read 7 bytes: request" {
+			t.Fatalf("after half-closing: got %q, %v; want the target's answer then EOF", got, err)
+		}
+	})
+	t.Run("target first", func(t *testing.T) {
+		// The target greets, half-closes, then reads to the end of stream.
+		received := make(chan string, 1)
+		target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			io.WriteString(c, "greeting")
+			c.(*net.TCPConn).CloseWrite()
+			b, _ := io.ReadAll(c)
+			received <- string(b)
+		})
+		p := startPair(t, target, nil, nil)
+		c := dial(t, p.client.addr)
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "greeting" {
+			t.Fatalf("reading from a target that half-closed: got %q, %v; want the greeting then EOF", got, err)
+		}
+		io.WriteString(c, "data after the target's end of stream")
+		c.(*net.TCPConn).CloseWrite()
+		select {
+		case r := <-received:
+			if r != "data after the target's end of stream" {
+				t.Fatalf("target received %q", r)
+			}
+		case <-time.After(bound):
+			t.Fatal("the target never saw the client's end of stream")
+		}
+	})
+}
+
+func TestTunnelWrongKey(t *testing.T) {
+	dir := t.TempDir()
+	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), newKey(t, "app"))
+	// Same ID, another secret.
+	clientKeys := writeKeys(t, filepath.Join(dir, "client.keys"), newKey(t, "app"))
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", serverKeys)
+	client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", clientKeys)
+
+	checkRefused(t, dial(t, client.addr))
+	rec := client.waitLog("handshake with the server failed; closing the local connection", nil)
+	if !strings.Contains(errField(rec), "authentication failed") {
+		t.Errorf("client logged %q, want it to say authentication failed", errField(rec))
+	}
+	rec = server.waitLog("refused connection", nil)
+	if !strings.Contains(errField(rec), `key ID "app"`) {
+		t.Errorf("server logged %q, want it to name the key ID", errField(rec))
+	}
+	// A plain client that talks straight to the server is refused too.
+	checkRefused(t, dial(t, server.addr))
+	server.waitLog("refused connection", func(r logRecord) bool { return strings.Contains(errField(r), "protocol error") })
+}
+
+func TestTunnelUnixSockets(t *testing.T) {
+	dir := t.TempDir()
+	target := startTarget(t, "unix", filepath.Join(dir, "target.sock"), echo)
+	keys := writeKeys(t, filepath.Join(dir, "k.keys"), newKey(t, "unix"))
+	serverSock := "unix:" + filepath.Join(dir, "server.sock")
+	server := startTunnel(t, "server", "server", "-listen", serverSock, "-target", target, "-keys", keys)
+	clientSock := filepath.Join(dir, "client.sock")
+	client := startTunnel(t, "client", "client", "-listen", clientSock, "-target", serverSock, "-keys", keys)
+	if client.addr != clientSock {
+		t.Errorf("client listens on %q, want %q", client.addr, clientSock)
+	}
+	c := dial(t, clientSock)
+	transfer(t, c, 4<<20, 3)
+
+	// After a graceful stop the socket file is gone, and a new process
+	// can listen on the same path.
+	client.signal(syscall.SIGTERM)
+	if code := client.wait(); code != 0 {
+		t.Fatalf("client exited %d", code)
+	}
+	client = startTunnel(t, "client again", "client", "-listen", clientSock, "-target", serverSock, "-keys", keys)
+	checkEcho(t, dial(t, clientSock), "second life")
+	_ = server
+}
+
+func TestTunnelMaxConns(t *testing.T) {
+	p := startPair(t, startEcho(t), nil, []string{"-max-conns", "1"})
+	first := dial(t, p.client.addr)
+	checkEcho(t, first, "first")
+	second := dial(t, p.client.addr) // waits in the listen backlog
+	io.WriteString(second, "second")
+	second.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) && !isTimeout(err) {
+		t.Fatalf("a connection over -max-conns was served while the first is open: read %d, %v", n, err)
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(bound))
+	b := make([]byte, len("second"))
+	if _, err := io.ReadFull(second, b); err != nil || string(b) != "second" {
+		t.Fatalf("after the first connection closed: got %q, %v", b, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
+
+func TestTunnelSIGTERMDrain(t *testing.T) {
+	for _, who := range []string{"client", "server"} {
+		t.Run(who, func(t *testing.T) {
+			p := startPair(t, startEcho(t), nil, nil)
+			stopped := p.client
+			if who == "server" {
+				stopped = p.server
+			}
+			live := dial(t, p.client.addr)
+			checkEcho(t, live, "before")
+
+			stopped.signal(syscall.SIGTERM)
+			rec := stopped.waitLog("stopping: no longer accepting; draining live connections", nil)
+			if rec["live"] != float64(1) {
+				t.Errorf("stopping with %v live connections, want 1", rec["live"])
+			}
+			// New connections are refused: by the kernel at a stopped client,
+			// by the client tunnel closing them at a stopped server.
+			if who == "client" {
+				if c, err := net.DialTimeout("tcp", p.client.addr, bound); err == nil {
+					c.Close()
+					t.Fatal("the stopping client tunnel still accepts connections")
+				}
+			} else {
+				checkRefused(t, dial(t, p.client.addr))
+			}
+			// The live connection still works both ways, to its end.
+			checkEcho(t, live, "during the drain")
+			live.(*net.TCPConn).CloseWrite()
+			if rest, err := io.ReadAll(live); err != nil || len(rest) != 0 {
+				t.Fatalf("end of the drained connection: %q, %v", rest, err)
+			}
+			if code := stopped.wait(); code != 0 {
+				t.Fatalf("%s exited %d after draining, want 0", who, code)
+			}
+			stopped.waitLog("stopped: all connections finished", nil)
+		})
+	}
+	t.Run("drain timeout", func(t *testing.T) {
+		p := startPair(t, startEcho(t), []string{"-drain-timeout", "100ms"}, nil)
+		live := dial(t, p.client.addr)
+		checkEcho(t, live, "before")
+		p.server.signal(syscall.SIGTERM)
+		if code := p.server.wait(); code != 0 {
+			t.Fatalf("server exited %d after the drain timeout, want 0", code)
+		}
+		p.server.waitLog("drain timeout: closing live connections", nil)
+		// The connection the server closed is closed at the client too.
+		if n, err := live.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("read %d bytes from a connection closed at the drain timeout", n)
+		} else if isTimeout(err) {
+			t.Fatal("the connection closed at the drain timeout stays open at the client")
+		}
+	})
+}
+
+func TestTunnelSIGHUPReload(t *testing.T) {
+	dir := t.TempDir()
+	oldKey, newK := newKey(t, "old"), newKey(t, "new")
+	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), oldKey)
+	oldKeys := writeKeys(t, filepath.Join(dir, "old.keys"), oldKey)
+	newKeys := writeKeys(t, filepath.Join(dir, "new.keys"), newK)
+	target := startEcho(t)
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", serverKeys)
+	oldClient := startTunnel(t, "old client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", oldKeys)
+	newClient := startTunnel(t, "new client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", newKeys)
+
+	live := dial(t, oldClient.addr)
+	checkEcho(t, live, "old key, before the reload")
+	checkRefused(t, dial(t, newClient.addr))
+
+	reloads := 0
+	reload := func() logRecord {
+		t.Helper()
+		reloads++
+		server.signal(syscall.SIGHUP)
+		n := 0
+		return server.waitLog("keys reloaded", func(logRecord) bool { n++; return n == reloads })
+	}
+	// Rotate: the server takes the new key and drops the old one.
+	writeKeys(t, serverKeys, newK)
+	rec := reload()
+	if ids, _ := rec["keys"].([]any); !slices.Equal(ids, []any{"new"}) {
+		t.Errorf("reloaded keys %v, want [new]", rec["keys"])
+	}
+	checkEcho(t, dial(t, newClient.addr), "new key after the reload")
+	checkRefused(t, dial(t, oldClient.addr))
+	oldClient.waitLog("handshake with the server failed; closing the local connection", nil)
+	// The connection made with the old key is not touched.
+	checkEcho(t, live, "old key, after the reload")
+
+	// A broken key file keeps the keys in use.
+	writeKeysRaw(t, serverKeys, "new not-base64!\n")
+	server.signal(syscall.SIGHUP)
+	rec = server.waitLog("key reload failed; keeping the current keys", nil)
+	if !strings.Contains(errField(rec), "line 1") {
+		t.Errorf("reload error %q does not name the line", errField(rec))
+	}
+	checkEcho(t, dial(t, newClient.addr), "new key after a failed reload")
+
+	// The client side reloads too.
+	writeKeys(t, oldKeys, newK)
+	oldClient.signal(syscall.SIGHUP)
+	oldClient.waitLog("keys reloaded", nil)
+	checkEcho(t, dial(t, oldClient.addr), "client moved to the new key")
+}
+
+func writeKeysRaw(t *testing.T, path, content string) {
+	t.Helper()
+	if err := writeKeyFile(path, []byte(content), true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTunnelStartFailures(t *testing.T) {
+	dir := t.TempDir()
+	keys := writeKeys(t, filepath.Join(dir, "k.keys"), newKey(t, "k"))
+	busy := startEcho(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing key file", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", filepath.Join(dir, "none.keys")}, "no such file"},
+		{"empty key file", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", writeKeysRawPath(t, filepath.Join(dir, "empty.keys"), "# nothing\n")}, "holds no key"},
+		{"weak key", []string{"client", "-listen", "127.0.0.1:0", "-target", busy, "-keys", writeKeysRawPath(t, filepath.Join(dir, "weak.keys"), "k c2hvcnQ=\n")}, "weak key"},
+		{"address in use", []string{"server", "-listen", busy, "-target", busy, "-keys", keys}, "address already in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runBin(t, tc.args...)
+			if r.code != exitFail || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%s: exit %d, stderr %q; want exit 1 and %q", describe(tc.args), r.code, r.stderr, tc.want)
+			}
+			if strings.Contains(r.stderr, "c2hvcnQ") {
+				t.Errorf("the error shows the secret: %q", r.stderr)
+			}
+		})
+	}
+}
+
+func writeKeysRawPath(t *testing.T, path, content string) string {
+	writeKeysRaw(t, path, content)
+	return path
+}
+
+func TestBadFlags(t *testing.T) {
+	base := []string{"-listen", "127.0.0.1:0", "-target", "127.0.0.1:1", "-keys", "k.keys"}
+	with := func(cmd string, extra ...string) []string {
+		return append(append([]string{cmd}, base...), extra...)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command given"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"server"}, "-listen is required"},
+		{[]string{"client", "-listen", "127.0.0.1:0", "-target", "127.0.0.1:1"}, "-keys is required"},
+		{with("client", "-bogus"), "flag provided but not defined: -bogus"},
+		{with("server", "-mode", "fast"), `unknown mode "fast"`},
+		{with("server", "-max-conns", "0"), "-max-conns is 0"},
+		{with("server", "-handshake-timeout", "0s"), "-handshake-timeout is 0s"},
+		{with("server", "-connect-timeout", "soon"), "invalid value"},
+		{with("client", "-log-format", "xml"), `unknown format "xml"`},
+		{with("client", "-log-level", "loud"), `unknown level "loud"`},
+		{with("client", "stray"), `unexpected argument "stray"`},
+		{[]string{"keygen", "-force"}, "-force needs -o FILE"},
+		{[]string{"keygen", "-id", "has space"}, "printable ASCII"},
+		{[]string{"demo", "now"}, `unexpected argument "now"`},
+	} {
+		r := runBin(t, tc.args...)
+		if r.code != exitUsage {
+			t.Errorf("%s: exit %d, want %d", describe(tc.args), r.code, exitUsage)
+		}
+		if !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "Usage:") {
+			t.Errorf("%s: stderr %q; want %q and the usage", describe(tc.args), r.stderr, tc.want)
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"-version"}, {"server", "-version"}, {"client", "-version"}} {
+		r := runBin(t, args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "hmacauth ") || !strings.Contains(r.stdout, "go1.") {
+			t.Errorf("%s: exit %d, stdout %q; want 0 and \"hmacauth VERSION ... goX\"", describe(args), r.code, r.stdout)
+		}
+	}
+	r := runBin(t, "server", "-h")
+	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-max-conns", "-handshake-timeout",
+		"-connect-timeout", "-keepalive", "-drain-timeout", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
+		if !strings.Contains(r.stderr, flag) {
+			t.Errorf("server -h does not mention %s", flag)
+		}
+	}
+	if r.code != 0 {
+		t.Errorf("server -h exited %d, want 0", r.code)
+	}
+}
