@@ -16,17 +16,27 @@ const (
 )
 
 // Config configures a Listener, a Dialer, or a Conn made by Client or Server.
-// Only Keys is required; every other field has a working zero value.
+// Only Keys (or Keyring) is required; every other field has a working zero
+// value.
 //
 // A Config may be shared by many listeners, dialers and connections at once,
 // but must not be modified after it has been passed to any of them: the keys
 // are validated and their derived keys cached on first use. To change keys
-// while running, build a new Config.
+// while running, use Keyring.
+//
+// Printing a Config with fmt or slog never shows a secret.
 type Config struct {
 	// Keys holds the shared secrets. A dialer proves Keys[0]; a listener
 	// accepts a client that proves any of them. To rotate a key, add the new
 	// key to the listeners, move the clients to it, then drop the old one.
+	// Keys is ignored when Keyring is set.
 	Keys []Key
+
+	// Keyring, if not nil, holds the keys instead of Keys, and lets them be
+	// replaced while the Config is in use: each handshake uses the keys the
+	// Keyring holds when it starts; established connections are not
+	// affected. A dialer proves the Keyring's first key.
+	Keyring *Keyring
 
 	// Mode is the least protection this side accepts for the bytes after
 	// the handshake. A connection runs at the stronger of the two sides'
@@ -62,7 +72,9 @@ type Config struct {
 
 	// Logger receives one record per refused connection on a Listener, at
 	// level Info, with the remote address, the key ID the client named (if
-	// any) and the reason. Nil means no logging. Secrets are never logged.
+	// any) and the reason, and one record per accepted connection at level
+	// Debug, with the remote address, key ID and handshake duration. Nil
+	// means no logging. Secrets are never logged.
 	Logger *slog.Logger
 
 	// OnHandshake, if not nil, is called after every server-side handshake
@@ -72,6 +84,26 @@ type Config struct {
 	OnHandshake func(HandshakeEvent)
 
 	keys atomic.Pointer[keySet] // derived from Keys on first use
+}
+
+// LogValue implements slog.LogValuer: the settings and the key IDs, never
+// a secret. (Without it, a JSON handler would encode the secrets of Keys as
+// base64.)
+func (c *Config) LogValue() slog.Value {
+	if c == nil {
+		return slog.StringValue("<nil>")
+	}
+	keys := slog.Any("key_ids", keyIDs(c.Keys))
+	if c.Keyring != nil {
+		keys = slog.Any("keyring", c.Keyring)
+	}
+	return slog.GroupValue(keys,
+		slog.String("mode", c.Mode.String()),
+		slog.Bool("forward_secrecy", c.ForwardSecrecy),
+		slog.Duration("handshake_timeout", c.handshakeTimeout()),
+		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", orDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // HandshakeEvent describes one connection a Listener handled.
@@ -110,6 +142,9 @@ func orDefault(v, def int) int {
 func (c *Config) keySet() (*keySet, error) {
 	if c == nil {
 		return nil, errorf(ErrConfig, "nil Config; set Config.Keys")
+	}
+	if c.Keyring != nil {
+		return c.Keyring.keySet()
 	}
 	if ks := c.keys.Load(); ks != nil {
 		return ks, ks.err

@@ -12,7 +12,8 @@ type Dialer struct {
 	// NetDialer dials the underlying connection; nil means a zero
 	// net.Dialer. Its Timeout and Deadline also bound the handshake.
 	NetDialer *net.Dialer
-	// Config holds the key to prove (Keys[0]) and the handshake settings.
+	// Config holds the key to prove (Keys[0], or the first key of
+	// Config.Keyring) and the handshake settings.
 	Config *Config
 }
 

@@ -278,12 +278,18 @@ func (h *handshake) readClientHello(keys *keySet) (clientHello, *keySchedule, er
 	if err != nil {
 		return m, nil, err
 	}
+	// The MAC is computed even for an unknown key ID, with another key, so
+	// that the time to refuse does not tell a stranger which IDs exist.
 	ks := keys.byID[m.keyID]
-	if ks == nil {
-		return m, nil, errorf(ErrAuthFailed, "client names key ID %q, which this server does not have", m.keyID)
+	macKey := keys.first.hello
+	if ks != nil {
+		macKey = ks.hello
 	}
-	want := mac(nil, ks.hello, b[:clientHelloLen-macLen])
-	if !hmac.Equal(want, m.mac) {
+	ok := hmac.Equal(mac(nil, macKey, b[:clientHelloLen-macLen]), m.mac)
+	switch {
+	case ks == nil:
+		return m, nil, errorf(ErrAuthFailed, "client names key ID %q, which this server does not have", m.keyID)
+	case !ok:
 		return m, nil, errorf(ErrAuthFailed, "client's ClientHello MAC for key ID %q is wrong: it holds a different secret", m.keyID)
 	}
 	return m, ks, nil

@@ -4,6 +4,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 )
@@ -24,7 +25,7 @@ const (
 // is not a good secret (an eavesdropper can test guesses against a recorded
 // handshake offline), so make one with NewKey or `hmacauth keygen`.
 //
-// String and LogValue never show the secret.
+// String, GoString, LogValue and MarshalJSON never show the secret.
 type Key struct {
 	ID     string
 	Secret []byte
@@ -52,6 +53,16 @@ func (k Key) GoString() string { return k.String() }
 // LogValue implements slog.LogValuer: the key ID only.
 func (k Key) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", k.ID), slog.String("secret", "REDACTED"))
+}
+
+// MarshalJSON encodes the key ID only, so that a key that reaches
+// encoding/json (a slog JSON handler, a config dump) does not leak its
+// secret as base64. Keys are meant to be stored as key files; see LoadKeys.
+func (k Key) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	}{k.ID, "REDACTED"})
 }
 
 // Validate reports whether k can be used: an error wrapping ErrConfig for a
@@ -111,9 +122,14 @@ type keySet struct {
 	err   error                   // why the list cannot be used
 }
 
-func newKeySet(keys []Key) *keySet {
+// newKeySet validates the keys of Config.Keys and derives their schedules.
+func newKeySet(keys []Key) *keySet { return newKeySetFrom(keys, "Config.Keys") }
+
+// newKeySetFrom is newKeySet for keys from elsewhere; source names them in
+// error messages.
+func newKeySetFrom(keys []Key, source string) *keySet {
 	if len(keys) == 0 {
-		return &keySet{err: errorf(ErrConfig, "Config.Keys is empty; add at least one key")}
+		return &keySet{err: errorf(ErrConfig, "%s is empty; add at least one key", source)}
 	}
 	ks := &keySet{byID: make(map[string]*keySchedule, len(keys))}
 	for _, k := range keys {
@@ -121,7 +137,7 @@ func newKeySet(keys []Key) *keySet {
 			return &keySet{err: err}
 		}
 		if _, dup := ks.byID[k.ID]; dup {
-			return &keySet{err: errorf(ErrConfig, "key ID %q appears twice in Config.Keys", k.ID)}
+			return &keySet{err: errorf(ErrConfig, "key ID %q appears twice in %s", k.ID, source)}
 		}
 		s := deriveKeySchedule(k)
 		ks.byID[k.ID] = s

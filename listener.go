@@ -25,8 +25,9 @@ import (
 // from one IP (more are closed at once), and when the application stops
 // calling Accept the Listener stops accepting from the inner listener.
 type Listener struct {
-	al     *acceptor.Listener
-	config *Config
+	al       *acceptor.Listener
+	config   *Config
+	counters handshakeCounters
 }
 
 // NewListener returns a Listener that accepts from inner. It checks cfg and
@@ -77,13 +78,29 @@ func (l *Listener) Close() error { return l.al.Close() }
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 
+// Stats returns the Listener's counters. It is cheap (a few atomic loads)
+// and safe to call at any time, also after Close.
+func (l *Listener) Stats() ListenerStats {
+	as := l.al.Stats()
+	s := ListenerStats{
+		Shed:          uint64(as.Shed),
+		InFlight:      as.InFlight,
+		Queued:        as.Queued,
+		AcceptRetries: uint64(as.Retries),
+	}
+	l.counters.fill(&s)
+	return s
+}
+
 func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
 	c := Server(raw, l.config)
 	err := c.HandshakeContext(ctx)
+	d := time.Since(c.handshakeStarted)
+	l.counters.record(d, err)
 	l.report(HandshakeEvent{
 		RemoteAddr: raw.RemoteAddr(),
 		KeyID:      c.claimedKeyID,
-		Duration:   time.Since(c.handshakeStarted),
+		Duration:   d,
 		Err:        err,
 	})
 	if err != nil {
@@ -100,12 +117,19 @@ func (l *Listener) shed(remote net.Addr) {
 }
 
 func (l *Listener) report(ev HandshakeEvent) {
-	if ev.Err != nil && l.config.Logger != nil {
-		l.config.Logger.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection",
-			slog.String("remote", ev.RemoteAddr.String()),
-			slog.String("key_id", ev.KeyID),
-			slog.Duration("duration", ev.Duration),
-			slog.String("reason", ev.Err.Error()))
+	if lg := l.config.Logger; lg != nil {
+		if ev.Err != nil {
+			lg.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection",
+				slog.String("remote", ev.RemoteAddr.String()),
+				slog.String("key_id", ev.KeyID),
+				slog.Duration("duration", ev.Duration),
+				slog.String("reason", ev.Err.Error()))
+		} else {
+			lg.LogAttrs(context.Background(), slog.LevelDebug, "hmacauth: accepted connection",
+				slog.String("remote", ev.RemoteAddr.String()),
+				slog.String("key_id", ev.KeyID),
+				slog.Duration("duration", ev.Duration))
+		}
 	}
 	if l.config.OnHandshake != nil {
 		l.config.OnHandshake(ev)

@@ -53,6 +53,16 @@ type ConnectionState struct {
 	secret []byte
 }
 
+// String describes the state without the session secret, so that printing
+// a ConnectionState (fmt's %v prints unexported fields) does not leak it.
+func (cs ConnectionState) String() string {
+	return fmt.Sprintf("hmacauth.ConnectionState{HandshakeComplete: %v, KeyID: %q, Mode: %v, ForwardSecrecy: %v}",
+		cs.HandshakeComplete, cs.KeyID, cs.Mode, cs.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print the secret either.
+func (cs ConnectionState) GoString() string { return cs.String() }
+
 // ConnectionState returns the state of the connection.
 func (c *Conn) ConnectionState() ConnectionState {
 	if !c.hsDone.Load() || c.hsErr != nil {

@@ -1,0 +1,183 @@
+// Package grpcauth provides gRPC transport credentials that run an hmacauth
+// handshake on every connection, so that a gRPC server serves only clients
+// that hold a shared key, and a client talks only to servers that hold it.
+//
+// Server:
+//
+//	creds := grpcauth.NewCredentials(&hmacauth.Config{Keys: keys})
+//	srv := grpc.NewServer(grpc.Creds(creds))
+//	srv.Serve(lis) // a net.Listener, or an *hmacauth.Listener (see ServerHandshake)
+//
+// Client:
+//
+//	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+//
+// Handlers and interceptors read the client's key ID with KeyIDFromContext.
+package grpcauth
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/hmacauth/hmacauth"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// SecurityProtocol is the name of the protocol in ProtocolInfo and the type
+// of AuthInfo.
+const SecurityProtocol = "hmacauth"
+
+// SecurityVersion is the hmacauth protocol version in ProtocolInfo.
+const SecurityVersion = "1"
+
+// NewCredentials returns transport credentials that authenticate both ends
+// of every gRPC connection with cfg: a client proves cfg's first key (or
+// its Keyring's), a server accepts any of them.
+//
+// The SecurityLevel of a connection follows its hmacauth mode (see
+// AuthInfo): only ModeSealed is PrivacyAndIntegrity, so per-RPC
+// credentials that require transport security (OAuth tokens, JWTs) are
+// refused by gRPC on connections in ModeAuth or ModeIntegrity. Set
+// cfg.Mode to hmacauth.ModeSealed on both sides to send them.
+//
+// cfg must not be modified afterwards; to rotate keys, use cfg.Keyring.
+func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
+	return &transportCreds{cfg: cfg}
+}
+
+type transportCreds struct {
+	cfg *hmacauth.Config
+}
+
+// ClientHandshake runs the client side of the handshake on raw. It returns
+// once the server has proven the key, or fails when ctx is done (gRPC's
+// connect deadline), cfg.HandshakeTimeout passes, or the server does not
+// prove the key. authority is not used: the server is identified by the
+// key, not by a name.
+func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn := hmacauth.Client(raw, c.cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return nil, nil, err
+	}
+	return conn, newAuthInfo(conn), nil
+}
+
+// ServerHandshake runs the server side of the handshake on raw, bounded by
+// cfg.HandshakeTimeout and any deadline gRPC set on raw.
+//
+// If raw is an *hmacauth.Conn, as when grpc.Server serves an
+// *hmacauth.Listener, its handshake has run already (with the Listener's
+// Config, which is then the one that counts) and is not run again: this
+// combines the Listener's caps, per-IP shedding and statistics with the
+// key ID in the gRPC context.
+func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, accepted := raw.(*hmacauth.Conn)
+	if !accepted {
+		conn = hmacauth.Server(raw, c.cfg)
+	}
+	if err := conn.Handshake(); err != nil {
+		return nil, nil, err
+	}
+	if t := handshakeTimeout(c.cfg); !accepted && t > 0 {
+		// The handshake restored raw's deadlines as set through conn, which
+		// clears the one grpc.Server set on raw before calling us. Bound the
+		// HTTP/2 preface that gRPC reads next; it clears this deadline when
+		// the transport is up.
+		conn.SetDeadline(time.Now().Add(t))
+	}
+	return conn, newAuthInfo(conn), nil
+}
+
+func handshakeTimeout(cfg *hmacauth.Config) time.Duration {
+	switch {
+	case cfg == nil || cfg.HandshakeTimeout == 0:
+		return hmacauth.DefaultHandshakeTimeout
+	case cfg.HandshakeTimeout < 0:
+		return 0
+	}
+	return cfg.HandshakeTimeout
+}
+
+// Info returns SecurityProtocol "hmacauth" and SecurityVersion "1".
+func (c *transportCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: SecurityProtocol, SecurityVersion: SecurityVersion}
+}
+
+// Clone returns credentials that share the Config (and its Keyring, so a
+// key rotation reaches every clone).
+func (c *transportCreds) Clone() credentials.TransportCredentials {
+	return &transportCreds{cfg: c.cfg}
+}
+
+// OverrideServerName does nothing: hmacauth identifies the server by its
+// key, not by a name.
+//
+// Deprecated: gRPC no longer calls it; use grpc.WithAuthority.
+func (c *transportCreds) OverrideServerName(string) error { return nil }
+
+// AuthInfo is the credentials.AuthInfo of an hmacauth connection, found in
+// peer.FromContext(ctx).AuthInfo on the server.
+type AuthInfo struct {
+	credentials.CommonAuthInfo
+	// KeyID is the ID of the key both sides proved.
+	KeyID string
+	// Mode is the protection of the connection's bytes after the handshake.
+	Mode hmacauth.Mode
+	// ForwardSecrecy reports whether the session keys came from an
+	// ephemeral key exchange.
+	ForwardSecrecy bool
+}
+
+// AuthType returns "hmacauth".
+func (AuthInfo) AuthType() string { return SecurityProtocol }
+
+// ValidateAuthority accepts any :authority override (grpc.CallAuthority):
+// the server proved the key, and a name adds nothing to that proof.
+func (AuthInfo) ValidateAuthority(string) error { return nil }
+
+// SecurityLevel returns the gRPC security level of a mode: NoSecurity for
+// ModeAuth (bytes after the handshake are neither encrypted nor protected
+// from tampering), IntegrityOnly for ModeIntegrity, PrivacyAndIntegrity
+// for ModeSealed.
+func SecurityLevel(m hmacauth.Mode) credentials.SecurityLevel {
+	switch m {
+	case hmacauth.ModeSealed:
+		return credentials.PrivacyAndIntegrity
+	case hmacauth.ModeIntegrity:
+		return credentials.IntegrityOnly
+	}
+	return credentials.NoSecurity
+}
+
+func newAuthInfo(c *hmacauth.Conn) AuthInfo {
+	st := c.ConnectionState()
+	return AuthInfo{
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: SecurityLevel(st.Mode)},
+		KeyID:          st.KeyID,
+		Mode:           st.Mode,
+		ForwardSecrecy: st.ForwardSecrecy,
+	}
+}
+
+// AuthInfoFromContext returns the AuthInfo of the connection an RPC
+// arrived on, in a server handler or interceptor.
+func AuthInfoFromContext(ctx context.Context) (AuthInfo, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return AuthInfo{}, false
+	}
+	ai, ok := p.AuthInfo.(AuthInfo)
+	return ai, ok
+}
+
+// KeyIDFromContext returns the ID of the key the client proved, in a server
+// handler or interceptor.
+func KeyIDFromContext(ctx context.Context) (string, bool) {
+	ai, ok := AuthInfoFromContext(ctx)
+	if !ok || ai.KeyID == "" {
+		return "", false
+	}
+	return ai.KeyID, true
+}

@@ -1,0 +1,392 @@
+package grpcauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hmacauth/hmacauth"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func key(id string) hmacauth.Key {
+	return hmacauth.Key{ID: id, Secret: bytes.Repeat([]byte(id+"!"), hmacauth.MinSecretLen)[:hmacauth.MinSecretLen]}
+}
+
+// seen records what handlers saw of the caller, through interceptors, which
+// run with the handler's context.
+type seen struct {
+	mu     sync.Mutex
+	keyIDs []string
+	infos  []credentials.AuthInfo
+}
+
+func (s *seen) record(ctx context.Context) {
+	id, _ := KeyIDFromContext(ctx)
+	var ai credentials.AuthInfo
+	if p, ok := peer.FromContext(ctx); ok {
+		ai = p.AuthInfo
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keyIDs = append(s.keyIDs, id)
+	s.infos = append(s.infos, ai)
+}
+
+func (s *seen) get() ([]string, []credentials.AuthInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.keyIDs...), append([]credentials.AuthInfo(nil), s.infos...)
+}
+
+// startServer serves the health service on lis with the credentials of
+// cfg until the test ends.
+func startServer(t *testing.T, lis net.Listener, cfg *hmacauth.Config) *seen {
+	t.Helper()
+	s := new(seen)
+	srv := grpc.NewServer(
+		grpc.Creds(NewCredentials(cfg)),
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			s.record(ctx)
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			s.record(ss.Context())
+			return h(srv, ss)
+		}),
+	)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		hs.Shutdown()
+		srv.Stop()
+		<-done
+	})
+	return s
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+func newClient(t *testing.T, addr string, cfg *hmacauth.Config, opts ...grpc.DialOption) healthpb.HealthClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(opts, grpc.WithTransportCredentials(NewCredentials(cfg)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return healthpb.NewHealthClient(cc)
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestUnaryAndStreamingSeeKeyID(t *testing.T) {
+	lis := listen(t)
+	s := startServer(t, lis, &hmacauth.Config{Keys: []hmacauth.Key{key("old"), key("svc-a")}})
+	client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	ctx := callCtx(t)
+
+	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("unary call: %v", err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("status = %v", resp.GetStatus())
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := client.Watch(sctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("streaming call: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("stream Recv: %v", err)
+	}
+	cancel()
+
+	ids, infos := s.get()
+	if len(ids) != 2 || ids[0] != "svc-a" || ids[1] != "svc-a" {
+		t.Fatalf("handlers saw key IDs %q, want [svc-a svc-a]", ids)
+	}
+	for _, ai := range infos {
+		info, ok := ai.(AuthInfo)
+		if !ok {
+			t.Fatalf("peer AuthInfo is %T, want grpcauth.AuthInfo", ai)
+		}
+		if info.AuthType() != "hmacauth" || info.KeyID != "svc-a" || info.Mode != hmacauth.ModeAuth ||
+			info.SecurityLevel != credentials.NoSecurity {
+			t.Errorf("AuthInfo = %+v, want hmacauth, svc-a, ModeAuth, NoSecurity", info)
+		}
+	}
+}
+
+func TestWrongKeyFailsClearly(t *testing.T) {
+	lis := listen(t)
+	s := startServer(t, lis, &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	wrong := key("svc-a")
+	wrong.Secret = bytes.Repeat([]byte{0x55}, hmacauth.MinSecretLen)
+	client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{wrong}})
+	_, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("call with a wrong key: %v, want Unavailable", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "authentication failed") || !strings.Contains(msg, "svc-a") {
+		t.Errorf("error %q does not say that the server refused key svc-a", msg)
+	}
+	if ids, _ := s.get(); len(ids) != 0 {
+		t.Errorf("a handler ran for a client with a wrong key: %q", ids)
+	}
+}
+
+func TestServerWithoutKeyIsDetected(t *testing.T) {
+	lis := listen(t)
+	other := key("svc-a")
+	other.Secret = bytes.Repeat([]byte{0x66}, hmacauth.MinSecretLen)
+	startServer(t, lis, &hmacauth.Config{Keys: []hmacauth.Key{other}})
+	client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	_, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("call to a server with another secret: %v, want Unavailable, authentication failed", err)
+	}
+}
+
+// TestStalledConnDoesNotBlockOthers holds raw connections that never send a
+// byte, to a plain listener (grpc.Server handshakes each connection on its
+// own goroutine) and to an hmacauth.Listener.
+func TestStalledConnDoesNotBlockOthers(t *testing.T) {
+	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}}
+	hl, err := hmacauth.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, lis := range map[string]net.Listener{"net.Listener": listen(t), "hmacauth.Listener": hl} {
+		t.Run(name, func(t *testing.T) {
+			s := startServer(t, lis, cfg)
+			var stalled []net.Conn
+			for range 8 {
+				c, err := net.Dial("tcp", lis.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				stalled = append(stalled, c)
+			}
+			client := newClient(t, lis.Addr().String(), cfg)
+			if _, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatalf("call with %d stalled connections: %v", len(stalled), err)
+			}
+			if ids, _ := s.get(); len(ids) != 1 || ids[0] != "svc-a" {
+				t.Errorf("handler saw %q, want [svc-a]", ids)
+			}
+		})
+	}
+	if st := hl.Stats(); st.Succeeded != 1 {
+		t.Errorf("hmacauth.Listener counted %d handshakes, want 1 (gRPC must not run a second one)", st.Succeeded)
+	}
+}
+
+// tokenCreds are per-RPC credentials that require transport security, as
+// OAuth and JWT credentials do.
+type tokenCreds struct{}
+
+func (tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer t0ken"}, nil
+}
+func (tokenCreds) RequireTransportSecurity() bool { return true }
+
+func TestPerRPCCredentialsNeedSealedMode(t *testing.T) {
+	for _, mode := range []hmacauth.Mode{hmacauth.ModeAuth, hmacauth.ModeIntegrity, hmacauth.ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, Mode: mode}
+			if mode != hmacauth.ModeAuth && !modeImplemented(t, cfg) {
+				t.Skipf("mode %v is not implemented by this hmacauth version", mode)
+			}
+			lis := listen(t)
+			startServer(t, lis, cfg)
+			client := newClient(t, lis.Addr().String(), cfg)
+			_, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{}, grpc.PerRPCCredentials(tokenCreds{}))
+			if mode == hmacauth.ModeSealed {
+				if err != nil {
+					t.Fatalf("per-RPC credentials on a sealed connection: %v", err)
+				}
+				return
+			}
+			if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "insecure connection") {
+				t.Fatalf("per-RPC credentials in mode %v: %v, want Unauthenticated (insecure connection)", mode, err)
+			}
+		})
+	}
+}
+
+// modeImplemented reports whether a handshake in cfg.Mode succeeds.
+func modeImplemented(t *testing.T, cfg *hmacauth.Config) bool {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	errc := make(chan error, 1)
+	go func() { errc <- hmacauth.Server(b, cfg).Handshake() }()
+	err := hmacauth.Client(a, cfg).Handshake()
+	a.Close()
+	<-errc
+	return err == nil
+}
+
+func TestCallAuthorityOverride(t *testing.T) {
+	lis := listen(t)
+	startServer(t, lis, &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	if _, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{}, grpc.CallAuthority("other.internal:443")); err != nil {
+		t.Fatalf("call with an authority override: %v", err)
+	}
+}
+
+func TestHandshakesHonourContextAndTimeout(t *testing.T) {
+	// A peer that never answers.
+	lis := listen(t)
+	defer lis.Close()
+	var held sync.WaitGroup
+	conns := make(chan net.Conn, 4)
+	held.Add(1)
+	go func() {
+		defer held.Done()
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	defer func() {
+		lis.Close()
+		held.Wait()
+		close(conns)
+		for c := range conns {
+			c.Close()
+		}
+	}()
+	creds := NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: -1})
+
+	raw, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := creds.ClientHandshake(ctx, "ignored", raw); !errors.Is(err, hmacauth.ErrHandshakeTimeout) {
+		t.Fatalf("ClientHandshake past the ctx deadline: %v, want ErrHandshakeTimeout", err)
+	}
+
+	raw2, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw2.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if _, _, err := creds.ClientHandshake(ctx2, "ignored", raw2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ClientHandshake with a cancelled ctx: %v, want context.Canceled", err)
+	}
+
+	// The server side: a client that never speaks.
+	srvCreds := NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: 50 * time.Millisecond})
+	client, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	serverSide := <-conns
+	defer serverSide.Close()
+	if _, _, err := srvCreds.ServerHandshake(serverSide); !errors.Is(err, hmacauth.ErrHandshakeTimeout) {
+		t.Fatalf("ServerHandshake with a silent client: %v, want ErrHandshakeTimeout", err)
+	}
+}
+
+func TestCredentialsInfo(t *testing.T) {
+	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}}
+	c := NewCredentials(cfg)
+	info := c.Info()
+	if info.SecurityProtocol != "hmacauth" || info.SecurityVersion != "1" {
+		t.Errorf("Info = %+v", info)
+	}
+	clone := c.Clone()
+	if clone == c || clone.(*transportCreds).cfg != cfg || clone.Info() != info {
+		t.Errorf("Clone = %#v, want a new value sharing the Config", clone)
+	}
+	if err := c.OverrideServerName("x"); err != nil || c.Info().ServerName != "" {
+		t.Errorf("OverrideServerName changed something: %v, %+v", err, c.Info())
+	}
+	for mode, want := range map[hmacauth.Mode]credentials.SecurityLevel{
+		hmacauth.ModeAuth:      credentials.NoSecurity,
+		hmacauth.ModeIntegrity: credentials.IntegrityOnly,
+		hmacauth.ModeSealed:    credentials.PrivacyAndIntegrity,
+	} {
+		if got := SecurityLevel(mode); got != want {
+			t.Errorf("SecurityLevel(%v) = %v, want %v", mode, got, want)
+		}
+	}
+	if _, ok := KeyIDFromContext(context.Background()); ok {
+		t.Error("KeyIDFromContext without a peer reported a key ID")
+	}
+	var ai credentials.AuthInfo = AuthInfo{}
+	if _, ok := ai.(credentials.AuthorityValidator); !ok {
+		t.Error("AuthInfo does not implement credentials.AuthorityValidator")
+	}
+}
+
+// TestSilentAfterHandshakeIsDropped: a client that authenticates and then
+// never sends the HTTP/2 preface is closed by the server, as gRPC's own
+// connection timeout would (the handshake must not lift that bound).
+func TestSilentAfterHandshakeIsDropped(t *testing.T) {
+	lis := listen(t)
+	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: 100 * time.Millisecond}
+	startServer(t, lis, cfg)
+	c, err := hmacauth.Dial("tcp", lis.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		_, err := c.Read(buf) // the server's HTTP/2 SETTINGS, then EOF
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the server kept a silent authenticated connection open")
+		}
+		break
+	}
+}

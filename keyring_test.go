@@ -1,0 +1,340 @@
+package hmacauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testKey returns a key whose secret is derived from id, so that two calls
+// with the same id give the same key and different ids different keys.
+func testKey(t testing.TB, id string) Key {
+	t.Helper()
+	secret := bytes.Repeat([]byte(id+"/"), MinSecretLen)[:MinSecretLen+8]
+	return Key{ID: id, Secret: secret}
+}
+
+// serveEcho accepts from l until it is closed and echoes each connection.
+// The returned func closes l and waits for every goroutine.
+func serveEcho(t testing.TB, l net.Listener) (stop func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+}
+
+// echoOnce writes msg on c and checks that it comes back.
+func echoOnce(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if string(buf) != msg {
+		t.Fatalf("echo = %q, want %q", buf, msg)
+	}
+}
+
+func mustKeyring(t testing.TB, keys ...Key) *Keyring {
+	t.Helper()
+	r, err := NewKeyring(keys...)
+	if err != nil {
+		t.Fatalf("NewKeyring: %v", err)
+	}
+	return r
+}
+
+func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
+	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	serverRing := mustKeyring(t, a)
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: serverRing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(t, l)
+	defer stop()
+	addr := l.Addr().String()
+
+	clientRing := mustKeyring(t, a)
+	clientCfg := &Config{Keyring: clientRing}
+	live, err := Dial("tcp", addr, clientCfg)
+	if err != nil {
+		t.Fatalf("dial with key-a: %v", err)
+	}
+	defer live.Close()
+	echoOnce(t, live, "before rotation")
+
+	// The servers drop key-a: new handshakes with it fail, the live
+	// connection is untouched.
+	if err := serverRing.Set(b); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Dial("tcp", addr, clientCfg); !errors.Is(err, ErrAuthFailed) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("dial with key-a after the server dropped it: err = %v, want ErrAuthFailed", err)
+	}
+	echoOnce(t, live, "after rotation")
+	if got := live.KeyID(); got != "key-a" {
+		t.Errorf("live connection KeyID = %q, want key-a", got)
+	}
+
+	// The same client Config, once its Keyring leads with key-b, gets in.
+	if err := clientRing.Set(b, a); err != nil {
+		t.Fatal(err)
+	}
+	d := Dialer{Config: clientCfg}
+	c, err := d.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial with key-b: %v", err)
+	}
+	defer c.Close()
+	echoOnce(t, c, "new key")
+	if got := c.(*Conn).KeyID(); got != "key-b" {
+		t.Errorf("KeyID = %q, want key-b", got)
+	}
+}
+
+func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
+	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{a}, Keyring: mustKeyring(t, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(t, l)
+	defer stop()
+	if c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{a}}); !errors.Is(err, ErrAuthFailed) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("key-a from Config.Keys, ignored by the server: err = %v, want ErrAuthFailed", err)
+	}
+	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{a}, Keyring: mustKeyring(t, b)})
+	if err != nil {
+		t.Fatalf("key-b from the client's Keyring: %v", err)
+	}
+	defer c.Close()
+	echoOnce(t, c, "x")
+}
+
+func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
+	a := testKey(t, "key-a")
+	r := mustKeyring(t, a)
+	for _, tc := range []struct {
+		name string
+		keys []Key
+		want error
+	}{
+		{"empty", nil, ErrConfig},
+		{"weak", []Key{{ID: "short", Secret: make([]byte, MinSecretLen-1)}}, ErrWeakKey},
+		{"bad ID", []Key{{ID: "has space", Secret: a.Secret}}, ErrConfig},
+		{"duplicate", []Key{testKey(t, "x"), testKey(t, "x")}, ErrConfig},
+	} {
+		err := r.Set(tc.keys...)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: Set err = %v, want %v", tc.name, err, tc.want)
+		}
+		if got := r.IDs(); len(got) != 1 || got[0] != "key-a" {
+			t.Errorf("%s: IDs after a failed Set = %q, want [key-a]", tc.name, got)
+		}
+		if _, err := NewKeyring(tc.keys...); !errors.Is(err, tc.want) {
+			t.Errorf("%s: NewKeyring err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestKeyringCopiesKeys(t *testing.T) {
+	k := testKey(t, "key-a")
+	orig := bytes.Clone(k.Secret)
+	keys := []Key{k}
+	r := mustKeyring(t, keys...)
+	k.Secret[0] ^= 0xff // the caller reuses its buffer
+	keys[0].ID = "changed"
+	got := r.Keys()
+	if len(got) != 1 || got[0].ID != "key-a" || !bytes.Equal(got[0].Secret, orig) {
+		t.Fatalf("Keys after changing the input = %v, want key-a with the original secret", got)
+	}
+	got[0].Secret[0] ^= 0xff
+	if again := r.Keys(); !bytes.Equal(again[0].Secret, orig) {
+		t.Fatal("changing the result of Keys changed the Keyring")
+	}
+}
+
+func TestZeroKeyringIsRefused(t *testing.T) {
+	_, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: new(Keyring)})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("Listen with an empty Keyring: err = %v, want ErrConfig", err)
+	}
+	if !strings.Contains(err.Error(), "Keyring") {
+		t.Errorf("error %q does not name the Keyring", err)
+	}
+}
+
+// TestKeyringSetDuringHandshakes swaps the keys while clients connect; run
+// with -race. Every client proves a key that both generations hold.
+func TestKeyringSetDuringHandshakes(t *testing.T) {
+	a, b, c := testKey(t, "key-a"), testKey(t, "key-b"), testKey(t, "key-c")
+	ring := mustKeyring(t, a, b)
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(t, l)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*20)
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				conn, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{a}})
+				if err != nil {
+					errs <- fmt.Errorf("client %d, dial %d: %w", i, j, err)
+					continue
+				}
+				conn.Close()
+			}
+		}()
+	}
+	for i := range 200 {
+		other := b
+		if i%2 == 1 {
+			other = c
+		}
+		if err := ring.Set(a, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// secretEncodings returns the ways a secret could show up in text.
+func secretEncodings(secret []byte) []string {
+	return []string{
+		string(secret),
+		hex.EncodeToString(secret),
+		strings.ToUpper(hex.EncodeToString(secret)),
+		base64.StdEncoding.EncodeToString(secret),
+		base64.RawStdEncoding.EncodeToString(secret),
+		base64.URLEncoding.EncodeToString(secret),
+		fmt.Sprint(secret), // [1 2 3 ...]
+		fmt.Sprintf("%#v", secret),
+		fmt.Sprintf("%q", secret),
+		fmt.Sprintf("%x", secret[:8]),
+	}
+}
+
+func TestNothingPrintsSecrets(t *testing.T) {
+	secret := []byte("0123456789abcdefghijklmnopqrstuvwxyzXY") // printable, so a raw leak is visible too
+	k := Key{ID: "printed", Secret: secret}
+	ring := mustKeyring(t, k)
+	cfg := &Config{Keys: []Key{k}, Keyring: ring}
+	values := map[string]any{"Key": k, "[]Key": []Key{k}, "*Keyring": ring, "*Config": cfg}
+
+	var out []string
+	for name, v := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			out = append(out, name+" "+verb+": "+fmt.Sprintf(verb, v))
+		}
+		for _, h := range []func(io.Writer) slog.Handler{
+			func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) },
+			func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) },
+		} {
+			var buf bytes.Buffer
+			slog.New(h(&buf)).Info("config", "value", v, slog.Any("nested", []any{v}))
+			out = append(out, name+" slog: "+buf.String())
+		}
+	}
+	for _, s := range out {
+		for _, enc := range secretEncodings(secret) {
+			if strings.Contains(s, enc) {
+				t.Errorf("output shows the secret (as %q):\n%s", enc, s)
+			}
+		}
+		if !strings.Contains(s, "printed") {
+			t.Errorf("output does not name the key ID:\n%s", s)
+		}
+	}
+}
+
+func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
+	k := testKey(t, "state-key")
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(t, l)
+	defer stop()
+	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs := c.ConnectionState()
+	if len(cs.secret) == 0 {
+		t.Fatal("no session secret to look for")
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("state", "cs", cs)
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("state", "cs", cs)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		buf.WriteString(fmt.Sprintf(verb, cs))
+	}
+	for _, enc := range secretEncodings(cs.secret) {
+		if strings.Contains(buf.String(), enc) {
+			t.Fatalf("output shows the session secret (as %q):\n%s", enc, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "state-key") {
+		t.Errorf("output lacks the key ID:\n%s", buf.String())
+	}
+}

@@ -1,0 +1,123 @@
+package hmacauth
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// DurationBuckets is the number of buckets of a DurationHistogram.
+const DurationBuckets = 8
+
+// durationBounds returns the upper bounds of the histogram buckets: a
+// loopback handshake takes about 100 µs, a cross-region one tens of
+// milliseconds, and DefaultHandshakeTimeout is 5 s.
+func durationBounds() [DurationBuckets]time.Duration {
+	return [DurationBuckets]time.Duration{
+		250 * time.Microsecond,
+		time.Millisecond,
+		5 * time.Millisecond,
+		25 * time.Millisecond,
+		100 * time.Millisecond,
+		500 * time.Millisecond,
+		2500 * time.Millisecond,
+		10 * time.Second,
+	}
+}
+
+// DurationHistogram counts handshake durations in fixed buckets, in the
+// form of a Prometheus histogram.
+type DurationHistogram struct {
+	// Count is the number of handshakes measured.
+	Count uint64
+	// Sum is their total duration.
+	Sum time.Duration
+	// Buckets[i] is the number of handshakes that took at most
+	// Bounds()[i]; the counts are cumulative, so Buckets[i] includes
+	// Buckets[i-1], and Count is the bucket for +Inf.
+	Buckets [DurationBuckets]uint64
+}
+
+// Bounds returns the upper bounds of the buckets: 250 µs, 1 ms, 5 ms,
+// 25 ms, 100 ms, 500 ms, 2.5 s and 10 s.
+func (DurationHistogram) Bounds() [DurationBuckets]time.Duration { return durationBounds() }
+
+// ListenerStats are a Listener's counters, for a metrics system to read.
+// Counts are totals since the Listener started; InFlight and Queued are
+// current values. Each field is read atomically, but not all of them at
+// the same instant.
+type ListenerStats struct {
+	// Succeeded counts handshakes that authenticated the client.
+	Succeeded uint64
+	// FailedAuth counts clients that did not prove a key (ErrAuthFailed).
+	FailedAuth uint64
+	// FailedProtocol counts clients that do not speak hmacauth/1 or sent
+	// a malformed message (ErrProtocol).
+	FailedProtocol uint64
+	// FailedTimeout counts handshakes that timed out (ErrHandshakeTimeout).
+	FailedTimeout uint64
+	// FailedOther counts other failures: network errors, and handshakes
+	// aborted by Close.
+	FailedOther uint64
+	// Shed counts connections closed unread because their remote IP was at
+	// Config.MaxHandshakesPerIP (ErrShed).
+	Shed uint64
+	// InFlight is the number of handshakes running now.
+	InFlight int64
+	// Queued is the number of authenticated connections waiting for Accept.
+	Queued int64
+	// AcceptRetries counts temporary errors of the inner listener (such as
+	// EMFILE) that were retried after a backoff.
+	AcceptRetries uint64
+	// Durations measures the handshakes that succeeded.
+	Durations DurationHistogram
+}
+
+// Failed returns the number of failed handshakes, for every reason.
+func (s ListenerStats) Failed() uint64 {
+	return s.FailedAuth + s.FailedProtocol + s.FailedTimeout + s.FailedOther
+}
+
+// handshakeCounters are the counters a Listener keeps itself; the accept
+// engine keeps the rest.
+type handshakeCounters struct {
+	succeeded, auth, protocol, timeout, other atomic.Uint64
+	count, sumNanos                           atomic.Uint64
+	buckets                                   [DurationBuckets]atomic.Uint64
+}
+
+// record counts one finished server handshake.
+func (hc *handshakeCounters) record(d time.Duration, err error) {
+	switch {
+	case err == nil:
+		hc.succeeded.Add(1)
+		hc.count.Add(1)
+		hc.sumNanos.Add(uint64(max(d, 0)))
+		for i, b := range durationBounds() {
+			if d <= b {
+				hc.buckets[i].Add(1)
+			}
+		}
+	case errors.Is(err, ErrAuthFailed):
+		hc.auth.Add(1)
+	case errors.Is(err, ErrProtocol):
+		hc.protocol.Add(1)
+	case errors.Is(err, ErrHandshakeTimeout):
+		hc.timeout.Add(1)
+	default:
+		hc.other.Add(1)
+	}
+}
+
+func (hc *handshakeCounters) fill(s *ListenerStats) {
+	s.Succeeded = hc.succeeded.Load()
+	s.FailedAuth = hc.auth.Load()
+	s.FailedProtocol = hc.protocol.Load()
+	s.FailedTimeout = hc.timeout.Load()
+	s.FailedOther = hc.other.Load()
+	s.Durations.Count = hc.count.Load()
+	s.Durations.Sum = time.Duration(hc.sumNanos.Load())
+	for i := range hc.buckets {
+		s.Durations.Buckets[i] = hc.buckets[i].Load()
+	}
+}

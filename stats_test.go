@@ -1,0 +1,192 @@
+package hmacauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// dialRaw opens a plain TCP connection to addr from the local IP from.
+func dialRaw(t testing.TB, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestListenerStats(t *testing.T) {
+	a := testKey(t, "stats")
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	cfg := &Config{
+		Keys:               []Key{a},
+		MaxHandshakesPerIP: 1,
+		HandshakeTimeout:   time.Second, // long enough for the shed client to arrive first
+		Logger:             slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	l, err := Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	stats := func() ListenerStats { return l.Stats() }
+
+	// Two good clients, not yet accepted: they wait in the queue. (One
+	// after the other: 127.0.0.1 may have one handshake in flight.)
+	for i := range uint64(2) {
+		c, err := Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		waitFor(t, "a success", func() bool { return stats().Succeeded == i+1 })
+	}
+	waitFor(t, "2 queued connections", func() bool { return stats().Queued == 2 })
+	for range 2 {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+
+	// A wrong secret, and an HTTP request.
+	if c, err := Dial("tcp", addr, &Config{Keys: []Key{{ID: "stats", Secret: bytes.Repeat([]byte{7}, 32)}}}); !errors.Is(err, ErrAuthFailed) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("wrong secret: err = %v", err)
+	}
+	waitFor(t, "an auth failure", func() bool { return stats().FailedAuth == 1 })
+	h := dialRaw(t, "127.0.0.1", addr)
+	h.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("x", 200)))
+	defer h.Close()
+	waitFor(t, "one auth and one protocol failure", func() bool { return stats().FailedAuth == 1 && stats().FailedProtocol == 1 })
+
+	// A silent client from 127.0.0.2 holds that IP's one slot; the next
+	// one from there is shed; the silent one times out.
+	silent := dialRaw(t, "127.0.0.2", addr)
+	defer silent.Close()
+	waitFor(t, "a handshake in flight", func() bool { return stats().InFlight == 1 })
+	shed := dialRaw(t, "127.0.0.2", addr)
+	defer shed.Close()
+	waitFor(t, "one shed and one timeout", func() bool { return stats().Shed == 1 && stats().FailedTimeout == 1 })
+
+	// A handshake aborted by Close counts as other.
+	l2, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{a}, HandshakeTimeout: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled := dialRaw(t, "127.0.0.1", l2.Addr().String())
+	defer stalled.Close()
+	waitFor(t, "a handshake in flight on the second listener", func() bool { return l2.Stats().InFlight == 1 })
+	l2.Close()
+	if s := l2.Stats(); s.FailedOther != 1 || s.InFlight != 0 || s.Failed() != 1 {
+		t.Errorf("after Close with a handshake in flight: %+v, want FailedOther 1, InFlight 0", s)
+	}
+
+	s := stats()
+	want := ListenerStats{Succeeded: 2, FailedAuth: 1, FailedProtocol: 1, FailedTimeout: 1, Shed: 1}
+	got := s
+	got.Durations = DurationHistogram{}
+	if got != want {
+		t.Errorf("stats = %+v, want %+v", got, want)
+	}
+	if s.Failed() != 3 {
+		t.Errorf("Failed() = %d, want 3", s.Failed())
+	}
+	d := s.Durations
+	if d.Count != 2 || d.Sum <= 0 || d.Buckets[DurationBuckets-1] != 2 {
+		t.Errorf("durations = %+v, want 2 successes in the last cumulative bucket", d)
+	}
+	bounds := d.Bounds()
+	for i := 1; i < DurationBuckets; i++ {
+		if d.Buckets[i] < d.Buckets[i-1] || bounds[i] <= bounds[i-1] {
+			t.Errorf("bucket %d: count %d < %d or bound %v <= %v: not cumulative/increasing", i, d.Buckets[i], d.Buckets[i-1], bounds[i], bounds[i-1])
+		}
+	}
+
+	// One log record per event: successes at Debug, refusals at Info.
+	logMu.Lock()
+	defer logMu.Unlock()
+	levels := map[string]int{}
+	for line := range strings.Lines(logs.String()) {
+		var rec struct {
+			Level, Msg, Key_ID, Remote string
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("bad log line %q: %v", line, err)
+		}
+		levels[rec.Level+" "+rec.Msg]++
+		if rec.Remote == "" {
+			t.Errorf("log record without the remote address: %s", line)
+		}
+		if rec.Level == "DEBUG" && rec.Key_ID != "stats" {
+			t.Errorf("success record without the key ID: %s", line)
+		}
+	}
+	if levels["DEBUG hmacauth: accepted connection"] != 2 || levels["INFO hmacauth: refused connection"] != 4 {
+		t.Errorf("log records = %v, want 2 accepted at DEBUG and 4 refused at INFO", levels)
+	}
+	for _, enc := range secretEncodings(a.Secret) {
+		if strings.Contains(logs.String(), enc) {
+			t.Errorf("log shows the secret")
+		}
+	}
+}
+
+// TestListenerStatsCountRetries feeds the Listener temporary accept errors.
+func TestListenerStatsCountRetries(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: inner, failures: 2}
+	l, err := NewListener(fl, &Config{Keys: []Key{testKey(t, "k")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := (&Dialer{Config: &Config{Keys: []Key{testKey(t, "k")}}}).DialContext(context.Background(), "tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if s := l.Stats(); s.AcceptRetries != 2 {
+		t.Errorf("AcceptRetries = %d, want 2", s.AcceptRetries)
+	}
+}
+
+type flakyListener struct {
+	net.Listener
+	mu       sync.Mutex
+	failures int
+}
+
+type temporaryError struct{}
+
+func (temporaryError) Error() string   { return "too many open files (test)" }
+func (temporaryError) Timeout() bool   { return false }
+func (temporaryError) Temporary() bool { return true }
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	f.mu.Lock()
+	fail := f.failures > 0
+	f.failures--
+	f.mu.Unlock()
+	if fail {
+		return nil, temporaryError{}
+	}
+	return f.Listener.Accept()
+}
