@@ -71,7 +71,7 @@ func TestKeygenFile(t *testing.T) {
 	if first.ID != "app-2026" {
 		t.Errorf("key ID = %q, want app-2026", first.ID)
 	}
-	keys, err := loadKeys(path)
+	keys, err := hmacauth.LoadKeys(path)
 	if err != nil || len(keys) != 1 || keys[0].ID != "app-2026" {
 		t.Fatalf("loading the written key file: %v, %v", keys, err)
 	}

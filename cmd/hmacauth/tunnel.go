@@ -35,7 +35,8 @@ const tunnelUsage = `Usage: hmacauth %[1]s -listen ADDR -target ADDR -keys FILE 
 
 An ADDR is host:port, or a Unix socket path: "unix:PATH", or any value
 containing a "/". The key file holds one key per line, "ID BASE64SECRET"
-(blank lines and # comments allowed; make one with "hmacauth keygen -o FILE").
+(blank lines and # comments allowed), must not be readable by other users
+(mode 0600 or 0640); make one with "hmacauth keygen -o FILE".
 %[3]s
 
 Signals: SIGTERM or SIGINT stops accepting, lets live connections finish
@@ -94,7 +95,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
-	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections at once, handshakes included; more wait in the listen backlog")
+	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs up to 256 handshakes at once, 16 per client IP)")
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
 	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive period on both ends; 0 turns keepalives off")
@@ -193,13 +194,15 @@ func parseAddr(s string) (network, address string) {
 	return "tcp", s
 }
 
-// newConfig returns the hmacauth configuration of the tunnel with keys.
-func (o *tunnelOptions) newConfig(keys []hmacauth.Key) *hmacauth.Config {
+// newConfig returns the hmacauth configuration of the tunnel. Its keys come
+// from ring, which SIGHUP refills.
+func (o *tunnelOptions) newConfig(ring *hmacauth.Keyring, log *slog.Logger) *hmacauth.Config {
 	return &hmacauth.Config{
-		Keys:             keys,
+		Keyring:          ring,
 		Mode:             o.mode,
 		ForwardSecrecy:   o.forwardSecrecy,
 		HandshakeTimeout: o.handshakeTimeout,
+		Logger:           log,
 	}
 }
 
@@ -208,8 +211,12 @@ type tunnel struct {
 	role   role
 	opts   tunnelOptions
 	log    *slog.Logger
-	config atomic.Pointer[hmacauth.Config] // replaced on SIGHUP
-	ln     net.Listener
+	keys   *hmacauth.Keyring // refilled on SIGHUP
+	config *hmacauth.Config
+	// ln accepts the connections to forward: a *hmacauth.Listener for a
+	// server, whose handshakes run concurrently under its caps (in flight,
+	// per remote IP) and refusals are logged through the config's Logger.
+	ln net.Listener
 	dialer net.Dialer
 	// targetNet and targetAddr are where each connection is forwarded.
 	targetNet, targetAddr string
@@ -229,7 +236,11 @@ type tunnel struct {
 }
 
 func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
-	keys, err := loadKeys(o.keyFile)
+	keys, err := hmacauth.LoadKeys(o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := hmacauth.NewKeyring(keys...)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +253,7 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		stopping: make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
-	t.config.Store(o.newConfig(keys))
+	t.keys, t.config = ring, o.newConfig(ring, log)
 	t.targetNet, t.targetAddr = parseAddr(o.target)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.ln, err = listen(t.ctx, o.listen, o.keepAlive)
@@ -250,8 +261,15 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		t.cancel()
 		return nil, err
 	}
+	if r == roleServer {
+		if t.ln, err = hmacauth.NewListener(t.ln, t.config); err != nil {
+			t.ln.Close()
+			t.cancel()
+			return nil, err
+		}
+	}
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
-		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", keyIDs(keys), "max_conns", o.maxConns)
+		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
 	return t, nil
 }
 
@@ -277,14 +295,6 @@ func listen(ctx context.Context, addr string, keepAlive time.Duration) (net.List
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
 	return ln, nil
-}
-
-func keyIDs(keys []hmacauth.Key) []string {
-	ids := make([]string, len(keys))
-	for i, k := range keys {
-		ids[i] = k.ID
-	}
-	return ids
 }
 
 // run serves until a stop signal and returns the exit status.
@@ -348,13 +358,15 @@ func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan er
 // reload replaces the keys with the key file's; live connections keep
 // running, new handshakes use the new keys.
 func (t *tunnel) reload() {
-	keys, err := loadKeys(t.opts.keyFile)
+	keys, err := hmacauth.LoadKeys(t.opts.keyFile)
+	if err == nil {
+		err = t.keys.Set(keys...)
+	}
 	if err != nil {
 		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())
 		return
 	}
-	t.config.Store(t.opts.newConfig(keys))
-	t.log.Info("keys reloaded", "keys", keyIDs(keys))
+	t.log.Info("keys reloaded", "keys", t.keys.IDs())
 }
 
 // acceptLoop accepts connections until the listener is closed, holding a
@@ -451,12 +463,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 	var keyID string
 	switch t.role {
 	case roleServer:
-		c := hmacauth.Server(accepted, t.config.Load())
-		if err := c.HandshakeContext(t.ctx); err != nil {
-			log.Warn("refused connection", "err", err.Error())
-			return
-		}
-		keyID = c.KeyID()
+		keyID = accepted.(*hmacauth.Conn).KeyID() // the Listener ran the handshake
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
 			log.Error("cannot connect to the target; closing the connection", "key_id", keyID, "err", err.Error())
@@ -466,7 +473,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 			return
 		}
 		defer t.untrack(up)
-		front, back = c, up
+		front, back = accepted, up
 	case roleClient:
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
@@ -477,7 +484,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 			return
 		}
 		defer t.untrack(up)
-		c := hmacauth.Client(up, t.config.Load())
+		c := hmacauth.Client(up, t.config)
 		if err := c.HandshakeContext(t.ctx); err != nil {
 			log.Error("handshake with the server failed; closing the local connection", "err", err.Error())
 			return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -134,13 +135,13 @@ func TestTunnelWrongKey(t *testing.T) {
 	if !strings.Contains(errField(rec), "authentication failed") {
 		t.Errorf("client logged %q, want it to say authentication failed", errField(rec))
 	}
-	rec = server.waitLog("refused connection", nil)
-	if !strings.Contains(errField(rec), `key ID "app"`) {
-		t.Errorf("server logged %q, want it to name the key ID", errField(rec))
+	rec = server.waitLog("hmacauth: refused connection", nil)
+	if rec.str("key_id") != "app" || !strings.Contains(rec.str("reason"), "authentication failed") {
+		t.Errorf("server logged key ID %q, reason %q; want app and authentication failed", rec.str("key_id"), rec.str("reason"))
 	}
 	// A plain client that talks straight to the server is refused too.
 	checkRefused(t, dial(t, server.addr))
-	server.waitLog("refused connection", func(r logRecord) bool { return strings.Contains(errField(r), "protocol error") })
+	server.waitLog("hmacauth: refused connection", func(r logRecord) bool { return strings.Contains(r.str("reason"), "protocol error") })
 }
 
 func TestTunnelUnixSockets(t *testing.T) {
@@ -315,7 +316,8 @@ func TestTunnelStartFailures(t *testing.T) {
 		want string
 	}{
 		{"missing key file", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", filepath.Join(dir, "none.keys")}, "no such file"},
-		{"empty key file", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", writeKeysRawPath(t, filepath.Join(dir, "empty.keys"), "# nothing\n")}, "holds no key"},
+		{"empty key file", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", writeKeysRawPath(t, filepath.Join(dir, "empty.keys"), "# nothing\n")}, "holds no keys"},
+		{"key file readable by others", []string{"server", "-listen", "127.0.0.1:0", "-target", busy, "-keys", chmod(t, writeKeys(t, filepath.Join(dir, "open.keys"), newKey(t, "k")), 0o644)}, "chmod 600"},
 		{"weak key", []string{"client", "-listen", "127.0.0.1:0", "-target", busy, "-keys", writeKeysRawPath(t, filepath.Join(dir, "weak.keys"), "k c2hvcnQ=\n")}, "weak key"},
 		{"address in use", []string{"server", "-listen", busy, "-target", busy, "-keys", keys}, "address already in use"},
 	} {
@@ -329,6 +331,14 @@ func TestTunnelStartFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func writeKeysRawPath(t *testing.T, path, content string) string {
