@@ -216,7 +216,7 @@ type tunnel struct {
 	// ln accepts the connections to forward: a *hmacauth.Listener for a
 	// server, whose handshakes run concurrently under its caps (in flight,
 	// per remote IP) and refusals are logged through the config's Logger.
-	ln net.Listener
+	ln     net.Listener
 	dialer net.Dialer
 	// targetNet and targetAddr are where each connection is forwarded.
 	targetNet, targetAddr string
