@@ -33,7 +33,7 @@ func (r logRecord) str(k string) string { s, _ := r[k].(string); return s }
 
 // proc is a running tunnel process whose JSON logs are collected.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	addr string // from its "listening" record
@@ -49,9 +49,10 @@ type proc struct {
 
 // startTunnel starts "hmacauth args..." with JSON debug logs and returns once
 // it listens. The process is killed at the end of the test if still running.
-func startTunnel(t *testing.T, name string, args ...string) *proc {
+func startTunnel(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
-	args = append(args, "-log-format", "json", "-log-level", "debug")
+	// The caller's flags come last, so they override these.
+	args = append([]string{args[0], "-log-format", "json", "-log-level", "debug"}, args[1:]...)
 	p := &proc{t: t, name: name, cmd: command(args...), more: make(chan struct{}, 1), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -171,7 +172,7 @@ func errField(r logRecord) string { return r.str("err") }
 
 // startTarget runs handle on every connection accepted on network/address
 // until the end of the test, and returns the listening address.
-func startTarget(t *testing.T, network, address string, handle func(net.Conn)) string {
+func startTarget(t testing.TB, network, address string, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen(network, address)
 	if err != nil {
@@ -220,10 +221,10 @@ func echo(c net.Conn) {
 }
 
 // startEcho starts a TCP echo target on loopback.
-func startEcho(t *testing.T) string { return startTarget(t, "tcp", "127.0.0.1:0", echo) }
+func startEcho(t testing.TB) string { return startTarget(t, "tcp", "127.0.0.1:0", echo) }
 
 // writeKeys writes a key file holding keys, atomically.
-func writeKeys(t *testing.T, path string, keys ...hmacauth.Key) string {
+func writeKeys(t testing.TB, path string, keys ...hmacauth.Key) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("# test keys\n\n")
@@ -234,7 +235,7 @@ func writeKeys(t *testing.T, path string, keys ...hmacauth.Key) string {
 	return path
 }
 
-func newKey(t *testing.T, id string) hmacauth.Key {
+func newKey(t testing.TB, id string) hmacauth.Key {
 	t.Helper()
 	k, err := hmacauth.NewKey(id)
 	if err != nil {
@@ -251,7 +252,7 @@ type tunnelPair struct {
 
 // startPair starts a server tunnel to target and a client tunnel to it, both
 // with the same fresh key and the given extra flags.
-func startPair(t *testing.T, target string, serverFlags, clientFlags []string) tunnelPair {
+func startPair(t testing.TB, target string, serverFlags, clientFlags []string) tunnelPair {
 	t.Helper()
 	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "pair"))
 	server := startTunnel(t, "server", append([]string{"server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys}, serverFlags...)...)
@@ -260,7 +261,7 @@ func startPair(t *testing.T, target string, serverFlags, clientFlags []string) t
 }
 
 // dial connects to a tunnel's listening address, bounded by a deadline.
-func dial(t *testing.T, addr string) net.Conn {
+func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	network, address := parseAddr(addr)
 	c, err := net.DialTimeout(network, address, bound)

@@ -70,7 +70,7 @@ type tunnelOptions struct {
 	maxConns                int
 	handshakeTimeout        time.Duration
 	connectTimeout          time.Duration
-	keepAlive               time.Duration // for net.Dialer/ListenConfig: < 0 disables
+	keepAlive               net.KeepAliveConfig
 	drainTimeout            time.Duration
 }
 
@@ -136,10 +136,9 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	case keepAlive < 0:
 		return usageError(fset, "-keepalive is %v; it must not be negative (0 turns keepalives off)", keepAlive)
 	}
-	o.keepAlive = keepAlive
-	if keepAlive == 0 {
-		o.keepAlive = -1 // net.Dialer and net.ListenConfig: negative disables
-	}
+	// Probes every period after a period of silence; the probe count stays
+	// the system's (Count -1), which spares a system call per connection.
+	o.keepAlive = net.KeepAliveConfig{Enable: keepAlive > 0, Idle: keepAlive, Interval: keepAlive, Count: -1}
 	logger, err := newLogger(stderr, logFormat, logLevel)
 	if err != nil {
 		return usageError(fset, "%v", err)
@@ -248,7 +247,7 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		role:     r,
 		opts:     o,
 		log:      log,
-		dialer:   net.Dialer{Timeout: o.connectTimeout, KeepAlive: o.keepAlive},
+		dialer:   net.Dialer{Timeout: o.connectTimeout, KeepAliveConfig: o.keepAlive},
 		slots:    make(chan struct{}, o.maxConns),
 		stopping: make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
@@ -275,9 +274,9 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 
 // listen listens on a command-line ADDR. A Unix socket file left behind by
 // a process that is gone is replaced; one in use is not.
-func listen(ctx context.Context, addr string, keepAlive time.Duration) (net.Listener, error) {
+func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (net.Listener, error) {
 	network, address := parseAddr(addr)
-	lc := net.ListenConfig{KeepAlive: keepAlive}
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
 	ln, err := lc.Listen(ctx, network, address)
 	if network == "unix" && errors.Is(err, syscall.EADDRINUSE) {
 		if fi, serr := os.Lstat(address); serr == nil && fi.Mode().Type() == os.ModeSocket {
@@ -456,8 +455,15 @@ func (t *tunnel) serve(accepted net.Conn) {
 		return
 	}
 	defer t.untrack(accepted)
-	log := t.log.With("conn", t.nextID.Add(1), "remote", accepted.RemoteAddr().String())
-	start := time.Now()
+	id, start := t.nextID.Add(1), time.Now()
+	log := func(level slog.Level, msg string, attrs ...slog.Attr) {
+		// Attributes are only formatted for records that are written: most
+		// connections write none.
+		if t.log.Enabled(context.Background(), level) {
+			attrs = append([]slog.Attr{slog.Uint64("conn", id), slog.String("remote", accepted.RemoteAddr().String())}, attrs...)
+			t.log.LogAttrs(context.Background(), level, msg, attrs...)
+		}
+	}
 
 	var front, back net.Conn
 	var keyID string
@@ -466,7 +472,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 		keyID = accepted.(*hmacauth.Conn).KeyID() // the Listener ran the handshake
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
-			log.Error("cannot connect to the target; closing the connection", "key_id", keyID, "err", err.Error())
+			log(slog.LevelError, "cannot connect to the target; closing the connection", slog.String("key_id", keyID), slog.Any("err", err))
 			return
 		}
 		if !t.track(up) {
@@ -477,7 +483,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 	case roleClient:
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
-			log.Error("cannot connect to the server; closing the local connection", "err", err.Error())
+			log(slog.LevelError, "cannot connect to the server; closing the local connection", slog.Any("err", err))
 			return
 		}
 		if !t.track(up) {
@@ -486,21 +492,21 @@ func (t *tunnel) serve(accepted net.Conn) {
 		defer t.untrack(up)
 		c := hmacauth.Client(up, t.config)
 		if err := c.HandshakeContext(t.ctx); err != nil {
-			log.Error("handshake with the server failed; closing the local connection", "err", err.Error())
+			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.Any("err", err))
 			return
 		}
 		keyID = c.KeyID()
 		front, back = accepted, c
 	}
-	log.Debug("connection opened", "key_id", keyID)
+	log(slog.LevelDebug, "connection opened", slog.String("key_id", keyID))
 	up, down, err := pipe(front, back)
-	lv := slog.LevelDebug
-	attrs := []any{"key_id", keyID, "bytes_up", up, "bytes_down", down, "duration", time.Since(start).String()}
 	if err != nil {
-		lv = slog.LevelWarn
-		attrs = append(attrs, "err", err.Error())
+		log(slog.LevelWarn, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
+			slog.Duration("duration", time.Since(start)), slog.Any("err", err))
+	} else {
+		log(slog.LevelDebug, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
+			slog.Duration("duration", time.Since(start)))
 	}
-	log.Log(context.Background(), lv, "connection closed", attrs...)
 }
 
 // pipe copies front to back and back to front until both directions end,

@@ -299,7 +299,7 @@ func TestTunnelSIGHUPReload(t *testing.T) {
 	checkEcho(t, dial(t, oldClient.addr), "client moved to the new key")
 }
 
-func writeKeysRaw(t *testing.T, path, content string) {
+func writeKeysRaw(t testing.TB, path, content string) {
 	t.Helper()
 	if err := writeKeyFile(path, []byte(content), true); err != nil {
 		t.Fatal(err)
