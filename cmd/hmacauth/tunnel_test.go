@@ -399,3 +399,20 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("server -h exited %d, want 0", r.code)
 	}
 }
+
+// TestTunnelTargetDown: when the server cannot reach its target, the
+// connection is closed end to end and the server says why.
+func TestTunnelTargetDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	p := startPair(t, down, []string{"-connect-timeout", "2s"}, nil)
+	checkRefused(t, dial(t, p.client.addr))
+	rec := p.server.waitLog("cannot connect to the target; closing the connection", nil)
+	if !strings.Contains(errField(rec), "refused") || rec.str("key_id") != "pair" {
+		t.Errorf("server logged %v, want the refused dial and the key ID", rec)
+	}
+}
