@@ -93,15 +93,15 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
-	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
+	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
 	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs up to 256 handshakes at once, 16 per client IP)")
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
-	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive period on both ends; 0 turns keepalives off")
+	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
-	fset.StringVar(&logFormat, "log-format", "text", "log format on standard error: text or json")
-	fset.StringVar(&logLevel, "log-level", "info", "least level logged: debug (one line per connection), info, warn or error")
+	fset.StringVar(&logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
+	fset.StringVar(&logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&showVer, "version", false, "print the version and exit")
 	fset.Usage = func() {
 		h := roleHelp[r]
