@@ -144,14 +144,16 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		return usageError(fset, "%v", err)
 	}
 
+	// Signals are caught before the "listening" record is written, so that
+	// whoever waits for it may signal at once.
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
 	t, err := newTunnel(r, o, logger.With("role", string(r)))
 	if err != nil {
 		logger.Error("cannot start", "role", string(r), "err", err.Error())
 		return exitFail
 	}
-	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigc)
 	return t.run(sigc)
 }
 
@@ -501,7 +503,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", keyID))
 	up, down, err := pipe(front, back)
 	if err != nil {
-		log(slog.LevelWarn, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
+		log(slog.LevelInfo, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
 			slog.Duration("duration", time.Since(start)), slog.Any("err", err))
 	} else {
 		log(slog.LevelDebug, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
