@@ -263,11 +263,13 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		return nil, err
 	}
 	if r == roleServer {
-		if t.ln, err = hmacauth.NewListener(t.ln, t.config); err != nil {
+		hl, err := hmacauth.NewListener(t.ln, t.config)
+		if err != nil {
 			t.ln.Close()
 			t.cancel()
 			return nil, err
 		}
+		t.ln = hl
 	}
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
@@ -300,6 +302,7 @@ func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (ne
 
 // run serves until a stop signal and returns the exit status.
 func (t *tunnel) run(sigc <-chan os.Signal) int {
+	defer t.cancel()
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- t.acceptLoop() }()
 	for {
