@@ -203,10 +203,15 @@ func TestTunnelSIGTERMDrain(t *testing.T) {
 			live := dial(t, p.client.addr)
 			checkEcho(t, live, "before")
 
-			stopped.signal(syscall.SIGTERM)
+			// SIGINT (Ctrl-C) stops as SIGTERM does.
+			sig := syscall.SIGTERM
+			if who == "client" {
+				sig = syscall.SIGINT
+			}
+			stopped.signal(sig)
 			rec := stopped.waitLog("stopping: no longer accepting; draining live connections", nil)
-			if rec["live"] != float64(1) {
-				t.Errorf("stopping with %v live connections, want 1", rec["live"])
+			if rec["live"] != float64(1) || rec.str("signal") != sig.String() {
+				t.Errorf("stopping on %v with %v live connections, want %v and 1", rec["signal"], rec["live"], sig)
 			}
 			// New connections are refused: by the kernel at a stopped client,
 			// by the client tunnel closing them at a stopped server.
