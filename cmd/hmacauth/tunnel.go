@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -68,6 +69,7 @@ type tunnelOptions struct {
 	mode                    hmacauth.Mode
 	forwardSecrecy          bool
 	maxConns                int
+	maxPerIP                int // server: handshakes in flight per client IP; 0 means no cap
 	handshakeTimeout        time.Duration
 	connectTimeout          time.Duration
 	keepAlive               net.KeepAliveConfig
@@ -95,7 +97,12 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
-	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs up to 256 handshakes at once, 16 per client IP)")
+	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs at most this many handshakes at once)")
+	if r == roleServer {
+		// One client tunnel carries every connection of its host, so a
+		// per-IP cap is off unless asked for.
+		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP; more are closed at once (0: no cap)")
+	}
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
 	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
@@ -127,6 +134,8 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case o.maxConns < 1:
 		return usageError(fset, "-max-conns is %d; it must be at least 1", o.maxConns)
+	case o.maxPerIP < 0:
+		return usageError(fset, "-max-handshakes-per-ip is %d; it must not be negative (0: no cap)", o.maxPerIP)
 	case o.handshakeTimeout <= 0:
 		return usageError(fset, "-handshake-timeout is %v; it must be positive", o.handshakeTimeout)
 	case o.connectTimeout <= 0:
@@ -204,6 +213,10 @@ func (o *tunnelOptions) newConfig(ring *hmacauth.Keyring, log *slog.Logger) *hma
 		ForwardSecrecy:   o.forwardSecrecy,
 		HandshakeTimeout: o.handshakeTimeout,
 		Logger:           log,
+		// Handshakes in flight and authenticated connections waiting
+		// for a slot are bounded by -max-conns too.
+		MaxHandshakes:      o.maxConns,
+		MaxHandshakesPerIP: cmp.Or(o.maxPerIP, -1),
 	}
 }
 
