@@ -147,9 +147,9 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 		return c.wrapErr(err)
 	}
-	if c.res.mode != byte(ModeAuth) {
+	if m := Mode(c.res.mode); m != ModeAuth {
 		c.res = hsResult{}
-		return c.wrapErr(errorf(ErrProtocol, "the peer asks for mode %v, which is not implemented yet", Mode(c.res.mode)))
+		return c.wrapErr(errorf(ErrProtocol, "the peer asks for mode %v, which is not implemented yet", m))
 	}
 	return nil
 }

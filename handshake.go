@@ -411,7 +411,7 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 		}
 		return hsResult{}, ioError("reading the ServerHello", err)
 	}
-	if err := checkHeader(b, msgServerHello, "ServerHello"); err != nil {
+	if err := checkHeader(b[:n], msgServerHello, "ServerHello"); err != nil {
 		return hsResult{}, err
 	}
 	if _, err := io.ReadFull(rw, b[n:]); err != nil {
@@ -445,7 +445,7 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 		}
 		return hsResult{}, ioError("reading the ClientHello", err)
 	}
-	if err := checkHeader(b, msgClientHello, "ClientHello"); err != nil {
+	if err := checkHeader(b[:n], msgClientHello, "ClientHello"); err != nil {
 		return hsResult{}, err
 	}
 	if m, err := io.ReadFull(rw, b[n:]); err != nil {

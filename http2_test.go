@@ -23,7 +23,7 @@ func TestHTTPIdentity(t *testing.T) {
 		{"h2c", func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, "HTTP/2.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			key := testKey(t, "web")
+			key := testKey("web")
 			l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{key}})
 			if err != nil {
 				t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 func b64(k Key) string { return base64.StdEncoding.EncodeToString(k.Secret) }
 
 func TestParseKeys(t *testing.T) {
-	a, b, c := testKey(t, "2026-06"), testKey(t, "2026-01"), testKey(t, "x")
+	a, b, c := testKey("2026-06"), testKey("2026-01"), testKey("x")
 	file := "\ufeff# hmacauth keys\r\n" +
 		"\n" +
 		"   \t\n" +
@@ -39,7 +39,7 @@ func TestParseKeys(t *testing.T) {
 }
 
 func TestParseKeysErrors(t *testing.T) {
-	a := testKey(t, "good")
+	a := testKey("good")
 	secret := b64(a)
 	short := base64.StdEncoding.EncodeToString([]byte("only-sixteen-byt"))
 	for _, tc := range []struct {
@@ -104,7 +104,7 @@ func TestLoadKeysMode(t *testing.T) {
 		t.Skip("file modes are not checked on Windows")
 	}
 	dir := t.TempDir()
-	a := testKey(t, "a")
+	a := testKey("a")
 	for _, tc := range []struct {
 		perm os.FileMode
 		ok   bool
@@ -148,7 +148,7 @@ func TestLoadKeysErrorsNameTheFile(t *testing.T) {
 // FuzzParseKeys checks that the parser never panics, that what it accepts
 // is a valid key list, and that its errors never quote the input.
 func FuzzParseKeys(f *testing.F) {
-	a := testKey(f, "seed")
+	a := testKey("seed")
 	f.Add([]byte("seed " + b64(a) + "\n"))
 	f.Add([]byte("# c\r\n\r\nseed\t" + base64.RawStdEncoding.EncodeToString(a.Secret) + " # t\r\n"))
 	f.Add([]byte("seed " + b64(a) + "\nseed " + b64(a) + "\n"))

@@ -16,14 +16,6 @@ import (
 	"time"
 )
 
-// testKey returns a key whose secret is derived from id, so that two calls
-// with the same id give the same key and different ids different keys.
-func testKey(t testing.TB, id string) Key {
-	t.Helper()
-	secret := bytes.Repeat([]byte(id+"/"), MinSecretLen)[:MinSecretLen+8]
-	return Key{ID: id, Secret: secret}
-}
-
 // serveEcho accepts from l until it is closed and echoes each connection.
 // The returned func closes l and waits for every goroutine.
 func serveEcho(t testing.TB, l net.Listener) (stop func()) {
@@ -88,7 +80,7 @@ func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 }
 
 func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
-	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	a, b := testKey("key-a"), testKey("key-b")
 	serverRing := mustKeyring(t, a)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: serverRing})
 	if err != nil {
@@ -140,7 +132,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 }
 
 func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
-	a, b := testKey(t, "key-a"), testKey(t, "key-b")
+	a, b := testKey("key-a"), testKey("key-b")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{a}, Keyring: mustKeyring(t, b)})
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +154,7 @@ func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
 }
 
 func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
-	a := testKey(t, "key-a")
+	a := testKey("key-a")
 	r := mustKeyring(t, a)
 	for _, tc := range []struct {
 		name string
@@ -172,7 +164,7 @@ func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
 		{"empty", nil, ErrConfig},
 		{"weak", []Key{{ID: "short", Secret: make([]byte, MinSecretLen-1)}}, ErrWeakKey},
 		{"bad ID", []Key{{ID: "has space", Secret: a.Secret}}, ErrConfig},
-		{"duplicate", []Key{testKey(t, "x"), testKey(t, "x")}, ErrConfig},
+		{"duplicate", []Key{testKey("x"), testKey("x")}, ErrConfig},
 	} {
 		err := r.Set(tc.keys...)
 		if !errors.Is(err, tc.want) {
@@ -188,7 +180,7 @@ func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
 }
 
 func TestKeyringCopiesKeys(t *testing.T) {
-	k := testKey(t, "key-a")
+	k := testKey("key-a")
 	orig := bytes.Clone(k.Secret)
 	keys := []Key{k}
 	r := mustKeyring(t, keys...)
@@ -217,7 +209,7 @@ func TestZeroKeyringIsRefused(t *testing.T) {
 // TestKeyringSetDuringHandshakes swaps the keys while clients connect; run
 // with -race. Every client proves a key that both generations hold.
 func TestKeyringSetDuringHandshakes(t *testing.T) {
-	a, b, c := testKey(t, "key-a"), testKey(t, "key-b"), testKey(t, "key-c")
+	a, b, c := testKey("key-a"), testKey("key-b"), testKey("key-c")
 	ring := mustKeyring(t, a, b)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: ring})
 	if err != nil {
@@ -307,7 +299,7 @@ func TestNothingPrintsSecrets(t *testing.T) {
 }
 
 func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
-	k := testKey(t, "state-key")
+	k := testKey("state-key")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,10 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	if _, err := cfg.keySet(); err != nil {
 		return nil, err
 	}
+	if cfg.MaxHandshakes < 0 || cfg.AcceptQueue < 0 {
+		return nil, errorf(ErrConfig, "Config.MaxHandshakes is %d and Config.AcceptQueue is %d; neither may be negative (zero means the default)",
+			cfg.MaxHandshakes, cfg.AcceptQueue)
+	}
 	l := &Listener{config: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,

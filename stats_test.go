@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,7 +26,7 @@ func dialRaw(t testing.TB, from, addr string) net.Conn {
 }
 
 func TestListenerStats(t *testing.T) {
-	a := testKey(t, "stats")
+	a := testKey("stats")
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	cfg := &Config{
@@ -152,13 +153,13 @@ func TestListenerStatsCountRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := &flakyListener{Listener: inner, failures: 2}
-	l, err := NewListener(fl, &Config{Keys: []Key{testKey(t, "k")}})
+	fl := &flakyListener{Listener: inner, errs: []error{acceptError(syscall.EMFILE), acceptError(syscall.EMFILE)}}
+	l, err := NewListener(fl, &Config{Keys: []Key{testKey("k")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := (&Dialer{Config: &Config{Keys: []Key{testKey(t, "k")}}}).DialContext(context.Background(), "tcp", inner.Addr().String())
+	c, err := (&Dialer{Config: &Config{Keys: []Key{testKey("k")}}}).DialContext(context.Background(), "tcp", inner.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,27 +167,4 @@ func TestListenerStatsCountRetries(t *testing.T) {
 	if s := l.Stats(); s.AcceptRetries != 2 {
 		t.Errorf("AcceptRetries = %d, want 2", s.AcceptRetries)
 	}
-}
-
-type flakyListener struct {
-	net.Listener
-	mu       sync.Mutex
-	failures int
-}
-
-type temporaryError struct{}
-
-func (temporaryError) Error() string   { return "too many open files (test)" }
-func (temporaryError) Timeout() bool   { return false }
-func (temporaryError) Temporary() bool { return true }
-
-func (f *flakyListener) Accept() (net.Conn, error) {
-	f.mu.Lock()
-	fail := f.failures > 0
-	f.failures--
-	f.mu.Unlock()
-	if fail {
-		return nil, temporaryError{}
-	}
-	return f.Listener.Accept()
 }

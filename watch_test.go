@@ -69,7 +69,7 @@ func idsAre(r *Keyring, want ...string) func() bool {
 func TestKeyFileWatcherRename(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "keys")
-	a, b, c := testKey(t, "a"), testKey(t, "b"), testKey(t, "c")
+	a, b, c := testKey("a"), testKey("b"), testKey("c")
 	writeKeyFile(t, path, 0o600, a)
 	ring := new(Keyring)
 	var logs bytes.Buffer
@@ -140,7 +140,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // a new ..data symlink over the old one) under a Listener in use.
 func TestKeyFileWatcherKubernetes(t *testing.T) {
 	dir := t.TempDir()
-	a, b := testKey(t, "a"), testKey(t, "b")
+	a, b := testKey("a"), testKey("b")
 	generation := func(name string, keys ...Key) {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
@@ -203,7 +203,7 @@ func TestKeyFileWatcherKubernetes(t *testing.T) {
 
 func TestKeyFileWatcherFirstLoadFails(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys")
-	ring := mustKeyring(t, testKey(t, "kept"))
+	ring := mustKeyring(t, testKey("kept"))
 	w := &KeyFileWatcher{Path: path, Keyring: ring, Interval: time.Millisecond}
 	if err := w.Run(context.Background()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Run with a missing file = %v, want os.ErrNotExist", err)

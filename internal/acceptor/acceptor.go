@@ -14,6 +14,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -239,8 +240,14 @@ func (l *Listener) serve(raw net.Conn, ip string) {
 }
 
 // isTemporary reports whether an inner Accept error is worth retrying, as
-// net/http does: EMFILE, ENFILE, ECONNABORTED and the like.
+// net/http does: EMFILE, ENFILE, ECONNABORTED and the like. A connection
+// aborted or reset before it was accepted is checked for by errno too:
+// wrapped in an *os.SyscallError (as net's accept wraps it) its
+// Temporary method reports false, yet only that one client is gone.
 func isTemporary(err error) bool {
+	if errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
 	var t interface{ Temporary() bool }
 	return errors.As(err, &t) && t.Temporary()
 }

@@ -1,0 +1,689 @@
+package hmacauth
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var (
+	_ net.Conn                        = (*Conn)(nil)
+	_ io.ReaderFrom                   = (*Conn)(nil)
+	_ io.WriterTo                     = (*Conn)(nil)
+	_ net.Listener                    = (*Listener)(nil)
+	_ interface{ CloseWrite() error } = (*Conn)(nil)
+	_ interface{ CloseRead() error }  = (*Conn)(nil)
+)
+
+func TestClientServerHandshake(t *testing.T) {
+	k := testKey("test-key")
+	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
+	if cerr != nil || serr != nil {
+		t.Fatalf("handshake: client %v, server %v", cerr, serr)
+	}
+	for _, c := range []*Conn{cc, sc} {
+		st := c.ConnectionState()
+		if !st.HandshakeComplete || st.KeyID != k.ID || st.Mode != ModeAuth || st.ForwardSecrecy || c.KeyID() != k.ID {
+			t.Errorf("state = %+v, KeyID %q", st, c.KeyID())
+		}
+	}
+	if _, ok := cc.NetConn().(*net.TCPConn); !ok {
+		t.Errorf("NetConn = %T, want the *net.TCPConn it wraps", cc.NetConn())
+	}
+	// A second Handshake is a no-op.
+	if err := cc.Handshake(); err != nil {
+		t.Errorf("second Handshake: %v", err)
+	}
+	go io.WriteString(cc, "ping")
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(sc, b); err != nil || string(b) != "ping" {
+		t.Errorf("read %q, %v", b, err)
+	}
+	if err := sc.CloseRead(); err != nil {
+		t.Errorf("CloseRead: %v", err)
+	}
+	if n, err := sc.Read(b); n != 0 || err != io.EOF {
+		t.Errorf("Read after CloseRead = %d, %v; want EOF", n, err)
+	}
+}
+
+func TestLazyHandshake(t *testing.T) {
+	k := testKey("test-key")
+	rc, rs := pipeTCP(t)
+	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
+	if cc.KeyID() != "" || cc.ConnectionState().HandshakeComplete {
+		t.Error("a Conn reports a key before its handshake")
+	}
+	if _, err := cc.ConnectionState().ExportKeyingMaterial("x", nil, 16); !errors.Is(err, ErrConfig) {
+		t.Errorf("ExportKeyingMaterial before the handshake = %v, want ErrConfig", err)
+	}
+	read := make(chan string, 1)
+	go func() {
+		b := make([]byte, 5)
+		n, _ := io.ReadFull(sc, b) // runs the server handshake
+		read <- string(b[:n])
+	}()
+	if _, err := cc.Write([]byte("first")); err != nil { // runs the client handshake
+		t.Fatal(err)
+	}
+	if got := <-read; got != "first" {
+		t.Errorf("server read %q, want %q", got, "first")
+	}
+	if cc.KeyID() != k.ID || sc.KeyID() != k.ID {
+		t.Errorf("KeyIDs after lazy handshake: client %q, server %q", cc.KeyID(), sc.KeyID())
+	}
+}
+
+func TestStickyHandshakeError(t *testing.T) {
+	k := testKey("test-key")
+	wrong := Key{ID: k.ID, Secret: seededBytes("wrong", MinSecretLen)}
+	cc, sc, cerr, serr := handshakePair(t, configWith(wrong), configWith(k))
+	mustBe(t, cerr, ErrAuthFailed)
+	mustBe(t, serr, ErrAuthFailed)
+	for name, c := range map[string]*Conn{"client": cc, "server": sc} {
+		err := c.Handshake()
+		_, rerr := c.Read(make([]byte, 1))
+		_, werr := c.Write([]byte("x"))
+		_, rferr := c.ReadFrom(strings.NewReader("x"))
+		_, wterr := c.WriteTo(io.Discard)
+		cwerr := c.CloseWrite()
+		for _, e := range []error{err, rerr, werr, rferr, wterr, cwerr} {
+			if e != c.hsErr || e == nil {
+				t.Errorf("%s: got %v, want the first handshake error %v again", name, e, c.hsErr)
+			}
+		}
+		if c.KeyID() != "" || c.ConnectionState().HandshakeComplete {
+			t.Errorf("%s: failed Conn reports key %q / state %+v", name, c.KeyID(), c.ConnectionState())
+		}
+	}
+}
+
+func TestHandshakeContext(t *testing.T) {
+	k := testKey("test-key")
+	t.Run("already cancelled", func(t *testing.T) {
+		rc, _ := pipeTCP(t)
+		c := Client(rc, configWith(k))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := c.HandshakeContext(ctx)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("HandshakeContext = %v, want context.Canceled", err)
+		}
+		if err2 := c.Handshake(); err2 != err {
+			t.Errorf("Handshake after a cancelled one = %v, want the same error", err2)
+		}
+	})
+	t.Run("cancelled while reading", func(t *testing.T) {
+		rc, rs := pipeTCP(t)
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = time.Minute
+		c := Client(rc, cfg)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.HandshakeContext(ctx) }()
+		// Once its ClientHello arrives, the client waits for a reply.
+		if _, err := io.ReadFull(rs, make([]byte, clientHelloLen)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("HandshakeContext = %v, want context.Canceled", err)
+			}
+		case <-time.After(waitLimit): // far less than the handshake timeout
+			t.Fatal("HandshakeContext did not return after its context was cancelled")
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		rc, _ := pipeTCP(t)
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = time.Minute
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		err := Client(rc, cfg).HandshakeContext(ctx)
+		mustBe(t, err, ErrHandshakeTimeout)
+	})
+	t.Run("no timeout", func(t *testing.T) {
+		// A negative HandshakeTimeout means no bound: the handshake waits
+		// for a peer that is slower than any default.
+		rc, rs := pipeTCP(t)
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = -1
+		done := make(chan error, 1)
+		go func() { done <- Server(rs, cfg).Handshake() }()
+		rc.Write(validClientHello(k, "slow")[:50])
+		rc.CloseWrite()
+		mustBe(t, <-done, ErrProtocol)
+	})
+}
+
+// TestDeadlinesAfterHandshake checks that the handshake's own deadline is
+// gone afterwards and that deadlines the user set before it are in force.
+func TestDeadlinesAfterHandshake(t *testing.T) {
+	k := testKey("test-key")
+	t.Run("handshake deadline removed", func(t *testing.T) {
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = 300 * time.Millisecond
+		cc, sc, cerr, serr := handshakePair(t, cfg, cfg)
+		if cerr != nil || serr != nil {
+			t.Fatal(cerr, serr)
+		}
+		got := make(chan error, 1)
+		go func() {
+			_, err := io.ReadFull(sc, make([]byte, 1))
+			got <- err
+		}()
+		// The handshake started before this point, so sleeping for the
+		// handshake timeout guarantees that a deadline left behind by the
+		// handshake would have fired.
+		time.Sleep(cfg.HandshakeTimeout + 50*time.Millisecond)
+		cc.Write([]byte("x"))
+		if err := <-got; err != nil {
+			t.Errorf("Read after the handshake timeout passed: %v", err)
+		}
+	})
+	t.Run("user deadline restored", func(t *testing.T) {
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = time.Minute
+		rc, rs := pipeTCP(t)
+		cc, sc := Client(rc, cfg), Server(rs, cfg)
+		if err := sc.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		go cc.Handshake()
+		if err := sc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		// The client sends nothing, so only the user's deadline ends this Read.
+		_, err := sc.Read(make([]byte, 1))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read = %v, want the user's deadline to fire", err)
+		}
+		sc.SetReadDeadline(time.Time{})
+		go cc.Write([]byte("y"))
+		if _, err := io.ReadFull(sc, make([]byte, 1)); err != nil {
+			t.Errorf("Read after clearing the deadline: %v", err)
+		}
+	})
+	t.Run("user deadline bounds handshake", func(t *testing.T) {
+		cfg := configWith(k)
+		cfg.HandshakeTimeout = time.Minute
+		rc, _ := pipeTCP(t)
+		c := Client(rc, cfg)
+		c.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		mustBe(t, c.Handshake(), ErrHandshakeTimeout)
+	})
+}
+
+// TestEarlyBytes checks that application bytes that arrive in the same
+// segment as the last handshake message are not lost, in both directions.
+func TestEarlyBytes(t *testing.T) {
+	k := testKey("test-key")
+	ks := deriveKeySchedule(k)
+
+	t.Run("client to server", func(t *testing.T) {
+		rc, rs := pipeTCP(t)
+		sc := Server(rs, configWith(k))
+		got := make(chan string, 1)
+		go func() {
+			b, _ := io.ReadAll(sc)
+			got <- string(b)
+		}()
+		h := &handshake{}
+		if err := h.writeClientHello(ks, hsParams{}); err != nil {
+			t.Fatal(err)
+		}
+		rc.Write(h.ch())
+		if _, err := io.ReadFull(rc, h.sh()); err != nil {
+			t.Fatal(err)
+		}
+		sh, err := h.readServerHello(ks, hsParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.writeClientFinished(ks, sh); err != nil {
+			t.Fatal(err)
+		}
+		rc.Write(append(bytes.Clone(h.cf()), "early bytes"...)) // one write, one segment
+		rc.CloseWrite()
+		if s := <-got; s != "early bytes" {
+			t.Errorf("server read %q, want %q", s, "early bytes")
+		}
+	})
+	t.Run("server to client", func(t *testing.T) {
+		rc, rs := pipeTCP(t)
+		go func() {
+			h := &handshake{}
+			if _, err := io.ReadFull(rs, h.ch()); err != nil {
+				return
+			}
+			ch, _, err := h.readClientHello(newKeySet([]Key{k}))
+			if err != nil {
+				return
+			}
+			h.writeServerHello(ks, ch, hsParams{})
+			rs.Write(append(bytes.Clone(h.sh()), "half a round trip early"...))
+			rs.CloseWrite()
+		}()
+		cc := Client(rc, configWith(k))
+		b, err := io.ReadAll(cc)
+		if err != nil || string(b) != "half a round trip early" {
+			t.Errorf("client read %q, %v", b, err)
+		}
+	})
+}
+
+// TestBulkRightAfterDial writes 8 MiB as soon as Dial returns and checks
+// that the echo returns every byte, then half-closes.
+func TestBulkRightAfterDial(t *testing.T) {
+	cfg, _ := newTestConfig()
+	s := startEcho(t, cfg)
+	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
+	data := seededBytes("bulk", 8<<20)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c) // WriteTo: the echo, until the server half-closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if want := sha256.Sum256(data); n != int64(len(data)) || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Errorf("echo returned %d bytes with a different checksum; want %d intact", n, len(data))
+	}
+}
+
+// TestBothSidesSpeakFirst has each side write as soon as its handshake is
+// done, without waiting for the other.
+func TestBothSidesSpeakFirst(t *testing.T) {
+	cfg, _ := newTestConfig()
+	fromClient := make(chan string, 1)
+	s := startServer(t, cfg, func(c *Conn) {
+		io.WriteString(c, "server speaks first")
+		b := make([]byte, len("client speaks first"))
+		io.ReadFull(c, b)
+		fromClient <- string(b)
+	})
+	for range 20 {
+		c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
+		io.WriteString(c, "client speaks first")
+		b := make([]byte, len("server speaks first"))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "server speaks first" {
+			t.Fatalf("client read %q, %v", b, err)
+		}
+		if got := <-fromClient; got != "client speaks first" {
+			t.Fatalf("server read %q", got)
+		}
+		c.Close()
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	k := testKey("test-key")
+	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	go func() {
+		b, _ := io.ReadAll(sc) // until the client's CloseWrite
+		fmt.Fprintf(sc, "got %d bytes", len(b))
+		sc.CloseWrite()
+	}()
+	io.WriteString(cc, "request")
+	if err := cc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(cc)
+	if err != nil || string(b) != "got 7 bytes" {
+		t.Errorf("reply %q, %v", b, err)
+	}
+}
+
+func TestHalfCloseUnsupported(t *testing.T) {
+	k := testKey("test-key")
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc, sc := Client(a, configWith(k)), Server(b, configWith(k))
+	go sc.Handshake()
+	err := cc.CloseWrite()
+	if err == nil || !strings.Contains(err.Error(), "half-close") {
+		t.Errorf("CloseWrite over net.Pipe = %v, want an error about half-close", err)
+	}
+	if err := cc.CloseRead(); err == nil {
+		t.Error("CloseRead over net.Pipe succeeded")
+	}
+}
+
+// recordingConn wraps a TCP connection and records which of its
+// copy paths were used.
+type recordingConn struct {
+	*net.TCPConn
+	readFrom, writeTo atomic.Int32
+}
+
+func (c *recordingConn) ReadFrom(r io.Reader) (int64, error) {
+	c.readFrom.Add(1)
+	return c.TCPConn.ReadFrom(r)
+}
+
+func (c *recordingConn) WriteTo(w io.Writer) (int64, error) {
+	c.writeTo.Add(1)
+	return c.TCPConn.WriteTo(w)
+}
+
+// TestCopyDelegates checks that io.Copy through a Conn reaches the
+// underlying connection's ReadFrom and WriteTo (sendfile and splice), and
+// that the bytes arrive intact.
+func TestCopyDelegates(t *testing.T) {
+	k := testKey("test-key")
+	rc, rs := pipeTCP(t)
+	crec, srec := &recordingConn{TCPConn: rc}, &recordingConn{TCPConn: rs}
+	cc, sc := Client(crec, configWith(k)), Server(srec, configWith(k))
+
+	data := seededBytes("file", 1<<20)
+	f, err := os.CreateTemp(t.TempDir(), "copy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Write(data)
+	f.Seek(0, io.SeekStart)
+
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(cc, f) // Conn.ReadFrom, then TCPConn.ReadFrom: sendfile
+		if err == nil {
+			err = cc.CloseWrite()
+		}
+		sent <- err
+	}()
+	out, err := os.Create(f.Name() + ".out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, sc); err != nil { // *os.File.ReadFrom(Conn)
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out.Name())
+	if !bytes.Equal(got, data) {
+		t.Errorf("file copy: %d bytes arrived, want %d intact", len(got), len(data))
+	}
+	if crec.readFrom.Load() != 1 {
+		t.Errorf("io.Copy into the Conn did not use the TCP connection's ReadFrom")
+	}
+
+	// Conn to a plain writer: WriteTo must reach the TCP connection's.
+	go func() {
+		io.WriteString(sc, "through WriteTo")
+		sc.CloseWrite()
+	}()
+	var buf bytes.Buffer
+	if _, err := io.Copy(struct{ io.Writer }{&buf}, cc); err != nil || buf.String() != "through WriteTo" {
+		t.Errorf("WriteTo copied %q, %v", buf.String(), err)
+	}
+	if crec.writeTo.Load() != 1 {
+		t.Errorf("io.Copy from the Conn did not use the TCP connection's WriteTo")
+	}
+}
+
+func TestExportKeyingMaterial(t *testing.T) {
+	k := testKey("test-key")
+	export := func(c *Conn, label string, ctx []byte) []byte {
+		t.Helper()
+		b, err := c.ConnectionState().ExportKeyingMaterial(label, ctx, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cc1, sc1, cerr, serr := handshakePair(t, configWith(k), configWith(k))
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	cc2, sc2, cerr, serr := handshakePair(t, configWith(k), configWith(k))
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	a := export(cc1, "label", []byte("ctx"))
+	if !bytes.Equal(a, export(sc1, "label", []byte("ctx"))) {
+		t.Error("the two sides of a connection export different bytes")
+	}
+	if !bytes.Equal(export(cc2, "label", nil), export(sc2, "label", nil)) {
+		t.Error("the two sides of a second connection export different bytes")
+	}
+	if !bytes.Equal(export(cc1, "label", nil), export(cc1, "label", []byte{})) {
+		t.Error("nil and empty contexts export different bytes")
+	}
+	for name, b := range map[string][]byte{
+		"other connection": export(cc2, "label", []byte("ctx")),
+		"other label":      export(cc1, "labels", []byte("ctx")),
+		"other context":    export(cc1, "label", []byte("ctx2")),
+		"no context":       export(cc1, "label", nil),
+		"label/ctx shift":  export(cc1, "labelc", []byte("tx")),
+	} {
+		if bytes.Equal(a, b) {
+			t.Errorf("%s exports the same bytes", name)
+		}
+	}
+	long, err := cc1.ConnectionState().ExportKeyingMaterial("label", []byte("ctx"), 64)
+	if err != nil || !bytes.Equal(long[:32], a) {
+		t.Errorf("a longer export does not extend the shorter one: %v", err)
+	}
+	for _, n := range []int{-1, 255*32 + 1} {
+		if _, err := cc1.ConnectionState().ExportKeyingMaterial("label", nil, n); !errors.Is(err, ErrConfig) {
+			t.Errorf("length %d: %v, want ErrConfig", n, err)
+		}
+	}
+}
+
+func TestForwardSecrecy(t *testing.T) {
+	k := testKey("test-key")
+	for _, tc := range []struct{ client, server, want bool }{
+		{false, false, false},
+		{true, false, true},
+		{false, true, true},
+		{true, true, true},
+	} {
+		t.Run(fmt.Sprintf("client=%v,server=%v", tc.client, tc.server), func(t *testing.T) {
+			ccfg, scfg := configWith(k), configWith(k)
+			ccfg.ForwardSecrecy, scfg.ForwardSecrecy = tc.client, tc.server
+			cc, sc, cerr, serr := handshakePair(t, ccfg, scfg)
+			if cerr != nil || serr != nil {
+				t.Fatal(cerr, serr)
+			}
+			if cs, ss := cc.ConnectionState(), sc.ConnectionState(); cs.ForwardSecrecy != tc.want || ss.ForwardSecrecy != tc.want {
+				t.Errorf("ForwardSecrecy: client %v, server %v; want %v", cs.ForwardSecrecy, ss.ForwardSecrecy, tc.want)
+			}
+			a, _ := cc.ConnectionState().ExportKeyingMaterial("fs", nil, 32)
+			b, _ := sc.ConnectionState().ExportKeyingMaterial("fs", nil, 32)
+			if !bytes.Equal(a, b) {
+				t.Error("the sides export different bytes")
+			}
+		})
+	}
+}
+
+func TestModesNotYetImplemented(t *testing.T) {
+	k := testKey("test-key")
+	for _, m := range []Mode{ModeIntegrity, ModeSealed} {
+		cfg := configWith(k)
+		cfg.Mode = m
+		_, _, cerr, _ := handshakePair(t, cfg, configWith(k))
+		if !errors.Is(cerr, ErrConfig) {
+			t.Errorf("client with %v: %v, want ErrConfig", m, cerr)
+		}
+	}
+	if s := Mode(7).String(); s != "Mode(7)" {
+		t.Errorf("Mode(7).String() = %q", s)
+	}
+}
+
+func TestKeyValidation(t *testing.T) {
+	secret := seededBytes("secret", MinSecretLen)
+	for _, tc := range []struct {
+		key  Key
+		want error
+	}{
+		{Key{ID: "ok", Secret: secret}, nil},
+		{Key{ID: strings.Repeat("x", MaxKeyIDLen), Secret: secret}, nil},
+		{Key{ID: "!~", Secret: secret}, nil},
+		{Key{ID: "", Secret: secret}, ErrConfig},
+		{Key{ID: strings.Repeat("x", MaxKeyIDLen+1), Secret: secret}, ErrConfig},
+		{Key{ID: "with space", Secret: secret}, ErrConfig},
+		{Key{ID: "tab\t", Secret: secret}, ErrConfig},
+		{Key{ID: "nul\x00", Secret: secret}, ErrConfig},
+		{Key{ID: "del\x7f", Secret: secret}, ErrConfig},
+		{Key{ID: "é", Secret: secret}, ErrConfig},
+		{Key{ID: "short", Secret: secret[:MinSecretLen-1]}, ErrWeakKey},
+		{Key{ID: "none"}, ErrWeakKey},
+	} {
+		err := tc.key.Validate()
+		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("Validate(%q, %d-byte secret) = %v, want %v", tc.key.ID, len(tc.key.Secret), err, tc.want)
+		}
+	}
+	err := Key{ID: "short", Secret: []byte("hunter2")}.Validate()
+	for _, want := range []string{`"short"`, "7-byte", "32", "keygen", "NewKey"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("weak key error %q does not say %q", err, want)
+		}
+	}
+	checkNoSecret(t, err.Error(), []byte("hunter2"))
+}
+
+func TestConfigValidation(t *testing.T) {
+	good := testKey("a")
+	for name, cfg := range map[string]*Config{
+		"nil":          nil,
+		"no keys":      {},
+		"empty keys":   {Keys: []Key{}},
+		"duplicate ID": {Keys: []Key{good, {ID: "a", Secret: seededBytes("other", 32)}}},
+		"bad ID":       {Keys: []Key{good, {ID: "b c", Secret: good.Secret}}},
+		"weak key":     {Keys: []Key{good, {ID: "weak", Secret: []byte("x")}}},
+	} {
+		_, err := cfg.keySet()
+		if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrWeakKey) {
+			t.Errorf("%s: %v, want ErrConfig or ErrWeakKey", name, err)
+		}
+		if name == "duplicate ID" && !strings.Contains(err.Error(), "twice") {
+			t.Errorf("duplicate ID error %q does not say so", err)
+		}
+		if cfg != nil {
+			// Client and Server report the same error from Handshake.
+			rc, _ := pipeTCP(t)
+			if herr := Client(rc, cfg).Handshake(); !errors.Is(herr, ErrConfig) && !errors.Is(herr, ErrWeakKey) {
+				t.Errorf("%s: Handshake = %v", name, herr)
+			}
+		}
+	}
+}
+
+func TestNewKey(t *testing.T) {
+	a, err := NewKey("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewKey("app")
+	if a.ID != "app" || len(a.Secret) != MinSecretLen || a.Validate() != nil {
+		t.Errorf("NewKey = %v", a)
+	}
+	if bytes.Equal(a.Secret, b.Secret) {
+		t.Error("two NewKey calls returned the same secret")
+	}
+	if _, err := NewKey("bad id"); !errors.Is(err, ErrConfig) {
+		t.Errorf("NewKey(bad id) = %v, want ErrConfig", err)
+	}
+}
+
+func TestKeyNeverShowsSecret(t *testing.T) {
+	k := testKey("visible-id")
+	cfg := &Config{Keys: []Key{k}}
+	var outs []string
+	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X"} {
+		outs = append(outs, fmt.Sprintf(format, k), fmt.Sprintf(format, &k), fmt.Sprintf(format, []Key{k}))
+	}
+	outs = append(outs, fmt.Sprintf("%v %+v", cfg, cfg), fmt.Sprint(k), k.String(), k.GoString())
+	var buf syncBuffer
+	newTextLogger(&buf).Info("key", "key", k, "keys", []Key{k})
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("key", "key", k, "ptr", &k)
+	outs = append(outs, buf.String())
+	for _, out := range outs {
+		checkNoSecret(t, out, k.Secret)
+	}
+	if !strings.Contains(k.String(), "visible-id") || !strings.Contains(buf.String(), "visible-id") {
+		t.Errorf("the key ID should be shown: %q, %q", k.String(), buf.String())
+	}
+}
+
+// TestConcurrentHandshakeCalls runs Handshake from several goroutines at
+// once: one handshake runs, all see its result.
+func TestConcurrentHandshakeCalls(t *testing.T) {
+	k := testKey("test-key")
+	rc, rs := pipeTCP(t)
+	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for _, c := range []*Conn{cc, cc, cc, cc, sc, sc, sc, sc} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- c.Handshake()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestCloseDuringHandshake closes a Conn while another goroutine runs its
+// handshake against a silent peer: the handshake must end, with an error.
+func TestCloseDuringHandshake(t *testing.T) {
+	k := testKey("test-key")
+	cfg := configWith(k)
+	cfg.HandshakeTimeout = time.Minute
+	rc, rs := pipeTCP(t)
+	c := Client(rc, cfg)
+	done := make(chan error, 1)
+	go func() { done <- c.Handshake() }()
+	// Once the ClientHello has arrived, the client is waiting for a reply.
+	if _, err := io.ReadFull(rs, make([]byte, clientHelloLen)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	err := <-done
+	if err == nil || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Handshake after Close = %v, want an error wrapping net.ErrClosed", err)
+	}
+	if _, werr := c.Write([]byte("x")); werr != err {
+		t.Errorf("Write after the failed handshake = %v, want %v", werr, err)
+	}
+}

@@ -1,0 +1,716 @@
+package hmacauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestGoodClient(t *testing.T) {
+	cfg, ev := newTestConfig()
+	serverIDs := make(chan string, 1)
+	s := startServer(t, cfg, func(c *Conn) {
+		serverIDs <- c.KeyID()
+		echo(c)
+	})
+	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
+	roundTrip(t, c, "hello, server")
+	if got := c.KeyID(); got != "test-key" {
+		t.Errorf("client KeyID = %q, want %q", got, "test-key")
+	}
+	if got := <-serverIDs; got != "test-key" {
+		t.Errorf("server KeyID = %q, want %q", got, "test-key")
+	}
+	e := ev.waitFrom(t, c.LocalAddr())
+	if e.Err != nil || e.KeyID != "test-key" || e.Duration <= 0 {
+		t.Errorf("event = %+v, want no error, key ID %q and a duration", e, "test-key")
+	}
+	if !s.wasAccepted(c.LocalAddr()) {
+		t.Error("Accept did not return the authenticated connection")
+	}
+}
+
+// TestKeyRotation checks that a listener accepts any of its keys and that
+// each side learns which one was used.
+func TestKeyRotation(t *testing.T) {
+	old, next := testKey("2025"), testKey("2026")
+	cfg, _ := newTestConfig(old, next)
+	s := startEcho(t, cfg)
+	for _, k := range []Key{old, next} {
+		c := dialTest(t, s.Addr(), configWith(k))
+		roundTrip(t, c, "rotating")
+		if c.KeyID() != k.ID {
+			t.Errorf("KeyID = %q, want %q", c.KeyID(), k.ID)
+		}
+	}
+}
+
+func TestRefusedClients(t *testing.T) {
+	good := testKey("test-key")
+	for _, tc := range []struct {
+		name  string
+		key   Key
+		claim string // the key ID the server reports
+	}{
+		{"wrong secret", Key{ID: good.ID, Secret: seededBytes("other", MinSecretLen)}, good.ID},
+		{"unknown key ID", testKey("someone-else"), "someone-else"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, ev := newTestConfig(good)
+			s := startEcho(t, cfg)
+			raw := rawDial(t, s.Addr(), "")
+			c := Client(raw, configWith(tc.key))
+			_, err := c.Write([]byte("must not arrive"))
+			mustBe(t, err, ErrAuthFailed)
+			if !strings.Contains(err.Error(), tc.key.ID) {
+				t.Errorf("client error %q does not name the key ID", err)
+			}
+			e := ev.waitFrom(t, raw.LocalAddr())
+			mustBe(t, e.Err, ErrAuthFailed)
+			if e.KeyID != tc.claim {
+				t.Errorf("event key ID = %q, want %q", e.KeyID, tc.claim)
+			}
+			if s.wasAccepted(raw.LocalAddr()) {
+				t.Error("Accept returned a refused connection")
+			}
+			checkGoodClient(t, s, configWith(good))
+		})
+	}
+}
+
+// impostor is a server that knows a key ID but not its secret, and proves
+// it with a secret of its own: it never checks the client's MAC, as an
+// attacker would not. It records what the client sends after the
+// ServerHello.
+func startImpostor(t *testing.T, k Key) (addr net.Addr, after <-chan []byte) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan []byte, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			out <- nil
+			return
+		}
+		defer c.Close()
+		h := &handshake{}
+		if _, err := io.ReadFull(c, h.ch()); err != nil {
+			out <- nil
+			return
+		}
+		ch, err := parseClientHello(h.ch())
+		if err != nil {
+			out <- nil
+			return
+		}
+		if _, err := h.writeServerHello(deriveKeySchedule(k), ch, hsParams{}); err != nil {
+			out <- nil
+			return
+		}
+		c.Write(h.sh())
+		c.SetReadDeadline(time.Now().Add(waitLimit))
+		b, _ := io.ReadAll(c)
+		out <- b
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr(), out
+}
+
+func TestServerImpostor(t *testing.T) {
+	k := testKey("test-key")
+	fake := Key{ID: k.ID, Secret: seededBytes("impostor", MinSecretLen)}
+
+	t.Run("Dial", func(t *testing.T) {
+		addr, after := startImpostor(t, fake)
+		c, err := Dial("tcp", addr.String(), configWith(k))
+		mustBe(t, err, ErrAuthFailed)
+		if c != nil {
+			t.Fatal("Dial returned a Conn with its error")
+		}
+		if b := <-after; len(b) != 0 {
+			t.Errorf("the impostor received %q after its ServerHello", b)
+		}
+	})
+	t.Run("lazy Write", func(t *testing.T) {
+		addr, after := startImpostor(t, fake)
+		raw := rawDial(t, addr, "")
+		c := Client(raw, configWith(k))
+		_, err := c.Write([]byte("the secret plans"))
+		mustBe(t, err, ErrAuthFailed)
+		raw.Close()
+		if b := <-after; len(b) != 0 {
+			t.Errorf("the impostor received %q after its ServerHello", b)
+		}
+	})
+}
+
+func TestHostileClients(t *testing.T) {
+	good := testKey("test-key")
+	ch := validClientHello(good, "hostile")
+	with := func(off int, v byte) []byte {
+		b := bytes.Clone(ch)
+		b[off] = v
+		return b
+	}
+	const idLenOff, modeOff, versionOff, typeOff = headerLen + 2, headerLen, len(magic), len(magic) + 1
+	for _, tc := range []struct {
+		name    string
+		send    []byte
+		close   bool   // half-close after sending
+		want    error  // the reason the event must carry
+		inError string // ... and a word its message must contain
+		replied bool   // the server answers with a ServerHello first
+	}{
+		{name: "garbage", send: []byte("\x00\x01\x02 this is not a handshake at all \xff\xfe"), want: ErrProtocol},
+		{name: "HTTP request", send: []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), want: ErrProtocol, inError: `"GET / HTTP/1.1`},
+		{name: "TLS ClientHello", send: tlsClientHello(t), want: ErrProtocol},
+		{name: "SSH banner", send: []byte("SSH-2.0-OpenSSH_9.6\r\n"), want: ErrProtocol},
+		{name: "nothing", want: ErrHandshakeTimeout},
+		{name: "nothing then close", close: true, want: ErrProtocol},
+		{name: "one byte then stall", send: ch[:1], want: ErrHandshakeTimeout},
+		{name: "header then stall", send: ch[:headerLen], want: ErrHandshakeTimeout},
+		{name: "key ID length 0", send: with(idLenOff, 0), want: ErrProtocol},
+		{name: "key ID length 65", send: with(idLenOff, MaxKeyIDLen+1), want: ErrProtocol},
+		{name: "key ID length 255", send: with(idLenOff, 255), want: ErrProtocol},
+		{name: "key ID not printable", send: with(idLenOff+1, ' '), want: ErrProtocol},
+		{name: "key ID padding", send: with(idLenOff+1+MaxKeyIDLen-1, 'x'), want: ErrProtocol},
+		{name: "unknown mode", send: with(modeOff, modeMax+1), want: ErrProtocol, inError: "mode 3"},
+		{name: "future version", send: with(versionOff, 2), want: ErrProtocol, inError: "version 2"},
+		{name: "version 0", send: with(versionOff, 0), want: ErrProtocol, inError: "version 0"},
+		{name: "ServerHello first", send: with(typeOff, msgServerHello), want: ErrProtocol},
+		{name: "flipped MAC", send: with(clientHelloLen-1, ch[clientHelloLen-1]^1), want: ErrAuthFailed},
+		{name: "flipped nonce", send: with(clientHelloLen-macLen-1, ch[clientHelloLen-macLen-1]^1), want: ErrAuthFailed},
+		{name: "other key's hello", send: validClientHello(testKey("stranger"), "hostile"), want: ErrAuthFailed, inError: "stranger"},
+		{name: "replayed hello then close", send: ch, close: true, want: ErrAuthFailed, replied: true},
+		{name: "replayed hello then stall", send: ch, want: ErrHandshakeTimeout, replied: true},
+		{name: "replayed hello, bad proof", send: append(bytes.Clone(ch), make([]byte, clientFinishedLen)...), want: ErrProtocol, replied: true},
+		{name: "replayed hello, forged proof", send: append(bytes.Clone(ch), append([]byte{msgClientFinished}, make([]byte, clientFinishedLen-1)...)...), want: ErrAuthFailed, replied: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, ev := newTestConfig(good)
+			cfg.HandshakeTimeout = time.Second
+			s := startEcho(t, cfg)
+			c := rawDial(t, s.Addr(), "")
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close {
+				c.CloseWrite()
+			}
+			e := ev.waitFrom(t, c.LocalAddr())
+			mustBe(t, e.Err, tc.want)
+			if !strings.Contains(e.Err.Error(), tc.inError) {
+				t.Errorf("reason %q does not contain %q", e.Err, tc.inError)
+			}
+			if !strings.Contains(e.Err.Error(), c.LocalAddr().String()) {
+				t.Errorf("reason %q does not name the client's address", e.Err)
+			}
+			if tc.replied {
+				sh := make([]byte, serverHelloLen)
+				if _, err := io.ReadFull(c, sh); err != nil {
+					t.Fatalf("reading the ServerHello: %v", err)
+				}
+			}
+			waitClosed(t, c)
+			if s.wasAccepted(c.LocalAddr()) {
+				t.Error("Accept returned a refused connection")
+			}
+			checkGoodClient(t, s, configWith(good))
+		})
+	}
+}
+
+// TestTruncatedClientHello sends every proper prefix of a valid
+// ClientHello, then closes.
+func TestTruncatedClientHello(t *testing.T) {
+	good := testKey("test-key")
+	cfg, ev := newTestConfig(good)
+	s := startEcho(t, cfg)
+	ch := validClientHello(good, "truncated")
+	for n := range clientHelloLen {
+		c := rawDial(t, s.Addr(), "")
+		c.Write(ch[:n])
+		c.CloseWrite()
+		e := ev.waitFrom(t, c.LocalAddr())
+		if !errors.Is(e.Err, ErrProtocol) || !strings.Contains(e.Err.Error(), fmt.Sprintf("after %d bytes", n)) {
+			t.Errorf("prefix of %d bytes: reason %v, want ErrProtocol saying after %d bytes", n, e.Err, n)
+		}
+		waitClosed(t, c)
+		c.Close()
+	}
+	if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 0 {
+		t.Errorf("%d truncated hellos were authenticated", n)
+	}
+	checkGoodClient(t, s, configWith(good))
+}
+
+// TestSilentClientsDoNotDelayGoodClient stalls hundreds of handshakes from
+// several loopback IPs and checks that a good client completes while all
+// of them are still in flight.
+func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
+	const ips, perIP = 6, 50
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakes = ips*perIP + 10
+	cfg.MaxHandshakesPerIP = perIP + 1
+	cfg.HandshakeTimeout = time.Minute
+	s := startEcho(t, cfg)
+	var silent []*net.TCPConn
+	for i := range ips {
+		for range perIP {
+			silent = append(silent, rawDial(t, s.Addr(), fmt.Sprintf("127.0.0.%d", i+1)))
+		}
+	}
+	waitUntil(t, "all silent clients are in handshake", func() bool {
+		return s.al.Stats().InFlight == ips*perIP
+	})
+
+	checkGoodClient(t, s, configWith(cfg.Keys[0]))
+
+	if st := s.al.Stats(); st.InFlight != ips*perIP || st.Shed != 0 {
+		t.Errorf("stats after the good client = %+v, want all %d silent clients still in flight", st, ips*perIP)
+	}
+	if n := ev.count(func(e HandshakeEvent) bool { return e.Err != nil }); n != 0 {
+		t.Errorf("%d silent clients were refused before the good client finished; they must still be stalled", n)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	waitUntil(t, "every silent client is refused", func() bool {
+		return ev.count(func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrProtocol) }) == ips*perIP
+	})
+}
+
+// TestMaxHandshakes shows that the global cap is what limits silent
+// clients: past it, even a good client waits for a slot.
+func TestMaxHandshakes(t *testing.T) {
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakes = 3
+	cfg.MaxHandshakesPerIP = -1
+	cfg.HandshakeTimeout = time.Minute
+	s := startEcho(t, cfg)
+	var silent []*net.TCPConn
+	for range 3 {
+		silent = append(silent, rawDial(t, s.Addr(), ""))
+	}
+	waitUntil(t, "the silent clients fill every slot", func() bool { return s.al.Stats().InFlight == 3 })
+
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial("tcp", s.Addr().String(), configWith(cfg.Keys[0]))
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	// The good client is now in the kernel's backlog. A pause gives a
+	// listener that ignores its cap the chance to let it through; the
+	// check holds however long the pause is.
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("a client got through with every slot taken (Dial error %v)", err)
+	default:
+	}
+	// Freeing one slot lets it in.
+	silent[0].Close()
+	ev.waitFrom(t, silent[0].LocalAddr())
+	if err := <-done; err != nil {
+		t.Fatalf("good client after a slot freed: %v", err)
+	}
+	ev.waitFor(t, "the good client", func(e HandshakeEvent) bool { return e.Err == nil })
+	if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 1 {
+		t.Errorf("%d authenticated handshakes, want 1", n)
+	}
+}
+
+func TestPerIPCap(t *testing.T) {
+	const limit = 4
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakesPerIP = limit
+	cfg.HandshakeTimeout = time.Minute
+	s := startEcho(t, cfg)
+	var stalled []*net.TCPConn
+	for range limit {
+		stalled = append(stalled, rawDial(t, s.Addr(), "127.0.0.2"))
+	}
+	waitUntil(t, "127.0.0.2 fills its cap", func() bool { return s.al.Stats().InFlight == limit })
+
+	for i := range 3 {
+		c := rawDial(t, s.Addr(), "127.0.0.2")
+		c.Write(validClientHello(cfg.Keys[0], "shed")) // shed even if it would pass
+		e := ev.waitFrom(t, c.LocalAddr())
+		mustBe(t, e.Err, ErrShed)
+		if !strings.Contains(e.Err.Error(), "MaxHandshakesPerIP") {
+			t.Errorf("shed reason %q does not name the setting", e.Err)
+		}
+		waitClosed(t, c)
+		if got := s.al.Stats().Shed; got != int64(i+1) {
+			t.Errorf("Shed = %d, want %d", got, i+1)
+		}
+	}
+
+	checkGoodClient(t, s, configWith(cfg.Keys[0])) // from 127.0.0.1
+
+	for _, c := range stalled {
+		if n := ev.count(func(e HandshakeEvent) bool { return e.RemoteAddr.String() == c.LocalAddr().String() }); n != 0 {
+			t.Errorf("stalled client %v was handled before it closed", c.LocalAddr())
+		}
+		c.Close()
+	}
+	// Once its handshakes end, 127.0.0.2 may connect again.
+	waitUntil(t, "the stalled handshakes end", func() bool { return s.al.Stats().InFlight == 0 })
+	d := Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}, Config: configWith(cfg.Keys[0])}
+	c, err := d.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("127.0.0.2 after its handshakes ended: %v", err)
+	}
+	roundTrip(t, c, "back again")
+	c.Close()
+}
+
+// countingListener counts the connections its inner Accept returned.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// TestBackpressure checks that a Listener whose Accept is not called holds
+// at most MaxHandshakes + AcceptQueue connections, and takes one more from
+// the inner listener for each Accept.
+func TestBackpressure(t *testing.T) {
+	const maxHS, queue, clients = 2, 1, 7
+	const bound = maxHS + queue
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingListener{Listener: inner}
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakes, cfg.AcceptQueue = maxHS, queue
+	l, err := NewListener(counted, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dialed := make(chan net.Conn, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := Dialer{Config: configWith(cfg.Keys[0])}
+			c, err := d.DialContext(ctx, "tcp", l.Addr().String())
+			if err == nil {
+				dialed <- c
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+		close(dialed)
+		for c := range dialed {
+			c.Close()
+		}
+	}()
+
+	authenticated := func() int { return ev.count(func(e HandshakeEvent) bool { return e.Err == nil }) }
+	waitUntil(t, "the listener fills its bound", func() bool { return authenticated() >= bound })
+	for accepted := 0; accepted < clients; accepted++ {
+		// Give a listener that ignores its bound the chance to overrun it.
+		// The assertions hold however long this takes.
+		time.Sleep(20 * time.Millisecond)
+		want := min(accepted+bound, clients)
+		if got := counted.accepted.Load(); got != int64(want) {
+			t.Fatalf("after %d Accepts the inner listener gave %d connections, want %d", accepted, got, want)
+		}
+		if got := authenticated(); got != want {
+			t.Fatalf("after %d Accepts %d handshakes finished, want %d", accepted, got, want)
+		}
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if accepted+bound < clients {
+			waitUntil(t, "the next connection is taken in", func() bool { return authenticated() == accepted+bound+1 })
+		}
+	}
+}
+
+func TestCloseWithHandshakesInFlight(t *testing.T) {
+	t.Run("in flight", func(t *testing.T) {
+		cfg, ev := newTestConfig()
+		cfg.HandshakeTimeout = time.Minute
+		l, err := Listen("tcp", "127.0.0.1:0", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var silent []*net.TCPConn
+		for range 5 {
+			silent = append(silent, rawDial(t, l.Addr(), ""))
+		}
+		half := rawDial(t, l.Addr(), "")
+		half.Write(validClientHello(cfg.Keys[0], "half")[:50])
+		silent = append(silent, half)
+		waitUntil(t, "the clients are in handshake", func() bool { return l.al.Stats().InFlight == int64(len(silent)) })
+
+		accepted := make(chan error, 1)
+		go func() {
+			_, err := l.Accept()
+			accepted <- err
+		}()
+		closed := make(chan error, 1)
+		go func() { closed <- l.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(waitLimit): // far less than the handshake timeout
+			t.Fatal("Close did not abort the handshakes in flight")
+		}
+		err = <-accepted
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept blocked across Close returned %v, want net.ErrClosed", err)
+		}
+		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close returned %v, want net.ErrClosed", err)
+		}
+		for _, c := range silent {
+			waitClosed(t, c)
+			if e := ev.waitFrom(t, c.LocalAddr()); e.Err == nil {
+				t.Errorf("aborted handshake of %v reported as a success", c.LocalAddr())
+			}
+		}
+		if st := l.al.Stats(); st.InFlight != 0 || st.Queued != 0 {
+			t.Errorf("stats after Close = %+v", st)
+		}
+		if err := l.Close(); err == nil {
+			t.Error("second Close returned nil")
+		}
+		goleak.VerifyNone(t)
+	})
+	t.Run("queued", func(t *testing.T) {
+		cfg, ev := newTestConfig()
+		l, err := Listen("tcp", "127.0.0.1:0", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var clients []*Conn
+		for range 3 {
+			clients = append(clients, dialTest(t, l.Addr(), configWith(cfg.Keys[0])))
+		}
+		waitUntil(t, "the clients wait for Accept", func() bool { return l.al.Stats().Queued == 3 })
+		if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 3 {
+			t.Errorf("%d handshakes succeeded, want 3", n)
+		}
+		l.Close()
+		for _, c := range clients {
+			waitClosed(t, c)
+		}
+		if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close returned %v, want net.ErrClosed", err)
+		}
+		goleak.VerifyNone(t)
+	})
+}
+
+// flakyListener returns errs from Accept, one per call, before accepting
+// from the real listener.
+type flakyListener struct {
+	net.Listener
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if len(l.errs) > 0 {
+		err := l.errs[0]
+		l.errs = l.errs[1:]
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+func acceptError(errno syscall.Errno) error {
+	return &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}
+}
+
+func TestInnerListenerErrors(t *testing.T) {
+	newFlaky := func(t *testing.T, errs ...error) (*Listener, *Config) {
+		inner, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := newTestConfig()
+		l, err := NewListener(&flakyListener{Listener: inner, errs: errs}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l, cfg
+	}
+	t.Run("temporary", func(t *testing.T) {
+		l, cfg := newFlaky(t, acceptError(syscall.EMFILE), acceptError(syscall.ECONNABORTED), acceptError(syscall.ENFILE))
+		s := serveListener(t, l, echo)
+		checkGoodClient(t, s, configWith(cfg.Keys[0]))
+		if got := l.al.Stats().Retries; got != 3 {
+			t.Errorf("Retries = %d, want 3", got)
+		}
+	})
+	t.Run("permanent", func(t *testing.T) {
+		perm := acceptError(syscall.EINVAL)
+		l, _ := newFlaky(t, acceptError(syscall.EMFILE), perm)
+		_, err := l.Accept()
+		if !errors.Is(err, syscall.EINVAL) || errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept = %v, want the inner listener's permanent error", err)
+		}
+		if _, err2 := l.Accept(); !errors.Is(err2, syscall.EINVAL) {
+			t.Errorf("second Accept = %v, want the same error again", err2)
+		}
+	})
+}
+
+func TestListenerLogsWithoutSecrets(t *testing.T) {
+	var buf syncBuffer
+	cfg, ev := newTestConfig()
+	cfg.Logger = newTextLogger(&buf)
+	s := startEcho(t, cfg)
+	wrong := Key{ID: "test-key", Secret: seededBytes("wrong", MinSecretLen)}
+	c := rawDial(t, s.Addr(), "")
+	_, err := Client(c, configWith(wrong)).Write([]byte("x"))
+	mustBe(t, err, ErrAuthFailed)
+	ev.waitFrom(t, c.LocalAddr())
+	out := buf.String()
+	for _, want := range []string{"refused connection", c.LocalAddr().String(), "key_id=test-key", "authentication failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %q does not contain %q", out, want)
+		}
+	}
+	checkNoSecret(t, out, cfg.Keys[0].Secret, wrong.Secret)
+	checkNoSecret(t, err.Error(), cfg.Keys[0].Secret, wrong.Secret)
+}
+
+func TestListenErrors(t *testing.T) {
+	if _, err := Listen("tcp", "127.0.0.1:0", &Config{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("Listen with no keys: %v, want ErrConfig", err)
+	}
+	if _, err := Listen("tcp", "127.0.0.1:0", nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("Listen with nil Config: %v, want ErrConfig", err)
+	}
+	if _, err := Listen("tcp", "127.0.0.1:-1", configWith(testKey("k"))); err == nil {
+		t.Error("Listen on a bad address succeeded")
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	if _, err := NewListener(inner, &Config{Keys: []Key{{ID: "short", Secret: []byte("password")}}}); !errors.Is(err, ErrWeakKey) {
+		t.Errorf("NewListener with a weak key: %v, want ErrWeakKey", err)
+	}
+	for _, cfg := range []*Config{
+		{Keys: []Key{testKey("k")}, MaxHandshakes: -1},
+		{Keys: []Key{testKey("k")}, AcceptQueue: -1},
+	} {
+		if _, err := NewListener(inner, cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("NewListener with MaxHandshakes %d, AcceptQueue %d: %v, want ErrConfig", cfg.MaxHandshakes, cfg.AcceptQueue, err)
+		}
+		if _, err := Listen("tcp", "127.0.0.1:0", cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("Listen with MaxHandshakes %d, AcceptQueue %d: %v, want ErrConfig", cfg.MaxHandshakes, cfg.AcceptQueue, err)
+		}
+	}
+}
+
+func TestListenIPv6(t *testing.T) {
+	cfg, _ := newTestConfig()
+	l, err := Listen("tcp", "[::1]:0", cfg)
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	s := serveListener(t, l, echo)
+	checkGoodClient(t, s, configWith(cfg.Keys[0]))
+}
+
+// TestUnixSocketNotCappedPerIP checks that connections without an IP are
+// not counted against MaxHandshakesPerIP.
+func TestUnixSocketNotCappedPerIP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	inner, err := net.Listen("unix", path)
+	if err != nil {
+		t.Skipf("no Unix sockets: %v", err)
+	}
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakesPerIP = 1
+	cfg.HandshakeTimeout = time.Minute
+	var log syncBuffer
+	cfg.Logger = newTextLogger(&log)
+	l, err := NewListener(inner, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serveListener(t, l, echo)
+	for range 3 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitUntil(t, "three handshakes are in flight", func() bool { return s.al.Stats().InFlight == 3 })
+	c, err := Dial("unix", path, configWith(cfg.Keys[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, "over a Unix socket")
+	if n := ev.count(func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrShed) }); n != 0 {
+		t.Errorf("%d Unix connections shed", n)
+	}
+	// A refused client with an unnamed address is logged too.
+	bad, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	waitClosed(t, bad)
+	bad.Close()
+	ev.waitFor(t, "the refused Unix client", func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrProtocol) })
+	if !strings.Contains(log.String(), "refused connection") {
+		t.Errorf("no log record for the refused Unix client: %q", log.String())
+	}
+}
