@@ -10,7 +10,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strconv"
 	"syscall"
@@ -239,15 +238,16 @@ func (h *handshake) sessionSecret(ks *keySchedule, dh []byte) []byte {
 }
 
 // mac returns HMAC-SHA256(key, parts...) appended to dst.
-func mac(dst, key []byte, parts ...[]byte) []byte {
-	m := hmac.New(sha256.New, key)
+func mac(dst []byte, key macKey, parts ...[]byte) []byte {
+	m, err := key.state.Clone()
+	if err != nil {
+		panic(err) // unreachable: crypto/hmac over SHA-256 clones
+	}
 	for _, p := range parts {
 		m.Write(p)
 	}
 	return m.Sum(dst)
 }
-
-var _ hash.Hash = hmac.New(sha256.New, nil) // mac relies on hmac returning a hash.Hash
 
 func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
 

@@ -2,10 +2,12 @@ package hmacauth
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"log/slog"
 )
 
@@ -94,9 +96,9 @@ func checkKeyID(id string) error {
 // connection; see "Key schedule" in PROTOCOL.md.
 type keySchedule struct {
 	id        string
-	hello     []byte // proves the ClientHello (no oracle for strangers)
-	serverFin []byte // server's proof
-	clientFin []byte // client's proof
+	hello     macKey // proves the ClientHello (no oracle for strangers)
+	serverFin macKey // server's proof
+	clientFin macKey // client's proof
 	session   []byte // input to the session secret
 }
 
@@ -108,11 +110,23 @@ func deriveKeySchedule(k Key) *keySchedule {
 	expand := func(label string) []byte { return expandLabel(prk, label, sha256.Size) }
 	return &keySchedule{
 		id:        k.ID,
-		hello:     expand("client hello"),
-		serverFin: expand("server finished"),
-		clientFin: expand("client finished"),
+		hello:     newMACKey(expand("client hello")),
+		serverFin: newMACKey(expand("server finished")),
+		clientFin: newMACKey(expand("client finished")),
 		session:   expand("session"),
 	}
+}
+
+// macKey is an HMAC-SHA256 key whose padded key blocks are hashed once,
+// when the key schedule is derived, rather than for every MAC: that is two
+// of the five or so SHA-256 blocks of a handshake MAC. It is safe for
+// concurrent use: mac works on a clone.
+type macKey struct{ state hash.Cloner }
+
+func newMACKey(key []byte) macKey {
+	h := hmac.New(sha256.New, key)
+	h.Reset() // crypto/hmac keeps the hashed pads from the first Reset on
+	return macKey{h.(hash.Cloner)}
 }
 
 // keySet is a validated list of keys with their schedules.

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // serveEcho accepts from l until it is closed and echoes each connection.
@@ -53,23 +52,6 @@ func serveEcho(t testing.TB, l net.Listener) (stop func()) {
 	}
 }
 
-// echoOnce writes msg on c and checks that it comes back.
-func echoOnce(t testing.TB, c net.Conn, msg string) {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatalf("read echo: %v", err)
-	}
-	if string(buf) != msg {
-		t.Fatalf("echo = %q, want %q", buf, msg)
-	}
-}
-
 func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 	t.Helper()
 	r, err := NewKeyring(keys...)
@@ -97,7 +79,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		t.Fatalf("dial with key-a: %v", err)
 	}
 	defer live.Close()
-	echoOnce(t, live, "before rotation")
+	roundTrip(t, live, "before rotation")
 
 	// The servers drop key-a: new handshakes with it fail, the live
 	// connection is untouched.
@@ -110,7 +92,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		}
 		t.Fatalf("dial with key-a after the server dropped it: err = %v, want ErrAuthFailed", err)
 	}
-	echoOnce(t, live, "after rotation")
+	roundTrip(t, live, "after rotation")
 	if got := live.KeyID(); got != "key-a" {
 		t.Errorf("live connection KeyID = %q, want key-a", got)
 	}
@@ -125,7 +107,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 		t.Fatalf("dial with key-b: %v", err)
 	}
 	defer c.Close()
-	echoOnce(t, c, "new key")
+	roundTrip(t, c, "new key")
 	if got := c.(*Conn).KeyID(); got != "key-b" {
 		t.Errorf("KeyID = %q, want key-b", got)
 	}
@@ -150,7 +132,7 @@ func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
 		t.Fatalf("key-b from the client's Keyring: %v", err)
 	}
 	defer c.Close()
-	echoOnce(t, c, "x")
+	roundTrip(t, c, "x")
 }
 
 func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {

@@ -310,9 +310,9 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 		Server:  vectorSide{Mode: int(vc.server.mode), ForwardSecrecy: vc.server.fs, Nonce: vc.sNonce},
 		Derived: vectorDerived{
 			PRK:               prk,
-			ClientHelloKey:    ks.hello,
-			ServerFinishedKey: ks.serverFin,
-			ClientFinishedKey: ks.clientFin,
+			ClientHelloKey:    expandLabel(prk, "client hello", macLen),
+			ServerFinishedKey: expandLabel(prk, "server finished", macLen),
+			ClientFinishedKey: expandLabel(prk, "client finished", macLen),
 			SessionKey:        ks.session,
 		},
 		Messages: vectorMessages{

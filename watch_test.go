@@ -188,8 +188,8 @@ func TestKeyFileWatcherKubernetes(t *testing.T) {
 		t.Fatalf("dial with the new key: %v", err)
 	}
 	defer c.Close()
-	echoOnce(t, c, "new")
-	echoOnce(t, old, "old connection lives on")
+	roundTrip(t, c, "new")
+	roundTrip(t, old, "old connection lives on")
 	if c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{a}}); !errors.Is(err, ErrAuthFailed) {
 		if c != nil {
 			c.Close()
