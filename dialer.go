@@ -3,7 +3,8 @@ package hmacauth
 import (
 	"context"
 	"net"
-	"time"
+
+	"github.com/hmacauth/hmacauth/internal/dialx"
 )
 
 // Dialer dials hmacauth servers. The zero value is not usable: Config is
@@ -40,28 +41,12 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 	if _, err := d.Config.keySet(); err != nil {
 		return nil, err
 	}
-	nd := d.NetDialer
-	if nd == nil {
-		nd = new(net.Dialer)
-	}
-	if nd.Timeout != 0 || !nd.Deadline.IsZero() {
-		// Like crypto/tls.Dialer: the net.Dialer's bounds cover the
-		// handshake too.
-		var cancel context.CancelFunc
-		dl := nd.Deadline
-		if nd.Timeout != 0 {
-			dl = earliest(dl, time.Now().Add(nd.Timeout))
-		}
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
-	raw, err := nd.DialContext(ctx, network, address)
+	var c *Conn
+	_, err := dialx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
+		c = Client(raw, d.Config)
+		return c.HandshakeContext(ctx)
+	})
 	if err != nil {
-		return nil, err
-	}
-	c := Client(raw, d.Config)
-	if err := c.HandshakeContext(ctx); err != nil {
-		raw.Close()
 		return nil, err
 	}
 	return c, nil

@@ -1,0 +1,76 @@
+package mpcompat
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Sentinel errors. Every error this package returns for a refused peer, a
+// bad message or a bad configuration wraps one of them; match with
+// errors.Is. The wrapping error says what happened and what to check.
+var (
+	// ErrAuthFailed means the peer did not prove the authkey, or refused
+	// the proof of this side: the two sides hold different authkeys.
+	ErrAuthFailed = errors.New("mpcompat: authentication failed")
+
+	// ErrWeakDigest means the peer asked for or answered with a digest
+	// weaker than this side accepts: HMAC-MD5 (Python 3.11 and older, or a
+	// downgrade attempt) without Config.AllowLegacyMD5, or a digest shorter
+	// than Config.Digest. The authkey was not checked.
+	ErrWeakDigest = errors.New("mpcompat: digest too weak")
+
+	// ErrProtocol means the peer does not speak the multiprocessing.connection
+	// handshake or framing: a message without "#CHALLENGE#", an unknown
+	// digest name, an oversized handshake message, a negative length, a
+	// connection closed in the middle of the handshake.
+	ErrProtocol = errors.New("mpcompat: protocol error")
+
+	// ErrMessageTooLarge means ReadMessage met a length over its limit. It
+	// is returned before anything is allocated for the message, and the
+	// message is left unread: the stream cannot be used further.
+	ErrMessageTooLarge = errors.New("mpcompat: message too large")
+
+	// ErrHandshakeTimeout means the handshake did not finish within
+	// Config.HandshakeTimeout or the deadline of its context. It is a
+	// net.Error whose Timeout method reports true.
+	ErrHandshakeTimeout error = timeoutError{}
+
+	// ErrConfig means a Config cannot be used: an empty AuthKey, an unknown
+	// Digest, or a negative limit.
+	ErrConfig = errors.New("mpcompat: invalid config")
+
+	// ErrShed is reported to Config.OnHandshake (never returned by Accept)
+	// for a connection a Listener closed unread because its remote IP
+	// already had MaxHandshakesPerIP handshakes in flight.
+	ErrShed = errors.New("mpcompat: connection shed")
+)
+
+// timeoutError is the type of ErrHandshakeTimeout. Temporary reports false
+// so that a server loop never mistakes it for a transient accept failure.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "mpcompat: handshake timed out" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return false }
+
+var _ net.Error = timeoutError{}
+
+// errorf formats a refusal as "<sentinel>: <details>".
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+}
+
+// handshakeError is a handshake failure with the peer it happened with.
+type handshakeError struct {
+	peer string // "client" or "server"
+	addr net.Addr
+	err  error
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("mpcompat: handshake with %s %s: %s", e.peer, e.addr, strings.TrimPrefix(e.err.Error(), "mpcompat: "))
+}
+
+func (e *handshakeError) Unwrap() error { return e.err }

@@ -1,0 +1,317 @@
+package mpcompat
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// The handshake of Python's multiprocessing.connection (deliver_challenge
+// and answer_challenge in Lib/multiprocessing/connection.py). Every message
+// is framed as by WriteMessage.
+//
+//	challenger                          responder
+//	"#CHALLENGE#" + M          ->
+//	                           <-       R = "{d}" + HMAC-d(key, M)
+//	"#WELCOME#" or "#FAILURE#" ->
+//
+// Python 3.12 and later send M = "{sha256}" + 40 random bytes. Python 3.11
+// and older send M = 20 random bytes and answer any challenge with the raw
+// 16-byte HMAC-MD5 of M; Python 3.12 answers a 20-byte M the same way.
+// A listener challenges first, then answers the client's challenge; a
+// client answers first, then challenges.
+const (
+	challengePrefix    = "#CHALLENGE#"
+	welcome            = "#WELCOME#"
+	failure            = "#FAILURE#"
+	nonceLen           = 40  // random bytes in a challenge (MESSAGE_LENGTH)
+	legacyChallengeLen = 20  // M of Python 3.11 and older
+	legacyResponseLen  = 16  // raw HMAC-MD5 of Python 3.11 and older
+	maxAuthMessage     = 256 // recv_bytes(256) in deliver/answer_challenge
+)
+
+// parseDigestPrefix splits "{name}payload" as Python's
+// _get_digest_name_and_payload does for a modern message. ok is false if
+// there is no brace-enclosed name of a known digest.
+func parseDigestPrefix(m []byte) (d Digest, payload []byte, ok bool) {
+	if len(m) < 2 || m[0] != '{' {
+		return "", nil, false
+	}
+	end := bytes.IndexByte(m[1:min(len(m), maxDigestNameLen+2)], '}')
+	if end < 0 {
+		return "", nil, false
+	}
+	d = Digest(m[1 : 1+end])
+	if d.hashFunc() == nil {
+		return "", nil, false
+	}
+	return d, m[2+end:], true
+}
+
+// parseChallenge checks a challenge message and returns its M and the
+// digest it asks for; legacy reports a bare 20-byte M of Python 3.11 and
+// older, to be answered with a raw HMAC-MD5.
+func parseChallenge(msg []byte) (m []byte, d Digest, legacy bool, err error) {
+	m, ok := bytes.CutPrefix(msg, []byte(challengePrefix))
+	switch {
+	case !ok:
+		return nil, "", false, errorf(ErrProtocol, "expected a message starting with %q, got %q; the peer does not speak the multiprocessing.connection handshake", challengePrefix, clip(msg))
+	case len(m) < legacyChallengeLen:
+		return nil, "", false, errorf(ErrProtocol, "the challenge has %d bytes after %q; Python sends at least %d", len(m), challengePrefix, legacyChallengeLen)
+	case len(m) == legacyChallengeLen:
+		return m, DigestMD5, true, nil
+	}
+	d, _, ok = parseDigestPrefix(m)
+	if !ok {
+		return nil, "", false, errorf(ErrProtocol, "the challenge %q names no known digest; Python 3.12 and later send {sha256}", clip(m))
+	}
+	return m, d, false, nil
+}
+
+// parseResponse splits an answer to a challenge into its digest and MAC;
+// a 16- or 20-byte answer is a raw HMAC-MD5, as Python 3.11 and older send
+// (20 bytes cannot match; Python also reads it as MD5).
+func parseResponse(r []byte) (d Digest, mac []byte, err error) {
+	if len(r) == legacyResponseLen || len(r) == legacyChallengeLen {
+		return DigestMD5, r, nil
+	}
+	d, mac, ok := parseDigestPrefix(r)
+	if !ok {
+		return "", nil, errorf(ErrProtocol, "the answer to our challenge (%d bytes, %q) names no known digest; Python 3.12 and later send {sha256}", len(r), clip(r))
+	}
+	return d, mac, nil
+}
+
+// clip shortens peer bytes quoted in an error.
+func clip(b []byte) []byte {
+	const n = 24
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// handshake is one side of one handshake.
+type handshake struct {
+	conn   net.Conn
+	cfg    *Config
+	server bool
+	// peerDigest is the digest of the peer's answer to our challenge.
+	peerDigest Digest
+}
+
+// peer names the other side in messages.
+func (h *handshake) peer() string {
+	if h.server {
+		return "client"
+	}
+	return "server"
+}
+
+// allow refuses a digest weaker than the configuration accepts.
+func (h *handshake) allow(d Digest, what string) error {
+	if d == DigestMD5 {
+		if h.cfg.AllowLegacyMD5 {
+			return nil
+		}
+		return errorf(ErrWeakDigest, "the %s %s HMAC-MD5, the legacy digest of Python 3.11 and older (or a downgrade); upgrade the peer to Python 3.12+ or set Config.AllowLegacyMD5", h.peer(), what)
+	}
+	if want := h.cfg.digest(); d.size() < want.size() {
+		return errorf(ErrWeakDigest, "the %s %s %s, weaker than Config.Digest %s", h.peer(), what, d.hmacName(), want)
+	}
+	return nil
+}
+
+func (h *handshake) read() ([]byte, error) {
+	msg, err := ReadMessage(h.conn, maxAuthMessage)
+	switch {
+	case err == nil:
+		return msg, nil
+	case errors.Is(err, ErrMessageTooLarge):
+		return nil, errorf(ErrProtocol, "handshake message over %d bytes: %w", maxAuthMessage, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, errorf(ErrProtocol, "the %s closed the connection during the handshake; it may have refused our digest, or may not speak multiprocessing.connection (see its log)", h.peer())
+	}
+	return nil, err
+}
+
+// deliverChallenge sends a challenge and checks the peer's answer, as
+// Python's deliver_challenge does, but refuses digests weaker than
+// allowed. The peer is told "#FAILURE#" for any refused answer.
+func (h *handshake) deliverChallenge() error {
+	d := h.cfg.digest()
+	m := make([]byte, 0, 2+len(d)+nonceLen)
+	m = append(append(append(m, '{'), d...), '}')
+	m = m[:len(m)+nonceLen]
+	rand.Read(m[len(m)-nonceLen:]) // never fails; see crypto/rand.Read
+	if err := WriteMessage(h.conn, append([]byte(challengePrefix), m...)); err != nil {
+		return err
+	}
+	answer, err := h.read()
+	if err != nil {
+		return err
+	}
+	err = h.checkAnswer(m, answer)
+	verdict := welcome
+	if err != nil {
+		verdict = failure
+	}
+	if werr := WriteMessage(h.conn, []byte(verdict)); err == nil {
+		err = werr
+	}
+	return err
+}
+
+// checkAnswer verifies the peer's answer to our challenge m.
+func (h *handshake) checkAnswer(m, answer []byte) error {
+	d, mac, err := parseResponse(answer)
+	if err != nil {
+		return err
+	}
+	h.peerDigest = d
+	if d == DigestMD5 && len(answer) > legacyChallengeLen && !h.cfg.AllowLegacyMD5 {
+		return errorf(ErrWeakDigest, "the %s answered our {%s} challenge with {md5}, a downgrade; refused", h.peer(), h.cfg.digest())
+	}
+	if err := h.allow(d, "answered with"); err != nil {
+		return err
+	}
+	if !hmac.Equal(d.mac(h.cfg.AuthKey, m), mac) {
+		return errorf(ErrAuthFailed, "the %s's %s does not match ours; the two sides hold different authkeys", h.peer(), d.hmacName())
+	}
+	return nil
+}
+
+// answerChallenge answers the peer's challenge, as Python's
+// answer_challenge does, but refuses to answer with a digest weaker than
+// allowed.
+func (h *handshake) answerChallenge() error {
+	msg, err := h.read()
+	if err != nil {
+		return err
+	}
+	m, d, legacy, err := parseChallenge(msg)
+	if err != nil {
+		return err
+	}
+	if err := h.allow(d, "asks for"); err != nil {
+		return err
+	}
+	answer := d.mac(h.cfg.AuthKey, m)
+	if !legacy {
+		answer = append([]byte("{"+d+"}"), answer...)
+	}
+	if err := WriteMessage(h.conn, answer); err != nil {
+		return err
+	}
+	verdict, err := h.read()
+	if err != nil {
+		return err
+	}
+	switch string(verdict) {
+	case welcome:
+		return nil
+	case failure:
+		return errorf(ErrAuthFailed, "the %s refused our %s answer; the two sides hold different authkeys", h.peer(), d.hmacName())
+	}
+	return errorf(ErrProtocol, "expected %q or %q, got %q", welcome, failure, clip(verdict))
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// run runs the handshake in Python's order, bounded by ctx and
+// Config.HandshakeTimeout. It leaves conn without deadlines.
+func (h *handshake) run(ctx context.Context) (err error) {
+	start := time.Now()
+	if err := h.cfg.check(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			err = &handshakeError{peer: h.peer(), addr: h.conn.RemoteAddr(), err: err}
+		}
+	}()
+	if ctx.Err() != nil {
+		return contextError(ctx)
+	}
+	var dl time.Time
+	if t := h.cfg.handshakeTimeout(); t > 0 {
+		dl = start.Add(t)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		dl = earliest(dl, d)
+	}
+	if err := h.conn.SetDeadline(dl); err != nil {
+		return fmt.Errorf("mpcompat: setting the handshake deadline: %w", err)
+	}
+	// Cancelling ctx interrupts the handshake's I/O by moving the deadline
+	// into the past.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		h.conn.SetDeadline(aLongTimeAgo)
+		close(interrupted)
+	})
+	defer func() {
+		if !stop() {
+			<-interrupted
+			err = contextError(ctx)
+		}
+		h.conn.SetDeadline(time.Time{})
+	}()
+
+	if h.server {
+		err = h.deliverChallenge()
+		if err == nil {
+			err = h.answerChallenge()
+		}
+	} else {
+		err = h.answerChallenge()
+		if err == nil {
+			err = h.deliverChallenge()
+		}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(start).Round(time.Millisecond), err)
+	}
+	return err
+}
+
+// earliest returns the earlier of two deadlines, where zero means none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// contextError explains why a done ctx ended the handshake.
+func contextError(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
+	}
+	return fmt.Errorf("mpcompat: handshake abandoned: %w", context.Cause(ctx))
+}
+
+// ServerHandshake runs the listener side of the handshake on conn, as
+// Python's Listener.accept does: it challenges the client, then answers
+// the client's challenge. It returns nil once both sides have proven the
+// authkey. ctx and Config.HandshakeTimeout bound it; it sets conn's
+// deadlines and clears them when it returns. It does not close conn.
+func ServerHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
+	h := handshake{conn: conn, cfg: cfg, server: true}
+	return h.run(ctx)
+}
+
+// ClientHandshake runs the client side of the handshake on conn, as
+// Python's Client does: it answers the listener's challenge, then
+// challenges the listener. Otherwise it is like ServerHandshake.
+func ClientHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
+	h := handshake{conn: conn, cfg: cfg}
+	return h.run(ctx)
+}

@@ -1,0 +1,557 @@
+package mpcompat
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// bound is how long a test waits for something that should happen at once;
+// it only keeps a broken test from hanging.
+const bound = 20 * time.Second
+
+var (
+	keyA = []byte("the shared authkey of side A, 32+ bytes long")
+	keyB = []byte("another authkey, held by side B, 32+ bytes")
+)
+
+// events collects a Listener's handshake events.
+type events chan HandshakeEvent
+
+func (ev events) next(t *testing.T) HandshakeEvent {
+	t.Helper()
+	select {
+	case e := <-ev:
+		return e
+	case <-time.After(bound):
+		t.Fatal("no handshake event")
+		return HandshakeEvent{}
+	}
+}
+
+// listen starts a Listener on 127.0.0.1 with cfg and records its events.
+func listen(t *testing.T, cfg Config) (*Listener, events) {
+	t.Helper()
+	return listenOn(t, "tcp", "127.0.0.1:0", cfg)
+}
+
+func listenOn(t *testing.T, network, address string, cfg Config) (*Listener, events) {
+	t.Helper()
+	ev := make(events, 16)
+	cfg.OnHandshake = func(e HandshakeEvent) { ev <- e }
+	inner, err := net.Listen(network, address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewListener(inner, &cfg)
+	if err != nil {
+		inner.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, ev
+}
+
+// acceptOne accepts one connection in the background; it is closed when
+// the test ends.
+func acceptOne(t *testing.T, l net.Listener) <-chan net.Conn {
+	t.Helper()
+	ch := make(chan net.Conn, 1)
+	done := make(chan struct{})
+	var c net.Conn
+	go func() {
+		defer close(done)
+		var err error
+		if c, err = l.Accept(); err == nil {
+			ch <- c
+		}
+		close(ch)
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		if c != nil {
+			c.Close()
+		}
+	})
+	return ch
+}
+
+func dial(addr net.Addr, cfg Config) (net.Conn, error) {
+	d := Dialer{Config: &cfg, NetDialer: &net.Dialer{Timeout: bound}}
+	return d.Dial(addr.Network(), addr.String())
+}
+
+// exchange sends messages both ways between a and b and checks them.
+func exchange(t *testing.T, a, b net.Conn) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i, n := range []int{0, 5, 300_000} {
+			WriteMessage(a, pattern(n, byte(i)))
+		}
+	}()
+	for i, n := range []int{0, 5, 300_000} {
+		got, err := ReadMessage(b, n)
+		if err != nil || !bytes.Equal(got, pattern(n, byte(i))) {
+			t.Errorf("message %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	wg.Wait()
+	WriteMessage(b, []byte("reply"))
+	if got, err := ReadMessage(a, 10); err != nil || string(got) != "reply" {
+		t.Errorf("reply: %q, %v", got, err)
+	}
+}
+
+func TestGoToGo(t *testing.T) {
+	for _, d := range []Digest{"", DigestSHA256, DigestSHA384, DigestSHA3_256, DigestSHA3_384} {
+		for _, legacy := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/legacy=%t", d, legacy), func(t *testing.T) {
+				cfg := Config{AuthKey: keyA, Digest: d, AllowLegacyMD5: legacy}
+				l, ev := listen(t, cfg)
+				accepted := acceptOne(t, l)
+				c, err := dial(l.Addr(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				e := ev.next(t)
+				if e.Err != nil || e.Digest != cfg.digest() {
+					t.Fatalf("listener event: digest %q, err %v; want %q, nil", e.Digest, e.Err, cfg.digest())
+				}
+				s := <-accepted
+				if _, ok := s.(*net.TCPConn); !ok {
+					t.Fatalf("Accept returned %T, want the *net.TCPConn itself", s)
+				}
+				if _, ok := c.(*net.TCPConn); !ok {
+					t.Fatalf("Dial returned %T, want the *net.TCPConn itself", c)
+				}
+				exchange(t, c, s)
+			})
+		}
+	}
+}
+
+func TestPackageListenDial(t *testing.T) {
+	l, err := Listen("tcp", "127.0.0.1:0", keyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := acceptOne(t, l)
+	c, err := Dial("tcp", l.Addr().String(), keyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange(t, c, <-accepted)
+
+	if _, err := Dial("tcp", l.Addr().String(), keyB); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("Dial with another key: %v, want ErrAuthFailed", err)
+	}
+}
+
+func TestWrongKey(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("legacy=%t", legacy), func(t *testing.T) {
+			l, ev := listen(t, Config{AuthKey: keyA, AllowLegacyMD5: legacy})
+			_, err := dial(l.Addr(), Config{AuthKey: keyB, AllowLegacyMD5: legacy})
+			if !errors.Is(err, ErrAuthFailed) {
+				t.Fatalf("dialer: %v, want ErrAuthFailed", err)
+			}
+			if !strings.Contains(err.Error(), "different authkeys") || !strings.Contains(err.Error(), l.Addr().String()) {
+				t.Errorf("dialer error %q does not name the cause and the server", err)
+			}
+			if e := ev.next(t); !errors.Is(e.Err, ErrAuthFailed) {
+				t.Fatalf("listener: %v, want ErrAuthFailed", e.Err)
+			}
+		})
+	}
+}
+
+// TestDigestStrength checks that neither side accepts a digest weaker
+// than its Config.Digest, whichever side asks for it.
+func TestDigestStrength(t *testing.T) {
+	t.Run("listener stronger", func(t *testing.T) {
+		l, ev := listen(t, Config{AuthKey: keyA, Digest: DigestSHA384})
+		// The client answers {sha384} (not weaker than its sha256), then
+		// challenges with {sha256}, which the listener refuses to answer.
+		_, err := dial(l.Addr(), Config{AuthKey: keyA})
+		if !errors.Is(err, ErrProtocol) {
+			t.Errorf("dialer: %v, want ErrProtocol (listener hung up)", err)
+		}
+		if e := ev.next(t); !errors.Is(e.Err, ErrWeakDigest) || e.Digest != DigestSHA384 {
+			t.Fatalf("listener: %q, %v; want sha384, ErrWeakDigest", e.Digest, e.Err)
+		}
+	})
+	t.Run("dialer stronger", func(t *testing.T) {
+		l, ev := listen(t, Config{AuthKey: keyA})
+		_, err := dial(l.Addr(), Config{AuthKey: keyA, Digest: DigestSHA3_384})
+		if !errors.Is(err, ErrWeakDigest) {
+			t.Errorf("dialer: %v, want ErrWeakDigest", err)
+		}
+		if e := ev.next(t); !errors.Is(e.Err, ErrProtocol) {
+			t.Fatalf("listener: %v, want ErrProtocol (client hung up)", e.Err)
+		}
+	})
+}
+
+// rawPeer is a hand-driven end of a connection, for peers that misbehave.
+type rawPeer struct {
+	t *testing.T
+	net.Conn
+}
+
+func (p rawPeer) send(b []byte) {
+	p.t.Helper()
+	if err := WriteMessage(p.Conn, b); err != nil {
+		p.t.Error(err)
+	}
+}
+
+func (p rawPeer) recv() []byte {
+	p.t.Helper()
+	b, err := ReadMessage(p.Conn, 1024)
+	if err != nil {
+		p.t.Errorf("raw peer: %v", err)
+	}
+	return b
+}
+
+func hmacMD5(key, m []byte) []byte {
+	h := hmac.New(md5.New, key)
+	h.Write(m)
+	return h.Sum(nil)
+}
+
+func hmacSHA256(key, m []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(m)
+	return h.Sum(nil)
+}
+
+// rawClient connects to l without this package's handshake.
+func rawClient(t *testing.T, l net.Listener) rawPeer {
+	t.Helper()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(bound))
+	t.Cleanup(func() { c.Close() })
+	return rawPeer{t, c}
+}
+
+// TestDowngradeRefused plays a client that answers the listener's sha256
+// challenge with HMAC-MD5 under the right key, in the raw form of Python
+// 3.11 and in the {md5} form; Python 3.12's own listener accepts both.
+func TestDowngradeRefused(t *testing.T) {
+	forms := map[string]func(m []byte) []byte{
+		"raw":    func(m []byte) []byte { return hmacMD5(keyA, m) },
+		"prefix": func(m []byte) []byte { return append([]byte("{md5}"), hmacMD5(keyA, m)...) },
+	}
+	for name, answer := range forms {
+		t.Run(name, func(t *testing.T) {
+			l, ev := listen(t, Config{AuthKey: keyA})
+			p := rawClient(t, l)
+			ch := p.recv()
+			m, ok := bytes.CutPrefix(ch, []byte("#CHALLENGE#{sha256}"))
+			if !ok || len(m) != 40 {
+				t.Fatalf("challenge %q: want #CHALLENGE#{sha256} and 40 random bytes", ch)
+			}
+			p.send(answer(ch[len("#CHALLENGE#"):]))
+			if got := p.recv(); string(got) != "#FAILURE#" {
+				t.Errorf("listener said %q to a downgraded answer, want #FAILURE#", got)
+			}
+			if e := ev.next(t); !errors.Is(e.Err, ErrWeakDigest) || e.Digest != DigestMD5 {
+				t.Fatalf("listener: %q, %v; want md5, ErrWeakDigest", e.Digest, e.Err)
+			}
+		})
+	}
+}
+
+// TestLegacyClient plays a Python 3.11 client: raw HMAC-MD5 answers and a
+// bare 20-byte challenge.
+func TestLegacyClient(t *testing.T) {
+	l, ev := listen(t, Config{AuthKey: keyA, AllowLegacyMD5: true})
+	accepted := acceptOne(t, l)
+	p := rawClient(t, l)
+	ch := p.recv()
+	p.send(hmacMD5(keyA, ch[len("#CHALLENGE#"):]))
+	if got := p.recv(); string(got) != "#WELCOME#" {
+		t.Fatalf("listener said %q, want #WELCOME#", got)
+	}
+	m := pattern(20, 9)
+	p.send(append([]byte("#CHALLENGE#"), m...))
+	if got, want := p.recv(), hmacMD5(keyA, m); !bytes.Equal(got, want) {
+		t.Fatalf("listener answered % x, want the raw HMAC-MD5 % x", got, want)
+	}
+	p.send([]byte("#WELCOME#"))
+	if e := ev.next(t); e.Err != nil || e.Digest != DigestMD5 {
+		t.Fatalf("listener: %q, %v; want md5, nil", e.Digest, e.Err)
+	}
+	exchange(t, p.Conn, <-accepted)
+}
+
+// rawServer accepts one connection on 127.0.0.1 and runs play on it.
+func rawServer(t *testing.T, play func(p rawPeer)) net.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(bound))
+		play(rawPeer{t, c})
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr()
+}
+
+// TestLegacyServer plays a Python 3.11 listener: a bare 20-byte challenge.
+func TestLegacyServer(t *testing.T) {
+	m := pattern(20, 3)
+	t.Run("refused", func(t *testing.T) {
+		addr := rawServer(t, func(p rawPeer) {
+			p.send(append([]byte("#CHALLENGE#"), m...))
+			if _, err := ReadMessage(p.Conn, 256); err == nil {
+				t.Error("the dialer answered a legacy challenge without AllowLegacyMD5")
+			}
+		})
+		_, err := dial(addr, Config{AuthKey: keyA})
+		if !errors.Is(err, ErrWeakDigest) || !strings.Contains(err.Error(), "AllowLegacyMD5") {
+			t.Fatalf("dialer: %v, want ErrWeakDigest naming AllowLegacyMD5", err)
+		}
+	})
+	t.Run("allowed", func(t *testing.T) {
+		addr := rawServer(t, func(p rawPeer) {
+			p.send(append([]byte("#CHALLENGE#"), m...))
+			if got, want := p.recv(), hmacMD5(keyA, m); !bytes.Equal(got, want) {
+				t.Errorf("dialer answered % x, want the raw HMAC-MD5 % x", got, want)
+			}
+			p.send([]byte("#WELCOME#"))
+			ch := p.recv()
+			// A 3.11 listener answers any challenge with a raw HMAC-MD5.
+			p.send(hmacMD5(keyA, ch[len("#CHALLENGE#"):]))
+			if got := p.recv(); string(got) != "#WELCOME#" {
+				t.Errorf("dialer said %q, want #WELCOME#", got)
+			}
+		})
+		c, err := dial(addr, Config{AuthKey: keyA, AllowLegacyMD5: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+	t.Run("md5 named by a modern listener", func(t *testing.T) {
+		addr := rawServer(t, func(p rawPeer) {
+			p.send(append([]byte("#CHALLENGE#{md5}"), pattern(40, 1)...))
+			ReadMessage(p.Conn, 256)
+		})
+		if _, err := dial(addr, Config{AuthKey: keyA}); !errors.Is(err, ErrWeakDigest) {
+			t.Fatalf("dialer: %v, want ErrWeakDigest", err)
+		}
+	})
+}
+
+// TestForeignPeers checks what a dialer and a listener make of peers that
+// do not speak the handshake.
+func TestForeignPeers(t *testing.T) {
+	servers := map[string]func(p rawPeer){
+		"http":         func(p rawPeer) { p.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) },
+		"no challenge": func(p rawPeer) { p.send([]byte("#WELCOME#")) },
+		"short":        func(p rawPeer) { p.send([]byte("#CHALLENGE#{sha256}abc")) },
+		"unknown":      func(p rawPeer) { p.send(append([]byte("#CHALLENGE#{sha512}"), pattern(40, 0)...)) },
+		"closes":       func(p rawPeer) {},
+		"odd verdict": func(p rawPeer) {
+			p.send(append([]byte("#CHALLENGE#{sha256}"), pattern(40, 0)...))
+			p.recv()
+			p.send([]byte("#MAYBE#"))
+		},
+	}
+	for name, play := range servers {
+		t.Run("server "+name, func(t *testing.T) {
+			_, err := dial(rawServer(t, play), Config{AuthKey: keyA})
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("dialer: %v, want ErrProtocol", err)
+			}
+		})
+	}
+	t.Run("client garbage", func(t *testing.T) {
+		l, ev := listen(t, Config{AuthKey: keyA})
+		p := rawClient(t, l)
+		p.recv()
+		p.send([]byte("{sha256" + strings.Repeat("x", 40)))
+		if got := p.recv(); string(got) != "#FAILURE#" {
+			t.Errorf("listener said %q, want #FAILURE#", got)
+		}
+		if e := ev.next(t); !errors.Is(e.Err, ErrProtocol) {
+			t.Fatalf("listener: %v, want ErrProtocol", e.Err)
+		}
+	})
+	t.Run("client oversized", func(t *testing.T) {
+		l, ev := listen(t, Config{AuthKey: keyA})
+		p := rawClient(t, l)
+		p.recv()
+		p.send(make([]byte, 257))
+		if e := ev.next(t); !errors.Is(e.Err, ErrProtocol) || !errors.Is(e.Err, ErrMessageTooLarge) {
+			t.Fatalf("listener: %v, want ErrProtocol and ErrMessageTooLarge", e.Err)
+		}
+	})
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	t.Run("listener", func(t *testing.T) {
+		l, ev := listen(t, Config{AuthKey: keyA, HandshakeTimeout: 50 * time.Millisecond})
+		p := rawClient(t, l) // reads nothing, sends nothing
+		_ = p
+		e := ev.next(t)
+		var ne net.Error
+		if !errors.Is(e.Err, ErrHandshakeTimeout) || !errors.As(e.Err, &ne) || !ne.Timeout() {
+			t.Fatalf("listener: %v, want ErrHandshakeTimeout, a net.Error with Timeout", e.Err)
+		}
+	})
+	t.Run("dialer", func(t *testing.T) {
+		silent := make(chan struct{})
+		addr := rawServer(t, func(p rawPeer) { <-silent })
+		defer close(silent)
+		_, err := dial(addr, Config{AuthKey: keyA, HandshakeTimeout: 50 * time.Millisecond})
+		if !errors.Is(err, ErrHandshakeTimeout) {
+			t.Fatalf("dialer: %v, want ErrHandshakeTimeout", err)
+		}
+	})
+	t.Run("dialer context", func(t *testing.T) {
+		silent := make(chan struct{})
+		addr := rawServer(t, func(p rawPeer) { <-silent })
+		defer close(silent)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cause := errors.New("the caller gave up")
+		time.AfterFunc(20*time.Millisecond, func() { cancel(cause) })
+		d := Dialer{Config: &Config{AuthKey: keyA, HandshakeTimeout: -1}}
+		_, err := d.DialContext(ctx, "tcp", addr.String())
+		if !errors.Is(err, cause) {
+			t.Fatalf("dialer: %v, want the context's cause", err)
+		}
+	})
+}
+
+// TestSlowClientDoesNotBlock checks that a client that never answers does
+// not hold up the next one.
+func TestSlowClientDoesNotBlock(t *testing.T) {
+	l, _ := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
+	rawClient(t, l) // stays silent until the test ends
+	accepted := acceptOne(t, l)
+	c, err := dial(l.Addr(), Config{AuthKey: keyA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	exchange(t, c, <-accepted)
+}
+
+func TestShedPerIP(t *testing.T) {
+	l, ev := listen(t, Config{AuthKey: keyA, MaxHandshakesPerIP: 1, HandshakeTimeout: -1})
+	first := rawClient(t, l)
+	first.recv() // its handshake is in flight
+	second := rawClient(t, l)
+	if e := ev.next(t); !errors.Is(e.Err, ErrShed) {
+		t.Fatalf("second client from the same IP: %v, want ErrShed", e.Err)
+	}
+	if _, err := ReadMessage(second, 256); err == nil {
+		t.Fatal("a shed client got a challenge")
+	}
+}
+
+func TestListenerClose(t *testing.T) {
+	l, ev := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
+	p := rawClient(t, l)
+	p.recv() // a handshake is in flight
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e := ev.next(t); e.Err == nil {
+		t.Fatal("the handshake in flight succeeded after Close")
+	}
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	bad := map[string]Config{
+		"empty key":      {},
+		"md5 digest":     {AuthKey: keyA, Digest: DigestMD5},
+		"unknown digest": {AuthKey: keyA, Digest: "sha512"},
+		"negative cap":   {AuthKey: keyA, MaxHandshakes: -1},
+		"negative queue": {AuthKey: keyA, AcceptQueue: -1},
+	}
+	for name, cfg := range bad {
+		t.Run(name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inner.Close()
+			if _, err := NewListener(inner, &cfg); !errors.Is(err, ErrConfig) {
+				t.Errorf("NewListener: %v, want ErrConfig", err)
+			}
+			d := Dialer{Config: &cfg}
+			if _, err := d.Dial("tcp", inner.Addr().String()); !errors.Is(err, ErrConfig) {
+				t.Errorf("Dial: %v, want ErrConfig", err)
+			}
+		})
+	}
+	if _, err := Listen("tcp", "127.0.0.1:0", nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("Listen with no key: %v, want ErrConfig", err)
+	}
+	if _, err := Dial("tcp", "127.0.0.1:1", nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("Dial with no key: %v, want ErrConfig", err)
+	}
+	if _, err := NewListener(nil, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("NewListener(nil Config): %v, want ErrConfig", err)
+	}
+}
+
+func TestSecretsNotPrinted(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := Config{AuthKey: keyA, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	l, ev := listen(t, cfg)
+	if _, err := dial(l.Addr(), Config{AuthKey: keyB}); err == nil {
+		t.Fatal("dial with another key succeeded")
+	}
+	ev.next(t)
+	l.Close() // the log record is written before the event; Close orders it
+	var js bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "cfg", cfg, "ptr", &cfg)
+	printed := logs.String() + js.String() + fmt.Sprintf("%v %+v %#v %s %v", cfg, cfg, cfg, cfg, &cfg)
+	if !strings.Contains(logs.String(), "refused connection") {
+		t.Errorf("no log record of the refused client: %q", logs.String())
+	}
+	for _, k := range [][]byte{keyA, keyB} {
+		if strings.Contains(printed, string(k)) || strings.Contains(printed, fmt.Sprintf("%x", k)) ||
+			strings.Contains(printed, fmt.Sprint(k)) || strings.Contains(printed, base64.StdEncoding.EncodeToString(k)) {
+			t.Fatalf("an authkey was printed: %s", printed)
+		}
+	}
+}

@@ -1,0 +1,118 @@
+package mpcompat
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hmacauth/hmacauth/internal/acceptor"
+)
+
+// Listener is a net.Listener whose Accept returns only connections whose
+// client proved the authkey in the multiprocessing.connection handshake,
+// the way Python's multiprocessing.connection.Listener.accept does, and
+// was proven it in turn. The connections returned are the inner
+// listener's own (a *net.TCPConn for TCP), positioned after the handshake:
+// exchange messages on them with WriteMessage and ReadMessage.
+//
+// Handshakes run concurrently, one goroutine each, off the goroutine that
+// accepts from the inner listener, each bounded by Config.HandshakeTimeout,
+// so a slow or silent client never delays another. A failed handshake is
+// never returned from Accept: the connection is closed and the failure
+// goes to Config.Logger and Config.OnHandshake. At most
+// Config.MaxHandshakes connections are in handshake or wait for Accept, at
+// most Config.MaxHandshakesPerIP of them from one IP.
+type Listener struct {
+	al  *acceptor.Listener
+	cfg *Config
+}
+
+// NewListener returns a Listener that accepts from inner. It checks cfg and
+// starts accepting at once.
+func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	l := &Listener{cfg: cfg}
+	l.al = acceptor.New(inner, acceptor.Config{
+		Handshake:   l.handshake,
+		MaxInFlight: orDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    orDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    orDefault(cfg.AcceptQueue, DefaultAcceptQueue),
+		OnShed:      l.shed,
+	})
+	return l, nil
+}
+
+// Listen listens on the network address (as net.Listen does; "tcp" and
+// "unix" are what Python's Listener offers) and returns a Listener that
+// accepts clients proving authKey, with the defaults of Config: sha256,
+// no legacy MD5. Python's multiprocessing.connection.Client(address,
+// authkey=authKey) of Python 3.12 and later can connect; for older Python
+// use NewListener with Config.AllowLegacyMD5.
+func Listen(network, address string, authKey []byte) (net.Listener, error) {
+	cfg := &Config{AuthKey: authKey}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	inner, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	l, err := NewListener(inner, cfg)
+	if err != nil {
+		inner.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Accept waits for and returns the next authenticated connection. After
+// Close it returns an error wrapping net.ErrClosed.
+func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
+
+// Close closes the inner listener, aborts handshakes in flight and closes
+// authenticated connections not yet accepted. It returns when all of the
+// Listener's goroutines have ended. Connections already returned by Accept
+// are not affected.
+func (l *Listener) Close() error { return l.al.Close() }
+
+// Addr returns the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.al.Addr() }
+
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
+	start := time.Now()
+	h := handshake{conn: raw, cfg: l.cfg, server: true}
+	err := h.run(ctx)
+	l.report(HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(start), Err: err})
+	if err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func (l *Listener) shed(remote net.Addr) {
+	l.report(HandshakeEvent{
+		RemoteAddr: remote,
+		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, orDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+	})
+}
+
+func (l *Listener) report(ev HandshakeEvent) {
+	if lg := l.cfg.Logger; lg != nil {
+		attrs := []slog.Attr{
+			slog.String("remote", ev.RemoteAddr.String()),
+			slog.String("digest", string(ev.Digest)),
+			slog.Duration("duration", ev.Duration),
+		}
+		if ev.Err != nil {
+			lg.LogAttrs(context.Background(), slog.LevelInfo, "mpcompat: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
+		} else {
+			lg.LogAttrs(context.Background(), slog.LevelDebug, "mpcompat: accepted connection", attrs...)
+		}
+	}
+	if l.cfg.OnHandshake != nil {
+		l.cfg.OnHandshake(ev)
+	}
+}
