@@ -43,7 +43,8 @@ containing a "/". The key file holds one key per line, "ID BASE64SECRET"
 Signals: SIGTERM or SIGINT stops accepting, lets live connections finish
 for up to -drain-timeout, then closes them and exits 0 (a second signal
 closes them at once); SIGHUP reloads the key file without touching live
-connections (on a bad file, the old keys stay and an error is logged).
+connections (on a bad file, the old keys stay and an error is logged);
+-watch-keys does the same whenever the file changes.
 
 Flags:
 `
@@ -74,6 +75,7 @@ type tunnelOptions struct {
 	connectTimeout          time.Duration
 	keepAlive               net.KeepAliveConfig
 	drainTimeout            time.Duration
+	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 }
 
 func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
@@ -107,6 +109,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
 	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
+	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&showVer, "version", false, "print the version and exit")
@@ -142,6 +145,8 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		return usageError(fset, "-connect-timeout is %v; it must be positive", o.connectTimeout)
 	case o.drainTimeout < 0:
 		return usageError(fset, "-drain-timeout is %v; it must not be negative", o.drainTimeout)
+	case o.watchKeys < 0:
+		return usageError(fset, "-watch-keys is %v; it must not be negative (0: reload only on SIGHUP)", o.watchKeys)
 	case keepAlive < 0:
 		return usageError(fset, "-keepalive is %v; it must not be negative (0 turns keepalives off)", keepAlive)
 	}
@@ -316,6 +321,23 @@ func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (ne
 // run serves until a stop signal and returns the exit status.
 func (t *tunnel) run(sigc <-chan os.Signal) int {
 	defer t.cancel()
+	if t.opts.watchKeys > 0 {
+		ctx, stop := context.WithCancel(context.Background())
+		watched := make(chan struct{})
+		defer func() {
+			stop()
+			<-watched
+		}()
+		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.keys, Interval: t.opts.watchKeys, Logger: t.log}
+		go func() {
+			defer close(watched)
+			// Run logs the reloads and the later errors itself; it
+			// returns an error only if the first read fails.
+			if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+				t.log.Error("watching the key file failed; reload it with SIGHUP", "err", err.Error())
+			}
+		}()
+	}
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- t.acceptLoop() }()
 	for {

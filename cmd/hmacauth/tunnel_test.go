@@ -372,6 +372,7 @@ func TestBadFlags(t *testing.T) {
 		{with("server", "-handshake-timeout", "0s"), "-handshake-timeout is 0s"},
 		{with("server", "-connect-timeout", "soon"), "invalid value"},
 		{with("client", "-log-format", "xml"), `unknown format "xml"`},
+		{with("client", "-watch-keys", "-1s"), "-watch-keys is -1s"},
 		{with("client", "-log-level", "loud"), `unknown level "loud"`},
 		{with("client", "stray"), `unexpected argument "stray"`},
 		{[]string{"keygen", "-force"}, "-force needs -o FILE"},
@@ -397,7 +398,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	r := runBin(t, "server", "-h")
 	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-max-conns", "-handshake-timeout",
-		"-connect-timeout", "-keepalive", "-drain-timeout", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
+		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
 		if !strings.Contains(r.stderr, flag) {
 			t.Errorf("server -h does not mention %s", flag)
 		}
@@ -478,4 +479,21 @@ func TestTunnelPerIPCap(t *testing.T) {
 	stalled.Close()
 	// The concurrent test covers the default: 32 handshakes at once from
 	// one IP all succeed.
+}
+
+// TestTunnelWatchKeys: with -watch-keys, replacing the key file is enough.
+func TestTunnelWatchKeys(t *testing.T) {
+	dir := t.TempDir()
+	oldKey, newK := newKey(t, "old"), newKey(t, "new")
+	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), oldKey)
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", serverKeys, "-watch-keys", "20ms")
+	client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", writeKeys(t, filepath.Join(dir, "new.keys"), newK))
+	checkRefused(t, dial(t, client.addr))
+
+	writeKeys(t, serverKeys, oldKey, newK)
+	server.waitLog("hmacauth: loaded key file", func(r logRecord) bool {
+		ids, _ := r["key_ids"].([]any)
+		return slices.Equal(ids, []any{"old", "new"})
+	})
+	checkEcho(t, dial(t, client.addr), "picked up without a signal")
 }
