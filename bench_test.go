@@ -90,6 +90,9 @@ type benchProto struct {
 	// connections are ready for Read: handshaken, or handshaking on first
 	// use like crypto/tls.
 	wrap func(inner net.Listener) net.Listener
+	// listen, if set, makes the server's listener on 127.0.0.1 itself,
+	// instead of wrap over net.Listen.
+	listen func() (net.Listener, error)
 	// dial connects to the server and completes the client's handshake.
 	dial func(addr string) (net.Conn, error)
 }
@@ -135,13 +138,7 @@ func newBenchProto(name string, cert *benchCert) (benchProto, error) {
 		d := &Dialer{Config: benchConfig(fs)}
 		p.dial = func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) }
 		server := benchConfig(fs)
-		p.wrap = func(inner net.Listener) net.Listener {
-			l, err := NewListener(inner, server)
-			if err != nil {
-				panic(err) // unreachable: benchConfig is valid
-			}
-			return l
-		}
+		p.listen = func() (net.Listener, error) { return Listen("tcp", "127.0.0.1:0", server) }
 	case "hmacauth-lazy":
 		d := &Dialer{Config: benchConfig(false)}
 		p.dial = func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) }
@@ -190,11 +187,17 @@ type benchServer struct {
 
 func startBenchServer(b *testing.B, p benchProto, handle func(net.Conn)) *benchServer {
 	b.Helper()
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	var ln net.Listener
+	var err error
+	if p.listen != nil {
+		ln, err = p.listen()
+	} else if ln, err = net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln = p.wrap(ln)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &benchServer{ln: p.wrap(inner)}
+	s := &benchServer{ln: ln}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

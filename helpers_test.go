@@ -142,6 +142,33 @@ func startServer(t testing.TB, cfg *Config, handle func(*Conn)) *server {
 	return serveListener(t, l, handle)
 }
 
+// listenEngine returns a Listener on 127.0.0.1 made by NewListener over a
+// plain net.Listen socket, which NewListener leaves as it is. Unlike a
+// socket of Listen (TCP_DEFER_ACCEPT on Linux), it hands a client that
+// sends nothing to the accept engine at once, so tests of the engine's
+// caps, timeouts and Close can stall handshakes with silent clients. The
+// Listener is closed when the test ends.
+func listenEngine(t testing.TB, cfg *Config) *Listener {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewListener(inner, cfg)
+	if err != nil {
+		inner.Close()
+		t.Fatalf("NewListener: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// startEngineEcho is startEcho over listenEngine.
+func startEngineEcho(t testing.TB, cfg *Config) *server {
+	t.Helper()
+	return serveListener(t, listenEngine(t, cfg), echo)
+}
+
 func serveListener(t testing.TB, l *Listener, handle func(*Conn)) *server {
 	s := &server{Listener: l}
 	s.wg.Add(1)

@@ -53,11 +53,26 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 
 // Listen listens on the network address (as net.Listen does) and returns a
 // Listener over it.
+//
+// On Linux, a TCP socket made by Listen has TCP_DEFER_ACCEPT set to
+// Config.HandshakeTimeout (rounded up to whole seconds, and by the kernel to
+// its next SYN-ACK retransmission: 1, 3, 7, 15, 31, ... s): the kernel hands
+// a connection to the Listener only once the client's ClientHello bytes
+// have arrived. A client that connects and sends nothing waits in the
+// kernel's SYN queue, without a file descriptor, a goroutine or a handshake
+// slot. When the deferral ends the kernel completes the connection and
+// Config.HandshakeTimeout bounds it from then on, so a silent client is
+// refused after the deferral plus the handshake timeout (7 s + 5 s with the
+// default timeout), and only then reported to Config.OnHandshake. With no
+// handshake timeout (negative), nothing is set. NewListener does not change
+// the options of the listener it is given; there, silent clients are
+// bounded by the caps and the handshake timeout alone.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if _, err := cfg.keySet(); err != nil {
 		return nil, err
 	}
-	inner, err := net.Listen(network, address)
+	lc := net.ListenConfig{Control: deferAccept(cfg.handshakeTimeout())}
+	inner, err := lc.Listen(context.Background(), network, address)
 	if err != nil {
 		return nil, err
 	}

@@ -271,7 +271,7 @@ func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
 	cfg.MaxHandshakes = ips*perIP + 10
 	cfg.MaxHandshakesPerIP = perIP + 1
 	cfg.HandshakeTimeout = time.Minute
-	s := startEcho(t, cfg)
+	s := startEngineEcho(t, cfg)
 	var silent []*net.TCPConn
 	for i := range ips {
 		for range perIP {
@@ -305,7 +305,7 @@ func TestMaxHandshakes(t *testing.T) {
 	cfg.MaxHandshakes = 3
 	cfg.MaxHandshakesPerIP = -1
 	cfg.HandshakeTimeout = time.Minute
-	s := startEcho(t, cfg)
+	s := startEngineEcho(t, cfg)
 	var silent []*net.TCPConn
 	for range 3 {
 		silent = append(silent, rawDial(t, s.Addr(), ""))
@@ -346,7 +346,7 @@ func TestPerIPCap(t *testing.T) {
 	cfg, ev := newTestConfig()
 	cfg.MaxHandshakesPerIP = limit
 	cfg.HandshakeTimeout = time.Minute
-	s := startEcho(t, cfg)
+	s := startEngineEcho(t, cfg)
 	var stalled []*net.TCPConn
 	for range limit {
 		stalled = append(stalled, rawDial(t, s.Addr(), "127.0.0.2"))
@@ -472,10 +472,7 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 	t.Run("in flight", func(t *testing.T) {
 		cfg, ev := newTestConfig()
 		cfg.HandshakeTimeout = time.Minute
-		l, err := Listen("tcp", "127.0.0.1:0", cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := listenEngine(t, cfg)
 		var silent []*net.TCPConn
 		for range 5 {
 			silent = append(silent, rawDial(t, l.Addr(), ""))
@@ -500,7 +497,7 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 		case <-time.After(waitLimit): // far less than the handshake timeout
 			t.Fatal("Close did not abort the handshakes in flight")
 		}
-		err = <-accepted
+		err := <-accepted
 		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Accept blocked across Close returned %v, want net.ErrClosed", err)
 		}

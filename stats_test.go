@@ -35,11 +35,7 @@ func TestListenerStats(t *testing.T) {
 		HandshakeTimeout:   time.Second, // long enough for the shed client to arrive first
 		Logger:             slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	l, err := Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := listenEngine(t, cfg) // the silent client below must reach the engine
 	addr := l.Addr().String()
 	stats := func() ListenerStats { return l.Stats() }
 
