@@ -275,23 +275,41 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	t.keys, t.config = ring, o.newConfig(ring, log)
 	t.targetNet, t.targetAddr = parseAddr(o.target)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.ln, err = listen(t.ctx, o.listen, o.keepAlive)
-	if err != nil {
+	if t.ln, err = t.listen(); err != nil {
 		t.cancel()
 		return nil, err
-	}
-	if r == roleServer {
-		hl, err := hmacauth.NewListener(t.ln, t.config)
-		if err != nil {
-			t.ln.Close()
-			t.cancel()
-			return nil, err
-		}
-		t.ln = hl
 	}
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
 	return t, nil
+}
+
+// defaultKeepAlive is the keepalive of a connection accepted by
+// hmacauth.Listen: Go's default, which -keepalive 15s asks for too.
+const defaultKeepAlive = 15 * time.Second
+
+// listen listens on -listen: for a server, a *hmacauth.Listener.
+func (t *tunnel) listen() (net.Listener, error) {
+	network, address := parseAddr(t.opts.listen)
+	if t.role == roleServer && network == "tcp" {
+		// hmacauth.Listen also has the kernel defer each connection until
+		// its ClientHello has arrived (TCP_DEFER_ACCEPT on Linux).
+		ln, err := hmacauth.Listen(network, address, t.config)
+		if err != nil {
+			return nil, fmt.Errorf("listening on %s: %w", t.opts.listen, err)
+		}
+		return ln, nil
+	}
+	ln, err := listen(t.ctx, t.opts.listen, t.opts.keepAlive)
+	if err != nil || t.role == roleClient {
+		return ln, err
+	}
+	hl, err := hmacauth.NewListener(ln, t.config)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return hl, nil
 }
 
 // listen listens on a command-line ADDR. A Unix socket file left behind by
@@ -509,7 +527,11 @@ func (t *tunnel) serve(accepted net.Conn) {
 	var keyID string
 	switch t.role {
 	case roleServer:
-		keyID = accepted.(*hmacauth.Conn).KeyID() // the Listener ran the handshake
+		hc := accepted.(*hmacauth.Conn) // the Listener ran the handshake
+		keyID = hc.KeyID()
+		if tc, ok := hc.NetConn().(*net.TCPConn); ok && t.opts.keepAlive.Idle != defaultKeepAlive {
+			tc.SetKeepAliveConfig(t.opts.keepAlive)
+		}
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
 			log(slog.LevelError, "cannot connect to the target; closing the connection", slog.String("key_id", keyID), slog.Any("err", err))
