@@ -243,7 +243,8 @@ type tunnel struct {
 	slots    chan struct{} // one per connection, -max-conns
 	stopping chan struct{} // closed when the graceful stop begins
 	// ctx is cancelled when the remaining connections are closed by
-	// force; it aborts handshakes and dials in progress.
+	// force; it aborts dials in progress (handshakes end when closeAll
+	// closes their connections).
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // one per connection goroutine
@@ -493,8 +494,8 @@ func (t *tunnel) untrack(c net.Conn) {
 	c.Close()
 }
 
-// closeAll aborts every handshake and dial in progress and closes every
-// connection.
+// closeAll aborts every dial in progress and closes every connection,
+// which ends the handshakes in progress too.
 func (t *tunnel) closeAll() {
 	t.cancel()
 	t.mu.Lock()
@@ -553,7 +554,9 @@ func (t *tunnel) serve(accepted net.Conn) {
 		}
 		defer t.untrack(up)
 		c := hmacauth.Client(up, t.config)
-		if err := c.HandshakeContext(t.ctx); err != nil {
+		// Bounded by -handshake-timeout; closeAll interrupts it by closing
+		// up, so it needs no context (which would cost an AfterFunc).
+		if err := c.Handshake(); err != nil {
 			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.Any("err", err))
 			return
 		}
