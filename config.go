@@ -40,7 +40,8 @@ type Config struct {
 
 	// Mode is the least protection this side accepts for the bytes after
 	// the handshake. A connection runs at the stronger of the two sides'
-	// modes. The zero value is ModeAuth.
+	// modes. The zero value is ModeAuth. SECURITY.md says what each mode
+	// protects against; PROTOCOL.md section 9 how.
 	Mode Mode
 
 	// ForwardSecrecy mixes an ephemeral X25519 exchange into the session

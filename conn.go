@@ -18,9 +18,14 @@ import (
 // if Handshake has not been called; a handshake error is returned again by
 // every later call.
 //
-// After the handshake, bytes flow on the underlying connection untouched:
-// Read and Write go straight to it, and ReadFrom and WriteTo keep the
-// kernel's splice and sendfile paths of a *net.TCPConn.
+// In ModeAuth, bytes flow on the underlying connection untouched after the
+// handshake: Read and Write go straight to it, and ReadFrom and WriteTo keep
+// the kernel's splice and sendfile paths of a *net.TCPConn. In ModeIntegrity
+// and ModeSealed they travel in authenticated records (see
+// PROTOCOL.md section 9); Read and Write may then run concurrently, a
+// deadline that interrupts either leaves the connection usable, and a
+// record that fails its check makes Read return an error wrapping
+// ErrIntegrity, then and ever after.
 type Conn struct {
 	conn     net.Conn
 	config   *Config
@@ -38,6 +43,12 @@ type Conn struct {
 	readDL, writeDL  time.Time
 	claimedKeyID     string // for server-side logs of a failed handshake
 	handshakeStarted time.Time
+
+	// The record layer of ModeIntegrity and ModeSealed. rp holds limits a
+	// test may set before the handshake.
+	rp          recordParams
+	in, out     halfConn
+	forceChaCha bool // tests: act as if this CPU had no AES hardware
 }
 
 // Client returns a Conn for the client side of conn, which will prove
@@ -130,9 +141,13 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	}()
 
 	h := &handshake{rand: c.rand}
-	p := hsParams{mode: byte(c.config.Mode), fs: c.config.ForwardSecrecy}
-	if c.config.Mode != ModeAuth {
-		return errorf(ErrConfig, "Config.Mode %v is not implemented yet; use ModeAuth", c.config.Mode)
+	if c.config.Mode > ModeSealed {
+		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.config.Mode)
+	}
+	p := hsParams{
+		mode:   byte(c.config.Mode),
+		fs:     c.config.ForwardSecrecy,
+		chacha: c.forceChaCha || !hasAESGCMHardware,
 	}
 	if c.isClient {
 		c.res, err = h.runClient(c.conn, keys.first, p)
@@ -147,9 +162,8 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 		return c.wrapErr(err)
 	}
-	if m := Mode(c.res.mode); m != ModeAuth {
-		c.res = hsResult{}
-		return c.wrapErr(errorf(ErrProtocol, "the peer asks for mode %v, which is not implemented yet", m))
+	if c.res.mode != byte(ModeAuth) {
+		c.initRecords()
 	}
 	return nil
 }
@@ -209,6 +223,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
+	if c.records() {
+		return c.readRecordData(b)
+	}
 	return c.conn.Read(b)
 }
 
@@ -216,6 +233,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
+	}
+	if c.records() {
+		return c.writeRecordData(b)
 	}
 	return c.conn.Write(b)
 }
@@ -226,11 +246,16 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
+	if c.records() {
+		return c.readFromRecords(r)
+	}
 	if src, ok := r.(*Conn); ok {
 		if err := src.Handshake(); err != nil {
 			return 0, err
 		}
-		r = src.conn
+		if !src.records() {
+			r = src.conn
+		}
 	}
 	if rf, ok := c.conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
@@ -244,6 +269,9 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
+	if c.records() {
+		return c.writeToRecords(w)
+	}
 	if rf, ok := w.(io.ReaderFrom); ok {
 		return rf.ReadFrom(c.conn)
 	}
@@ -254,14 +282,36 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Close closes the connection. It does not wait for a handshake running on
-// another goroutine, which fails.
-func (c *Conn) Close() error { return c.conn.Close() }
+// another goroutine, which fails. In a record mode it first sends the close
+// record, so the peer reads io.EOF rather than a cut stream, unless a Write
+// is in progress (then Close breaks it) or the peer has not read for
+// 5 seconds.
+func (c *Conn) Close() error {
+	var recErr error
+	if c.records() {
+		recErr = c.closeRecords()
+	}
+	if err := c.conn.Close(); err != nil {
+		return err
+	}
+	return recErr
+}
 
 // CloseWrite shuts down the writing side, if the underlying connection
-// supports it (as *net.TCPConn and *net.UnixConn do).
+// supports it (as *net.TCPConn and *net.UnixConn do). In a record mode it
+// first sends the close record, so the peer reads io.EOF; the peer can
+// still write, and this side read.
 func (c *Conn) CloseWrite() error {
 	if err := c.Handshake(); err != nil {
 		return err
+	}
+	if c.records() {
+		c.out.mu.Lock()
+		err := c.closeRecordWrite()
+		c.out.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

@@ -33,6 +33,14 @@ var (
 	// duplicate key ID, or an out-of-range setting.
 	ErrConfig = errors.New("hmacauth: invalid config")
 
+	// ErrIntegrity means a record of a ModeIntegrity or ModeSealed
+	// connection failed its check: it was altered, dropped, reordered,
+	// replayed, reflected or injected in transit, or the stream was cut
+	// without the peer's close record. No byte of such a record reaches the
+	// application, and the connection is unusable after it: every later
+	// Read returns the same error.
+	ErrIntegrity = errors.New("hmacauth: record integrity check failed")
+
 	// ErrShed is reported to Config.OnHandshake (never returned by Accept)
 	// for a connection a Listener closed unread because its remote IP
 	// already had MaxHandshakesPerIP handshakes in flight.

@@ -166,8 +166,9 @@ func parseClientFinished(b []byte) (clientFinished, error) {
 
 // hsParams is what one side asks of a connection.
 type hsParams struct {
-	mode byte // the least this side accepts
-	fs   bool // this side wants forward secrecy
+	mode   byte // the least this side accepts
+	fs     bool // this side wants forward secrecy
+	chacha bool // this side has no AES hardware: records use ChaCha20-Poly1305
 }
 
 // hsResult is what a successful handshake established.
@@ -300,16 +301,23 @@ func clientFlags(p hsParams) byte {
 	if p.fs {
 		f |= flagForwardSecrecy
 	}
+	if p.chacha {
+		f |= flagChaCha20
+	}
 	return f
 }
 
 // writeServerHello chooses the connection's parameters and fills the
 // ServerHello. The connection runs at the stronger of both sides' modes and
-// uses forward secrecy if either side asks for it.
+// uses forward secrecy if either side asks for it, and ChaCha20-Poly1305
+// rather than AES-256-GCM if either side lacks AES hardware.
 func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams) (serverHello, error) {
 	m := serverHello{mode: max(ch.mode, p.mode)}
 	if ch.flags&flagForwardSecrecy != 0 || p.fs {
 		m.flags |= flagForwardSecrecy
+	}
+	if ch.flags&flagChaCha20 != 0 || p.chacha {
+		m.flags |= flagChaCha20
 	}
 	b := h.sh()
 	copy(b, magic)
@@ -348,6 +356,8 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 		return m, errorf(ErrProtocol, "server chose mode %d, but this client asked for at least mode %d", m.mode, p.mode)
 	case p.fs && m.flags&flagForwardSecrecy == 0:
 		return m, errorf(ErrProtocol, "server did not agree to forward secrecy, which this client asked for")
+	case p.chacha && m.flags&flagChaCha20 == 0:
+		return m, errorf(ErrProtocol, "server chose AES-256-GCM records, but this client has no AES hardware and asked for ChaCha20-Poly1305")
 	case m.flags&flagForwardSecrecy == 0 && !isZero(m.share):
 		return m, errorf(ErrProtocol, "ServerHello carries a key share without forward secrecy")
 	}

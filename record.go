@@ -1,0 +1,628 @@
+package hmacauth
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/sys/cpu"
+)
+
+// The record layer of ModeIntegrity and ModeSealed; PROTOCOL.md section 9 is
+// the specification and these constants must agree with it.
+const (
+	recordHeaderLen = 4 // type, 24-bit payload length
+	recordTagLen    = 16
+	recordOverhead  = recordHeaderLen + recordTagLen
+
+	// maxRecordPayload is the largest payload a receiver accepts. It bounds
+	// the buffer a peer can make this side allocate.
+	maxRecordPayload = 256 << 10
+	// defaultRecordSize is the largest payload this side puts in one
+	// record: the protocol maximum, which measured fastest and cheapest in
+	// CPU on loopback (PROTOCOL.md, 9.5). Buffers grow to it only
+	// for connections that write that much at once.
+	defaultRecordSize = 256 << 10
+	// initialReadBuffer is the receive buffer of a connection that has only
+	// seen small records; it grows when a larger record arrives.
+	initialReadBuffer = 4<<10 + recordOverhead
+
+	recordData      = 1 // application data
+	recordClose     = 2 // no more data in this direction (close_notify)
+	recordKeyUpdate = 3 // later records in this direction use the next keys
+
+	// keyUpdateBytes is how many payload bytes a sender protects under one
+	// key before it moves to the next: 2^36 bytes is 2^32 AES blocks, far
+	// inside the AES-GCM confidentiality bound of TLS 1.3 (RFC 8446 5.5)
+	// whatever the record size.
+	keyUpdateBytes = 1 << 36
+	// keyUpdateRecords caps the records under one key, so the 64-bit
+	// sequence number never comes near wrapping.
+	keyUpdateRecords = 1 << 48
+
+	// closeNotifyTimeout bounds how long Close waits to send the close
+	// record to a peer that does not read, as crypto/tls does.
+	closeNotifyTimeout = 5 * time.Second
+
+	trafficSecretLen = sha256.Size
+)
+
+// hasAESGCMHardware reports whether this CPU runs AES-GCM in constant time
+// and fast; where it does not, records use ChaCha20-Poly1305. Same test as
+// crypto/tls.
+var hasAESGCMHardware = (cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) ||
+	(cpu.ARM64.HasAES && cpu.ARM64.HasPMULL) ||
+	(cpu.S390X.HasAES && cpu.S390X.HasAESCBC && cpu.S390X.HasAESCTR && (cpu.S390X.HasGHASH || cpu.S390X.HasAESGCM)) ||
+	cpu.PPC64.IsPOWER8
+
+// recordParams is what the handshake decided for the record layer, plus the
+// limits a test may lower.
+type recordParams struct {
+	sealed     bool   // encrypt payloads (ModeSealed), else MAC only
+	chacha     bool   // ChaCha20-Poly1305 instead of AES-256-GCM
+	recordSize int    // largest payload sent in one record
+	updateAt   uint64 // payload bytes under one key before a key update
+}
+
+// halfConn is one direction of the record layer: its keys, its sequence
+// number and its buffer. Everything in it is guarded by mu, which is held
+// for a whole Read (or Write), so Read and Write never wait for each other.
+type halfConn struct {
+	mu sync.Mutex
+
+	// err is sticky: an ErrIntegrity or ErrProtocol failure, io.EOF after
+	// the peer's close record (read side), or a fatal I/O error.
+	err error
+
+	aead   cipher.AEAD
+	secret [trafficSecretLen]byte // current traffic secret
+	iv     [12]byte
+	nonce  [12]byte // scratch, so sealing does not allocate
+	seq    uint64   // sequence number of the next record under this key
+	used   uint64   // payload bytes protected under this key
+	gen    int      // key updates so far
+
+	// buf is allocated on first use, so an idle connection costs nothing.
+	// Read side: buf[start:end] holds received bytes not yet opened, and
+	// buf[pstart:pend] plaintext not yet delivered. Write side:
+	// buf[start:end] is the unsent rest of a record whose first bytes are
+	// already on the wire.
+	buf          []byte
+	start, end   int
+	pstart, pend int
+
+	closed bool // write side: the close record is sealed
+
+	ctl [recordOverhead]byte // write side: a key update record
+}
+
+// init sets the first traffic secret of a direction.
+func (hc *halfConn) init(secret []byte, p *recordParams) {
+	copy(hc.secret[:], secret)
+	hc.setKeys(p)
+}
+
+// setKeys derives the AEAD key and IV from the current traffic secret.
+func (hc *halfConn) setKeys(p *recordParams) {
+	key := expandLabel(hc.secret[:], "key", 32)
+	copy(hc.iv[:], expandLabel(hc.secret[:], "iv", len(hc.iv)))
+	hc.aead = newRecordAEAD(key, p.chacha)
+	hc.seq, hc.used = 0, 0
+}
+
+// update moves to the next traffic secret (a key update).
+func (hc *halfConn) update(p *recordParams) {
+	copy(hc.secret[:], expandLabel(hc.secret[:], "traffic update", trafficSecretLen))
+	hc.gen++
+	hc.setKeys(p)
+}
+
+func newRecordAEAD(key []byte, chacha bool) cipher.AEAD {
+	if chacha {
+		a, err := chacha20poly1305.New(key)
+		if err != nil {
+			panic(err) // unreachable: the key has the right size
+		}
+		return a
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err) // unreachable: the key has the right size
+	}
+	a, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err) // unreachable: AES has a 16-byte block
+	}
+	return a
+}
+
+// nextNonce returns the nonce of record seq: the IV XOR the big-endian
+// sequence number, as in TLS 1.3.
+func (hc *halfConn) nextNonce() []byte {
+	hc.nonce = hc.iv
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], hc.seq)
+	for i := range s {
+		hc.nonce[4+i] ^= s[i]
+	}
+	return hc.nonce[:]
+}
+
+// putRecordHeader writes a record header.
+func putRecordHeader(h []byte, typ byte, n int) {
+	h[0] = typ
+	h[1], h[2], h[3] = byte(n>>16), byte(n>>8), byte(n)
+}
+
+// parseRecordHeader returns the type and payload length of a record header,
+// and an error if the length is over maxRecordPayload. The type is checked
+// only once the record authenticates.
+func parseRecordHeader(h []byte) (typ byte, n int, err error) {
+	n = int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if n > maxRecordPayload {
+		return h[0], n, fmt.Errorf("a record header announces %d payload bytes, more than the %d allowed", n, maxRecordPayload)
+	}
+	return h[0], n, nil
+}
+
+// seal protects the record in rec and counts it. The payload is src, or
+// if src is nil already at rec[recordHeaderLen:len(rec)-recordTagLen].
+func (hc *halfConn) seal(rec []byte, typ byte, sealed bool, src []byte) {
+	n := len(rec) - recordOverhead
+	putRecordHeader(rec, typ, n)
+	nonce := hc.nextNonce()
+	body := rec[recordHeaderLen : recordHeaderLen+n]
+	if sealed {
+		// The header is the additional data; the payload is encrypted
+		// from src, or in place.
+		if src == nil {
+			src = body
+		}
+		hc.aead.Seal(body[:0], nonce, src, rec[:recordHeaderLen])
+	} else {
+		if src != nil {
+			copy(body, src)
+		}
+		// Header and payload are the additional data of an empty
+		// plaintext: the tag is a GMAC (or Poly1305) of the record.
+		hc.aead.Seal(rec[len(rec)-recordTagLen:len(rec)-recordTagLen], nonce, nil, rec[:len(rec)-recordTagLen])
+	}
+	hc.seq++
+	hc.used += uint64(n)
+}
+
+// open checks the whole record in rec and returns its type and payload.
+// When sealed, the payload is decrypted into dst if it is not nil (the
+// AEAD clears dst if the record does not authenticate), else in place. It
+// counts the record on success only.
+func (hc *halfConn) open(rec []byte, sealed bool, dst []byte) (byte, []byte, error) {
+	n := len(rec) - recordOverhead
+	nonce := hc.nextNonce()
+	var payload []byte
+	var err error
+	if sealed {
+		if dst == nil {
+			dst = rec[recordHeaderLen:recordHeaderLen]
+		}
+		payload, err = hc.aead.Open(dst[:0], nonce, rec[recordHeaderLen:], rec[:recordHeaderLen])
+	} else {
+		_, err = hc.aead.Open(hc.nonce[:0:0], nonce, rec[recordHeaderLen+n:], rec[:recordHeaderLen+n])
+		payload = rec[recordHeaderLen : recordHeaderLen+n]
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	hc.seq++
+	hc.used += uint64(n)
+	return rec[0], payload, nil
+}
+
+// needsUpdate reports whether the sender must move to the next key before
+// its next record.
+func (hc *halfConn) needsUpdate(p *recordParams) bool {
+	return hc.used >= p.updateAt || hc.seq >= keyUpdateRecords
+}
+
+// grow makes buf at least n bytes long, keeping buf[keep:end].
+func (hc *halfConn) grow(n, keep, limit int) {
+	if len(hc.buf) >= n {
+		return
+	}
+	size := max(n, min(2*len(hc.buf), limit))
+	nb := make([]byte, size)
+	hc.end = copy(nb, hc.buf[keep:hc.end])
+	hc.start = 0
+	hc.buf = nb
+}
+
+// records reports whether the connection runs the record layer. It is false
+// before the handshake and in ModeAuth.
+func (c *Conn) records() bool {
+	return c.hsDone.Load() && c.hsErr == nil && c.res.mode != byte(ModeAuth)
+}
+
+// initRecords sets up the record layer after a successful handshake.
+func (c *Conn) initRecords() {
+	p := &c.rp
+	p.sealed = c.res.mode == byte(ModeSealed)
+	p.chacha = c.res.flags&flagChaCha20 != 0
+	if p.recordSize <= 0 || p.recordSize > maxRecordPayload {
+		p.recordSize = defaultRecordSize
+	}
+	if p.updateAt == 0 {
+		p.updateAt = keyUpdateBytes
+	}
+	c2s := expandLabel(c.res.secret, "c2s traffic", trafficSecretLen)
+	s2c := expandLabel(c.res.secret, "s2c traffic", trafficSecretLen)
+	if c.isClient {
+		c.out.init(c2s, p)
+		c.in.init(s2c, p)
+	} else {
+		c.out.init(s2c, p)
+		c.in.init(c2s, p)
+	}
+}
+
+// peerName is "server" on a client and "client" on a server.
+func (c *Conn) peerName() string {
+	if c.isClient {
+		return "server"
+	}
+	return "client"
+}
+
+// integrityError makes the sticky error of a record that failed its check.
+func (c *Conn) integrityError(format string, args ...any) error {
+	return errorf(ErrIntegrity, "from the %s at %s: "+format+"; the connection is no longer usable", append([]any{c.peerName(), c.conn.RemoteAddr()}, args...)...)
+}
+
+// readRecordData reads application data in a record mode.
+func (c *Conn) readRecordData(b []byte) (int, error) {
+	hc := &c.in
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	for {
+		if hc.pstart < hc.pend {
+			n := copy(b, hc.buf[hc.pstart:hc.pend])
+			hc.pstart += n
+			return n, nil
+		}
+		if hc.err != nil {
+			return 0, hc.err
+		}
+		if len(b) == 0 {
+			return 0, nil
+		}
+		n, err := c.readRecord(b)
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// readRecord reads and opens the next record. A sealed data record whose
+// payload fits in dst is decrypted straight into it, saving a copy, and its
+// length returned; otherwise the payload is left in buf[pstart:pend]. I/O
+// errors, timeouts in particular, leave the bytes received so far in place,
+// so the next call resumes the record.
+func (c *Conn) readRecord(dst []byte) (int, error) {
+	hc := &c.in
+	if hc.buf == nil {
+		hc.buf = make([]byte, initialReadBuffer)
+	}
+	if err := c.fill(recordHeaderLen); err != nil {
+		return 0, err
+	}
+	typ, n, err := parseRecordHeader(hc.buf[hc.start:])
+	if err != nil {
+		hc.err = c.integrityError("%v", err)
+		return 0, hc.err
+	}
+	total := recordOverhead + n
+	if err := c.fill(total); err != nil {
+		return 0, err
+	}
+	rec := hc.buf[hc.start : hc.start+total]
+	seq := hc.seq
+	if !c.rp.sealed || len(dst) < n || typ != recordData {
+		dst = nil
+	}
+	typ, payload, err := hc.open(rec, c.rp.sealed, dst)
+	if err != nil {
+		hc.err = c.integrityError("record %d (generation %d) failed authentication: it was altered, dropped, reordered, replayed, reflected or injected in transit", seq, hc.gen)
+		return 0, hc.err
+	}
+	off := hc.start + recordHeaderLen
+	hc.start += total
+	if hc.start == hc.end {
+		hc.start, hc.end = 0, 0
+	}
+	switch typ {
+	case recordData:
+		if dst != nil {
+			return len(payload), nil
+		}
+		hc.pstart, hc.pend = off, off+len(payload)
+	case recordClose:
+		if len(payload) != 0 {
+			hc.err = errorf(ErrProtocol, "the %s sent a close record with a payload", c.peerName())
+			return 0, hc.err
+		}
+		hc.err = io.EOF
+	case recordKeyUpdate:
+		if len(payload) != 0 {
+			hc.err = errorf(ErrProtocol, "the %s sent a key update record with a payload", c.peerName())
+			return 0, hc.err
+		}
+		hc.update(&c.rp)
+	default:
+		hc.err = errorf(ErrProtocol, "the %s sent a record of unknown type %d", c.peerName(), typ)
+		return 0, hc.err
+	}
+	return 0, nil
+}
+
+// fill reads until buf[start:] holds at least n bytes, n being at most a
+// whole record.
+func (c *Conn) fill(n int) error {
+	hc := &c.in
+	if hc.start+n > len(hc.buf) {
+		hc.grow(n, hc.start, recordOverhead+maxRecordPayload)
+		if hc.start+n > len(hc.buf) {
+			// Big enough, but the record starts too far in: move
+			// it to the front.
+			hc.end = copy(hc.buf, hc.buf[hc.start:hc.end])
+			hc.start = 0
+		}
+	}
+	for hc.end-hc.start < n {
+		k, err := c.conn.Read(hc.buf[hc.end:])
+		hc.end += k
+		if err == nil {
+			continue
+		}
+		if hc.end-hc.start >= n {
+			return nil // report the error on the next read
+		}
+		if errors.Is(err, io.EOF) {
+			if hc.end == hc.start {
+				hc.err = c.integrityError("the connection ended without a close record: the stream was cut (%w)", io.ErrUnexpectedEOF)
+			} else {
+				hc.err = c.integrityError("the connection ended in the middle of record %d: the stream was cut (%w)", hc.seq, io.ErrUnexpectedEOF)
+			}
+			return hc.err
+		}
+		return err
+	}
+	return nil
+}
+
+// writeRecordData writes application data in a record mode.
+func (c *Conn) writeRecordData(b []byte) (int, error) {
+	hc := &c.out
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if err := c.writeReady(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(b) > 0 {
+		m := min(len(b), c.rp.recordSize)
+		hc.grow(recordOverhead+m, 0, recordOverhead+c.rp.recordSize)
+		sent, err := c.writeRecord(recordData, b[:m], m, true)
+		if sent {
+			n += m
+			b = b[m:]
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeReady sends what is left of a record that a deadline interrupted
+// and checks that the write side is still open. hc.mu is held.
+func (c *Conn) writeReady() error {
+	hc := &c.out
+	if hc.err != nil {
+		return hc.err
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	if hc.closed {
+		return fmt.Errorf("hmacauth: write after CloseWrite or Close: %w", net.ErrClosed)
+	}
+	return nil
+}
+
+// flush writes buf[start:end], the unsent rest of a record.
+func (c *Conn) flush() error {
+	hc := &c.out
+	for hc.start < hc.end {
+		k, err := c.conn.Write(hc.buf[hc.start:hc.end])
+		hc.start += k
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				hc.err = err
+			}
+			return err
+		}
+	}
+	hc.start, hc.end = 0, 0
+	return nil
+}
+
+// writeRecord seals and sends a record of type typ with n payload bytes,
+// taken from src, or if src is nil already at buf[recordHeaderLen:], after
+// a key update if one is due. It reports whether the record counts as
+// sent: once its first byte is on the wire it does, and the rest goes out
+// with the next write if a deadline cuts it. If not a single byte left and
+// mayUndo is set, the record is forgotten and its sequence number reused:
+// safe, because its ciphertext never left this process.
+func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
+	hc := &c.out
+	if hc.needsUpdate(&c.rp) {
+		if err := c.writeKeyUpdate(); err != nil {
+			return false, err
+		}
+	}
+	rec := hc.buf[:recordOverhead+n]
+	hc.seal(rec, typ, c.rp.sealed, src)
+	k, err := c.conn.Write(rec)
+	if err == nil {
+		return true, nil
+	}
+	if k == 0 && mayUndo {
+		hc.seq--
+		hc.used -= uint64(n)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			hc.err = err
+		}
+		return false, err
+	}
+	hc.start, hc.end = k, len(rec)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		hc.err = err
+	}
+	return true, err
+}
+
+// writeKeyUpdate sends a key update record and moves to the next key. It
+// seals the record in its own small buffer, so the payload waiting in buf
+// stays where it is.
+func (c *Conn) writeKeyUpdate() error {
+	hc := &c.out
+	rec := hc.ctl[:]
+	hc.seal(rec, recordKeyUpdate, c.rp.sealed, nil)
+	k, err := c.conn.Write(rec)
+	if err != nil && k == 0 {
+		hc.seq--
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			hc.err = err
+		}
+		return err
+	}
+	hc.update(&c.rp)
+	if err != nil {
+		// The rest of the key update record must go before anything
+		// else, so the waiting payload is given up: the caller has
+		// not counted it as written.
+		hc.start, hc.end = 0, copy(hc.buf, rec[k:])
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			hc.err = err
+		}
+		return err
+	}
+	return nil
+}
+
+// closeRecordWrite sends the close record once. hc.mu is held.
+func (c *Conn) closeRecordWrite() error {
+	hc := &c.out
+	if hc.closed {
+		return nil
+	}
+	if err := c.writeReady(); err != nil {
+		return err
+	}
+	hc.grow(recordOverhead, 0, recordOverhead)
+	if _, err := c.writeRecord(recordClose, nil, 0, false); err != nil {
+		return err
+	}
+	hc.closed = true
+	return nil
+}
+
+// readFromRecords implements ReadFrom in a record mode: it reads straight
+// into the record buffer, saving a copy.
+func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
+	hc := &c.out
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if err := c.writeReady(); err != nil {
+		return 0, err
+	}
+	size := c.rp.recordSize
+	var total int64
+	for {
+		hc.grow(recordOverhead+size, 0, recordOverhead+size)
+		m, rerr := r.Read(hc.buf[recordHeaderLen : recordHeaderLen+size])
+		if m > 0 {
+			sent, err := c.writeRecord(recordData, nil, m, false)
+			if sent {
+				total += int64(m)
+			}
+			if err != nil {
+				return total, err
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// writeToRecords implements WriteTo in a record mode: it hands each
+// record's payload to w straight from the record buffer.
+func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
+	hc := &c.in
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	var total int64
+	for {
+		if hc.pstart < hc.pend {
+			m, err := w.Write(hc.buf[hc.pstart:hc.pend])
+			hc.pstart += m
+			total += int64(m)
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		if hc.err == io.EOF {
+			return total, nil
+		}
+		if hc.err != nil {
+			return total, hc.err
+		}
+		if _, err := c.readRecord(nil); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+// closeRecords sends the close record, unless a Write is in progress on
+// another goroutine: then Close is breaking that Write, and must not wait
+// for it.
+func (c *Conn) closeRecords() error {
+	hc := &c.out
+	if !hc.mu.TryLock() {
+		return nil
+	}
+	defer hc.mu.Unlock()
+	if hc.err != nil || hc.closed {
+		return nil
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(closeNotifyTimeout))
+	if err := c.closeRecordWrite(); err != nil {
+		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
+	}
+	return nil
+}
