@@ -336,35 +336,4 @@ func transfer(t *testing.T, c net.Conn, n int64, seed uint64) {
 	}
 }
 
-// skipUnimplementedMode skips the test when the library refuses mode m as
-// not implemented yet, by trying a real handshake on loopback.
-func skipUnimplementedMode(t *testing.T, m hmacauth.Mode) {
-	t.Helper()
-	cfg := &hmacauth.Config{Keys: []hmacauth.Key{newKey(t, "probe")}, Mode: m}
-	ln, err := hmacauth.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		if c, err := ln.Accept(); err == nil {
-			c.Close()
-		}
-	}()
-	c, err := hmacauth.Dial("tcp", ln.Addr().String(), cfg)
-	if err == nil {
-		c.Close()
-		<-accepted
-		return
-	}
-	ln.Close()
-	<-accepted
-	if errors.Is(err, hmacauth.ErrConfig) && strings.Contains(err.Error(), "not implemented") {
-		t.Skipf("mode %v is not implemented by the library yet (records layer pending): %v", m, err)
-	}
-	t.Fatalf("probe handshake in mode %v: %v", m, err)
-}
-
 func describe(args []string) string { return fmt.Sprintf("hmacauth %s", strings.Join(args, " ")) }

@@ -525,17 +525,17 @@ func (t *tunnel) serve(accepted net.Conn) {
 	}
 
 	var front, back net.Conn
-	var keyID string
+	var state hmacauth.ConnectionState
 	switch t.role {
 	case roleServer:
 		hc := accepted.(*hmacauth.Conn) // the Listener ran the handshake
-		keyID = hc.KeyID()
+		state = hc.ConnectionState()
 		if tc, ok := hc.NetConn().(*net.TCPConn); ok && t.opts.keepAlive.Idle != defaultKeepAlive {
 			tc.SetKeepAliveConfig(t.opts.keepAlive)
 		}
 		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
 		if err != nil {
-			log(slog.LevelError, "cannot connect to the target; closing the connection", slog.String("key_id", keyID), slog.Any("err", err))
+			log(slog.LevelError, "cannot connect to the target; closing the connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
 			return
 		}
 		if !t.track(up) {
@@ -560,10 +560,12 @@ func (t *tunnel) serve(accepted net.Conn) {
 			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.Any("err", err))
 			return
 		}
-		keyID = c.KeyID()
+		state = c.ConnectionState()
 		front, back = accepted, c
 	}
-	log(slog.LevelDebug, "connection opened", slog.String("key_id", keyID))
+	keyID := state.KeyID
+	log(slog.LevelDebug, "connection opened", slog.String("key_id", keyID),
+		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
 	up, down, err := pipe(front, back)
 	if err != nil {
 		log(slog.LevelInfo, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -48,10 +49,15 @@ func TestTunnelBigTransfer(t *testing.T) {
 			flags = append(flags, "-fs")
 		}
 		t.Run(name, func(t *testing.T) {
-			skipUnimplementedMode(t, tc.mode)
 			p := startPair(t, startEcho(t), flags, flags)
 			c := dial(t, p.client.addr)
 			transfer(t, c, size, uint64(tc.mode))
+			for _, side := range []*proc{p.client, p.server} {
+				rec := side.waitLog("connection opened", nil)
+				if rec.str("mode") != tc.mode.String() || rec["fs"] != tc.fs {
+					t.Errorf("%s: connection ran in mode %v, fs %v; want %v, %v", side.name, rec["mode"], rec["fs"], tc.mode, tc.fs)
+				}
+			}
 			rec := p.server.waitLog("connection closed", nil)
 			if up, down := rec["bytes_up"], rec["bytes_down"]; up != float64(size) || down != float64(size) {
 				t.Errorf("server logged %v bytes up and %v down, want %d each", up, down, size)
@@ -60,19 +66,72 @@ func TestTunnelBigTransfer(t *testing.T) {
 	}
 }
 
-// TestTunnelModeMismatch: a connection runs at the stronger side's mode, so
-// an auth client reaches a sealed server (until records land, the sealed
-// server refuses every handshake).
-func TestTunnelModeMismatch(t *testing.T) {
-	skipUnimplementedMode(t, hmacauth.ModeSealed)
-	p := startPair(t, startEcho(t), []string{"-mode", "sealed"}, []string{"-mode", "auth"})
-	c := dial(t, p.client.addr)
-	transfer(t, c, 1<<20, 7)
+// TestTunnelModes checks on the wire, with a recording relay between the
+// client and server tunnels, that -mode takes effect: a connection runs at
+// the stronger side's mode; in sealed mode no application byte shows.
+func TestTunnelModes(t *testing.T) {
+	for _, tc := range []struct {
+		server, client, want string
+	}{
+		{"auth", "auth", "auth"},
+		{"sealed", "auth", "sealed"},
+		{"auth", "sealed", "sealed"},
+		{"integrity", "auth", "integrity"},
+		{"integrity", "sealed", "sealed"},
+	} {
+		t.Run(tc.server+"-"+tc.client, func(t *testing.T) {
+			keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "modes"))
+			server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys, "-mode", tc.server)
+			wire := make(chan []byte, 1) // what the client tunnel sent
+			relay := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+				up, err := net.DialTimeout("tcp", server.addr, bound)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				var sent bytes.Buffer
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					io.Copy(io.MultiWriter(up, &sent), c)
+					up.(*net.TCPConn).CloseWrite()
+				}()
+				io.Copy(c, up)
+				c.(*net.TCPConn).CloseWrite()
+				<-done
+				wire <- sent.Bytes()
+			})
+			client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", relay, "-keys", keys, "-mode", tc.client)
+
+			const secret = "the quick brown fox jumps over the lazy dog"
+			c := dial(t, client.addr)
+			io.WriteString(c, strings.Repeat(secret, 100))
+			c.(*net.TCPConn).CloseWrite()
+			if got, err := io.ReadAll(c); err != nil || string(got) != strings.Repeat(secret, 100) {
+				t.Fatalf("echo through the tunnel: %d bytes, %v", len(got), err)
+			}
+			for _, side := range []*proc{client, server} {
+				if rec := side.waitLog("connection opened", nil); rec.str("mode") != tc.want {
+					t.Errorf("%s ran the connection in mode %q, want %q", side.name, rec.str("mode"), tc.want)
+				}
+			}
+			onWire := bytes.Contains(<-wire, []byte(secret))
+			if want := tc.want != "sealed"; onWire != want {
+				t.Errorf("application bytes readable on the wire: %v, want %v", onWire, want)
+			}
+		})
+	}
 }
 
 // TestTunnelHalfClose checks that an end of stream crosses the tunnel in
 // both directions, each while the other direction still carries data.
 func TestTunnelHalfClose(t *testing.T) {
+	for _, mode := range []string{"auth", "sealed"} {
+		t.Run(mode, func(t *testing.T) { testHalfClose(t, []string{"-mode", mode}) })
+	}
+}
+
+func testHalfClose(t *testing.T, flags []string) {
 	t.Run("client first", func(t *testing.T) {
 		// The target answers only after it has read to the end of stream.
 		target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
@@ -83,7 +142,7 @@ func TestTunnelHalfClose(t *testing.T) {
 			fmt.Fprintf(c, "read %d bytes: %s", len(b), b)
 			c.(*net.TCPConn).CloseWrite()
 		})
-		p := startPair(t, target, nil, nil)
+		p := startPair(t, target, flags, flags)
 		c := dial(t, p.client.addr)
 		io.WriteString(c, "request")
 		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
@@ -103,7 +162,7 @@ func TestTunnelHalfClose(t *testing.T) {
 			b, _ := io.ReadAll(c)
 			received <- string(b)
 		})
-		p := startPair(t, target, nil, nil)
+		p := startPair(t, target, flags, flags)
 		c := dial(t, p.client.addr)
 		got, err := io.ReadAll(c)
 		if err != nil || string(got) != "greeting" {
