@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Conn is a connection secured by an hmacauth handshake. It implements
@@ -88,8 +90,6 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	return c.hsErr
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
-
 func (c *Conn) handshake(ctx context.Context) (err error) {
 	c.handshakeStarted = time.Now()
 	keys, err := c.config.keySet()
@@ -103,34 +103,24 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	c.dlMu.Lock()
 	userRead, userWrite := c.readDL, c.writeDL
 	c.dlMu.Unlock()
-	dl := earliest(userRead, userWrite)
+	dl := netx.Earliest(userRead, userWrite)
 	if t := c.config.handshakeTimeout(); t > 0 {
-		dl = earliest(dl, c.handshakeStarted.Add(t))
+		dl = netx.Earliest(dl, c.handshakeStarted.Add(t))
 	}
 	if d, ok := ctx.Deadline(); ok {
-		dl = earliest(dl, d)
+		dl = netx.Earliest(dl, d)
 	}
 	if !dl.IsZero() {
 		if err := c.conn.SetDeadline(dl); err != nil {
 			return c.wrapErr(ioError("setting the handshake deadline", err))
 		}
 	}
-	// Cancelling ctx interrupts the handshake's I/O by moving the deadline
-	// into the past.
-	var interrupted chan struct{}
-	if ctx.Done() != nil {
-		interrupted = make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			c.conn.SetDeadline(aLongTimeAgo)
-			close(interrupted)
-		})
-		defer func() {
-			if !stop() {
-				<-interrupted
-				err = c.wrapErr(contextError(ctx))
-			}
-		}()
-	}
+	stop := netx.Interrupt(ctx, c.conn)
+	defer func() {
+		if stop() {
+			err = c.wrapErr(contextError(ctx))
+		}
+	}()
 	defer func() {
 		if !dl.IsZero() {
 			c.dlMu.Lock()
@@ -197,13 +187,6 @@ func (e *handshakeError) Error() string {
 }
 
 func (e *handshakeError) Unwrap() error { return e.err }
-
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
-	}
-	return a
-}
 
 // KeyID returns the ID of the key the peer proved, or "" before a
 // successful handshake.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"net"
 
-	"github.com/hmacauth/hmacauth/internal/dialx"
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Dialer dials hmacauth servers. The zero value is not usable: Config is
@@ -42,7 +42,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 		return nil, err
 	}
 	var c *Conn
-	_, err := dialx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
+	_, err := netx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
 		c = Client(raw, d.Config)
 		return c.HandshakeContext(ctx)
 	})

@@ -4,7 +4,7 @@ import (
 	"context"
 	"net"
 
-	"github.com/hmacauth/hmacauth/internal/dialx"
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Dialer connects to listeners speaking the multiprocessing.connection
@@ -34,7 +34,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if err := d.Config.check(); err != nil {
 		return nil, err
 	}
-	return dialx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
+	return netx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
 		return ClientHandshake(ctx, raw, d.Config)
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // The handshake of Python's multiprocessing.connection (deliver_challenge
@@ -223,8 +225,6 @@ func (h *handshake) answerChallenge() error {
 	return errorf(ErrProtocol, "expected %q or %q, got %q", welcome, failure, clip(verdict))
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
-
 // run runs the handshake in Python's order, bounded by ctx and
 // Config.HandshakeTimeout. It leaves conn without deadlines.
 func (h *handshake) run(ctx context.Context) (err error) {
@@ -245,21 +245,14 @@ func (h *handshake) run(ctx context.Context) (err error) {
 		dl = start.Add(t)
 	}
 	if d, ok := ctx.Deadline(); ok {
-		dl = earliest(dl, d)
+		dl = netx.Earliest(dl, d)
 	}
 	if err := h.conn.SetDeadline(dl); err != nil {
 		return fmt.Errorf("mpcompat: setting the handshake deadline: %w", err)
 	}
-	// Cancelling ctx interrupts the handshake's I/O by moving the deadline
-	// into the past.
-	interrupted := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		h.conn.SetDeadline(aLongTimeAgo)
-		close(interrupted)
-	})
+	stop := netx.Interrupt(ctx, h.conn)
 	defer func() {
-		if !stop() {
-			<-interrupted
+		if stop() {
 			err = contextError(ctx)
 		}
 		h.conn.SetDeadline(time.Time{})
@@ -280,14 +273,6 @@ func (h *handshake) run(ctx context.Context) (err error) {
 		return fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(start).Round(time.Millisecond), err)
 	}
 	return err
-}
-
-// earliest returns the earlier of two deadlines, where zero means none.
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
-	}
-	return a
 }
 
 // contextError explains why a done ctx ended the handshake.

@@ -1,7 +1,7 @@
-// Package dialx dials a connection and runs a handshake on it under the
-// bounds of a net.Dialer, as crypto/tls.Dialer does. It is shared by package
-// hmacauth and package mpcompat.
-package dialx
+// Package netx holds the connection plumbing that package hmacauth and
+// package mpcompat share: dialing under a net.Dialer's bounds, and
+// interrupting a handshake's I/O when its context is done.
+package netx
 
 import (
 	"context"
@@ -19,8 +19,8 @@ func DialContext(ctx context.Context, nd *net.Dialer, network, address string, h
 	}
 	if nd.Timeout != 0 || !nd.Deadline.IsZero() {
 		dl := nd.Deadline
-		if t := time.Now().Add(nd.Timeout); nd.Timeout != 0 && (dl.IsZero() || t.Before(dl)) {
-			dl = t
+		if nd.Timeout != 0 {
+			dl = Earliest(dl, time.Now().Add(nd.Timeout))
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)
