@@ -79,9 +79,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnHandshake, if not nil, is called after every server-side handshake
-	// a Listener runs, successful or not, and for every connection it sheds.
-	// It runs on the handshake's goroutine: keep it fast, and safe for
-	// concurrent use.
+	// a Listener runs, successful or not, once the handshake's per-IP slot
+	// is free, and for every connection it sheds. It runs on the
+	// handshake's goroutine (for a shed connection, on the accept loop):
+	// keep it fast, and safe for concurrent use.
 	OnHandshake func(HandshakeEvent)
 
 	keys atomic.Pointer[keySet] // derived from Keys on first use

@@ -111,21 +111,23 @@ func (l *Listener) Stats() ListenerStats {
 	return s
 }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(), error) {
 	c := Server(raw, l.config)
 	err := c.HandshakeContext(ctx)
 	d := time.Since(c.handshakeStarted)
-	l.counters.record(d, err)
-	l.report(HandshakeEvent{
-		RemoteAddr: raw.RemoteAddr(),
-		KeyID:      c.claimedKeyID,
-		Duration:   d,
-		Err:        err,
-	})
-	if err != nil {
-		return nil, err
+	report := func() {
+		l.counters.record(d, err)
+		l.report(HandshakeEvent{
+			RemoteAddr: raw.RemoteAddr(),
+			KeyID:      c.claimedKeyID,
+			Duration:   d,
+			Err:        err,
+		})
 	}
-	return c, nil
+	if err != nil {
+		return nil, report, err
+	}
+	return c, report, nil
 }
 
 func (l *Listener) shed(remote net.Addr) {

@@ -711,3 +711,40 @@ func TestUnixSocketNotCappedPerIP(t *testing.T) {
 		t.Errorf("no log record for the refused Unix client: %q", log.String())
 	}
 }
+
+// A handshake's result is reported only once its per-IP slot is free, so a
+// client that hears of its success may connect again at once, even with a
+// per-IP cap of one and a hook that is still running.
+func TestResultReportedAfterSlotFreed(t *testing.T) {
+	k := testKey("k")
+	reported := make(chan struct{})
+	proceed := make(chan struct{})
+	var first sync.Once
+	cfg := &Config{Keys: []Key{k}, MaxHandshakesPerIP: 1}
+	cfg.OnHandshake = func(ev HandshakeEvent) {
+		first.Do(func() {
+			close(reported)
+			<-proceed // hold the first report while the second client dials
+		})
+	}
+	s := startEcho(t, cfg)
+	var once sync.Once
+	release := func() { once.Do(func() { close(proceed) }) }
+	defer release()
+	c1 := dialTest(t, s.Addr(), configWith(k))
+	select {
+	case <-reported:
+	case <-time.After(waitLimit):
+		t.Fatal("no handshake reported")
+	}
+	c2, err := Dial("tcp", s.Addr().String(), configWith(k))
+	if err != nil {
+		t.Fatalf("second client, while the first one's report runs: %v", err)
+	}
+	defer c2.Close()
+	release()
+	for _, c := range []net.Conn{c1, c2} {
+		c.SetDeadline(time.Now().Add(waitLimit))
+		roundTrip(t, c, "hi")
+	}
+}

@@ -81,15 +81,16 @@ func (l *Listener) Close() error { return l.al.Close() }
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(), error) {
 	start := time.Now()
 	h := handshake{conn: raw, cfg: l.cfg, server: true}
 	err := h.run(ctx)
-	l.report(HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(start), Err: err})
+	ev := HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(start), Err: err}
+	report := func() { l.report(ev) }
 	if err != nil {
-		return nil, err
+		return nil, report, err
 	}
-	return raw, nil
+	return raw, report, nil
 }
 
 func (l *Listener) shed(remote net.Addr) {

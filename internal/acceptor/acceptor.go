@@ -20,8 +20,11 @@ import (
 
 // Handshake upgrades a freshly accepted connection. ctx is cancelled when
 // the Listener closes. It returns the connection to hand to Accept, or an
-// error; the raw connection is closed by the Listener on error.
-type Handshake func(ctx context.Context, raw net.Conn) (net.Conn, error)
+// error; the raw connection is closed by the Listener on error. report, if
+// not nil, is called once the handshake's slot for its remote IP is free
+// (and, on error, the raw connection closed), so that whoever hears of the
+// result may at once connect again from the same IP.
+type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, report func(), err error)
 
 // Config configures a Listener. All fields are required except OnShed.
 type Config struct {
@@ -29,8 +32,8 @@ type Config struct {
 	MaxInFlight int // handshakes running or waiting for Accept
 	MaxPerIP    int // handshakes in flight per remote IP; <= 0 means no cap
 	QueueLen    int // finished connections waiting for Accept
-	// OnShed is called for a connection closed unread because its remote
-	// IP is over MaxPerIP.
+	// OnShed is called, on the accept loop, for a connection closed unread
+	// because its remote IP is over MaxPerIP.
 	OnShed func(remote net.Addr)
 }
 
@@ -223,11 +226,16 @@ func (l *Listener) serve(raw net.Conn, ip string) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
 	l.inFlight.Add(1)
-	c, err := l.cfg.Handshake(l.ctx, raw)
+	c, report, err := l.cfg.Handshake(l.ctx, raw)
 	l.inFlight.Add(-1)
 	l.release(ip)
 	if err != nil {
 		raw.Close()
+	}
+	if report != nil {
+		report()
+	}
+	if err != nil {
 		return
 	}
 	l.queued.Add(1)
