@@ -35,6 +35,9 @@ const (
 	// initialReadBuffer is the receive buffer of a connection that has only
 	// seen small records; it grows when a larger record arrives.
 	initialReadBuffer = 4<<10 + recordOverhead
+	// initialCopyBuffer is the payload ReadFrom first reads into; it
+	// doubles while the source fills it.
+	initialCopyBuffer = 16 << 10
 
 	recordData      = 1 // application data
 	recordClose     = 2 // no more data in this direction (close_notify)
@@ -553,11 +556,19 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 	if err := c.writeReady(); err != nil {
 		return 0, err
 	}
-	size := c.rp.recordSize
+	// Read into as much buffer as the connection already has, at least
+	// initialCopyBuffer, and double it each time a read fills it: a short
+	// connection then never allocates a whole record, a bulk one reaches
+	// full-size records within a few reads.
+	limit := c.rp.recordSize
+	size := min(max(initialCopyBuffer, len(hc.buf)-recordOverhead), limit)
 	var total int64
 	for {
-		hc.grow(recordOverhead+size, 0, recordOverhead+size)
+		hc.grow(recordOverhead+size, 0, recordOverhead+limit)
 		m, rerr := r.Read(hc.buf[recordHeaderLen : recordHeaderLen+size])
+		if m == size {
+			size = min(2*size, limit)
+		}
 		if m > 0 {
 			sent, err := c.writeRecord(recordData, nil, m, false)
 			if sent {

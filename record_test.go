@@ -267,6 +267,50 @@ func TestReadFromWriteTo(t *testing.T) {
 	}
 }
 
+// TestReadFromBufferSize checks that ReadFrom sizes its buffer by what the
+// source delivers: a short copy never allocates a whole record, a bulk copy
+// still sends full-size records (the receiver's buffer grows to one).
+func TestReadFromBufferSize(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer c.Close()
+			defer s.Close()
+			copyOnce := func(want []byte) {
+				t.Helper()
+				errc := make(chan error, 1)
+				go func() {
+					_, err := c.ReadFrom(bytes.NewReader(want))
+					errc <- err
+				}()
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(s, got); err != nil {
+					t.Fatalf("reading %d bytes: %v", len(want), err)
+				}
+				if err := <-errc; err != nil {
+					t.Fatalf("ReadFrom: %v", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%d bytes arrived altered", len(want))
+				}
+			}
+			copyOnce([]byte{'x'})
+			if n := len(c.out.buf); n > recordOverhead+initialCopyBuffer {
+				t.Fatalf("a 1-byte ReadFrom left a %d-byte send buffer, want at most %d", n, recordOverhead+initialCopyBuffer)
+			}
+			bulk := make([]byte, 4*maxRecordPayload)
+			rand.NewChaCha8([32]byte{3}).Read(bulk)
+			copyOnce(bulk)
+			if n, want := len(c.out.buf), recordOverhead+maxRecordPayload; n != want {
+				t.Fatalf("after a bulk ReadFrom the send buffer is %d bytes, want a full record's %d", n, want)
+			}
+			if n, want := len(s.in.buf), recordOverhead+maxRecordPayload; n < want {
+				t.Fatalf("after a bulk ReadFrom the receiver's buffer is %d bytes: no full-size record arrived (want %d)", n, want)
+			}
+		})
+	}
+}
+
 // TestKeyUpdate lowers the key update limit so that a transfer runs through
 // many keys in each direction, with records of several sizes.
 func TestKeyUpdate(t *testing.T) {
