@@ -299,7 +299,7 @@ func (c *Conn) CloseWrite() error {
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close", c.conn)
+	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
 }
 
 // CloseRead shuts down the reading side, if the underlying connection
@@ -308,7 +308,7 @@ func (c *Conn) CloseRead() error {
 	if cr, ok := c.conn.(interface{ CloseRead() error }); ok {
 		return cr.CloseRead()
 	}
-	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close", c.conn)
+	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
 }
 
 // LocalAddr returns the local network address.

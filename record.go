@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hmacauth/hmacauth/internal/netx"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/cpu"
 )
@@ -486,7 +487,7 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	if err == nil {
 		return true, nil
 	}
-	if k == 0 && mayUndo {
+	if k == 0 && mayUndo && writesAllOrReports(c.conn) {
 		hc.seq--
 		hc.used -= uint64(n)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -509,7 +510,7 @@ func (c *Conn) writeKeyUpdate() error {
 	rec := hc.ctl[:]
 	hc.seal(rec, recordKeyUpdate, c.rp.sealed, nil)
 	k, err := c.conn.Write(rec)
-	if err != nil && k == 0 {
+	if err != nil && k == 0 && writesAllOrReports(c.conn) {
 		hc.seq--
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			hc.err = err
@@ -530,21 +531,39 @@ func (c *Conn) writeKeyUpdate() error {
 	return nil
 }
 
+// writesAllOrReports reports whether a Write on conn that returns 0 has
+// certainly sent nothing, as for the kernel's sockets. Only then may a
+// record's sequence number be reused: on any other net.Conn (a user's
+// buffering wrapper, say) the bytes might still go out, and a reused
+// sequence number would reuse an AEAD nonce.
+func writesAllOrReports(conn net.Conn) bool {
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
 // closeRecordWrite sends the close record once. hc.mu is held.
 func (c *Conn) closeRecordWrite() error {
 	hc := &c.out
 	if hc.closed {
-		return nil
+		if hc.err != nil {
+			return hc.err
+		}
+		return c.flush() // the rest of a close record that a deadline cut
 	}
 	if err := c.writeReady(); err != nil {
 		return err
 	}
 	hc.grow(recordOverhead, 0, recordOverhead)
-	if _, err := c.writeRecord(recordClose, nil, 0, false); err != nil {
-		return err
+	sent, err := c.writeRecord(recordClose, nil, 0, false)
+	if sent {
+		// Even cut short by a deadline, the close record is on its way:
+		// no data may follow it.
+		hc.closed = true
 	}
-	hc.closed = true
-	return nil
+	return err
 }
 
 // readFromRecords implements ReadFrom in a record mode: it reads straight
@@ -564,6 +583,13 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 	size := min(max(initialCopyBuffer, len(hc.buf)-recordOverhead), limit)
 	var total int64
 	for {
+		// A key update goes first: if it fails, no byte taken from r
+		// is lost with it.
+		if hc.needsUpdate(&c.rp) {
+			if err := c.writeKeyUpdate(); err != nil {
+				return total, err
+			}
+		}
 		hc.grow(recordOverhead+size, 0, recordOverhead+limit)
 		m, rerr := r.Read(hc.buf[recordHeaderLen : recordHeaderLen+size])
 		if m == size {
@@ -628,10 +654,13 @@ func (c *Conn) closeRecords() error {
 		return nil
 	}
 	defer hc.mu.Unlock()
-	if hc.err != nil || hc.closed {
+	if hc.err != nil {
 		return nil
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(closeNotifyTimeout))
+	c.dlMu.Lock()
+	dl := netx.Earliest(c.writeDL, time.Now().Add(closeNotifyTimeout))
+	c.dlMu.Unlock()
+	c.conn.SetWriteDeadline(dl)
 	if err := c.closeRecordWrite(); err != nil {
 		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
 	}

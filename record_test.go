@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -665,6 +666,63 @@ func TestHTTPInRecordModes(t *testing.T) {
 				if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, payload) {
 					t.Fatalf("request %d: status %d, %d bytes, %v", i, resp.StatusCode, len(got), err)
 				}
+			}
+		})
+	}
+}
+
+// cutWriteConn lets its next Write send only the first cut bytes and then
+// report a timeout, as a write deadline firing mid-record would.
+type cutWriteConn struct {
+	net.Conn
+	cut atomic.Int32 // bytes the next Write sends; -1: no cut
+}
+
+func (c *cutWriteConn) Write(b []byte) (int, error) {
+	if n := int(c.cut.Swap(-1)); n >= 0 {
+		k, err := c.Conn.Write(b[:min(n, len(b))])
+		if err != nil {
+			return k, err
+		}
+		return k, os.ErrDeadlineExceeded
+	}
+	return c.Conn.Write(b)
+}
+
+// A close record cut short by a deadline still ends the stream: a later
+// Write fails with net.ErrClosed instead of sending data the peer would
+// never read.
+func TestWriteAfterCutCloseWrite(t *testing.T) {
+	for _, cut := range []int32{0, 5} {
+		t.Run(fmt.Sprintf("cut=%d", cut), func(t *testing.T) {
+			k := testKey("k")
+			cfg := &Config{Keys: []Key{k}, Mode: ModeSealed}
+			craw, sraw := pipeTCP(t)
+			cw := &cutWriteConn{Conn: craw}
+			cw.cut.Store(-1)
+			cc, sc := Client(cw, cfg), Server(sraw, cfg)
+			errc := make(chan error, 1)
+			go func() { errc <- sc.Handshake() }()
+			if err := cc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cc.Write([]byte("before;")); err != nil {
+				t.Fatal(err)
+			}
+			cw.cut.Store(cut)
+			if err := cc.CloseWrite(); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("CloseWrite = %v, want the cut's timeout", err)
+			}
+			if n, err := cc.Write([]byte("after")); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Write after a cut CloseWrite = %d, %v; want net.ErrClosed", n, err)
+			}
+			sc.SetReadDeadline(time.Now().Add(waitLimit))
+			got, err := io.ReadAll(sc)
+			if err != nil || string(got) != "before;" {
+				t.Fatalf("server read %q, %v; want \"before;\" and a clean end", got, err)
 			}
 		})
 	}
