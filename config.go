@@ -21,8 +21,9 @@ const (
 //
 // A Config may be shared by many listeners, dialers and connections at once,
 // but must not be modified after it has been passed to any of them: the keys
-// are validated and their derived keys cached on first use. To change keys
-// while running, use Keyring.
+// are validated and their derived keys cached on first use, so a copy made
+// after that keeps the original's keys. To change keys while running, use
+// Keyring.
 //
 // Printing a Config with fmt or slog never shows a secret.
 type Config struct {
@@ -138,6 +139,18 @@ func orDefault(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// check reports whether c can be used, as early as NewListener, Listen or
+// Dial, so that a bad Config fails there rather than in every handshake.
+func (c *Config) check() error {
+	if _, err := c.keySet(); err != nil {
+		return err
+	}
+	if c.Mode > ModeSealed {
+		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.Mode)
+	}
+	return nil
 }
 
 // keySet returns the validated, derived keys of c.

@@ -184,7 +184,11 @@ func TestDialTimeouts(t *testing.T) {
 			if c != nil {
 				t.Fatal("a Conn came back with the error")
 			}
-			mustBe(t, err, ErrHandshakeTimeout)
+			// On a loaded machine the bound may already pass during
+			// the loopback connect: a dial timeout is right then too.
+			if op := (*net.OpError)(nil); !errors.As(err, &op) || op.Op != "dial" {
+				mustBe(t, err, ErrHandshakeTimeout)
+			}
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Errorf("%v is not a net.Error with Timeout() true", err)

@@ -33,7 +33,7 @@ type Listener struct {
 // NewListener returns a Listener that accepts from inner. It checks cfg and
 // starts accepting at once.
 func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
-	if _, err := cfg.keySet(); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxHandshakes < 0 || cfg.AcceptQueue < 0 {
@@ -68,7 +68,7 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 // the options of the listener it is given; there, silent clients are
 // bounded by the caps and the handshake timeout alone.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
-	if _, err := cfg.keySet(); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	lc := net.ListenConfig{Control: deferAccept(cfg.handshakeTimeout())}

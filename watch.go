@@ -23,9 +23,11 @@ const DefaultWatchInterval = 5 * time.Second
 // SHA-256). This catches the usual ways of updating a secret file at once:
 // writing a new file and renaming it over the old one, and a Kubernetes
 // secret volume, where Path is a symbolic link through "..data", which the
-// kubelet swaps to a new directory. A file edited in place is caught too,
-// but may be read half-written; the error is then reported and the next
-// change is picked up.
+// kubelet swaps to a new directory. Replace the file by rename: a file
+// edited in place may be read half-written, and a half-written file that
+// still parses (cut at a line end) sets fewer keys without an error; an
+// edit within the file system's time granularity that keeps the size may
+// not be noticed at all.
 //
 // A file that cannot be read or parsed leaves the Keyring as it was; the
 // error goes to OnError and Logger, once per change of the file.

@@ -17,6 +17,7 @@ package grpcauth
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -65,11 +66,12 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 }
 
 // ServerHandshake runs the server side of the handshake on raw, bounded by
-// cfg.HandshakeTimeout and any deadline gRPC set on raw.
+// cfg.HandshakeTimeout (which replaces any deadline gRPC set on raw).
 //
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
-// Config, which is then the one that counts) and is not run again: this
+// Config, which is then the one that counts, though a connection below
+// cfg.Mode is refused) and is not run again: this
 // combines the Listener's caps, per-IP shedding and statistics with the
 // key ID in the gRPC context.
 func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -79,6 +81,10 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	}
 	if err := conn.Handshake(); err != nil {
 		return nil, nil, err
+	}
+	if m := conn.ConnectionState().Mode; accepted && c.cfg != nil && m < c.cfg.Mode {
+		return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
+			hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
 	}
 	if t := handshakeTimeout(c.cfg); !accepted && t > 0 {
 		// The handshake restored raw's deadlines as set through conn, which
