@@ -36,8 +36,10 @@ type Conn struct {
 
 	hsMu   sync.Mutex
 	hsDone atomic.Bool
-	hsErr  error
-	res    hsResult
+
+	readClosed atomic.Bool // CloseRead was called
+	hsErr      error
+	res        hsResult
 
 	// Deadlines set through the Conn, restored after the handshake, which
 	// sets its own.
@@ -306,6 +308,9 @@ func (c *Conn) CloseWrite() error {
 // supports it.
 func (c *Conn) CloseRead() error {
 	if cr, ok := c.conn.(interface{ CloseRead() error }); ok {
+		// In a record mode, the end of stream that follows is this side's
+		// doing, not a cut by an attacker.
+		c.readClosed.Store(true)
 		return cr.CloseRead()
 	}
 	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)

@@ -398,6 +398,10 @@ func (c *Conn) fill(n int) error {
 			return nil // report the error on the next read
 		}
 		if errors.Is(err, io.EOF) {
+			if c.readClosed.Load() {
+				hc.err = fmt.Errorf("hmacauth: read after CloseRead: %w", net.ErrClosed)
+				return hc.err
+			}
 			if hc.end == hc.start {
 				hc.err = c.integrityError("the connection ended without a close record: the stream was cut (%w)", io.ErrUnexpectedEOF)
 			} else {

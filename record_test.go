@@ -727,3 +727,25 @@ func TestWriteAfterCutCloseWrite(t *testing.T) {
 		})
 	}
 }
+
+// After CloseRead, a Read in a record mode reports net.ErrClosed, not a
+// stream cut by an attacker.
+func TestReadAfterCloseRead(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := &Config{Keys: []Key{testKey("k")}, Mode: mode}
+			_, sc, cerr, serr := handshakePair(t, cfg, cfg)
+			if cerr != nil || serr != nil {
+				t.Fatalf("handshake: client %v, server %v", cerr, serr)
+			}
+			if err := sc.CloseRead(); err != nil {
+				t.Fatal(err)
+			}
+			sc.SetReadDeadline(time.Now().Add(waitLimit))
+			_, err := sc.Read(make([]byte, 1))
+			if !errors.Is(err, net.ErrClosed) || errors.Is(err, ErrIntegrity) {
+				t.Fatalf("Read after CloseRead = %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
