@@ -28,7 +28,8 @@ func durationBounds() [DurationBuckets]time.Duration {
 // DurationHistogram counts handshake durations in fixed buckets, in the
 // form of a Prometheus histogram.
 type DurationHistogram struct {
-	// Count is the number of handshakes measured.
+	// Count is the number of handshakes measured: every successful one,
+	// so it equals ListenerStats.Succeeded.
 	Count uint64
 	// Sum is their total duration.
 	Sum time.Duration
@@ -82,8 +83,11 @@ func (s ListenerStats) Failed() uint64 {
 // engine keeps the rest.
 type handshakeCounters struct {
 	succeeded, auth, protocol, timeout, other atomic.Uint64
-	count, sumNanos                           atomic.Uint64
-	buckets                                   [DurationBuckets]atomic.Uint64
+	sumNanos                                  atomic.Uint64
+	// buckets[i] counts the handshakes in bucket i alone (above bound
+	// i-1), so that recording one costs one atomic add; fill makes them
+	// cumulative. Slower than the last bound counts only in succeeded.
+	buckets [DurationBuckets]atomic.Uint64
 }
 
 // record counts one finished server handshake.
@@ -91,11 +95,11 @@ func (hc *handshakeCounters) record(d time.Duration, err error) {
 	switch {
 	case err == nil:
 		hc.succeeded.Add(1)
-		hc.count.Add(1)
 		hc.sumNanos.Add(uint64(max(d, 0)))
 		for i, b := range durationBounds() {
 			if d <= b {
 				hc.buckets[i].Add(1)
+				break
 			}
 		}
 	case errors.Is(err, ErrAuthFailed):
@@ -115,9 +119,11 @@ func (hc *handshakeCounters) fill(s *ListenerStats) {
 	s.FailedProtocol = hc.protocol.Load()
 	s.FailedTimeout = hc.timeout.Load()
 	s.FailedOther = hc.other.Load()
-	s.Durations.Count = hc.count.Load()
+	s.Durations.Count = s.Succeeded
 	s.Durations.Sum = time.Duration(hc.sumNanos.Load())
+	var below uint64
 	for i := range hc.buckets {
-		s.Durations.Buckets[i] = hc.buckets[i].Load()
+		below += hc.buckets[i].Load()
+		s.Durations.Buckets[i] = below
 	}
 }
