@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth"
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // role is the side of the tunnel a process runs.
@@ -445,16 +446,14 @@ func (t *tunnel) acceptLoop() error {
 				return nil
 			default:
 			}
-			if !isResourceError(err) {
+			if !netx.IsTemporary(err) {
 				return err
 			}
-			// Out of file descriptors or memory: wait for connections to
-			// end rather than spin or quit.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			// Out of file descriptors, say: wait for connections to end
+			// rather than spin or quit.
+			backoff = netx.AcceptBackoff(backoff)
 			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
-			select {
-			case <-time.After(backoff):
-			case <-t.stopping:
+			if !netx.Sleep(backoff, t.stopping) {
 				return nil
 			}
 			continue
@@ -463,12 +462,6 @@ func (t *tunnel) acceptLoop() error {
 		t.wg.Add(1)
 		go t.serve(c)
 	}
-}
-
-// isResourceError reports whether an Accept error is a temporary shortage.
-func isResourceError(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // live returns the number of open connections.

@@ -9,13 +9,13 @@ package acceptor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Handshake upgrades a freshly accepted connection. ctx is cancelled when
@@ -166,14 +166,10 @@ func (l *Listener) acceptLoop() {
 			if l.ctx.Err() != nil {
 				return
 			}
-			if isTemporary(err) {
+			if netx.IsTemporary(err) {
 				l.retries.Add(1)
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-l.ctx.Done():
-					t.Stop()
+				backoff = netx.AcceptBackoff(backoff)
+				if !netx.Sleep(backoff, l.ctx.Done()) {
 					return
 				}
 				continue
@@ -245,19 +241,6 @@ func (l *Listener) serve(raw net.Conn, ip string) {
 		l.queued.Add(-1)
 		c.Close()
 	}
-}
-
-// isTemporary reports whether an inner Accept error is worth retrying, as
-// net/http does: EMFILE, ENFILE, ECONNABORTED and the like. A connection
-// aborted or reset before it was accepted is checked for by errno too:
-// wrapped in an *os.SyscallError (as net's accept wraps it) its
-// Temporary method reports false, yet only that one client is gone.
-func isTemporary(err error) bool {
-	if errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET) {
-		return true
-	}
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // remoteIP returns the IP of a TCP or UDP address as a map key, or "".
