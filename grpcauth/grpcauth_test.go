@@ -390,3 +390,22 @@ func TestSilentAfterHandshakeIsDropped(t *testing.T) {
 		break
 	}
 }
+
+// Credentials that require a mode refuse a connection an hmacauth.Listener
+// authenticated at a weaker one, rather than serve it below their mode.
+func TestListenerConnBelowCredentialsModeRefused(t *testing.T) {
+	hl, err := hmacauth.Listen("tcp", "127.0.0.1:0", &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, hl, &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, Mode: hmacauth.ModeSealed})
+	client := newClient(t, hl.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+		t.Fatal("a ModeAuth connection was served by ModeSealed credentials")
+	}
+	if ids, _ := s.get(); len(ids) != 0 {
+		t.Errorf("handler saw %q, want no call", ids)
+	}
+}
