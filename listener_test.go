@@ -748,3 +748,18 @@ func TestResultReportedAfterSlotFreed(t *testing.T) {
 		roundTrip(t, c, "hi")
 	}
 }
+
+// An unknown Config.Mode fails where the Config is first used, not in every
+// handshake.
+func TestUnknownModeRefusedUpFront(t *testing.T) {
+	cfg := &Config{Keys: []Key{testKey("k")}, Mode: ModeSealed + 1}
+	if l, err := Listen("tcp", "127.0.0.1:0", cfg); !errors.Is(err, ErrConfig) {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("Listen = %v, want ErrConfig", err)
+	}
+	if _, err := (&Dialer{Config: cfg}).Dial("tcp", "127.0.0.1:1"); !errors.Is(err, ErrConfig) {
+		t.Errorf("Dial = %v, want ErrConfig before any connect", err)
+	}
+}
