@@ -50,6 +50,20 @@ type Config struct {
 	// A connection uses it if either side asks for it.
 	ForwardSecrecy bool
 
+	// KeyShareLifetime is how long this side uses one X25519 key share for
+	// the handshakes it runs with forward secrecy, and remembers the X25519
+	// results computed with it; then the key share is dropped. A recorded
+	// session is safe from a later theft of the shared secret either way.
+	// Against an attacker who reads the process's memory, who gets the
+	// keys of every open connection anyway, reuse exposes the sessions
+	// begun in the last KeyShareLifetime as well. Reuse turns four X25519
+	// operations per connection into a few per lifetime (SECURITY.md,
+	// BENCHMARKS.md); it also lets an observer of the wire tell that two
+	// connections within one lifetime come from the same process.
+	// Zero means DefaultKeyShareLifetime (1 s); a negative value means a
+	// new key share for every handshake.
+	KeyShareLifetime time.Duration
+
 	// HandshakeTimeout bounds one handshake, on either side, in addition to
 	// any context or connection deadline. Zero means
 	// DefaultHandshakeTimeout (5 s); a negative value means no bound.
@@ -86,7 +100,8 @@ type Config struct {
 	// keep it fast, and safe for concurrent use.
 	OnHandshake func(HandshakeEvent)
 
-	keys atomic.Pointer[keySet] // derived from Keys on first use
+	keys   atomic.Pointer[keySet] // derived from Keys on first use
+	shares keyShares
 }
 
 // LogValue implements slog.LogValuer: the settings and the key IDs, never
@@ -103,6 +118,7 @@ func (c *Config) LogValue() slog.Value {
 	return slog.GroupValue(keys,
 		slog.String("mode", c.Mode.String()),
 		slog.Bool("forward_secrecy", c.ForwardSecrecy),
+		slog.Duration("key_share_lifetime", durationOrDefault(c.KeyShareLifetime, DefaultKeyShareLifetime)),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
 		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
 		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
@@ -125,13 +141,28 @@ type HandshakeEvent struct {
 }
 
 func (c *Config) handshakeTimeout() time.Duration {
+	return durationOrDefault(c.HandshakeTimeout, DefaultHandshakeTimeout)
+}
+
+// durationOrDefault resolves a Config duration: zero means def, a negative
+// value means none (0).
+func durationOrDefault(v, def time.Duration) time.Duration {
 	switch {
-	case c.HandshakeTimeout == 0:
-		return DefaultHandshakeTimeout
-	case c.HandshakeTimeout < 0:
+	case v == 0:
+		return def
+	case v < 0:
 		return 0
 	}
-	return c.HandshakeTimeout
+	return v
+}
+
+// keyShares returns the key shares c's handshakes reuse and their lifetime,
+// or nil for a new key share in every handshake.
+func (c *Config) keyShares() (*keyShares, time.Duration) {
+	if t := durationOrDefault(c.KeyShareLifetime, DefaultKeyShareLifetime); t > 0 {
+		return &c.shares, t
+	}
+	return nil, 0
 }
 
 func orDefault(v, def int) int {

@@ -133,6 +133,9 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	}()
 
 	h := &handshake{rand: c.rand}
+	if c.rand == nil {
+		h.shares, h.shareLifetime = c.config.keyShares()
+	}
 	if c.config.Mode > ModeSealed {
 		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.config.Mode)
 	}

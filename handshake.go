@@ -13,6 +13,7 @@ import (
 	"io"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // The wire format; PROTOCOL.md is the specification and these constants must
@@ -179,11 +180,17 @@ type hsResult struct {
 	secret []byte // session secret; see "Key schedule" in PROTOCOL.md
 }
 
-// handshake holds one handshake's transcript and ephemeral key.
+// handshake holds one handshake's transcript and key share.
 type handshake struct {
 	rand       io.Reader // nonces and ephemeral keys; crypto/rand unless testing
 	transcript [transcriptLen]byte
-	priv       *ecdh.PrivateKey
+
+	// shares, if not nil, provides a key share reused across handshakes for
+	// shareLifetime; else the handshake makes its own key, priv.
+	shares        *keyShares
+	shareLifetime time.Duration
+	reused        *keyShare
+	priv          *ecdh.PrivateKey
 }
 
 func (h *handshake) ch() []byte { return h.transcript[:clientHelloLen] }
@@ -199,8 +206,18 @@ func (h *handshake) random(b []byte) error {
 	return err
 }
 
-// share makes an ephemeral X25519 key and writes its public key to dst.
+// share writes this side's X25519 public key to dst: the key share of
+// h.shares, or a new key for this handshake alone.
 func (h *handshake) share(dst []byte) error {
+	if h.shares != nil {
+		ks, err := h.shares.get(h.shareLifetime)
+		if err != nil {
+			return err
+		}
+		h.reused = ks
+		copy(dst, ks.priv.PublicKey().Bytes())
+		return nil
+	}
 	var seed [32]byte
 	if err := h.random(seed[:]); err != nil {
 		return err
@@ -216,15 +233,10 @@ func (h *handshake) share(dst []byte) error {
 
 // sharedSecret runs X25519 with the peer's public key.
 func (h *handshake) sharedSecret(peer []byte) ([]byte, error) {
-	pub, err := ecdh.X25519().NewPublicKey(peer)
-	if err != nil {
-		return nil, errorf(ErrProtocol, "invalid X25519 share: %v", err)
+	if h.reused != nil {
+		return h.reused.sharedSecret(peer)
 	}
-	dh, err := h.priv.ECDH(pub)
-	if err != nil {
-		return nil, errorf(ErrProtocol, "X25519 share is a low-order point")
-	}
-	return dh, nil
+	return x25519(h.priv, peer)
 }
 
 // sessionSecret derives the session secret from the whole transcript.

@@ -1,0 +1,108 @@
+package hmacauth
+
+import (
+	"crypto/ecdh"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultKeyShareLifetime is how long one X25519 key share serves a side's
+// handshakes when Config.KeyShareLifetime is zero.
+const DefaultKeyShareLifetime = time.Second
+
+// maxCachedSecrets bounds the X25519 results one key share remembers: a
+// server with more distinct client shares at once computes the rest anew.
+const maxCachedSecrets = 256
+
+// keyShares hands out the key share of a Config's handshakes. A key share
+// is made at its first use and serves every handshake that starts within
+// the lifetime; then a timer drops it, with the X25519 results computed
+// with it, so that a key share is never kept longer than its lifetime even
+// when no handshake comes to replace it.
+//
+// Reuse costs forward secrecy nothing against the theft of a shared secret
+// (a key share's private half never leaves memory). Against an attacker who
+// reads this process's memory, who gets the keys of every open connection
+// anyway, it exposes in addition the sessions begun with a key share still
+// held: at most one lifetime back. SECURITY.md says the same for users.
+type keyShares struct {
+	cur atomic.Pointer[keyShare]
+}
+
+// keyShare is one X25519 key pair with the results computed with it.
+type keyShare struct {
+	priv *ecdh.PrivateKey
+
+	mu      sync.Mutex
+	dropped bool                      // past its lifetime: compute, remember nothing
+	secrets map[[shareLen]byte][]byte // X25519 result by peer share
+}
+
+// get returns the current key share, making one if there is none.
+func (s *keyShares) get(lifetime time.Duration) (*keyShare, error) {
+	if ks := s.cur.Load(); ks != nil {
+		return ks, nil
+	}
+	priv, err := ecdh.X25519().GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	ks := &keyShare{priv: priv, secrets: make(map[[shareLen]byte][]byte)}
+	if !s.cur.CompareAndSwap(nil, ks) {
+		// Another handshake made one at the same time: use that one,
+		// so that its lifetime bounds this handshake's key share too.
+		return s.cur.Load(), nil
+	}
+	time.AfterFunc(lifetime, func() {
+		s.cur.CompareAndSwap(ks, nil)
+		ks.drop()
+	})
+	return ks, nil
+}
+
+// drop forgets the results computed with ks; handshakes still holding ks
+// finish without remembering theirs.
+func (ks *keyShare) drop() {
+	ks.mu.Lock()
+	ks.dropped = true
+	clear(ks.secrets)
+	ks.secrets = nil
+	ks.mu.Unlock()
+}
+
+// sharedSecret returns X25519(ks, peer), computed once per peer share while
+// ks lives: a peer that reuses its key share too costs one X25519 per pair
+// of key shares rather than one per handshake.
+func (ks *keyShare) sharedSecret(peer []byte) ([]byte, error) {
+	k := [shareLen]byte(peer)
+	ks.mu.Lock()
+	dh, ok := ks.secrets[k]
+	ks.mu.Unlock()
+	if ok {
+		return dh, nil
+	}
+	dh, err := x25519(ks.priv, peer)
+	if err != nil {
+		return nil, err
+	}
+	ks.mu.Lock()
+	if !ks.dropped && len(ks.secrets) < maxCachedSecrets {
+		ks.secrets[k] = dh
+	}
+	ks.mu.Unlock()
+	return dh, nil
+}
+
+// x25519 runs X25519 with the peer's public key.
+func x25519(priv *ecdh.PrivateKey, peer []byte) ([]byte, error) {
+	pub, err := ecdh.X25519().NewPublicKey(peer)
+	if err != nil {
+		return nil, errorf(ErrProtocol, "invalid X25519 share: %v", err)
+	}
+	dh, err := priv.ECDH(pub)
+	if err != nil {
+		return nil, errorf(ErrProtocol, "X25519 share is a low-order point")
+	}
+	return dh, nil
+}
