@@ -25,6 +25,14 @@ import (
 // from the target and closes; 16 connections at a time. Reported as conns/s.
 // throughput: one connection carries b.N MiB to a target that discards
 // them; reported as MB/s.
+//
+// Both also report the CPU time per connection or per MiB of the chain's two
+// processes (chain-cpu) and of this process, which runs the clients and the
+// target (load-cpu): with the two cores saturated, the rate follows their
+// sum. conns also reports listen-drops, the connection requests the kernel
+// dropped during the run because a listen queue was full (spiped's holds
+// 10): each stalls its client for a 1 s SYN retransmission, so a short run
+// with drops mostly measures that second.
 
 // forwardEnv, when set to "LISTEN TARGET", makes the test binary a plain TCP
 // forwarder (see TestMain).
@@ -65,20 +73,63 @@ var chainPids []int
 func cpuTime(b *testing.B) time.Duration {
 	var total time.Duration
 	for _, pid := range chainPids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// Fields after the command name: utime and stime are the 12th and
-		// 13th, in clock ticks (100 per second on Linux).
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-		for _, v := range f[11:13] {
-			var ticks int64
-			fmt.Sscan(v, &ticks)
-			total += time.Duration(ticks) * 10 * time.Millisecond
-		}
+		total += procCPU(b, pid)
 	}
 	return total
+}
+
+// selfCPU returns the CPU time this process, which runs the clients and the
+// target, has used so far.
+func selfCPU(b *testing.B) time.Duration { return procCPU(b, os.Getpid()) }
+
+// procCPU returns the user + system CPU time process pid has used so far.
+func procCPU(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name: utime and stime are the 12th and
+	// 13th, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	var total time.Duration
+	for _, v := range f[11:13] {
+		var ticks int64
+		fmt.Sscan(v, &ticks)
+		total += time.Duration(ticks) * 10 * time.Millisecond
+	}
+	return total
+}
+
+// listenDrops returns the kernel's count of connection requests dropped
+// because a listen queue was full (TcpExt ListenDrops, all sockets of the
+// machine). Each costs its client a SYN retransmission, 1 s later: a chain
+// whose listener falls behind a burst of connects shows it here, and its
+// conns/s then mostly measures that second.
+func listenDrops(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var names []string
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "ListenDrops" && i < len(f) {
+				var n int64
+				fmt.Sscan(f[i], &n)
+				return n
+			}
+		}
+	}
+	b.Fatal("no TcpExt ListenDrops in /proc/net/netstat")
+	return 0
 }
 
 // benchProc starts a chain element and kills it at the end of the benchmark.
@@ -238,7 +289,7 @@ func BenchmarkTunnel(b *testing.B) {
 				entry := ch.start(b, startTarget(b, "tcp", "127.0.0.1:0", oneByteEcho))
 				checkChain(b, entry)
 				b.SetParallelism(8) // 16 clients on 2 cores
-				cpu0 := cpuTime(b)
+				cpu0, self0, drops0 := cpuTime(b), selfCPU(b), listenDrops(b)
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					buf := make([]byte, 1)
@@ -261,6 +312,8 @@ func BenchmarkTunnel(b *testing.B) {
 				})
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
 				b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "chain-cpu-us/conn")
+				b.ReportMetric(float64((selfCPU(b)-self0).Microseconds())/float64(b.N), "load-cpu-us/conn")
+				b.ReportMetric(float64(listenDrops(b)-drops0), "listen-drops")
 			})
 		}
 	})
@@ -271,7 +324,7 @@ func BenchmarkTunnel(b *testing.B) {
 				chainPids = nil
 				entry := ch.start(b, startTarget(b, "tcp", "127.0.0.1:0", sink))
 				checkChain(b, entry)
-				cpu0 := cpuTime(b)
+				cpu0, self0 := cpuTime(b), selfCPU(b)
 				buf := make([]byte, chunk)
 				c, err := net.Dial("tcp", entry)
 				if err != nil {
@@ -291,6 +344,7 @@ func BenchmarkTunnel(b *testing.B) {
 					b.Fatalf("the target received %d bytes (%v), want %d", n, err, b.N*chunk)
 				}
 				b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "chain-cpu-us/MiB")
+				b.ReportMetric(float64((selfCPU(b)-self0).Microseconds())/float64(b.N), "load-cpu-us/MiB")
 			})
 		}
 	})
