@@ -70,6 +70,7 @@ type tunnelOptions struct {
 	listen, target, keyFile string
 	mode                    hmacauth.Mode
 	forwardSecrecy          bool
+	keyShareLifetime        time.Duration // 0: a new key share per handshake
 	maxConns                int
 	maxPerIP                int // server: handshakes in flight per client IP; 0 means no cap
 	handshakeTimeout        time.Duration
@@ -100,6 +101,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
+	fset.DurationVar(&o.keyShareLifetime, "key-share-lifetime", hmacauth.DefaultKeyShareLifetime, "with forward secrecy, how long one X25519 key share serves this side's handshakes before it is dropped; longer saves CPU, shorter narrows what a memory thief learns (see SECURITY.md); 0: a new key share per handshake")
 	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs at most this many handshakes at once)")
 	if r == roleServer {
 		// One client tunnel carries every connection of its host, so a
@@ -144,6 +146,8 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		return usageError(fset, "-handshake-timeout is %v; it must be positive", o.handshakeTimeout)
 	case o.connectTimeout <= 0:
 		return usageError(fset, "-connect-timeout is %v; it must be positive", o.connectTimeout)
+	case o.keyShareLifetime < 0:
+		return usageError(fset, "-key-share-lifetime is %v; it must not be negative (0: a new key share per handshake)", o.keyShareLifetime)
 	case o.drainTimeout < 0:
 		return usageError(fset, "-drain-timeout is %v; it must not be negative", o.drainTimeout)
 	case o.watchKeys < 0:
@@ -217,6 +221,7 @@ func (o *tunnelOptions) newConfig(ring *hmacauth.Keyring, log *slog.Logger) *hma
 		Keyring:          ring,
 		Mode:             o.mode,
 		ForwardSecrecy:   o.forwardSecrecy,
+		KeyShareLifetime: cmp.Or(o.keyShareLifetime, -1),
 		HandshakeTimeout: o.handshakeTimeout,
 		Logger:           log,
 		// Handshakes in flight and authenticated connections waiting

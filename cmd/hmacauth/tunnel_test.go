@@ -33,17 +33,18 @@ func TestTunnelEcho(t *testing.T) {
 func TestTunnelBigTransfer(t *testing.T) {
 	const size = 32 << 20
 	for _, tc := range []struct {
-		mode hmacauth.Mode
-		fs   bool
+		mode  hmacauth.Mode
+		fs    bool
+		extra []string
 	}{
-		{hmacauth.ModeAuth, false},
-		{hmacauth.ModeAuth, true},
-		{hmacauth.ModeIntegrity, false},
-		{hmacauth.ModeSealed, false},
-		{hmacauth.ModeSealed, true},
+		{hmacauth.ModeAuth, false, nil},
+		{hmacauth.ModeAuth, true, nil},
+		{hmacauth.ModeIntegrity, false, nil},
+		{hmacauth.ModeSealed, false, nil},
+		{hmacauth.ModeSealed, true, []string{"-key-share-lifetime", "0"}},
 	} {
 		name := tc.mode.String()
-		flags := []string{"-mode", tc.mode.String()}
+		flags := append([]string{"-mode", tc.mode.String()}, tc.extra...)
 		if tc.fs {
 			name += "-fs"
 			flags = append(flags, "-fs")
@@ -432,6 +433,7 @@ func TestBadFlags(t *testing.T) {
 		{with("server", "-connect-timeout", "soon"), "invalid value"},
 		{with("client", "-log-format", "xml"), `unknown format "xml"`},
 		{with("client", "-watch-keys", "-1s"), "-watch-keys is -1s"},
+		{with("client", "-key-share-lifetime", "-1s"), "-key-share-lifetime is -1s"},
 		{with("client", "-log-level", "loud"), `unknown level "loud"`},
 		{with("client", "stray"), `unexpected argument "stray"`},
 		{[]string{"keygen", "-force"}, "-force needs -o FILE"},
@@ -456,7 +458,7 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	r := runBin(t, "server", "-h")
-	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-max-conns", "-handshake-timeout",
+	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-key-share-lifetime", "-max-conns", "-handshake-timeout",
 		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
 		if !strings.Contains(r.stderr, flag) {
 			t.Errorf("server -h does not mention %s", flag)
