@@ -1,7 +1,7 @@
 #!/bin/sh
 # Benchmarks the hmacauth tunnel (client -> server) against a spiped -e ->
 # spiped -d pair and a pair of plain TCP forwarders, on loopback, with the
-# same target and load: connections per second (1-byte echo, 16 clients at
+# same target and load: connections per second (1-byte echo, 8 clients at
 # a time) and MB/s (one connection to a discarding target), plus the CPU
 # time the two tunnel processes spend per connection or per MiB.
 #
