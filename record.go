@@ -109,23 +109,26 @@ type halfConn struct {
 	ctl [recordOverhead]byte // write side: a key update record
 }
 
-// init sets the first traffic secret of a direction.
-func (hc *halfConn) init(secret []byte, p *recordParams) {
-	copy(hc.secret[:], secret)
+// init derives the first traffic secret of a direction from the session
+// secret.
+func (hc *halfConn) init(session []byte, label string, p *recordParams) {
+	expandLabelTo(hc.secret[:], session, label)
 	hc.setKeys(p)
 }
 
 // setKeys derives the AEAD key and IV from the current traffic secret.
 func (hc *halfConn) setKeys(p *recordParams) {
-	key := expandLabel(hc.secret[:], "key", 32)
-	copy(hc.iv[:], expandLabel(hc.secret[:], "iv", len(hc.iv)))
-	hc.aead = newRecordAEAD(key, p.chacha)
+	var key [32]byte
+	expandLabelTo(key[:], hc.secret[:], "key")
+	expandLabelTo(hc.iv[:], hc.secret[:], "iv")
+	hc.aead = newRecordAEAD(key[:], p.chacha)
+	clear(key[:])
 	hc.seq, hc.used = 0, 0
 }
 
 // update moves to the next traffic secret (a key update).
 func (hc *halfConn) update(p *recordParams) {
-	copy(hc.secret[:], expandLabel(hc.secret[:], "traffic update", trafficSecretLen))
+	expandLabelTo(hc.secret[:], hc.secret[:], "traffic update")
 	hc.gen++
 	hc.setKeys(p)
 }
@@ -265,15 +268,12 @@ func (c *Conn) initRecords() {
 	if p.updateAt == 0 {
 		p.updateAt = keyUpdateBytes
 	}
-	c2s := expandLabel(c.res.secret, "c2s traffic", trafficSecretLen)
-	s2c := expandLabel(c.res.secret, "s2c traffic", trafficSecretLen)
-	if c.isClient {
-		c.out.init(c2s, p)
-		c.in.init(s2c, p)
-	} else {
-		c.out.init(s2c, p)
-		c.in.init(c2s, p)
+	out, in := "c2s traffic", "s2c traffic"
+	if !c.isClient {
+		out, in = in, out
 	}
+	c.out.init(c.res.secret, out, p)
+	c.in.init(c.res.secret, in, p)
 }
 
 // peerName is "server" on a client and "client" on a server.
