@@ -105,6 +105,9 @@ type halfConn struct {
 	pstart, pend int
 
 	closed bool // write side: the close record is sealed
+	// closing is set by Close: the close record is the last write
+	// before the socket closes (see writeBeforeClose).
+	closing bool
 
 	ctl [recordOverhead]byte // write side: a key update record
 }
@@ -487,7 +490,13 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	}
 	rec := hc.buf[:recordOverhead+n]
 	hc.seal(rec, typ, c.rp.sealed, src)
-	k, err := c.conn.Write(rec)
+	var k int
+	var err error
+	if typ == recordClose && hc.closing {
+		k, err = writeBeforeClose(c.conn, rec)
+	} else {
+		k, err = c.conn.Write(rec)
+	}
 	if err == nil {
 		return true, nil
 	}
@@ -665,6 +674,7 @@ func (c *Conn) closeRecords() error {
 	dl := netx.Earliest(c.writeDL, time.Now().Add(closeNotifyTimeout))
 	c.dlMu.Unlock()
 	c.conn.SetWriteDeadline(dl)
+	hc.closing = true
 	if err := c.closeRecordWrite(); err != nil {
 		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
 	}
