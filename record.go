@@ -103,6 +103,7 @@ type halfConn struct {
 	buf          []byte
 	start, end   int
 	pstart, pend int
+	pooled       bool // read side: buf came from readBufPool
 
 	closed bool // write side: the close record is sealed
 	// closing is set by Close: the close record is the last write
@@ -251,7 +252,47 @@ func (hc *halfConn) grow(n, keep, limit int) {
 	nb := make([]byte, size)
 	hc.end = copy(nb, hc.buf[keep:hc.end])
 	hc.start = 0
+	hc.putBuffer()
 	hc.buf = nb
+}
+
+// readBufPool holds initial receive buffers (initialReadBuffer bytes) of
+// connections that closed or outgrew them, so that a short connection
+// does not allocate and zero one. A buffer keeps bytes of the connection
+// that used it last, records and plaintext; that is acceptable only
+// because the buffers never leave this package and the record layer
+// reads nothing of its buffer but what the socket has just written there.
+var readBufPool = sync.Pool{New: func() any { return new([initialReadBuffer]byte) }}
+
+// putBuffer gives a pooled receive buffer back to readBufPool. hc.mu is
+// held, and hc.buf is replaced or no longer read.
+func (hc *halfConn) putBuffer() {
+	if hc.pooled {
+		readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
+		hc.pooled = false
+	}
+}
+
+// errReadAfterClose is what Read returns once Close has run. It is a
+// single value so that Close does not allocate.
+var errReadAfterClose = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+
+// releaseReadBuffer, at Close, ends the read side and gives its buffer back
+// to readBufPool, unless a Read (or WriteTo) is in progress: that one
+// keeps it, and the garbage collector takes it. Any later Read then fails
+// without touching the buffer: it finds hc.err set.
+func (c *Conn) releaseReadBuffer() {
+	hc := &c.in
+	if !hc.mu.TryLock() {
+		return
+	}
+	defer hc.mu.Unlock()
+	if hc.err == nil {
+		hc.err = errReadAfterClose
+	}
+	hc.putBuffer()
+	hc.buf = nil
+	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
 }
 
 // records reports whether the connection runs the record layer. It is false
@@ -324,7 +365,7 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
-		hc.buf = make([]byte, initialReadBuffer)
+		hc.buf, hc.pooled = readBufPool.Get().(*[initialReadBuffer]byte)[:], true
 	}
 	if err := c.fill(recordHeaderLen); err != nil {
 		return 0, err
@@ -662,6 +703,7 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 // another goroutine: then Close is breaking that Write, and must not wait
 // for it.
 func (c *Conn) closeRecords() error {
+	c.releaseReadBuffer()
 	hc := &c.out
 	if !hc.mu.TryLock() {
 		return nil
