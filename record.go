@@ -248,29 +248,53 @@ func (hc *halfConn) grow(n, keep, limit int) {
 	if len(hc.buf) >= n {
 		return
 	}
-	size := max(n, min(2*len(hc.buf), limit))
-	nb := make([]byte, size)
+	nb, pooled := getBuffer(max(n, min(2*len(hc.buf), limit)))
 	hc.end = copy(nb, hc.buf[keep:hc.end])
 	hc.start = 0
 	hc.putBuffer()
-	hc.buf = nb
+	hc.buf, hc.pooled = nb, pooled
 }
 
-// readBufPool holds initial receive buffers (initialReadBuffer bytes) of
-// connections that closed or outgrew them, so that a short connection
-// does not allocate and zero one. A buffer keeps bytes of the connection
-// that used it last, records and plaintext; that is acceptable only
-// because the buffers never leave this package and the record layer
-// reads nothing of its buffer but what the socket has just written there.
-var readBufPool = sync.Pool{New: func() any { return new([initialReadBuffer]byte) }}
+// The buffers of the two sizes every short connection starts with, the
+// receive buffer (initialReadBuffer) and the one ReadFrom first reads
+// into, are pooled: taken from a sync.Pool when a connection needs one
+// and given back when it closes or outgrows it, so that a short
+// connection does not allocate and zero them. A buffer keeps bytes of the
+// connection that used it last, records and plaintext; that is acceptable
+// only because the buffers never leave this package and the record layer
+// reads nothing of a buffer but what it has just written there or read
+// from the socket into it.
+const copyBuffer = recordOverhead + initialCopyBuffer
 
-// putBuffer gives a pooled receive buffer back to readBufPool. hc.mu is
-// held, and hc.buf is replaced or no longer read.
+var (
+	readBufPool = sync.Pool{New: func() any { return new([initialReadBuffer]byte) }}
+	copyBufPool = sync.Pool{New: func() any { return new([copyBuffer]byte) }}
+)
+
+// getBuffer returns a buffer of size bytes, from a pool if size is one of
+// the pooled sizes.
+func getBuffer(size int) (buf []byte, pooled bool) {
+	switch size {
+	case initialReadBuffer:
+		return readBufPool.Get().(*[initialReadBuffer]byte)[:], true
+	case copyBuffer:
+		return copyBufPool.Get().(*[copyBuffer]byte)[:], true
+	}
+	return make([]byte, size), false
+}
+
+// putBuffer drops buf, giving it back to its pool if it came from one.
+// hc.mu is held, and nothing reads buf any more.
 func (hc *halfConn) putBuffer() {
 	if hc.pooled {
-		readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
-		hc.pooled = false
+		switch len(hc.buf) {
+		case initialReadBuffer:
+			readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
+		case copyBuffer:
+			copyBufPool.Put((*[copyBuffer]byte)(hc.buf))
+		}
 	}
+	hc.buf, hc.pooled = nil, false
 }
 
 // errReadAfterClose is what Read returns once Close has run. It is a
@@ -291,7 +315,6 @@ func (c *Conn) releaseReadBuffer() {
 		hc.err = errReadAfterClose
 	}
 	hc.putBuffer()
-	hc.buf = nil
 	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
 }
 
@@ -365,7 +388,7 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
-		hc.buf, hc.pooled = readBufPool.Get().(*[initialReadBuffer]byte)[:], true
+		hc.buf, hc.pooled = getBuffer(initialReadBuffer)
 	}
 	if err := c.fill(recordHeaderLen); err != nil {
 		return 0, err
@@ -616,6 +639,10 @@ func (c *Conn) closeRecordWrite() error {
 		// Even cut short by a deadline, the close record is on its way:
 		// no data may follow it.
 		hc.closed = true
+		if hc.start == hc.end {
+			// All sent: nothing uses the buffer any more.
+			hc.putBuffer()
+		}
 	}
 	return err
 }
