@@ -103,7 +103,7 @@ type halfConn struct {
 	buf          []byte
 	start, end   int
 	pstart, pend int
-	pooled       bool // read side: buf came from readBufPool
+	pooled       bool // buf came from a pool (see getBuffer)
 
 	closed bool // write side: the close record is sealed
 	// closing is set by Close: the close record is the last write
@@ -302,7 +302,7 @@ func (hc *halfConn) putBuffer() {
 var errReadAfterClose = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
 
 // releaseReadBuffer, at Close, ends the read side and gives its buffer back
-// to readBufPool, unless a Read (or WriteTo) is in progress: that one
+// to its pool, unless a Read (or WriteTo) is in progress: that one
 // keeps it, and the garbage collector takes it. Any later Read then fails
 // without touching the buffer: it finds hc.err set.
 func (c *Conn) releaseReadBuffer() {
