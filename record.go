@@ -103,29 +103,36 @@ type halfConn struct {
 	buf          []byte
 	start, end   int
 	pstart, pend int
+	pooled       bool // buf came from a pool (see getBuffer)
 
 	closed bool // write side: the close record is sealed
+	// closing is set by Close: the close record is the last write
+	// before the socket closes (see writeBeforeClose).
+	closing bool
 
 	ctl [recordOverhead]byte // write side: a key update record
 }
 
-// init sets the first traffic secret of a direction.
-func (hc *halfConn) init(secret []byte, p *recordParams) {
-	copy(hc.secret[:], secret)
+// init derives the first traffic secret of a direction from the session
+// secret.
+func (hc *halfConn) init(session []byte, label string, p *recordParams) {
+	expandLabelTo(hc.secret[:], session, label)
 	hc.setKeys(p)
 }
 
 // setKeys derives the AEAD key and IV from the current traffic secret.
 func (hc *halfConn) setKeys(p *recordParams) {
-	key := expandLabel(hc.secret[:], "key", 32)
-	copy(hc.iv[:], expandLabel(hc.secret[:], "iv", len(hc.iv)))
-	hc.aead = newRecordAEAD(key, p.chacha)
+	var key [32]byte
+	expandLabelTo(key[:], hc.secret[:], "key")
+	expandLabelTo(hc.iv[:], hc.secret[:], "iv")
+	hc.aead = newRecordAEAD(key[:], p.chacha)
+	clear(key[:])
 	hc.seq, hc.used = 0, 0
 }
 
 // update moves to the next traffic secret (a key update).
 func (hc *halfConn) update(p *recordParams) {
-	copy(hc.secret[:], expandLabel(hc.secret[:], "traffic update", trafficSecretLen))
+	expandLabelTo(hc.secret[:], hc.secret[:], "traffic update")
 	hc.gen++
 	hc.setKeys(p)
 }
@@ -241,11 +248,74 @@ func (hc *halfConn) grow(n, keep, limit int) {
 	if len(hc.buf) >= n {
 		return
 	}
-	size := max(n, min(2*len(hc.buf), limit))
-	nb := make([]byte, size)
+	nb, pooled := getBuffer(max(n, min(2*len(hc.buf), limit)))
 	hc.end = copy(nb, hc.buf[keep:hc.end])
 	hc.start = 0
-	hc.buf = nb
+	hc.putBuffer()
+	hc.buf, hc.pooled = nb, pooled
+}
+
+// The buffers of the two sizes every short connection starts with, the
+// receive buffer (initialReadBuffer) and the one ReadFrom first reads
+// into, are pooled: taken from a sync.Pool when a connection needs one
+// and given back when it closes or outgrows it, so that a short
+// connection does not allocate and zero them. A buffer keeps bytes of the
+// connection that used it last, records and plaintext; that is acceptable
+// only because the buffers never leave this package and the record layer
+// reads nothing of a buffer but what it has just written there or read
+// from the socket into it.
+const copyBuffer = recordOverhead + initialCopyBuffer
+
+var (
+	readBufPool = sync.Pool{New: func() any { return new([initialReadBuffer]byte) }}
+	copyBufPool = sync.Pool{New: func() any { return new([copyBuffer]byte) }}
+)
+
+// getBuffer returns a buffer of size bytes, from a pool if size is one of
+// the pooled sizes.
+func getBuffer(size int) (buf []byte, pooled bool) {
+	switch size {
+	case initialReadBuffer:
+		return readBufPool.Get().(*[initialReadBuffer]byte)[:], true
+	case copyBuffer:
+		return copyBufPool.Get().(*[copyBuffer]byte)[:], true
+	}
+	return make([]byte, size), false
+}
+
+// putBuffer drops buf, giving it back to its pool if it came from one.
+// hc.mu is held, and nothing reads buf any more.
+func (hc *halfConn) putBuffer() {
+	if hc.pooled {
+		switch len(hc.buf) {
+		case initialReadBuffer:
+			readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
+		case copyBuffer:
+			copyBufPool.Put((*[copyBuffer]byte)(hc.buf))
+		}
+	}
+	hc.buf, hc.pooled = nil, false
+}
+
+// errReadAfterClose is what Read returns once Close has run. It is a
+// single value so that Close does not allocate.
+var errReadAfterClose = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+
+// releaseReadBuffer, at Close, ends the read side and gives its buffer back
+// to its pool, unless a Read (or WriteTo) is in progress: that one
+// keeps it, and the garbage collector takes it. Any later Read then fails
+// without touching the buffer: it finds hc.err set.
+func (c *Conn) releaseReadBuffer() {
+	hc := &c.in
+	if !hc.mu.TryLock() {
+		return
+	}
+	defer hc.mu.Unlock()
+	if hc.err == nil {
+		hc.err = errReadAfterClose
+	}
+	hc.putBuffer()
+	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
 }
 
 // records reports whether the connection runs the record layer. It is false
@@ -265,15 +335,12 @@ func (c *Conn) initRecords() {
 	if p.updateAt == 0 {
 		p.updateAt = keyUpdateBytes
 	}
-	c2s := expandLabel(c.res.secret, "c2s traffic", trafficSecretLen)
-	s2c := expandLabel(c.res.secret, "s2c traffic", trafficSecretLen)
-	if c.isClient {
-		c.out.init(c2s, p)
-		c.in.init(s2c, p)
-	} else {
-		c.out.init(s2c, p)
-		c.in.init(c2s, p)
+	out, in := "c2s traffic", "s2c traffic"
+	if !c.isClient {
+		out, in = in, out
 	}
+	c.out.init(c.res.secret, out, p)
+	c.in.init(c.res.secret, in, p)
 }
 
 // peerName is "server" on a client and "client" on a server.
@@ -321,7 +388,7 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
-		hc.buf = make([]byte, initialReadBuffer)
+		hc.buf, hc.pooled = getBuffer(initialReadBuffer)
 	}
 	if err := c.fill(recordHeaderLen); err != nil {
 		return 0, err
@@ -487,7 +554,13 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	}
 	rec := hc.buf[:recordOverhead+n]
 	hc.seal(rec, typ, c.rp.sealed, src)
-	k, err := c.conn.Write(rec)
+	var k int
+	var err error
+	if typ == recordClose && hc.closing {
+		k, err = writeBeforeClose(c.conn, rec)
+	} else {
+		k, err = c.conn.Write(rec)
+	}
 	if err == nil {
 		return true, nil
 	}
@@ -566,6 +639,10 @@ func (c *Conn) closeRecordWrite() error {
 		// Even cut short by a deadline, the close record is on its way:
 		// no data may follow it.
 		hc.closed = true
+		if hc.start == hc.end {
+			// All sent: nothing uses the buffer any more.
+			hc.putBuffer()
+		}
 	}
 	return err
 }
@@ -653,6 +730,7 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 // another goroutine: then Close is breaking that Write, and must not wait
 // for it.
 func (c *Conn) closeRecords() error {
+	c.releaseReadBuffer()
 	hc := &c.out
 	if !hc.mu.TryLock() {
 		return nil
@@ -665,6 +743,7 @@ func (c *Conn) closeRecords() error {
 	dl := netx.Earliest(c.writeDL, time.Now().Add(closeNotifyTimeout))
 	c.dlMu.Unlock()
 	c.conn.SetWriteDeadline(dl)
+	hc.closing = true
 	if err := c.closeRecordWrite(); err != nil {
 		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
 	}
