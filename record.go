@@ -106,9 +106,6 @@ type halfConn struct {
 	pooled       bool // buf came from a pool (see getBuffer)
 
 	closed bool // write side: the close record is sealed
-	// closing is set by Close: the close record is the last write
-	// before the socket closes (see writeBeforeClose).
-	closing bool
 
 	ctl [recordOverhead]byte // write side: a key update record
 }
@@ -554,13 +551,7 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	}
 	rec := hc.buf[:recordOverhead+n]
 	hc.seal(rec, typ, c.rp.sealed, src)
-	var k int
-	var err error
-	if typ == recordClose && hc.closing {
-		k, err = writeBeforeClose(c.conn, rec)
-	} else {
-		k, err = c.conn.Write(rec)
-	}
+	k, err := c.conn.Write(rec)
 	if err == nil {
 		return true, nil
 	}
@@ -743,7 +734,6 @@ func (c *Conn) closeRecords() error {
 	dl := netx.Earliest(c.writeDL, time.Now().Add(closeNotifyTimeout))
 	c.dlMu.Unlock()
 	c.conn.SetWriteDeadline(dl)
-	hc.closing = true
 	if err := c.closeRecordWrite(); err != nil {
 		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
 	}
