@@ -27,8 +27,14 @@ const benchWriteSize = 256 << 10
 // modeProto is hmacauth through a Listener and a Dialer in a mode, with or
 // without forward secrecy (see benchProto).
 func modeProto(mode Mode, fs bool) benchProto {
+	return modeProtoWith(mode, fs, 0)
+}
+
+// modeProtoWith is modeProto with a KeyShareLifetime.
+func modeProtoWith(mode Mode, fs bool, keyShareLifetime time.Duration) benchProto {
 	cfg := benchConfig(fs)
 	cfg.Mode = mode
+	cfg.KeyShareLifetime = keyShareLifetime
 	d := &Dialer{Config: cfg}
 	return benchProto{
 		name: fmt.Sprintf("%v fs=%v", mode, fs),
@@ -57,6 +63,8 @@ func modesProto(b *testing.B, name string) benchProto {
 		return modeProto(ModeSealed, true)
 	case "auth+fs":
 		return modeProto(ModeAuth, true)
+	case "sealed+fs-fresh": // a new X25519 key share for every handshake
+		return modeProtoWith(ModeSealed, true, -1)
 	}
 	return benchProtoFor(b, name)
 }
@@ -167,7 +175,7 @@ func BenchmarkModesRecordSize(b *testing.B) {
 // between auth and integrity or sealed is the record layer's cost per
 // connection.
 func BenchmarkModesConns(b *testing.B) {
-	for _, name := range []string{"tls13", "tls13-mlkem", "sealed+fs", "auth+fs", "sealed", "integrity", "auth"} {
+	for _, name := range []string{"tls13", "tls13-mlkem", "sealed+fs", "sealed+fs-fresh", "auth+fs", "sealed", "integrity", "auth"} {
 		b.Run(name, func(b *testing.B) {
 			p := modesProto(b, name)
 			srv := startBenchServer(b, p, echoOnce)
