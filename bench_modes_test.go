@@ -202,26 +202,7 @@ func BenchmarkModesConns(b *testing.B) {
 // separate runs when other processes load the machine.
 func BenchmarkModesConnsSideBySide(b *testing.B) {
 	names := []string{"auth", "integrity", "sealed"}
-	dials := make([]func() (net.Conn, error), len(names))
-	for i, name := range names {
-		p := modesProto(b, name)
-		addr := startBenchServer(b, p, echoOnce).addr()
-		dials[i] = func() (net.Conn, error) { return p.dial(addr) }
-	}
-	cpu := make([]time.Duration, len(names))
-	b.ResetTimer()
-	for done, round := 0, 0; done < b.N; done, round = done+sideBySideBatch, round+1 {
-		n := min(sideBySideBatch, b.N-done)
-		for _, i := range turns(round, len(names)) {
-			cpu0 := cpuTime(b)
-			err := runClients(n, benchClients, dials[i])
-			cpu[i] += cpuTime(b) - cpu0
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.StopTimer()
+	cpu := sideBySide(b, names, modesProto, func() time.Duration { return cpuTime(b) })
 	us := make([]float64, len(names))
 	for i, name := range names {
 		us[i] = float64(cpu[i].Microseconds()) / float64(b.N)

@@ -695,26 +695,8 @@ func turns(round, n int) []int {
 // hmacauth, alternating. One op is one connection of each protocol.
 func BenchmarkConnectSideBySide(b *testing.B) {
 	names := []string{"tcp", "tls13", "hmacauth"}
-	dials := make([]func() (net.Conn, error), len(names))
-	for i, name := range names {
-		p := benchProtoFor(b, name)
-		addr := startBenchServer(b, p, echoOnce).addr()
-		dials[i] = func() (net.Conn, error) { return p.dial(addr) }
-	}
-	elapsed := make([]time.Duration, len(names))
-	b.ResetTimer()
-	for done, round := 0, 0; done < b.N; done, round = done+sideBySideBatch, round+1 {
-		n := min(sideBySideBatch, b.N-done)
-		for _, i := range turns(round, len(names)) {
-			start := time.Now()
-			err := runClients(n, benchClients, dials[i])
-			elapsed[i] += time.Since(start)
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.StopTimer()
+	start := time.Now()
+	elapsed := sideBySide(b, names, benchProtoFor, func() time.Duration { return time.Since(start) })
 	rate := make([]float64, len(names))
 	for i, name := range names {
 		rate[i] = float64(b.N) / elapsed[i].Seconds()
@@ -722,6 +704,33 @@ func BenchmarkConnectSideBySide(b *testing.B) {
 	}
 	b.ReportMetric(rate[2]/rate[0], "hmacauth/tcp")
 	b.ReportMetric(rate[2]/rate[1], "hmacauth/tls13")
+}
+
+// sideBySide runs b.N echo connections of each named protocol, alternating
+// in batches of sideBySideBatch (order reversed every round), and returns
+// for each protocol the sum of clock's advance over its batches.
+func sideBySide(b *testing.B, names []string, proto func(*testing.B, string) benchProto, clock func() time.Duration) []time.Duration {
+	dials := make([]func() (net.Conn, error), len(names))
+	for i, name := range names {
+		p := proto(b, name)
+		addr := startBenchServer(b, p, echoOnce).addr()
+		dials[i] = func() (net.Conn, error) { return p.dial(addr) }
+	}
+	spent := make([]time.Duration, len(names))
+	b.ResetTimer()
+	for done, round := 0, 0; done < b.N; done, round = done+sideBySideBatch, round+1 {
+		n := min(sideBySideBatch, b.N-done)
+		for _, i := range turns(round, len(names)) {
+			t0 := clock()
+			err := runClients(n, benchClients, dials[i])
+			spent[i] += clock() - t0
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	return spent
 }
 
 // BenchmarkBulkSideBySide is BenchmarkBulk for tcp and hmacauth,

@@ -52,7 +52,13 @@ func (s *keyShares) get(lifetime time.Duration) (*keyShare, error) {
 	if !s.cur.CompareAndSwap(nil, ks) {
 		// Another handshake made one at the same time: use that one,
 		// so that its lifetime bounds this handshake's key share too.
-		return s.cur.Load(), nil
+		if cur := s.cur.Load(); cur != nil {
+			return cur, nil
+		}
+		// It has already expired (a very short lifetime): this key
+		// share serves this handshake alone.
+		ks.drop()
+		return ks, nil
 	}
 	time.AfterFunc(lifetime, func() {
 		s.cur.CompareAndSwap(ks, nil)

@@ -189,3 +189,30 @@ func TestKeyShareSecrets(t *testing.T) {
 		mustBe(t, err, ErrProtocol)
 	}
 }
+
+// TestKeyShareTinyLifetime runs concurrent handshakes with a lifetime so
+// short that key shares expire while others are being made: each
+// handshake must still get a key share, and the sides must agree.
+func TestKeyShareTinyLifetime(t *testing.T) {
+	k := testKey("test-key")
+	ccfg := &Config{Keys: []Key{k}, ForwardSecrecy: true, KeyShareLifetime: time.Nanosecond}
+	scfg := &Config{Keys: []Key{k}, KeyShareLifetime: time.Nanosecond}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 4 {
+				cc, sc, cerr, serr := handshakePair(t, ccfg, scfg)
+				if cerr != nil || serr != nil {
+					t.Error(cerr, serr)
+					return
+				}
+				a, _ := cc.ConnectionState().ExportKeyingMaterial("test", nil, 32)
+				b, _ := sc.ConnectionState().ExportKeyingMaterial("test", nil, 32)
+				if !bytes.Equal(a, b) {
+					t.Error("the sides export different bytes")
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
