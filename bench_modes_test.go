@@ -32,14 +32,20 @@ func modeProto(mode Mode, fs bool) benchProto {
 
 // modeProtoWith is modeProto with a KeyShareLifetime.
 func modeProtoWith(mode Mode, fs bool, keyShareLifetime time.Duration) benchProto {
-	cfg := benchConfig(fs)
-	cfg.Mode = mode
-	cfg.KeyShareLifetime = keyShareLifetime
-	d := &Dialer{Config: cfg}
+	// Each side has its own Config, as two processes would: its own key
+	// shares and X25519 results.
+	config := func() *Config {
+		cfg := benchConfig(fs)
+		cfg.Mode = mode
+		cfg.KeyShareLifetime = keyShareLifetime
+		return cfg
+	}
+	d := &Dialer{Config: config()}
+	server := config()
 	return benchProto{
 		name: fmt.Sprintf("%v fs=%v", mode, fs),
 		wrap: func(inner net.Listener) net.Listener {
-			l, err := NewListener(inner, cfg)
+			l, err := NewListener(inner, server)
 			if err != nil {
 				panic(err) // unreachable: benchConfig is valid
 			}

@@ -22,8 +22,8 @@ const (
 // A Config may be shared by many listeners, dialers and connections at once,
 // but must not be modified after it has been passed to any of them: the keys
 // are validated and their derived keys cached on first use, so a copy made
-// after that keeps the original's keys. To change keys while running, use
-// Keyring.
+// after that keeps the original's keys (and, until it expires, its X25519
+// key share). To change keys while running, use Keyring.
 //
 // Printing a Config with fmt or slog never shows a secret.
 type Config struct {
@@ -55,11 +55,13 @@ type Config struct {
 	// results computed with it; then the key share is dropped. A recorded
 	// session is safe from a later theft of the shared secret either way.
 	// Against an attacker who reads the process's memory, who gets the
-	// keys of every open connection anyway, reuse exposes the sessions
-	// begun in the last KeyShareLifetime as well. Reuse turns four X25519
-	// operations per connection into a few per lifetime (SECURITY.md,
-	// BENCHMARKS.md); it also lets an observer of the wire tell that two
-	// connections within one lifetime come from the same process.
+	// keys of every open connection anyway, reuse exposes as well the
+	// ended sessions of the last KeyShareLifetime (and of a handshake still
+	// in flight with an older key share, which holds it until it ends,
+	// within HandshakeTimeout). Reuse turns four X25519 operations per
+	// connection into a few per lifetime (SECURITY.md, BENCHMARKS.md); it
+	// also lets an observer of the wire tell that two connections within
+	// one lifetime come from the same Config.
 	// Zero means DefaultKeyShareLifetime (1 s); a negative value means a
 	// new key share for every handshake.
 	KeyShareLifetime time.Duration

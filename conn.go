@@ -32,7 +32,6 @@ type Conn struct {
 	conn     net.Conn
 	config   *Config
 	isClient bool
-	rand     io.Reader // nonces and ephemeral keys; nil means crypto/rand
 
 	hsMu   sync.Mutex
 	hsDone atomic.Bool
@@ -132,10 +131,8 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 	}()
 
-	h := &handshake{rand: c.rand}
-	if c.rand == nil {
-		h.shares, h.shareLifetime = c.config.keyShares()
-	}
+	h := &handshake{}
+	h.shares, h.shareLifetime = c.config.keyShares()
 	if c.config.Mode > ModeSealed {
 		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.config.Mode)
 	}

@@ -18,21 +18,24 @@ const maxCachedSecrets = 256
 // keyShares hands out the key share of a Config's handshakes. A key share
 // is made at its first use and serves every handshake that starts within
 // the lifetime; then a timer drops it, with the X25519 results computed
-// with it, so that a key share is never kept longer than its lifetime even
-// when no handshake comes to replace it.
+// with it, so that it is not kept past its lifetime even when no handshake
+// comes to replace it. (A handshake that started with it keeps it until it
+// ends, at most HandshakeTimeout later.)
 //
 // Reuse costs forward secrecy nothing against the theft of a shared secret
 // (a key share's private half never leaves memory). Against an attacker who
 // reads this process's memory, who gets the keys of every open connection
-// anyway, it exposes in addition the sessions begun with a key share still
-// held: at most one lifetime back. SECURITY.md says the same for users.
+// anyway, it exposes in addition the ended sessions made with a key share
+// still held: those of the last lifetime, plus those of a handshake still
+// in flight. SECURITY.md says the same for users.
 type keyShares struct {
 	cur atomic.Pointer[keyShare]
 }
 
 // keyShare is one X25519 key pair with the results computed with it.
 type keyShare struct {
-	priv *ecdh.PrivateKey
+	priv    *ecdh.PrivateKey
+	expires time.Time // not used after this, even if the timer runs late
 
 	mu      sync.Mutex
 	dropped bool                      // past its lifetime: compute, remember nothing
@@ -41,22 +44,24 @@ type keyShare struct {
 
 // get returns the current key share, making one if there is none.
 func (s *keyShares) get(lifetime time.Duration) (*keyShare, error) {
-	if ks := s.cur.Load(); ks != nil {
-		return ks, nil
+	now := time.Now()
+	old := s.cur.Load()
+	if old != nil && now.Before(old.expires) {
+		return old, nil
 	}
 	priv, err := ecdh.X25519().GenerateKey(nil)
 	if err != nil {
 		return nil, err
 	}
-	ks := &keyShare{priv: priv, secrets: make(map[[shareLen]byte][]byte)}
-	if !s.cur.CompareAndSwap(nil, ks) {
+	ks := &keyShare{priv: priv, expires: now.Add(lifetime), secrets: make(map[[shareLen]byte][]byte)}
+	if !s.cur.CompareAndSwap(old, ks) {
 		// Another handshake made one at the same time: use that one,
 		// so that its lifetime bounds this handshake's key share too.
-		if cur := s.cur.Load(); cur != nil {
+		if cur := s.cur.Load(); cur != nil && now.Before(cur.expires) {
 			return cur, nil
 		}
-		// It has already expired (a very short lifetime): this key
-		// share serves this handshake alone.
+		// That one has already expired (a very short lifetime, or a
+		// late timer): this key share serves this handshake alone.
 		ks.drop()
 		return ks, nil
 	}
@@ -79,7 +84,8 @@ func (ks *keyShare) drop() {
 
 // sharedSecret returns X25519(ks, peer), computed once per peer share while
 // ks lives: a peer that reuses its key share too costs one X25519 per pair
-// of key shares rather than one per handshake.
+// of key shares rather than one per handshake. The result may be shared
+// with other handshakes: callers must not modify it.
 func (ks *keyShare) sharedSecret(peer []byte) ([]byte, error) {
 	k := [shareLen]byte(peer)
 	ks.mu.Lock()

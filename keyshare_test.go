@@ -73,7 +73,6 @@ func TestKeyShareReuse(t *testing.T) {
 		lifetime time.Duration
 		reuse    bool
 	}{
-		{0, true},
 		{time.Hour, true},
 		{-1, false},
 	} {
@@ -98,6 +97,9 @@ func TestKeyShareReuse(t *testing.T) {
 			}
 			if tc.reuse {
 				ks := scfg.shares.cur.Load()
+				if ks == nil {
+					t.Fatal("the server keeps no key share")
+				}
 				ks.mu.Lock()
 				cached := len(ks.secrets)
 				ks.mu.Unlock()
@@ -111,16 +113,35 @@ func TestKeyShareReuse(t *testing.T) {
 	}
 }
 
+func TestKeyShareDefaultLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		set, want time.Duration
+		reuse     bool
+	}{
+		{0, DefaultKeyShareLifetime, true},
+		{time.Minute, time.Minute, true},
+		{-1, 0, false},
+	} {
+		cfg := &Config{KeyShareLifetime: tc.set}
+		shares, lifetime := cfg.keyShares()
+		if (shares != nil) != tc.reuse || lifetime != tc.want {
+			t.Errorf("KeyShareLifetime %v: reuse %v for %v; want %v for %v", tc.set, shares != nil, lifetime, tc.reuse, tc.want)
+		}
+	}
+}
+
 func TestKeyShareExpires(t *testing.T) {
 	k := testKey("test-key")
-	const lifetime = 20 * time.Millisecond
+	const lifetime = 50 * time.Millisecond
 	ccfg := &Config{Keys: []Key{k}, ForwardSecrecy: true, KeyShareLifetime: lifetime}
 	scfg := &Config{Keys: []Key{k}, KeyShareLifetime: lifetime}
-	c1, s1, _ := fsHandshake(t, ccfg, scfg)
-	old := scfg.shares.cur.Load()
-	if old == nil {
-		t.Fatal("the server keeps no key share")
+	// Taken before the handshake, so that a slow handshake cannot make
+	// the test miss it; the handshake uses it unless it has expired.
+	old, err := scfg.shares.get(lifetime)
+	if err != nil {
+		t.Fatal(err)
 	}
+	c1, s1, _ := fsHandshake(t, ccfg, scfg)
 	// Without any further handshake, the timer drops both sides' key
 	// shares and what the server computed with its own.
 	waitUntil(t, "the key shares are dropped", func() bool {
@@ -181,12 +202,40 @@ func TestKeyShareSecrets(t *testing.T) {
 		t.Errorf("the key share remembers %d results, want the bound %d", n, maxCachedSecrets)
 	}
 
-	// A low-order peer share is refused, and not remembered.
+	// A low-order peer share is refused every time, and not remembered.
+	var fresh keyShares
+	ks2, err := fresh.get(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ks2.drop)
 	zero := make([]byte, shareLen)
-	if _, err := ks.sharedSecret(zero); err == nil {
-		t.Fatal("the all-zero share was accepted")
-	} else {
+	for range 2 {
+		_, err := ks2.sharedSecret(zero)
 		mustBe(t, err, ErrProtocol)
+	}
+	ks2.mu.Lock()
+	n = len(ks2.secrets)
+	ks2.mu.Unlock()
+	if n != 0 {
+		t.Errorf("a refused share left %d results behind", n)
+	}
+}
+
+// TestKeyShareExpiredNotReused: a key share past its lifetime is not handed
+// out again even while its timer has not yet dropped it (a late timer, or a
+// Config copied after use).
+func TestKeyShareExpiredNotReused(t *testing.T) {
+	var shares keyShares
+	stale := &keyShare{expires: time.Now().Add(-time.Second), secrets: map[[shareLen]byte][]byte{}}
+	shares.cur.Store(stale)
+	ks, err := shares.get(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ks.drop)
+	if ks == stale || shares.cur.Load() != ks {
+		t.Error("an expired key share was handed out again")
 	}
 }
 

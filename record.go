@@ -256,11 +256,9 @@ func (hc *halfConn) grow(n, keep, limit int) {
 // receive buffer (initialReadBuffer) and the one ReadFrom first reads
 // into, are pooled: taken from a sync.Pool when a connection needs one
 // and given back when it closes or outgrows it, so that a short
-// connection does not allocate and zero them. A buffer keeps bytes of the
-// connection that used it last, records and plaintext; that is acceptable
-// only because the buffers never leave this package and the record layer
-// reads nothing of a buffer but what it has just written there or read
-// from the socket into it.
+// connection does not allocate them. They are cleared when given back:
+// they hold plaintext, and the next connection hands them to its own
+// net.Conn and to ReadFrom's reader as Read destinations.
 const copyBuffer = recordOverhead + initialCopyBuffer
 
 var (
@@ -284,6 +282,7 @@ func getBuffer(size int) (buf []byte, pooled bool) {
 // hc.mu is held, and nothing reads buf any more.
 func (hc *halfConn) putBuffer() {
 	if hc.pooled {
+		clear(hc.buf)
 		switch len(hc.buf) {
 		case initialReadBuffer:
 			readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
@@ -308,9 +307,7 @@ func (c *Conn) releaseReadBuffer() {
 		return
 	}
 	defer hc.mu.Unlock()
-	if hc.err == nil {
-		hc.err = errReadAfterClose
-	}
+	hc.err = errReadAfterClose // whatever ended reading before, Close is the reason now
 	hc.putBuffer()
 	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
 }

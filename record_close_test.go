@@ -33,6 +33,20 @@ func TestReadAfterClose(t *testing.T) {
 				t.Fatalf("WriteTo after Close = %v; want net.ErrClosed", err)
 			}
 		})
+		// Once the peer's close has been read (io.EOF), Close still
+		// turns later reads into net.ErrClosed, as on a net.TCPConn.
+		t.Run(mode.String()+"/after-EOF", func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			c.Close()
+			var b [1]byte
+			if n, err := s.Read(b[:]); n != 0 || err != io.EOF {
+				t.Fatalf("Read of a closed peer = %d, %v; want 0 and io.EOF", n, err)
+			}
+			s.Close()
+			if n, err := s.Read(b[:]); n != 0 || !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Read after EOF and Close = %d, %v; want 0 and net.ErrClosed", n, err)
+			}
+		})
 	}
 }
 
