@@ -3,7 +3,6 @@ package hmacauth
 import (
 	"bytes"
 	"crypto/ecdh"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -239,27 +238,21 @@ func (h *handshake) sharedSecret(peer []byte) ([]byte, error) {
 	return x25519(h.priv, peer)
 }
 
-// sessionSecret derives the session secret from the whole transcript.
+// sessionSecret derives the session secret from the whole transcript:
+// HKDF-Extract(salt = SHA-256(transcript), session key || DH), which is one
+// HMAC keyed with the salt (RFC 5869, section 2.2).
 func (h *handshake) sessionSecret(ks *keySchedule, dh []byte) []byte {
 	th := sha256.Sum256(h.transcript[:])
-	ikm := append(append(make([]byte, 0, 2*sha256.Size), ks.session...), dh...)
-	secret, err := hkdf.Extract(sha256.New, ikm, th[:])
-	if err != nil {
-		panic(err) // unreachable: SHA-256 accepts any input
-	}
-	return secret
+	secret := new([sha256.Size]byte)
+	macTo(secret, th[:], ks.session, dh)
+	return secret[:]
 }
 
 // mac returns HMAC-SHA256(key, parts...) appended to dst.
-func mac(dst []byte, key macKey, parts ...[]byte) []byte {
-	m, err := key.state.Clone()
-	if err != nil {
-		panic(err) // unreachable: crypto/hmac over SHA-256 clones
-	}
-	for _, p := range parts {
-		m.Write(p)
-	}
-	return m.Sum(dst)
+func mac(dst []byte, key *macKey, parts ...[]byte) []byte {
+	var out [macLen]byte
+	macTo(&out, key[:], parts...)
+	return append(dst, out[:]...)
 }
 
 func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
@@ -279,7 +272,7 @@ func (h *handshake) writeClientHello(ks *keySchedule, p hsParams) error {
 	if err := h.random(q[:nonceLen]); err != nil {
 		return err
 	}
-	mac(q[nonceLen:nonceLen], ks.hello, b[:clientHelloLen-macLen])
+	mac(q[nonceLen:nonceLen], &ks.hello, b[:clientHelloLen-macLen])
 	return nil
 }
 
@@ -294,11 +287,12 @@ func (h *handshake) readClientHello(keys *keySet) (clientHello, *keySchedule, er
 	// The MAC is computed even for an unknown key ID, with another key, so
 	// that the time to refuse does not tell a stranger which IDs exist.
 	ks := keys.byID[m.keyID]
-	macKey := keys.first.hello
+	macKey := &keys.first.hello
 	if ks != nil {
-		macKey = ks.hello
+		macKey = &ks.hello
 	}
-	ok := hmac.Equal(mac(nil, macKey, b[:clientHelloLen-macLen]), m.mac)
+	var want [macLen]byte
+	ok := hmac.Equal(mac(want[:0], macKey, b[:clientHelloLen-macLen]), m.mac)
 	switch {
 	case ks == nil:
 		return m, nil, errorf(ErrAuthFailed, "client names key ID %q, which this server does not have", m.keyID)
@@ -346,7 +340,7 @@ func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams
 			return m, err
 		}
 	}
-	mac(q[nonceLen+shareLen:nonceLen+shareLen], ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
+	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
 	return m, nil
 }
 
@@ -357,8 +351,8 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 	if err != nil {
 		return m, err
 	}
-	want := mac(nil, ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
-	if !hmac.Equal(want, m.mac) {
+	var want [macLen]byte
+	if !hmac.Equal(mac(want[:0], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
 		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", ks.id)
 	}
 	switch {
@@ -390,7 +384,7 @@ func (h *handshake) writeClientFinished(ks *keySchedule, sh serverHello) ([]byte
 			return nil, err
 		}
 	}
-	mac(b[1+shareLen:1+shareLen], ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
+	mac(b[1+shareLen:1+shareLen], &ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
 	return dh, nil
 }
 
@@ -401,8 +395,8 @@ func (h *handshake) readClientFinished(ks *keySchedule, sh serverHello) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	want := mac(nil, ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
-	if !hmac.Equal(want, m.mac) {
+	var want [macLen]byte
+	if !hmac.Equal(mac(want[:0], &ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen]), m.mac) {
 		return nil, errorf(ErrAuthFailed, "client's proof for key ID %q is wrong (a replayed ClientHello?)", ks.id)
 	}
 	if sh.flags&flagForwardSecrecy == 0 {

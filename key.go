@@ -2,12 +2,10 @@ package hmacauth
 
 import (
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"log/slog"
 )
 
@@ -117,17 +115,10 @@ func deriveKeySchedule(k Key) *keySchedule {
 	}
 }
 
-// macKey is an HMAC-SHA256 key whose padded key blocks are hashed once,
-// when the key schedule is derived, rather than for every MAC: that is two
-// of the five or so SHA-256 blocks of a handshake MAC. It is safe for
-// concurrent use: mac works on a clone.
-type macKey struct{ state hash.Cloner }
+// macKey is the HMAC-SHA256 key of one handshake message.
+type macKey [sha256.Size]byte
 
-func newMACKey(key []byte) macKey {
-	h := hmac.New(sha256.New, key)
-	h.Reset() // crypto/hmac keeps the hashed pads from the first Reset on
-	return macKey{h.(hash.Cloner)}
-}
+func newMACKey(key []byte) macKey { return macKey(key) }
 
 // keySet is a validated list of keys with their schedules.
 type keySet struct {

@@ -106,16 +106,15 @@ func expandLabel(secret []byte, label string, n int) []byte {
 }
 
 // expandLabelTo sets dst to expandLabel(secret, label, len(dst)) without
-// allocating when dst is at most one hash long, the secret at most one
-// block and the label short, as for every key the record layer derives:
-// six per connection and side, where crypto/hkdf's allocating HMAC cost
-// more CPU than the rest of the record layer's setup.
+// allocating when dst is at most one hash long, as for every key the
+// record layer derives: six per connection and side, where crypto/hkdf's
+// allocating HMAC cost more CPU than the rest of the record layer's setup.
+// Up to one hash length, HKDF-Expand is a single HMAC: T(1) =
+// HMAC(secret, info || 0x01) (RFC 5869, section 2.3). TestExpandLabelTo
+// checks the result against crypto/hkdf.
 func expandLabelTo(dst, secret []byte, label string) {
-	const (
-		block  = sha256.BlockSize
-		prefix = protocolLabel + " "
-	)
-	if len(dst) > sha256.Size || len(secret) > block || len(prefix)+len(label)+1 > block {
+	const prefix = protocolLabel + " "
+	if len(dst) > sha256.Size {
 		b, err := hkdf.Expand(sha256.New, secret, prefix+label, len(dst))
 		if err != nil {
 			panic(err) // unreachable: callers ask for far less than the HKDF limit
@@ -123,25 +122,8 @@ func expandLabelTo(dst, secret []byte, label string) {
 		copy(dst, b)
 		return
 	}
-	// Up to one hash length, HKDF-Expand is a single HMAC: T(1) =
-	// HMAC(secret, info || 0x01) (RFC 5869, section 2.3), and a key of at
-	// most one block is zero-padded (RFC 2104). Both hashes run on stack
-	// buffers. TestExpandLabelTo checks the result against crypto/hkdf.
-	var in [2 * block]byte // secret^ipad || info || 0x01
-	var out [block + sha256.Size]byte
-	copy(in[:], secret)
-	copy(out[:], secret)
-	for i := range block {
-		in[i] ^= 0x36
-		out[i] ^= 0x5c
-	}
-	n := block + copy(in[block:], prefix)
-	n += copy(in[n:], label)
-	in[n] = 1
-	ih := sha256.Sum256(in[:n+1])
-	copy(out[block:], ih[:])
-	oh := sha256.Sum256(out[:])
-	copy(dst, oh[:])
-	clear(in[:])
-	clear(out[:])
+	var t [sha256.Size]byte
+	macTo(&t, secret, []byte(prefix), []byte(label), []byte{1})
+	copy(dst, t[:])
+	clear(t[:])
 }
