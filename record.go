@@ -103,7 +103,6 @@ type halfConn struct {
 	buf          []byte
 	start, end   int
 	pstart, pend int
-	pooled       bool // buf came from a pool (see getBuffer)
 
 	closed bool // write side: the close record is sealed
 
@@ -245,11 +244,11 @@ func (hc *halfConn) grow(n, keep, limit int) {
 	if len(hc.buf) >= n {
 		return
 	}
-	nb, pooled := getBuffer(max(n, min(2*len(hc.buf), limit)))
+	nb := getBuffer(max(n, min(2*len(hc.buf), limit)))
 	hc.end = copy(nb, hc.buf[keep:hc.end])
 	hc.start = 0
 	hc.putBuffer()
-	hc.buf, hc.pooled = nb, pooled
+	hc.buf = nb
 }
 
 // The buffers of the two sizes every short connection starts with, the
@@ -267,30 +266,30 @@ var (
 )
 
 // getBuffer returns a buffer of size bytes, from a pool if size is one of
-// the pooled sizes.
-func getBuffer(size int) (buf []byte, pooled bool) {
+// the pooled sizes. Every record buffer comes from here, so its length
+// tells putBuffer whether it came from a pool.
+func getBuffer(size int) []byte {
 	switch size {
 	case initialReadBuffer:
-		return readBufPool.Get().(*[initialReadBuffer]byte)[:], true
+		return readBufPool.Get().(*[initialReadBuffer]byte)[:]
 	case copyBuffer:
-		return copyBufPool.Get().(*[copyBuffer]byte)[:], true
+		return copyBufPool.Get().(*[copyBuffer]byte)[:]
 	}
-	return make([]byte, size), false
+	return make([]byte, size)
 }
 
 // putBuffer drops buf, giving it back to its pool if it came from one.
 // hc.mu is held, and nothing reads buf any more.
 func (hc *halfConn) putBuffer() {
-	if hc.pooled {
+	switch len(hc.buf) {
+	case initialReadBuffer:
 		clear(hc.buf)
-		switch len(hc.buf) {
-		case initialReadBuffer:
-			readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
-		case copyBuffer:
-			copyBufPool.Put((*[copyBuffer]byte)(hc.buf))
-		}
+		readBufPool.Put((*[initialReadBuffer]byte)(hc.buf))
+	case copyBuffer:
+		clear(hc.buf)
+		copyBufPool.Put((*[copyBuffer]byte)(hc.buf))
 	}
-	hc.buf, hc.pooled = nil, false
+	hc.buf = nil
 }
 
 // errReadAfterClose is what Read returns once Close has run. It is a
@@ -382,7 +381,7 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
-		hc.buf, hc.pooled = getBuffer(initialReadBuffer)
+		hc.buf = getBuffer(initialReadBuffer)
 	}
 	if err := c.fill(recordHeaderLen); err != nil {
 		return 0, err
