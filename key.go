@@ -108,17 +108,15 @@ func deriveKeySchedule(k Key) *keySchedule {
 	expand := func(label string) []byte { return expandLabel(prk, label, sha256.Size) }
 	return &keySchedule{
 		id:        k.ID,
-		hello:     newMACKey(expand("client hello")),
-		serverFin: newMACKey(expand("server finished")),
-		clientFin: newMACKey(expand("client finished")),
+		hello:     macKey(expand("client hello")),
+		serverFin: macKey(expand("server finished")),
+		clientFin: macKey(expand("client finished")),
 		session:   expand("session"),
 	}
 }
 
 // macKey is the HMAC-SHA256 key of one handshake message.
 type macKey [sha256.Size]byte
-
-func newMACKey(key []byte) macKey { return macKey(key) }
 
 // keySet is a validated list of keys with their schedules.
 type keySet struct {
