@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Defaults for the zero values of Config fields.
@@ -120,7 +122,7 @@ func (c *Config) LogValue() slog.Value {
 	return slog.GroupValue(keys,
 		slog.String("mode", c.Mode.String()),
 		slog.Bool("forward_secrecy", c.ForwardSecrecy),
-		slog.Duration("key_share_lifetime", durationOrDefault(c.KeyShareLifetime, DefaultKeyShareLifetime)),
+		slog.Duration("key_share_lifetime", netx.Timeout(c.KeyShareLifetime, DefaultKeyShareLifetime)),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
 		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
 		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
@@ -143,25 +145,13 @@ type HandshakeEvent struct {
 }
 
 func (c *Config) handshakeTimeout() time.Duration {
-	return durationOrDefault(c.HandshakeTimeout, DefaultHandshakeTimeout)
-}
-
-// durationOrDefault resolves a Config duration: zero means def, a negative
-// value means none (0).
-func durationOrDefault(v, def time.Duration) time.Duration {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
+	return netx.Timeout(c.HandshakeTimeout, DefaultHandshakeTimeout)
 }
 
 // keyShares returns the key shares c's handshakes reuse and their lifetime,
 // or nil for a new key share in every handshake.
 func (c *Config) keyShares() (*keyShares, time.Duration) {
-	if t := durationOrDefault(c.KeyShareLifetime, DefaultKeyShareLifetime); t > 0 {
+	if t := netx.Timeout(c.KeyShareLifetime, DefaultKeyShareLifetime); t > 0 {
 		return &c.shares, t
 	}
 	return nil, 0

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth"
+	"github.com/hmacauth/hmacauth/internal/netx"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
@@ -97,13 +98,10 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 }
 
 func handshakeTimeout(cfg *hmacauth.Config) time.Duration {
-	switch {
-	case cfg == nil || cfg.HandshakeTimeout == 0:
+	if cfg == nil {
 		return hmacauth.DefaultHandshakeTimeout
-	case cfg.HandshakeTimeout < 0:
-		return 0
 	}
-	return cfg.HandshakeTimeout
+	return netx.Timeout(cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout)
 }
 
 // Info returns SecurityProtocol "hmacauth" and SecurityVersion "1".

@@ -12,6 +12,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Defaults for the zero values of Config fields.
@@ -213,13 +215,7 @@ func (c *Config) digest() Digest {
 }
 
 func (c *Config) handshakeTimeout() time.Duration {
-	switch {
-	case c.HandshakeTimeout == 0:
-		return DefaultHandshakeTimeout
-	case c.HandshakeTimeout < 0:
-		return 0
-	}
-	return c.HandshakeTimeout
+	return netx.Timeout(c.HandshakeTimeout, DefaultHandshakeTimeout)
 }
 
 func orDefault(v, def int) int {
