@@ -161,6 +161,33 @@ func BenchmarkModesThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkModesThroughputSideBySide is BenchmarkModesThroughput for
+// crypto/tls 1.3, ModeSealed and ModeIntegrity, alternating in batches of
+// sideBySideBatch writes of bulkChunk bytes (see bulkSideBySide), on one
+// connection per protocol and on four at once (both cores busy, as on a
+// loaded server). Each protocol has two entries, made in the order tls13,
+// sealed, integrity, integrity, sealed, tls13, as the connections made
+// first tend to be the faster ones. A burst of load elsewhere then hits
+// all three alike, so the ratios move far less than those of separate
+// sub-benchmarks. It reports each throughput, and the ratios to crypto/tls
+// 1.3 of throughput and of CPU time per GB.
+func BenchmarkModesThroughputSideBySide(b *testing.B) {
+	names := []string{"tls13", "sealed", "integrity", "integrity", "sealed", "tls13"}
+	for _, streams := range []int{1, 4} {
+		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
+			spent := bulkSideBySide(b, names, streams, modesProto)
+			tlsRate, tlsCPU := bulkFigures(names, spent, "tls13")
+			b.ReportMetric(tlsRate, "tls13-MB/s")
+			for _, name := range []string{"sealed", "integrity"} {
+				rate, cpu := bulkFigures(names, spent, name)
+				b.ReportMetric(rate, name+"-MB/s")
+				b.ReportMetric(rate/tlsRate, name+"/tls13")
+				b.ReportMetric(tlsCPU/cpu, name+"/tls13-cpu")
+			}
+		})
+	}
+}
+
 // BenchmarkModesRecordSize measures the record modes at several record
 // sizes; it is how defaultRecordSize was chosen.
 func BenchmarkModesRecordSize(b *testing.B) {

@@ -737,13 +737,34 @@ func sideBySide(b *testing.B, names []string, proto func(*testing.B, string) ben
 // alternating over two connections each, made in the order tcp, hmacauth,
 // hmacauth, tcp because the connection made first tends to be the faster
 // one (crypto/tls, much slower, would only stretch the rounds). One op is
-// bulkChunk bytes on each connection; after each batch the server
-// acknowledges with one byte that it has read them all.
+// bulkChunk bytes on each connection.
 func BenchmarkBulkSideBySide(b *testing.B) {
 	names := []string{"tcp", "hmacauth", "hmacauth", "tcp"}
-	conns := make([]net.Conn, len(names))
+	spent := bulkSideBySide(b, names, 1, benchProtoFor)
+	tcp, _ := bulkFigures(names, spent, "tcp")
+	auth, _ := bulkFigures(names, spent, "hmacauth")
+	b.ReportMetric(tcp, "tcp-MB/s")
+	b.ReportMetric(auth, "hmacauth-MB/s")
+	b.ReportMetric(auth/tcp, "hmacauth/tcp")
+}
+
+// bulkSpent is what the batches of one entry of bulkSideBySide cost.
+type bulkSpent struct {
+	wall, cpu time.Duration
+	chunks    int // bulkChunk bytes each, on all its connections
+}
+
+// bulkSideBySide writes bulkChunk bytes b.N times (rounded up to whole
+// batches) on the connections of each named protocol, alternating in
+// batches of sideBySideBatch chunks (order reversed every round); after
+// each batch the server acknowledges with one byte that it has read them
+// all. Each name has streams connections, written at once from one
+// goroutine each. It returns, per name, the wall-clock and process CPU time
+// of its batches: the servers read only during their own batches.
+func bulkSideBySide(b *testing.B, names []string, streams int, proto func(*testing.B, string) benchProto) []bulkSpent {
+	conns := make([][]net.Conn, len(names))
 	for i, name := range names {
-		p := benchProtoFor(b, name)
+		p := proto(b, name)
 		srv := startBenchServer(b, p, func(c net.Conn) {
 			c.SetDeadline(time.Time{}) // a long run must not hit benchIOTimeout
 			buf := make([]byte, 256<<10)
@@ -762,46 +783,64 @@ func BenchmarkBulkSideBySide(b *testing.B) {
 				}
 			}
 		})
-		c, err := p.dial(srv.addr())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close() // before the server's Cleanup, which waits for it
-		conns[i] = c
-	}
-	buf := make([]byte, bulkChunk)
-	elapsed := make([]time.Duration, len(names))
-	ops := 0
-	b.ResetTimer()
-	// Whole batches only: the server acknowledges whole batches.
-	for round := 0; ops < b.N; ops, round = ops+sideBySideBatch, round+1 {
-		for _, i := range turns(round, len(conns)) {
-			c := conns[i]
-			start := time.Now()
-			for range sideBySideBatch {
-				if _, err := c.Write(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, err := io.ReadFull(c, buf[:1]); err != nil {
+		for range streams {
+			c, err := p.dial(srv.addr())
+			if err != nil {
 				b.Fatal(err)
 			}
-			elapsed[i] += time.Since(start)
+			b.Cleanup(func() { c.Close() }) // before the server's Cleanup, which waits for it
+			conns[i] = append(conns[i], c)
+		}
+	}
+	bufs := make([][]byte, streams)
+	for j := range bufs {
+		bufs[j] = make([]byte, bulkChunk)
+	}
+	batch := func(c net.Conn, buf []byte) {
+		for range sideBySideBatch {
+			if _, err := c.Write(buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+		if _, err := io.ReadFull(c, buf[:1]); err != nil {
+			b.Error(err)
+		}
+	}
+	spent := make([]bulkSpent, len(names))
+	b.ResetTimer()
+	// Whole batches only: the server acknowledges whole batches.
+	for round, ops := 0, 0; ops < b.N; ops, round = ops+sideBySideBatch, round+1 {
+		for _, i := range turns(round, len(conns)) {
+			start, cpu0 := time.Now(), cpuTime(b)
+			var wg sync.WaitGroup
+			for j, c := range conns[i] {
+				wg.Go(func() { batch(c, bufs[j]) })
+			}
+			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
+			spent[i].wall += time.Since(start)
+			spent[i].cpu += cpuTime(b) - cpu0
+			spent[i].chunks += sideBySideBatch * streams
 		}
 	}
 	b.StopTimer()
-	rate := func(name string) float64 {
-		var d time.Duration
-		var n int
-		for i := range names {
-			if names[i] == name {
-				d += elapsed[i]
-				n += ops
-			}
+	return spent
+}
+
+// bulkFigures sums the named protocol's connections of spent: its
+// throughput in MB/s and its process CPU time per GB, in seconds.
+func bulkFigures(names []string, spent []bulkSpent, name string) (mbps, cpuPerGB float64) {
+	var t bulkSpent
+	for i := range names {
+		if names[i] == name {
+			t.wall += spent[i].wall
+			t.cpu += spent[i].cpu
+			t.chunks += spent[i].chunks
 		}
-		return float64(n) * bulkChunk / 1e6 / d.Seconds()
 	}
-	b.ReportMetric(rate("tcp"), "tcp-MB/s")
-	b.ReportMetric(rate("hmacauth"), "hmacauth-MB/s")
-	b.ReportMetric(rate("hmacauth")/rate("tcp"), "hmacauth/tcp")
+	gb := float64(t.chunks) * bulkChunk / 1e9
+	return gb * 1e3 / t.wall.Seconds(), t.cpu.Seconds() / gb
 }
