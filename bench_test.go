@@ -759,8 +759,9 @@ type bulkSpent struct {
 // batches of sideBySideBatch chunks (order reversed every round); after
 // each batch the server acknowledges with one byte that it has read them
 // all. Each name has streams connections, written at once from one
-// goroutine each. It returns, per name, the wall-clock and process CPU time
-// of its batches: the servers read only during their own batches.
+// goroutine each. It returns, per entry of names (a name may appear more
+// than once), the wall-clock and process CPU time of its batches: the
+// servers read only during their own batches.
 func bulkSideBySide(b *testing.B, names []string, streams int, proto func(*testing.B, string) benchProto) []bulkSpent {
 	conns := make([][]net.Conn, len(names))
 	for i, name := range names {
