@@ -155,9 +155,9 @@ func BenchmarkModesThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkModesThroughputSideBySide is BenchmarkModesThroughput side by
-// side (see bulkSideBySide): plain TCP, crypto/tls 1.3 and the three modes
-// take turns in batches of sideBySideBatch writes of bulkChunk bytes, on
+// BenchmarkModesThroughputSideBySide compares bulk throughput side by side
+// (see bulkSideBySide): plain TCP, crypto/tls 1.3 and the three modes take
+// turns in batches of sideBySideBatch writes of bulkChunk bytes, on
 // one connection per protocol (streams=1) and on four at once (streams=4:
 // both cores busy, as on a loaded server). Each protocol has two entries,
 // made in mirrored order, as the connections made first tend to be the
