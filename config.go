@@ -124,9 +124,9 @@ func (c *Config) LogValue() slog.Value {
 		slog.Bool("forward_secrecy", c.ForwardSecrecy),
 		slog.Duration("key_share_lifetime", netx.Timeout(c.KeyShareLifetime, DefaultKeyShareLifetime)),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
-		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
-		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-		slog.Int("accept_queue", orDefault(c.AcceptQueue, DefaultAcceptQueue)))
+		slog.Int("max_handshakes", netx.OrDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // HandshakeEvent describes one connection a Listener handled.
@@ -155,13 +155,6 @@ func (c *Config) keyShares() (*keyShares, time.Duration) {
 		return &c.shares, t
 	}
 	return nil, 0
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // check reports whether c can be used, as early as NewListener, Listen or

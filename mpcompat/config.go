@@ -177,9 +177,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("digest", c.digest().String()),
 		slog.Bool("allow_legacy_md5", c.AllowLegacyMD5),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
-		slog.Int("max_handshakes", orDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
-		slog.Int("max_handshakes_per_ip", orDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-		slog.Int("accept_queue", orDefault(c.AcceptQueue, DefaultAcceptQueue)))
+		slog.Int("max_handshakes", netx.OrDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // String describes c without its authkey.
@@ -216,11 +216,4 @@ func (c *Config) digest() Digest {
 
 func (c *Config) handshakeTimeout() time.Duration {
 	return netx.Timeout(c.HandshakeTimeout, DefaultHandshakeTimeout)
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }

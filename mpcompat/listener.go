@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth/internal/acceptor"
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Listener is a net.Listener whose Accept returns only connections whose
@@ -37,9 +38,9 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	l := &Listener{cfg: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
-		MaxInFlight: orDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
-		MaxPerIP:    orDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
-		QueueLen:    orDefault(cfg.AcceptQueue, DefaultAcceptQueue),
+		MaxInFlight: netx.OrDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    netx.OrDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    netx.OrDefault(cfg.AcceptQueue, DefaultAcceptQueue),
 		OnShed:      l.shed,
 	})
 	return l, nil
@@ -96,7 +97,7 @@ func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(
 func (l *Listener) shed(remote net.Addr) {
 	l.report(HandshakeEvent{
 		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, orDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
 	})
 }
 

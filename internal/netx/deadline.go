@@ -8,19 +8,6 @@ import (
 	"time"
 )
 
-// Timeout resolves a configured timeout or lifetime the way every Config
-// of this module documents it: zero means def, a negative value means none
-// (0), anything else is itself.
-func Timeout(v, def time.Duration) time.Duration {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
-}
-
 // Earliest returns the earlier of two deadlines, where zero means none.
 func Earliest(a, b time.Time) time.Time {
 	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
