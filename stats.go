@@ -113,17 +113,21 @@ func (hc *handshakeCounters) record(d time.Duration, err error) {
 	}
 }
 
+// fill reads the counters in the reverse of the order record adds to
+// them, so that a snapshot taken while handshakes finish never counts more
+// in a bucket than in Durations.Count (which a Prometheus histogram's
+// buckets must not exceed).
 func (hc *handshakeCounters) fill(s *ListenerStats) {
-	s.Succeeded = hc.succeeded.Load()
-	s.FailedAuth = hc.auth.Load()
-	s.FailedProtocol = hc.protocol.Load()
-	s.FailedTimeout = hc.timeout.Load()
-	s.FailedOther = hc.other.Load()
-	s.Durations.Count = s.Succeeded
-	s.Durations.Sum = time.Duration(hc.sumNanos.Load())
 	var below uint64
 	for i := range hc.buckets {
 		below += hc.buckets[i].Load()
 		s.Durations.Buckets[i] = below
 	}
+	s.Durations.Sum = time.Duration(hc.sumNanos.Load())
+	s.Succeeded = hc.succeeded.Load()
+	s.Durations.Count = s.Succeeded
+	s.FailedAuth = hc.auth.Load()
+	s.FailedProtocol = hc.protocol.Load()
+	s.FailedTimeout = hc.timeout.Load()
+	s.FailedOther = hc.other.Load()
 }

@@ -164,3 +164,32 @@ func TestListenerStatsCountRetries(t *testing.T) {
 		t.Errorf("AcceptRetries = %d, want 2", s.AcceptRetries)
 	}
 }
+
+// TestStatsSnapshotConsistent takes snapshots while handshakes are
+// recorded: no bucket may ever count more than Durations.Count.
+func TestStatsSnapshotConsistent(t *testing.T) {
+	var hc handshakeCounters
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					hc.record(time.Millisecond, nil)
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(stop)
+	for i := range 20000 {
+		var s ListenerStats
+		hc.fill(&s)
+		if last := s.Durations.Buckets[DurationBuckets-1]; last > s.Durations.Count {
+			t.Fatalf("snapshot %d: the last bucket counts %d handshakes, more than Durations.Count (%d)", i, last, s.Durations.Count)
+		}
+	}
+}
