@@ -274,7 +274,7 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		role:     r,
 		opts:     o,
 		log:      log,
-		dialer:   net.Dialer{Timeout: o.connectTimeout, KeepAliveConfig: o.keepAlive},
+		dialer:   o.dialer(),
 		slots:    make(chan struct{}, o.maxConns),
 		stopping: make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
@@ -319,11 +319,26 @@ func (t *tunnel) listen() (net.Listener, error) {
 	return hl, nil
 }
 
+// dialer returns the dialer of the tunnel's outgoing TCP connections.
+func (o *tunnelOptions) dialer() net.Dialer {
+	return net.Dialer{Timeout: o.connectTimeout, KeepAlive: keepAliveOff(o.keepAlive), KeepAliveConfig: o.keepAlive}
+}
+
+// keepAliveOff returns the KeepAlive of a net.Dialer or net.ListenConfig
+// with cfg: -1 when cfg is off, since net turns keepalives off only when
+// both say so (a zero KeepAlive means Go's default, 15 s).
+func keepAliveOff(cfg net.KeepAliveConfig) time.Duration {
+	if cfg.Enable {
+		return 0
+	}
+	return -1
+}
+
 // listen listens on a command-line ADDR. A Unix socket file left behind by
 // a process that is gone is replaced; one in use is not.
 func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (net.Listener, error) {
 	network, address := parseAddr(addr)
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	lc := net.ListenConfig{KeepAlive: keepAliveOff(keepAlive), KeepAliveConfig: keepAlive}
 	ln, err := lc.Listen(ctx, network, address)
 	if network == "unix" && errors.Is(err, syscall.EADDRINUSE) {
 		if fi, serr := os.Lstat(address); serr == nil && fi.Mode().Type() == os.ModeSocket {
