@@ -209,7 +209,7 @@ func TestTunnelUnixSockets(t *testing.T) {
 	target := startTarget(t, "unix", filepath.Join(dir, "target.sock"), echo)
 	keys := writeKeys(t, filepath.Join(dir, "k.keys"), newKey(t, "unix"))
 	serverSock := "unix:" + filepath.Join(dir, "server.sock")
-	server := startTunnel(t, "server", "server", "-listen", serverSock, "-target", target, "-keys", keys)
+	startTunnel(t, "server", "server", "-listen", serverSock, "-target", target, "-keys", keys)
 	clientSock := filepath.Join(dir, "client.sock")
 	client := startTunnel(t, "client", "client", "-listen", clientSock, "-target", serverSock, "-keys", keys)
 	if client.addr != clientSock {
@@ -226,7 +226,47 @@ func TestTunnelUnixSockets(t *testing.T) {
 	}
 	client = startTunnel(t, "client again", "client", "-listen", clientSock, "-target", serverSock, "-keys", keys)
 	checkEcho(t, dial(t, clientSock), "second life")
-	_ = server
+}
+
+// TestListenUnixSocketFile covers what listen does with a file already at
+// a Unix socket's path: a socket left by a process that is gone is
+// replaced, one that accepts connections is not, and a file that is not a
+// socket is left alone.
+func TestListenUnixSocketFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stale.sock")
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false) // as a killed process leaves it
+	dead.Close()
+	ln, err := listen(t.Context(), "unix:"+path, net.KeepAliveConfig{})
+	if err != nil {
+		t.Fatalf("listening over a stale socket file: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			echo(c)
+		}
+	}()
+	checkEcho(t, dial(t, path), "replaced")
+
+	if _, err := listen(t.Context(), "unix:"+path, net.KeepAliveConfig{}); err == nil || !strings.Contains(err.Error(), "another process accepts connections there") {
+		t.Errorf("listening over a live socket: %v, want a refusal", err)
+	}
+
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen(t.Context(), "unix:"+plain, net.KeepAliveConfig{}); err == nil {
+		t.Error("listening over a regular file succeeded")
+	}
+	if b, err := os.ReadFile(plain); err != nil || string(b) != "data" {
+		t.Errorf("the regular file was changed: %q, %v", b, err)
+	}
 }
 
 func TestTunnelMaxConns(t *testing.T) {
