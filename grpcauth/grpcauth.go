@@ -83,25 +83,21 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	if err := conn.Handshake(); err != nil {
 		return nil, nil, err
 	}
-	if m := conn.ConnectionState().Mode; accepted && c.cfg != nil && m < c.cfg.Mode {
-		return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
-			hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
+	if accepted {
+		if m := conn.ConnectionState().Mode; c.cfg != nil && m < c.cfg.Mode {
+			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
+				hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
+		}
+		return conn, newAuthInfo(conn), nil
 	}
-	if t := handshakeTimeout(c.cfg); !accepted && t > 0 {
-		// The handshake restored raw's deadlines as set through conn, which
-		// clears the one grpc.Server set on raw before calling us. Bound the
-		// HTTP/2 preface that gRPC reads next; it clears this deadline when
-		// the transport is up.
+	// The handshake restored raw's deadlines as set through conn, which
+	// clears the one grpc.Server set on raw before calling us. Bound the
+	// HTTP/2 preface that gRPC reads next; it clears this deadline when the
+	// transport is up. (The handshake succeeded, so c.cfg is set.)
+	if t := netx.Timeout(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
 		conn.SetDeadline(time.Now().Add(t))
 	}
 	return conn, newAuthInfo(conn), nil
-}
-
-func handshakeTimeout(cfg *hmacauth.Config) time.Duration {
-	if cfg == nil {
-		return hmacauth.DefaultHandshakeTimeout
-	}
-	return netx.Timeout(cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout)
 }
 
 // Info returns SecurityProtocol "hmacauth" and SecurityVersion "1".

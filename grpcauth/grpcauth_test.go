@@ -210,7 +210,7 @@ func TestStalledConnDoesNotBlockOthers(t *testing.T) {
 		})
 	}
 	if st := hl.Stats(); st.Succeeded != 1 {
-		t.Errorf("hmacauth.Listener counted %d handshakes, want 1 (gRPC must not run a second one)", st.Succeeded)
+		t.Errorf("hmacauth.Listener counted %d successful handshakes, want 1: one client, the stalled connections never finish theirs", st.Succeeded)
 	}
 }
 
@@ -227,9 +227,6 @@ func TestPerRPCCredentialsNeedSealedMode(t *testing.T) {
 	for _, mode := range []hmacauth.Mode{hmacauth.ModeAuth, hmacauth.ModeIntegrity, hmacauth.ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, Mode: mode}
-			if mode != hmacauth.ModeAuth && !modeImplemented(t, cfg) {
-				t.Skipf("mode %v is not implemented by this hmacauth version", mode)
-			}
 			lis := listen(t)
 			startServer(t, lis, cfg)
 			client := newClient(t, lis.Addr().String(), cfg)
@@ -245,20 +242,6 @@ func TestPerRPCCredentialsNeedSealedMode(t *testing.T) {
 			}
 		})
 	}
-}
-
-// modeImplemented reports whether a handshake in cfg.Mode succeeds.
-func modeImplemented(t *testing.T, cfg *hmacauth.Config) bool {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	errc := make(chan error, 1)
-	go func() { errc <- hmacauth.Server(b, cfg).Handshake() }()
-	err := hmacauth.Client(a, cfg).Handshake()
-	a.Close()
-	<-errc
-	return err == nil
 }
 
 func TestCallAuthorityOverride(t *testing.T) {
