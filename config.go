@@ -157,14 +157,28 @@ func (c *Config) keyShares() (*keyShares, time.Duration) {
 	return nil, 0
 }
 
-// check reports whether c can be used, as early as NewListener, Listen or
-// Dial, so that a bad Config fails there rather than in every handshake.
-func (c *Config) check() error {
-	if _, err := c.keySet(); err != nil {
-		return err
+// check reports whether c can be used for a handshake and returns its
+// keys. NewListener, Listen and Dial call it too, so that a bad Config fails
+// there rather than in every handshake.
+func (c *Config) check() (*keySet, error) {
+	ks, err := c.keySet()
+	if err != nil {
+		return nil, err
 	}
 	if c.Mode > ModeSealed {
-		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.Mode)
+		return nil, errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.Mode)
+	}
+	return ks, nil
+}
+
+// checkListener is check for a Listener, which also uses the limits.
+func (c *Config) checkListener() error {
+	if _, err := c.check(); err != nil {
+		return err
+	}
+	if c.MaxHandshakes < 0 || c.AcceptQueue < 0 {
+		return errorf(ErrConfig, "Config.MaxHandshakes is %d and Config.AcceptQueue is %d; neither may be negative (zero means the default)",
+			c.MaxHandshakes, c.AcceptQueue)
 	}
 	return nil
 }

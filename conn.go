@@ -93,7 +93,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 
 func (c *Conn) handshake(ctx context.Context) (err error) {
 	c.handshakeStarted = time.Now()
-	keys, err := c.config.keySet()
+	keys, err := c.config.check()
 	if err != nil {
 		return err
 	}
@@ -133,9 +133,6 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 
 	h := &handshake{}
 	h.shares, h.shareLifetime = c.config.keyShares()
-	if c.config.Mode > ModeSealed {
-		return errorf(ErrConfig, "Config.Mode is %v; use ModeAuth, ModeIntegrity or ModeSealed", c.config.Mode)
-	}
 	p := hsParams{
 		mode:   byte(c.config.Mode),
 		fs:     c.config.ForwardSecrecy,

@@ -38,7 +38,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 }
 
 func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, error) {
-	if err := d.Config.check(); err != nil {
+	if _, err := d.Config.check(); err != nil {
 		return nil, err
 	}
 	var c *Conn

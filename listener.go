@@ -34,12 +34,8 @@ type Listener struct {
 // NewListener returns a Listener that accepts from inner. It checks cfg and
 // starts accepting at once.
 func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.checkListener(); err != nil {
 		return nil, err
-	}
-	if cfg.MaxHandshakes < 0 || cfg.AcceptQueue < 0 {
-		return nil, errorf(ErrConfig, "Config.MaxHandshakes is %d and Config.AcceptQueue is %d; neither may be negative (zero means the default)",
-			cfg.MaxHandshakes, cfg.AcceptQueue)
 	}
 	l := &Listener{config: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
@@ -69,7 +65,7 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 // the options of the listener it is given; there, silent clients are
 // bounded by the caps and the handshake timeout alone.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
-	if err := cfg.check(); err != nil {
+	if err := cfg.checkListener(); err != nil {
 		return nil, err
 	}
 	lc := net.ListenConfig{Control: deferAccept(cfg.handshakeTimeout())}
