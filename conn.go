@@ -279,10 +279,12 @@ func (c *Conn) Close() error {
 	return recErr
 }
 
-// CloseWrite shuts down the writing side, if the underlying connection
-// supports it (as *net.TCPConn and *net.UnixConn do). In a record mode it
-// first sends the close record, so the peer reads io.EOF; the peer can
-// still write, and this side read.
+// CloseWrite shuts down the writing side: the peer reads io.EOF, and can
+// still write, and this side read. In a record mode it sends the close
+// record and then half-closes the underlying connection if that supports
+// it (as *net.TCPConn and *net.UnixConn do); the close record alone is
+// enough, as TLS's close_notify is. In ModeAuth it needs the underlying
+// connection's half-close, and reports errors.ErrUnsupported without it.
 func (c *Conn) CloseWrite() error {
 	if err := c.Handshake(); err != nil {
 		return err
@@ -297,6 +299,9 @@ func (c *Conn) CloseWrite() error {
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
+	}
+	if c.records() {
+		return nil
 	}
 	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
 }

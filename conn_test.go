@@ -367,8 +367,8 @@ func TestHalfCloseUnsupported(t *testing.T) {
 	cc, sc := Client(a, configWith(k)), Server(b, configWith(k))
 	go sc.Handshake()
 	err := cc.CloseWrite()
-	if err == nil || !strings.Contains(err.Error(), "half-close") {
-		t.Errorf("CloseWrite over net.Pipe = %v, want an error about half-close", err)
+	if !errors.Is(err, errors.ErrUnsupported) || !strings.Contains(err.Error(), "half-close") {
+		t.Errorf("CloseWrite over net.Pipe = %v, want errors.ErrUnsupported about half-close", err)
 	}
 	if err := cc.CloseRead(); err == nil {
 		t.Error("CloseRead over net.Pipe succeeded")
@@ -683,5 +683,32 @@ func TestCloseDuringHandshake(t *testing.T) {
 	}
 	if _, werr := c.Write([]byte("x")); werr != err {
 		t.Errorf("Write after the failed handshake = %v, want %v", werr, err)
+	}
+}
+
+// TestCloseWriteRecordsWithoutHalfClose: in a record mode the close record
+// ends the stream for the peer, so CloseWrite succeeds over a connection
+// without half-close, and writing is over.
+func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
+	k := testKey("test-key")
+	cfg := configWith(k)
+	cfg.Mode = ModeSealed
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc, sc := Client(a, cfg), Server(b, cfg)
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(sc) // the handshake, then until the close record
+		got <- err
+	}()
+	if err := cc.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite in ModeSealed over net.Pipe: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the peer read %v, want a clean end", err)
+	}
+	if _, err := cc.Write([]byte("x")); err == nil {
+		t.Error("Write after CloseWrite succeeded")
 	}
 }
