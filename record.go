@@ -521,10 +521,7 @@ func (c *Conn) flush() error {
 		k, err := c.conn.Write(hc.buf[hc.start:hc.end])
 		hc.start += k
 		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				hc.err = err
-			}
-			return err
+			return hc.fail(err)
 		}
 	}
 	hc.start, hc.end = 0, 0
@@ -554,16 +551,19 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	if k == 0 && mayUndo && writesAllOrReports(c.conn) {
 		hc.seq--
 		hc.used -= uint64(n)
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			hc.err = err
-		}
-		return false, err
+		return false, hc.fail(err)
 	}
 	hc.start, hc.end = k, len(rec)
+	return true, hc.fail(err)
+}
+
+// fail returns err, after making it this direction's sticky error unless
+// it is a deadline, which leaves the connection usable.
+func (hc *halfConn) fail(err error) error {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		hc.err = err
 	}
-	return true, err
+	return err
 }
 
 // writeKeyUpdate sends a key update record and moves to the next key. It
@@ -576,10 +576,7 @@ func (c *Conn) writeKeyUpdate() error {
 	k, err := c.conn.Write(rec)
 	if err != nil && k == 0 && writesAllOrReports(c.conn) {
 		hc.seq--
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			hc.err = err
-		}
-		return err
+		return hc.fail(err)
 	}
 	hc.update(&c.rp)
 	if err != nil {
@@ -587,10 +584,7 @@ func (c *Conn) writeKeyUpdate() error {
 		// else, so the waiting payload is given up: the caller has
 		// not counted it as written.
 		hc.start, hc.end = 0, copy(hc.buf, rec[k:])
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			hc.err = err
-		}
-		return err
+		return hc.fail(err)
 	}
 	return nil
 }
@@ -705,10 +699,7 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 			return total, hc.err
 		}
 		if _, err := c.readRecord(nil); err != nil {
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
+			return total, err // a close record is not an error: it sets hc.err to io.EOF
 		}
 	}
 }
