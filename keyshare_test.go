@@ -166,16 +166,33 @@ func TestKeyShareSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ks.drop)
-	// Concurrent first uses agree on one key share.
+	// Concurrent first uses agree on one key share: those that lose the
+	// race to install theirs take the winner's.
+	var racing keyShares
+	start := make(chan struct{})
+	got := make([]*keyShare, 8)
 	var wg sync.WaitGroup
-	for range 8 {
+	for i := range got {
 		wg.Go(func() {
-			if got, err := shares.get(time.Hour); err != nil || got != ks {
-				t.Errorf("concurrent get: %p, %v; want %p", got, err, ks)
+			<-start
+			var err error
+			if got[i], err = racing.get(time.Hour); err != nil {
+				t.Error(err)
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
+	winner := racing.cur.Load()
+	t.Cleanup(winner.drop)
+	for i, g := range got {
+		if g != winner {
+			t.Errorf("concurrent first get %d: key share %p, want the installed one, %p", i, g, winner)
+		}
+	}
+	if got, err := shares.get(time.Hour); err != nil || got != ks {
+		t.Errorf("a later get: %p, %v; want %p", got, err, ks)
+	}
 
 	// More distinct peers than the cache holds: every result is right, and
 	// the cache stops growing at its bound.
