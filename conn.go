@@ -48,10 +48,10 @@ type Conn struct {
 	handshakeStarted time.Time
 
 	// The record layer of ModeIntegrity and ModeSealed. rp holds limits a
-	// test may set before the handshake.
-	rp          recordParams
-	in, out     halfConn
-	forceChaCha bool // tests: act as if this CPU had no AES hardware
+	// test may set before the handshake; rp.chacha set then makes this
+	// side act as if its CPU had no AES hardware.
+	rp      recordParams
+	in, out halfConn
 }
 
 // Client returns a Conn for the client side of conn, which will prove
@@ -136,7 +136,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	p := hsParams{
 		mode:   byte(c.config.Mode),
 		fs:     c.config.ForwardSecrecy,
-		chacha: c.forceChaCha || !hasAESGCMHardware,
+		chacha: c.rp.chacha || !hasAESGCMHardware,
 	}
 	if c.isClient {
 		c.res, err = h.runClient(c.conn, keys.first, p)

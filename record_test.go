@@ -84,7 +84,7 @@ func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr 
 		t.Fatal(err)
 	}
 	client = Client(raw, cfg)
-	client.forceChaCha = o.chacha
+	client.rp.chacha = o.chacha
 	client.rp.recordSize, client.rp.updateAt = o.recordSize, o.updateAt
 	if cerr = client.Handshake(); cerr != nil {
 		raw.Close()
