@@ -20,10 +20,10 @@ import (
 
 // Handshake upgrades a freshly accepted connection. ctx is cancelled when
 // the Listener closes. It returns the connection to hand to Accept, or an
-// error; the raw connection is closed by the Listener on error. report, if
-// not nil, is called once the handshake's slot for its remote IP is free
-// (and, on error, the raw connection closed), so that whoever hears of the
-// result may at once connect again from the same IP.
+// error; the raw connection is closed by the Listener on error. report is
+// called, always, once the handshake's slot for its remote IP is free (and,
+// on error, the raw connection closed), so that whoever hears of the result
+// may at once connect again from the same IP.
 type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, report func(), err error)
 
 // Config configures a Listener. All fields are required except OnShed.
@@ -227,13 +227,10 @@ func (l *Listener) serve(raw net.Conn, ip string) {
 	l.release(ip)
 	if err != nil {
 		raw.Close()
-	}
-	if report != nil {
 		report()
-	}
-	if err != nil {
 		return
 	}
+	report()
 	l.queued.Add(1)
 	select {
 	case l.queue <- c:
