@@ -296,13 +296,13 @@ func waitClosed(t testing.TB, c net.Conn) {
 	}
 }
 
-// waitUntil polls cond until it holds; it fails the test after waitLimit.
-func waitUntil(t testing.TB, what string, cond func() bool) {
+// waitFor polls cond until it holds, failing t after waitLimit.
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
+			t.Fatalf("timed out after %v waiting: %s", waitLimit, what)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -428,25 +428,34 @@ func (b *syncBuffer) String() string {
 
 func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
+// secretEncodings lists the ways a secret could show in output: raw, in the
+// usual encodings, and its first 8 bytes raw or in hex.
+func secretEncodings(secret []byte) []string {
+	prefix := secret[:min(len(secret), 8)]
+	return []string{
+		string(secret),
+		hex.EncodeToString(secret),
+		strings.ToUpper(hex.EncodeToString(secret)),
+		base64.StdEncoding.EncodeToString(secret),
+		base64.RawStdEncoding.EncodeToString(secret),
+		base64.URLEncoding.EncodeToString(secret),
+		base64.RawURLEncoding.EncodeToString(secret),
+		fmt.Sprint(secret), // [1 2 3 ...]
+		fmt.Sprintf("%#v", secret),
+		strings.Trim(fmt.Sprintf("%#v", secret), "[]byte{}"),
+		fmt.Sprintf("%q", secret),
+		strconv.QuoteToASCII(string(secret)),
+		string(prefix),
+		hex.EncodeToString(prefix),
+	}
+}
+
 // checkNoSecret fails the test if out contains any of the secrets, raw or
 // in a usual encoding.
 func checkNoSecret(t testing.TB, out string, secrets ...[]byte) {
 	t.Helper()
 	for _, s := range secrets {
-		prefix := s[:min(len(s), 8)]
-		for _, enc := range []string{
-			string(s),
-			hex.EncodeToString(s),
-			strings.ToUpper(hex.EncodeToString(s)),
-			base64.StdEncoding.EncodeToString(s),
-			base64.RawURLEncoding.EncodeToString(s),
-			fmt.Sprint(s),
-			fmt.Sprintf("%q", s),
-			strconv.QuoteToASCII(string(s)),
-			strings.Trim(fmt.Sprintf("%#v", s), "[]byte{}"),
-			string(prefix),
-			hex.EncodeToString(prefix),
-		} {
+		for _, enc := range secretEncodings(s) {
 			if strings.Contains(out, enc) {
 				t.Errorf("output contains the secret (as %q): %s", enc, out)
 			}

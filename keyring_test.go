@@ -3,8 +3,6 @@ package hmacauth
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -190,22 +188,6 @@ func TestKeyringSetDuringHandshakes(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-}
-
-// secretEncodings returns the ways a secret could show up in text.
-func secretEncodings(secret []byte) []string {
-	return []string{
-		string(secret),
-		hex.EncodeToString(secret),
-		strings.ToUpper(hex.EncodeToString(secret)),
-		base64.StdEncoding.EncodeToString(secret),
-		base64.RawStdEncoding.EncodeToString(secret),
-		base64.URLEncoding.EncodeToString(secret),
-		fmt.Sprint(secret), // [1 2 3 ...]
-		fmt.Sprintf("%#v", secret),
-		fmt.Sprintf("%q", secret),
-		fmt.Sprintf("%x", secret[:8]),
 	}
 }
 

@@ -144,7 +144,7 @@ func TestKeyShareExpires(t *testing.T) {
 	c1, s1, _ := fsHandshake(t, ccfg, scfg)
 	// Without any further handshake, the timer drops both sides' key
 	// shares and what the server computed with its own.
-	waitUntil(t, "the key shares are dropped", func() bool {
+	waitFor(t, "the key shares are dropped", func() bool {
 		return scfg.shares.cur.Load() == nil && ccfg.shares.cur.Load() == nil
 	})
 	old.mu.Lock()

@@ -278,7 +278,7 @@ func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
 			silent = append(silent, rawDial(t, s.Addr(), fmt.Sprintf("127.0.0.%d", i+1)))
 		}
 	}
-	waitUntil(t, "all silent clients are in handshake", func() bool {
+	waitFor(t, "all silent clients are in handshake", func() bool {
 		return s.al.Stats().InFlight == ips*perIP
 	})
 
@@ -293,7 +293,7 @@ func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
 	for _, c := range silent {
 		c.Close()
 	}
-	waitUntil(t, "every silent client is refused", func() bool {
+	waitFor(t, "every silent client is refused", func() bool {
 		return ev.count(func(e HandshakeEvent) bool { return errors.Is(e.Err, ErrProtocol) }) == ips*perIP
 	})
 }
@@ -310,7 +310,7 @@ func TestMaxHandshakes(t *testing.T) {
 	for range 3 {
 		silent = append(silent, rawDial(t, s.Addr(), ""))
 	}
-	waitUntil(t, "the silent clients fill every slot", func() bool { return s.al.Stats().InFlight == 3 })
+	waitFor(t, "the silent clients fill every slot", func() bool { return s.al.Stats().InFlight == 3 })
 
 	done := make(chan error, 1)
 	go func() {
@@ -351,7 +351,7 @@ func TestPerIPCap(t *testing.T) {
 	for range limit {
 		stalled = append(stalled, rawDial(t, s.Addr(), "127.0.0.2"))
 	}
-	waitUntil(t, "127.0.0.2 fills its cap", func() bool { return s.al.Stats().InFlight == limit })
+	waitFor(t, "127.0.0.2 fills its cap", func() bool { return s.al.Stats().InFlight == limit })
 
 	for i := range 3 {
 		c := rawDial(t, s.Addr(), "127.0.0.2")
@@ -376,7 +376,7 @@ func TestPerIPCap(t *testing.T) {
 		c.Close()
 	}
 	// Once its handshakes end, 127.0.0.2 may connect again.
-	waitUntil(t, "the stalled handshakes end", func() bool { return s.al.Stats().InFlight == 0 })
+	waitFor(t, "the stalled handshakes end", func() bool { return s.al.Stats().InFlight == 0 })
 	d := Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}, Config: configWith(cfg.Keys[0])}
 	c, err := d.Dial("tcp", s.Addr().String())
 	if err != nil {
@@ -445,7 +445,7 @@ func TestBackpressure(t *testing.T) {
 	}()
 
 	authenticated := func() int { return ev.count(func(e HandshakeEvent) bool { return e.Err == nil }) }
-	waitUntil(t, "the listener fills its bound", func() bool { return authenticated() >= bound })
+	waitFor(t, "the listener fills its bound", func() bool { return authenticated() >= bound })
 	for accepted := 0; accepted < clients; accepted++ {
 		// Give a listener that ignores its bound the chance to overrun it.
 		// The assertions hold however long this takes.
@@ -463,7 +463,7 @@ func TestBackpressure(t *testing.T) {
 		}
 		c.Close()
 		if accepted+bound < clients {
-			waitUntil(t, "the next connection is taken in", func() bool { return authenticated() == accepted+bound+1 })
+			waitFor(t, "the next connection is taken in", func() bool { return authenticated() == accepted+bound+1 })
 		}
 	}
 }
@@ -480,7 +480,7 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 		half := rawDial(t, l.Addr(), "")
 		half.Write(validClientHello(cfg.Keys[0], "half")[:50])
 		silent = append(silent, half)
-		waitUntil(t, "the clients are in handshake", func() bool { return l.al.Stats().InFlight == int64(len(silent)) })
+		waitFor(t, "the clients are in handshake", func() bool { return l.al.Stats().InFlight == int64(len(silent)) })
 
 		accepted := make(chan error, 1)
 		go func() {
@@ -528,7 +528,7 @@ func TestCloseWithHandshakesInFlight(t *testing.T) {
 		for range 3 {
 			clients = append(clients, dialTest(t, l.Addr(), configWith(cfg.Keys[0])))
 		}
-		waitUntil(t, "the clients wait for Accept", func() bool { return l.al.Stats().Queued == 3 })
+		waitFor(t, "the clients wait for Accept", func() bool { return l.al.Stats().Queued == 3 })
 		if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 3 {
 			t.Errorf("%d handshakes succeeded, want 3", n)
 		}
@@ -688,7 +688,7 @@ func TestUnixSocketNotCappedPerIP(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	waitUntil(t, "three handshakes are in flight", func() bool { return s.al.Stats().InFlight == 3 })
+	waitFor(t, "three handshakes are in flight", func() bool { return s.al.Stats().InFlight == 3 })
 	c, err := Dial("unix", path, configWith(cfg.Keys[0]))
 	if err != nil {
 		t.Fatal(err)
