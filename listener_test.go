@@ -585,8 +585,8 @@ func TestInnerListenerErrors(t *testing.T) {
 		l, cfg := newFlaky(t, acceptError(syscall.EMFILE), acceptError(syscall.ECONNABORTED), acceptError(syscall.ENFILE))
 		s := serveListener(t, l, echo)
 		checkGoodClient(t, s, configWith(cfg.Keys[0]))
-		if got := l.al.Stats().Retries; got != 3 {
-			t.Errorf("Retries = %d, want 3", got)
+		if got := l.Stats().AcceptRetries; got != 3 {
+			t.Errorf("Stats().AcceptRetries = %d, want 3", got)
 		}
 	})
 	t.Run("permanent", func(t *testing.T) {

@@ -2,28 +2,14 @@ package hmacauth
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// dialRaw opens a plain TCP connection to addr from the local IP from.
-func dialRaw(t testing.TB, from, addr string) net.Conn {
-	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func TestListenerStats(t *testing.T) {
 	a := testKey("stats")
@@ -36,7 +22,7 @@ func TestListenerStats(t *testing.T) {
 	}
 	l := listenEngine(t, cfg) // the silent client below must reach the engine
 	addr := l.Addr().String()
-	stats := func() ListenerStats { return l.Stats() }
+	stats := l.Stats
 
 	// Two good clients, not yet accepted: they wait in the queue. (One
 	// after the other: 127.0.0.1 may have one handshake in flight.)
@@ -65,18 +51,15 @@ func TestListenerStats(t *testing.T) {
 		t.Fatalf("wrong secret: err = %v", err)
 	}
 	waitFor(t, "an auth failure", func() bool { return stats().FailedAuth == 1 })
-	h := dialRaw(t, "127.0.0.1", addr)
+	h := rawDial(t, l.Addr(), "127.0.0.1")
 	h.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("x", 200)))
-	defer h.Close()
 	waitFor(t, "one auth and one protocol failure", func() bool { return stats().FailedAuth == 1 && stats().FailedProtocol == 1 })
 
 	// A silent client from 127.0.0.2 holds that IP's one slot; the next
 	// one from there is shed; the silent one times out.
-	silent := dialRaw(t, "127.0.0.2", addr)
-	defer silent.Close()
+	rawDial(t, l.Addr(), "127.0.0.2") // silent
 	waitFor(t, "a handshake in flight", func() bool { return stats().InFlight == 1 })
-	shed := dialRaw(t, "127.0.0.2", addr)
-	defer shed.Close()
+	rawDial(t, l.Addr(), "127.0.0.2") // shed
 	waitFor(t, "one shed and one timeout", func() bool { return stats().Shed == 1 && stats().FailedTimeout == 1 })
 
 	// A handshake aborted by Close counts as other.
@@ -84,8 +67,7 @@ func TestListenerStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stalled := dialRaw(t, "127.0.0.1", l2.Addr().String())
-	defer stalled.Close()
+	rawDial(t, l2.Addr(), "127.0.0.1") // stalled
 	waitFor(t, "a handshake in flight on the second listener", func() bool { return l2.Stats().InFlight == 1 })
 	l2.Close()
 	if s := l2.Stats(); s.FailedOther != 1 || s.InFlight != 0 || s.Failed() != 1 {
@@ -134,28 +116,6 @@ func TestListenerStats(t *testing.T) {
 		t.Errorf("log records = %v, want 2 accepted at DEBUG and 4 refused at INFO", levels)
 	}
 	checkNoSecret(t, logs.String(), a.Secret)
-}
-
-// TestListenerStatsCountRetries feeds the Listener temporary accept errors.
-func TestListenerStatsCountRetries(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl := &flakyListener{Listener: inner, errs: []error{acceptError(syscall.EMFILE), acceptError(syscall.EMFILE)}}
-	l, err := NewListener(fl, &Config{Keys: []Key{testKey("k")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := (&Dialer{Config: &Config{Keys: []Key{testKey("k")}}}).DialContext(context.Background(), "tcp", inner.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if s := l.Stats(); s.AcceptRetries != 2 {
-		t.Errorf("AcceptRetries = %d, want 2", s.AcceptRetries)
-	}
 }
 
 // TestStatsSnapshotConsistent takes snapshots while handshakes are
