@@ -182,7 +182,6 @@ func benchProtoFor(b *testing.B, name string) benchProto {
 type benchServer struct {
 	ln      net.Listener
 	handled atomic.Int64 // connections handled and closed
-	wg      sync.WaitGroup
 }
 
 func startBenchServer(b *testing.B, p benchProto, handle func(net.Conn)) *benchServer {
@@ -198,35 +197,16 @@ func startBenchServer(b *testing.B, p benchProto, handle func(net.Conn)) *benchS
 		b.Fatal(err)
 	}
 	s := &benchServer{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return // closed
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				c.SetDeadline(time.Now().Add(benchIOTimeout))
-				handle(c)
-				c.Close()
-				s.handled.Add(1)
-			}()
-		}
-	}()
-	b.Cleanup(s.close)
+	b.Cleanup(serveConns(ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(benchIOTimeout))
+		handle(c)
+		c.Close()
+		s.handled.Add(1)
+	}))
 	return s
 }
 
 func (s *benchServer) addr() string { return s.ln.Addr().String() }
-
-// close stops the server and waits for its goroutines.
-func (s *benchServer) close() {
-	s.ln.Close()
-	s.wg.Wait()
-}
 
 // waitHandled waits until the server has handled n connections.
 func (s *benchServer) waitHandled(n int) error {

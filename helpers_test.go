@@ -126,8 +126,6 @@ type server struct {
 
 	mu       sync.Mutex
 	accepted []net.Addr // remote addresses of accepted connections
-	conns    []net.Conn
-	wg       sync.WaitGroup
 }
 
 // startServer listens on 127.0.0.1 with cfg and runs handle on each
@@ -171,35 +169,12 @@ func startEngineEcho(t testing.TB, cfg *Config) *server {
 
 func serveListener(t testing.TB, l *Listener, handle func(*Conn)) *server {
 	s := &server{Listener: l}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.accepted = append(s.accepted, c.RemoteAddr())
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				handle(c.(*Conn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
+	t.Cleanup(serveConns(l, func(c net.Conn) {
 		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
+		s.accepted = append(s.accepted, c.RemoteAddr())
 		s.mu.Unlock()
-		s.wg.Wait()
-	})
+		handle(c.(*Conn))
+	}))
 	return s
 }
 
