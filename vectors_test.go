@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,11 +236,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 	sRand := bytes.NewReader(append(append([]byte(nil), vc.sNonce...), vc.sPrivate...))
 	ch, sh := &handshake{rand: cRand}, &handshake{rand: sRand}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	c, sc := pipeTCP(t)
 	type outcome struct {
 		res   hsResult
 		after []byte // what the server read behind the handshake
@@ -249,25 +244,15 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- outcome{err: err}
-			return
-		}
-		defer c.Close()
 		// A bound so that a broken handshake fails instead of hanging.
-		c.SetDeadline(time.Now().Add(time.Minute))
-		res, err := sh.runServer(c, keys, vc.server)
+		sc.SetDeadline(time.Now().Add(time.Minute))
+		res, err := sh.runServer(sc, keys, vc.server)
 		after := make([]byte, len(afterHandshake))
 		if err == nil {
-			_, err = io.ReadFull(c, after)
+			_, err = io.ReadFull(sc, after)
 		}
 		done <- outcome{res, after, err}
 	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
 	c.SetDeadline(time.Now().Add(time.Minute))
 	cres, cerr := ch.runClient(c, keys.first, vc.client)
 	if cerr == nil {
@@ -276,7 +261,6 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 		_, cerr = c.Write([]byte(afterHandshake))
 	}
 	srv := <-done
-	c.Close()
 	if cerr != nil || srv.err != nil {
 		t.Fatalf("%s: handshake failed: client: %v; server: %v", vc.name, cerr, srv.err)
 	}
