@@ -319,20 +319,25 @@ func handshakePair(t testing.TB, clientCfg, serverCfg *Config) (cc, sc *Conn, ce
 	t.Helper()
 	rc, rs := pipeTCP(t)
 	cc, sc = Client(rc, clientCfg), Server(rs, serverCfg)
+	cerr, serr = handshakeBoth(cc, sc)
+	return cc, sc, cerr, serr
+}
+
+// handshakeBoth runs the handshakes of cc and sc at once. A side whose
+// handshake fails closes its connection, as a refusing server does.
+func handshakeBoth(cc, sc *Conn) (cerr, serr error) {
 	done := make(chan error, 1)
 	go func() {
 		err := sc.Handshake()
 		if err != nil {
-			rs.Close() // how a server refuses
+			sc.conn.Close()
 		}
 		done <- err
 	}()
-	cerr = cc.Handshake()
-	if cerr != nil {
-		rc.Close()
+	if cerr = cc.Handshake(); cerr != nil {
+		cc.conn.Close()
 	}
-	serr = <-done
-	return cc, sc, cerr, serr
+	return cerr, <-done
 }
 
 // mustBe fails the test unless errors.Is(err, target).

@@ -60,40 +60,29 @@ func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr 
 	if o.through != nil {
 		addr = o.through(t, addr)
 	}
-	type result struct {
-		c   *Conn
-		err error
-	}
-	done := make(chan result, 1)
+	accepted := make(chan net.Conn, 1)
 	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		s := Server(raw, &Config{Keys: cfg.Keys})
-		s.rp.recordSize, s.rp.updateAt = o.recordSize, o.updateAt
-		err = s.Handshake()
-		if err != nil {
-			raw.Close()
-		}
-		done <- result{s, err}
+		raw, _ := ln.Accept() // nil after an error
+		accepted <- raw
 	}()
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client = Client(raw, cfg)
+	rs := <-accepted
+	if rs == nil {
+		raw.Close()
+		t.Fatal("accept failed")
+	}
+	client, server = Client(raw, cfg), Server(rs, &Config{Keys: cfg.Keys})
 	client.rp.chacha = o.chacha
 	client.rp.recordSize, client.rp.updateAt = o.recordSize, o.updateAt
-	if cerr = client.Handshake(); cerr != nil {
-		raw.Close()
-	}
-	r := <-done
-	if r.err != nil && client != nil {
+	server.rp.recordSize, server.rp.updateAt = o.recordSize, o.updateAt
+	cerr, serr = handshakeBoth(client, server)
+	if serr != nil {
 		client.Close()
 	}
-	return client, r.c, cerr, r.err
+	return client, server, cerr, serr
 }
 
 // TestModeNegotiation checks that both sides report the stronger mode and
