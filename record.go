@@ -566,27 +566,36 @@ func (hc *halfConn) fail(err error) error {
 	return err
 }
 
-// writeKeyUpdate sends a key update record and moves to the next key. It
-// seals the record in its own small buffer, so the payload waiting in buf
-// stays where it is.
+// writeKeyUpdate sends a key update record and moves to the next key.
 func (c *Conn) writeKeyUpdate() error {
+	sent, err := c.writeControl(recordKeyUpdate, true)
+	if sent {
+		c.out.update(&c.rp)
+	}
+	return err
+}
+
+// writeControl seals and sends a record without payload, a key update or
+// the close record, in its own small buffer: a payload waiting in buf stays
+// where it is, and a connection that never wrote needs no buffer to close.
+// sent and mayUndo are as for writeRecord. If a deadline cuts the record,
+// its rest must go before anything else, so it takes buf's place and a
+// waiting payload is given up: the caller has not counted it as written.
+func (c *Conn) writeControl(typ byte, mayUndo bool) (sent bool, err error) {
 	hc := &c.out
 	rec := hc.ctl[:]
-	hc.seal(rec, recordKeyUpdate, c.rp.sealed, nil)
+	hc.seal(rec, typ, c.rp.sealed, nil)
 	k, err := c.conn.Write(rec)
-	if err != nil && k == 0 && writesAllOrReports(c.conn) {
+	if err == nil {
+		return true, nil
+	}
+	if k == 0 && mayUndo && writesAllOrReports(c.conn) {
 		hc.seq--
-		return hc.fail(err)
+		return false, hc.fail(err)
 	}
-	hc.update(&c.rp)
-	if err != nil {
-		// The rest of the key update record must go before anything
-		// else, so the waiting payload is given up: the caller has
-		// not counted it as written.
-		hc.start, hc.end = 0, copy(hc.buf, rec[k:])
-		return hc.fail(err)
-	}
-	return nil
+	hc.grow(len(rec)-k, hc.end, recordOverhead) // keeps nothing
+	hc.start, hc.end = 0, copy(hc.buf, rec[k:])
+	return true, hc.fail(err)
 }
 
 // writesAllOrReports reports whether a Write on conn that returns 0 has
@@ -614,8 +623,12 @@ func (c *Conn) closeRecordWrite() error {
 	if err := c.writeReady(); err != nil {
 		return err
 	}
-	hc.grow(recordOverhead, 0, recordOverhead)
-	sent, err := c.writeRecord(recordClose, nil, 0, false)
+	if hc.needsUpdate(&c.rp) {
+		if err := c.writeKeyUpdate(); err != nil {
+			return err
+		}
+	}
+	sent, err := c.writeControl(recordClose, false)
 	if sent {
 		// Even cut short by a deadline, the close record is on its way:
 		// no data may follow it.
