@@ -236,8 +236,7 @@ type tunnel struct {
 	role   role
 	opts   tunnelOptions
 	log    *slog.Logger
-	keys   *hmacauth.Keyring // refilled on SIGHUP
-	config *hmacauth.Config
+	config *hmacauth.Config // its Keyring is refilled on SIGHUP
 	// ln accepts the connections to forward: a *hmacauth.Listener for a
 	// server, whose handshakes run concurrently under its caps (in flight,
 	// per remote IP) and refusals are logged through the config's Logger.
@@ -256,9 +255,8 @@ type tunnel struct {
 	wg     sync.WaitGroup // one per connection goroutine
 	nextID atomic.Uint64
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // open raw connections, for a forced close
-	closed bool                  // set by closeAll: new connections are closed at once
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open raw connections, for a forced close
 }
 
 func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
@@ -279,7 +277,7 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		stopping: make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
-	t.keys, t.config = ring, o.newConfig(ring, log)
+	t.config = o.newConfig(ring, log)
 	t.targetNet, t.targetAddr = parseAddr(o.target)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if t.ln, err = t.listen(); err != nil {
@@ -368,7 +366,7 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 			stop()
 			<-watched
 		}()
-		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.keys, Interval: t.opts.watchKeys, Logger: t.log}
+		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys, Logger: t.log}
 		go func() {
 			defer close(watched)
 			// Run logs the reloads and the later errors itself; it
@@ -439,13 +437,13 @@ func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan er
 func (t *tunnel) reload() {
 	keys, err := hmacauth.LoadKeys(t.opts.keyFile)
 	if err == nil {
-		err = t.keys.Set(keys...)
+		err = t.config.Keyring.Set(keys...)
 	}
 	if err != nil {
 		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())
 		return
 	}
-	t.log.Info("keys reloaded", "keys", t.keys.IDs())
+	t.log.Info("keys reloaded", "keys", t.config.Keyring.IDs())
 }
 
 // acceptLoop accepts connections until the listener is closed, holding a
@@ -488,11 +486,11 @@ func (t *tunnel) acceptLoop() error {
 func (t *tunnel) live() int { return len(t.slots) }
 
 // track records c for closeAll. It returns false, having closed c, when
-// closeAll has run.
+// closeAll has run (it cancels t.ctx before it takes t.mu).
 func (t *tunnel) track(c net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.ctx.Err() != nil {
 		c.Close()
 		return false
 	}
@@ -513,7 +511,6 @@ func (t *tunnel) closeAll() {
 	t.cancel()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.closed = true
 	for c := range t.conns {
 		c.Close()
 	}
@@ -537,35 +534,27 @@ func (t *tunnel) serve(accepted net.Conn) {
 		}
 	}
 
-	var front, back net.Conn
 	var state hmacauth.ConnectionState
-	switch t.role {
-	case roleServer:
+	dialFailed := "cannot connect to the server; closing the local connection"
+	if t.role == roleServer {
 		hc := accepted.(*hmacauth.Conn) // the Listener ran the handshake
 		state = hc.ConnectionState()
 		if tc, ok := hc.NetConn().(*net.TCPConn); ok && t.opts.keepAlive.Idle != defaultKeepAlive {
 			tc.SetKeepAliveConfig(t.opts.keepAlive)
 		}
-		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
-		if err != nil {
-			log(slog.LevelError, "cannot connect to the target; closing the connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
-			return
-		}
-		if !t.track(up) {
-			return
-		}
-		defer t.untrack(up)
-		front, back = accepted, up
-	case roleClient:
-		up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
-		if err != nil {
-			log(slog.LevelError, "cannot connect to the server; closing the local connection", slog.Any("err", err))
-			return
-		}
-		if !t.track(up) {
-			return
-		}
-		defer t.untrack(up)
+		dialFailed = "cannot connect to the target; closing the connection"
+	}
+	up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+	if err != nil {
+		log(slog.LevelError, dialFailed, slog.String("key_id", state.KeyID), slog.Any("err", err))
+		return
+	}
+	if !t.track(up) {
+		return
+	}
+	defer t.untrack(up)
+	front, back := accepted, up
+	if t.role == roleClient {
 		c := hmacauth.Client(up, t.config)
 		// Bounded by -handshake-timeout; closeAll interrupts it by closing
 		// up, so it needs no context (which would cost an AfterFunc).
@@ -574,19 +563,17 @@ func (t *tunnel) serve(accepted net.Conn) {
 			return
 		}
 		state = c.ConnectionState()
-		front, back = accepted, c
+		back = c
 	}
-	keyID := state.KeyID
-	log(slog.LevelDebug, "connection opened", slog.String("key_id", keyID),
+	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
 		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
-	up, down, err := pipe(front, back)
+	nUp, nDown, err := pipe(front, back)
+	level, attrs := slog.LevelDebug, []slog.Attr{slog.String("key_id", state.KeyID), slog.Int64("bytes_up", nUp), slog.Int64("bytes_down", nDown),
+		slog.Duration("duration", time.Since(start))}
 	if err != nil {
-		log(slog.LevelInfo, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
-			slog.Duration("duration", time.Since(start)), slog.Any("err", err))
-	} else {
-		log(slog.LevelDebug, "connection closed", slog.String("key_id", keyID), slog.Int64("bytes_up", up), slog.Int64("bytes_down", down),
-			slog.Duration("duration", time.Since(start)))
+		level, attrs = slog.LevelInfo, append(attrs, slog.Any("err", err))
 	}
+	log(level, "connection closed", attrs...)
 }
 
 // pipe copies front to back and back to front until both directions end,
