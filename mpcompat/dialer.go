@@ -35,7 +35,8 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		return nil, err
 	}
 	return netx.DialContext(ctx, d.NetDialer, network, address, func(ctx context.Context, raw net.Conn) error {
-		return ClientHandshake(ctx, raw, d.Config)
+		h := handshake{conn: raw, cfg: d.Config} // checked above
+		return h.run(ctx)
 	})
 }
 

@@ -105,6 +105,7 @@ type handshake struct {
 	conn   net.Conn
 	cfg    *Config
 	server bool
+	start  time.Time // when run began
 	// peerDigest is the digest of the peer's answer to our challenge.
 	peerDigest Digest
 }
@@ -149,11 +150,12 @@ func (h *handshake) read() ([]byte, error) {
 // allowed. The peer is told "#FAILURE#" for any refused answer.
 func (h *handshake) deliverChallenge() error {
 	d := h.cfg.digest()
-	m := make([]byte, 0, 2+len(d)+nonceLen)
-	m = append(append(append(m, '{'), d...), '}')
-	m = m[:len(m)+nonceLen]
-	rand.Read(m[len(m)-nonceLen:]) // never fails; see crypto/rand.Read
-	if err := WriteMessage(h.conn, append([]byte(challengePrefix), m...)); err != nil {
+	msg := make([]byte, 0, len(challengePrefix)+2+len(d)+nonceLen)
+	msg = append(append(append(append(msg, challengePrefix...), '{'), d...), '}')
+	msg = msg[:len(msg)+nonceLen]
+	rand.Read(msg[len(msg)-nonceLen:]) // never fails; see crypto/rand.Read
+	m := msg[len(challengePrefix):]    // what the answer's HMAC covers
+	if err := WriteMessage(h.conn, msg); err != nil {
 		return err
 	}
 	answer, err := h.read()
@@ -226,12 +228,10 @@ func (h *handshake) answerChallenge() error {
 }
 
 // run runs the handshake in Python's order, bounded by ctx and
-// Config.HandshakeTimeout. It leaves conn without deadlines.
+// Config.HandshakeTimeout. It leaves conn without deadlines. h.cfg has
+// passed check.
 func (h *handshake) run(ctx context.Context) (err error) {
-	start := time.Now()
-	if err := h.cfg.check(); err != nil {
-		return err
-	}
+	h.start = time.Now()
 	defer func() {
 		if err != nil {
 			err = &handshakeError{peer: h.peer(), addr: h.conn.RemoteAddr(), err: err}
@@ -242,7 +242,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 	}
 	var dl time.Time
 	if t := h.cfg.handshakeTimeout(); t > 0 {
-		dl = start.Add(t)
+		dl = h.start.Add(t)
 	}
 	if d, ok := ctx.Deadline(); ok {
 		dl = netx.Earliest(dl, d)
@@ -270,7 +270,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 		}
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(start).Round(time.Millisecond), err)
+		return fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(h.start).Round(time.Millisecond), err)
 	}
 	return err
 }
@@ -289,6 +289,9 @@ func contextError(ctx context.Context) error {
 // authkey. ctx and Config.HandshakeTimeout bound it; it sets conn's
 // deadlines and clears them when it returns. It does not close conn.
 func ServerHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	h := handshake{conn: conn, cfg: cfg, server: true}
 	return h.run(ctx)
 }
@@ -297,6 +300,9 @@ func ServerHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
 // Python's Client does: it answers the listener's challenge, then
 // challenges the listener. Otherwise it is like ServerHandshake.
 func ClientHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	h := handshake{conn: conn, cfg: cfg}
 	return h.run(ctx)
 }

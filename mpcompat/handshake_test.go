@@ -520,6 +520,15 @@ func TestConfigErrors(t *testing.T) {
 			if _, err := d.Dial("tcp", inner.Addr().String()); !errors.Is(err, ErrConfig) {
 				t.Errorf("Dial: %v, want ErrConfig", err)
 			}
+			a, b := net.Pipe() // the check comes before any I/O
+			defer a.Close()
+			defer b.Close()
+			if err := ServerHandshake(context.Background(), a, &cfg); !errors.Is(err, ErrConfig) {
+				t.Errorf("ServerHandshake: %v, want ErrConfig", err)
+			}
+			if err := ClientHandshake(context.Background(), b, &cfg); !errors.Is(err, ErrConfig) {
+				t.Errorf("ClientHandshake: %v, want ErrConfig", err)
+			}
 		})
 	}
 	if _, err := Listen("tcp", "127.0.0.1:0", nil); !errors.Is(err, ErrConfig) {

@@ -83,10 +83,9 @@ func (l *Listener) Close() error { return l.al.Close() }
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 
 func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(), error) {
-	start := time.Now()
 	h := handshake{conn: raw, cfg: l.cfg, server: true}
 	err := h.run(ctx)
-	ev := HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(start), Err: err}
+	ev := HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(h.start), Err: err}
 	report := func() { l.report(ev) }
 	if err != nil {
 		return nil, report, err
