@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 )
 
@@ -49,6 +50,10 @@ func (k Key) String() string {
 
 // GoString is like String, so that %#v does not print the secret either.
 func (k Key) GoString() string { return k.String() }
+
+// Format prints String for every verb, so that none (%d and %o included,
+// which would print the secret's bytes) shows the secret.
+func (k Key) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
 
 // LogValue implements slog.LogValuer: the key ID only.
 func (k Key) LogValue() slog.Value {

@@ -2,6 +2,7 @@ package hmacauth
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -87,6 +88,9 @@ func (r *Keyring) String() string {
 
 // GoString is like String, so that %#v does not print secrets either.
 func (r *Keyring) GoString() string { return r.String() }
+
+// Format prints String for every verb, so that none shows a secret.
+func (r *Keyring) Format(f fmt.State, _ rune) { io.WriteString(f, r.String()) }
 
 // LogValue implements slog.LogValuer: the key IDs only.
 func (r *Keyring) LogValue() slog.Value {

@@ -200,7 +200,7 @@ func TestNothingPrintsSecrets(t *testing.T) {
 
 	var out []string
 	for name, v := range values {
-		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
 			out = append(out, name+" "+verb+": "+fmt.Sprintf(verb, v))
 		}
 		for _, h := range []func(io.Writer) slog.Handler{
@@ -244,7 +244,7 @@ func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("state", "cs", cs)
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("state", "cs", cs)
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
 		buf.WriteString(fmt.Sprintf(verb, cs))
 	}
 	for _, enc := range secretEncodings(cs.secret) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 )
 
 // Mode is what a connection protects after the handshake. The modes are
@@ -62,6 +63,9 @@ func (cs ConnectionState) String() string {
 
 // GoString is like String, so that %#v does not print the secret either.
 func (cs ConnectionState) GoString() string { return cs.String() }
+
+// Format prints String for every verb, so that none shows the secret.
+func (cs ConnectionState) Format(f fmt.State, _ rune) { io.WriteString(f, cs.String()) }
 
 // ConnectionState returns the state of the connection.
 func (c *Conn) ConnectionState() ConnectionState {

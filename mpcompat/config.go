@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"hash"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -189,6 +190,10 @@ func (c Config) String() string {
 
 // GoString is like String, so that %#v does not print the authkey either.
 func (c Config) GoString() string { return c.String() }
+
+// Format prints String for every verb, so that none (%d and %o included,
+// which would print AuthKey's bytes) shows the authkey.
+func (c Config) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // check reports whether c can be used.
 func (c *Config) check() error {
