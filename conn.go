@@ -104,13 +104,8 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	c.dlMu.Lock()
 	userRead, userWrite := c.readDL, c.writeDL
 	c.dlMu.Unlock()
-	dl := netx.Earliest(userRead, userWrite)
-	if t := c.config.handshakeTimeout(); t > 0 {
-		dl = netx.Earliest(dl, c.handshakeStarted.Add(t))
-	}
-	if d, ok := ctx.Deadline(); ok {
-		dl = netx.Earliest(dl, d)
-	}
+	dl := netx.Earliest(netx.Earliest(userRead, userWrite),
+		netx.HandshakeDeadline(ctx, c.handshakeStarted, c.config.handshakeTimeout()))
 	if !dl.IsZero() {
 		if err := c.conn.SetDeadline(dl); err != nil {
 			return c.wrapErr(ioError("setting the handshake deadline", err))

@@ -240,14 +240,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return contextError(ctx)
 	}
-	var dl time.Time
-	if t := h.cfg.handshakeTimeout(); t > 0 {
-		dl = h.start.Add(t)
-	}
-	if d, ok := ctx.Deadline(); ok {
-		dl = netx.Earliest(dl, d)
-	}
-	if err := h.conn.SetDeadline(dl); err != nil {
+	if err := h.conn.SetDeadline(netx.HandshakeDeadline(ctx, h.start, h.cfg.handshakeTimeout())); err != nil {
 		return fmt.Errorf("mpcompat: setting the handshake deadline: %w", err)
 	}
 	stop := netx.Interrupt(ctx, h.conn)

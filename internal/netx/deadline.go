@@ -8,6 +8,20 @@ import (
 	"time"
 )
 
+// HandshakeDeadline returns when a handshake that began at start must end:
+// the earlier of start+timeout (none when timeout is 0) and ctx's
+// deadline. Zero means none.
+func HandshakeDeadline(ctx context.Context, start time.Time, timeout time.Duration) time.Time {
+	var dl time.Time
+	if timeout > 0 {
+		dl = start.Add(timeout)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		dl = Earliest(dl, d)
+	}
+	return dl
+}
+
 // Earliest returns the earlier of two deadlines, where zero means none.
 func Earliest(a, b time.Time) time.Time {
 	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
