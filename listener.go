@@ -136,17 +136,15 @@ func (l *Listener) shed(remote net.Addr) {
 
 func (l *Listener) report(ev HandshakeEvent) {
 	if lg := l.config.Logger; lg != nil {
+		attrs := []slog.Attr{
+			slog.String("remote", ev.RemoteAddr.String()),
+			slog.String("key_id", ev.KeyID),
+			slog.Duration("duration", ev.Duration),
+		}
 		if ev.Err != nil {
-			lg.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection",
-				slog.String("remote", ev.RemoteAddr.String()),
-				slog.String("key_id", ev.KeyID),
-				slog.Duration("duration", ev.Duration),
-				slog.String("reason", ev.Err.Error()))
+			lg.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
 		} else {
-			lg.LogAttrs(context.Background(), slog.LevelDebug, "hmacauth: accepted connection",
-				slog.String("remote", ev.RemoteAddr.String()),
-				slog.String("key_id", ev.KeyID),
-				slog.Duration("duration", ev.Duration))
+			lg.LogAttrs(context.Background(), slog.LevelDebug, "hmacauth: accepted connection", attrs...)
 		}
 	}
 	if l.config.OnHandshake != nil {
