@@ -544,6 +544,17 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 	}
 	rec := hc.buf[:recordOverhead+n]
 	hc.seal(rec, typ, c.rp.sealed, src)
+	return c.send(rec, n, mayUndo, false)
+}
+
+// send writes rec, a record with n payload bytes just sealed in buf, or in
+// ctl if control is set; sent and mayUndo are as for writeRecord. The rest
+// of a record cut by a deadline stays in buf for flush; that of a control
+// record must go before anything else, so it takes buf's place, and a
+// payload waiting there is given up: the caller has not counted it as
+// written.
+func (c *Conn) send(rec []byte, n int, mayUndo, control bool) (sent bool, err error) {
+	hc := &c.out
 	k, err := c.conn.Write(rec)
 	if err == nil {
 		return true, nil
@@ -553,7 +564,12 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 		hc.used -= uint64(n)
 		return false, hc.fail(err)
 	}
-	hc.start, hc.end = k, len(rec)
+	if control {
+		hc.grow(len(rec)-k, hc.end, recordOverhead) // keeps nothing
+		hc.start, hc.end = 0, copy(hc.buf, rec[k:])
+	} else {
+		hc.start, hc.end = k, len(rec)
+	}
 	return true, hc.fail(err)
 }
 
@@ -576,26 +592,13 @@ func (c *Conn) writeKeyUpdate() error {
 }
 
 // writeControl seals and sends a record without payload, a key update or
-// the close record, in its own small buffer: a payload waiting in buf stays
-// where it is, and a connection that never wrote needs no buffer to close.
-// sent and mayUndo are as for writeRecord. If a deadline cuts the record,
-// its rest must go before anything else, so it takes buf's place and a
-// waiting payload is given up: the caller has not counted it as written.
+// the close record, in its own small buffer (ctl): a payload waiting in buf
+// stays where it is, and a connection that never wrote needs no buffer to
+// close. sent and mayUndo are as for writeRecord.
 func (c *Conn) writeControl(typ byte, mayUndo bool) (sent bool, err error) {
-	hc := &c.out
-	rec := hc.ctl[:]
-	hc.seal(rec, typ, c.rp.sealed, nil)
-	k, err := c.conn.Write(rec)
-	if err == nil {
-		return true, nil
-	}
-	if k == 0 && mayUndo && writesAllOrReports(c.conn) {
-		hc.seq--
-		return false, hc.fail(err)
-	}
-	hc.grow(len(rec)-k, hc.end, recordOverhead) // keeps nothing
-	hc.start, hc.end = 0, copy(hc.buf, rec[k:])
-	return true, hc.fail(err)
+	rec := c.out.ctl[:]
+	c.out.seal(rec, typ, c.rp.sealed, nil)
+	return c.send(rec, 0, mayUndo, true)
 }
 
 // writesAllOrReports reports whether a Write on conn that returns 0 has
