@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -824,4 +825,55 @@ func bulkFigures(names []string, spent []bulkSpent, name string) (mbps, cpuPerGB
 	}
 	gb := float64(t.chunks) * bulkChunk / 1e9
 	return gb * 1e3 / t.wall.Seconds(), t.cpu.Seconds() / gb
+}
+
+// BenchmarkDialUnderSlotAttack measures a key holder's dial (connect,
+// handshake, 1-byte echo, close) against a Listener with the default
+// Config, without an attack (attack=none) and while 64 source addresses
+// each hold 16 one-byte connections open, reopening them as they close
+// (attack=64x16, as TestKeyHolderGetsInDuringSlotAttack): four times the
+// default 256 handshake slots. The key holder dials from 127.0.2.1, one
+// dial after the other. Reported: the dial latency's median, 99th
+// percentile and maximum, and the handshakes evicted per second.
+func BenchmarkDialUnderSlotAttack(b *testing.B) {
+	for _, attackers := range []int{0, 64} {
+		name := "attack=none"
+		if attackers > 0 {
+			name = "attack=64x16"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := &Config{Keys: []Key{benchKey}}
+			p := benchProto{
+				listen: func() (net.Listener, error) { return Listen("tcp", "127.0.0.1:0", cfg) },
+			}
+			srv := startBenchServer(b, p, echoOnce)
+			l := srv.ln.(*Listener)
+			if attackers > 0 {
+				attack := startSlotAttack(b, srv.ln.Addr(), attackers, DefaultMaxHandshakesPerIP)
+				defer attack.stop()
+				if err := waitInFlight(l, DefaultMaxHandshakes); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d := &Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}}, Config: &Config{Keys: []Key{benchKey}}}
+			lat := make([]time.Duration, 0, b.N)
+			evicted := l.Stats().Evicted
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if err := connectEcho(func() (net.Conn, error) { return d.Dial("tcp", srv.addr()) }); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+			b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+			b.ReportMetric(float64(l.Stats().Evicted-evicted)/b.Elapsed().Seconds(), "evicted/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hmacauth/hmacauth/internal/acceptor"
 	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
@@ -136,6 +137,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	if c.isClient {
 		c.res, err = h.runClient(c.conn, keys.first, p)
 	} else {
+		p.progress = func() { acceptor.Progress(ctx) }
 		c.res, err = h.runServer(c.conn, keys, p)
 		c.claimedKeyID = c.res.keyID
 	}

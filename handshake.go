@@ -169,6 +169,9 @@ type hsParams struct {
 	mode   byte // the least this side accepts
 	fs     bool // this side wants forward secrecy
 	chacha bool // this side has no AES hardware: records use ChaCha20-Poly1305
+	// progress, if set, is called by the server once the ClientHello has
+	// passed its check, for a Listener's eviction order (acceptor.Progress).
+	progress func()
 }
 
 // hsResult is what a successful handshake established.
@@ -473,6 +476,9 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 	ch, ks, err := h.readClientHello(keys)
 	if err != nil {
 		return hsResult{keyID: ch.keyID}, err
+	}
+	if p.progress != nil {
+		p.progress()
 	}
 	res := hsResult{keyID: ch.keyID}
 	sh, err := h.writeServerHello(ks, ch, p)

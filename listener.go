@@ -2,6 +2,7 @@ package hmacauth
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"time"
@@ -23,8 +24,12 @@ import (
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in
 // handshake or wait for Accept, at most Config.MaxHandshakesPerIP of them
-// from one IP (more are closed at once), and when the application stops
-// calling Accept the Listener stops accepting from the inner listener.
+// from one IP or IPv6 /64 (more are closed at once), and when the
+// application stops calling Accept the Listener stops accepting from the
+// inner listener. When every slot is taken by a handshake, a new
+// connection evicts the handshake that has made the least progress for
+// the longest (see Config.MaxHandshakes), so that clients that connect and
+// stall cannot lock out clients that hold a key.
 type Listener struct {
 	al       *acceptor.Listener
 	config   *Config
@@ -100,6 +105,7 @@ func (l *Listener) Stats() ListenerStats {
 	as := l.al.Stats()
 	s := ListenerStats{
 		Shed:          uint64(as.Shed),
+		Evicted:       uint64(as.Evicted),
 		InFlight:      as.InFlight,
 		Queued:        as.Queued,
 		AcceptRetries: uint64(as.Retries),
@@ -108,11 +114,15 @@ func (l *Listener) Stats() ListenerStats {
 	return s
 }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(), error) {
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
 	c := Server(raw, l.config)
 	err := c.HandshakeContext(ctx)
 	d := time.Since(c.handshakeStarted)
-	report := func() {
+	report := func(err error) {
+		if errors.Is(err, acceptor.ErrEvicted) {
+			err = errorf(ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
+				raw.RemoteAddr(), d.Round(time.Millisecond), netx.OrDefault(l.config.MaxHandshakes, DefaultMaxHandshakes))
+		}
 		l.counters.record(d, err)
 		l.report(HandshakeEvent{
 			RemoteAddr: raw.RemoteAddr(),
@@ -127,10 +137,12 @@ func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(
 	return c, report, nil
 }
 
+// shed reports a connection closed for the per-IP cap; the engine calls it
+// off its accept loop.
 func (l *Listener) shed(remote net.Addr) {
 	l.report(HandshakeEvent{
 		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.config.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		Err:        errorf(ErrShed, "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.config.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
 	})
 }
 

@@ -763,3 +763,202 @@ func TestUnknownModeRefusedUpFront(t *testing.T) {
 		t.Errorf("Dial = %v, want ErrConfig before any connect", err)
 	}
 }
+
+// slotAttack holds one-byte connections open against a Listener from many
+// source addresses, as an attacker without a key can: each connection
+// sends one byte, the start of a ClientHello, and waits; when the server
+// closes it, it is opened again at once.
+type slotAttack struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	opened atomic.Int64 // connections opened
+}
+
+// startSlotAttack starts perIP connections from each of n source addresses
+// 127.0.1.1, 127.0.1.2, ... to addr. stop ends them.
+func startSlotAttack(t testing.TB, addr net.Addr, n, perIP int) *slotAttack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &slotAttack{cancel: cancel}
+	probe := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, 1)}}
+	c, err := probe.Dial("tcp", addr.String())
+	if err != nil {
+		cancel()
+		t.Skipf("cannot dial from 127.0.1.1: %v", err)
+	}
+	c.Close()
+	for i := range n {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1+byte(i/250), 1+byte(i%250))}}
+		for range perIP {
+			a.wg.Go(func() { a.hold(ctx, d, addr.String()) })
+		}
+	}
+	return a
+}
+
+// hold keeps one attacking connection open until ctx is done.
+func (a *slotAttack) hold(ctx context.Context, d *net.Dialer, addr string) {
+	buf := make([]byte, 1)
+	for ctx.Err() == nil {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			// Shed or refused under load: the attacker simply retries,
+			// after a pause that keeps it from spinning on an error.
+			t := time.NewTimer(time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			continue
+		}
+		a.opened.Add(1)
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		if _, err := c.Write([]byte{magic[0]}); err == nil {
+			c.Read(buf) // until the server closes it
+		}
+		stop()
+		c.Close()
+	}
+}
+
+// stop ends the attack and waits for its connections to close.
+func (a *slotAttack) stop() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+// TestKeyHolderGetsInDuringSlotAttack: 64 source addresses each hold 16
+// one-byte connections open (the per-IP cap), four times the default 256
+// handshake slots, and reopen them as they close, while a key holder dials
+// every 200 ms from another address. With the default Config every
+// honest dial must complete within 1 s: a new connection evicts the
+// handshake that has made the least progress for the longest, and a key
+// holder, whose ClientHello passes its check at once, is never that one
+// while one-byte connections are held.
+func TestKeyHolderGetsInDuringSlotAttack(t *testing.T) {
+	const addrs, perAddr, dials = 64, 16, 10
+	k := testKey("test-key")
+	var evicted, other atomic.Int64
+	cfg := &Config{Keys: []Key{k}, OnHandshake: func(e HandshakeEvent) {
+		switch {
+		case errors.Is(e.Err, ErrShed) && strings.Contains(e.Err.Error(), "Config.MaxHandshakes"):
+			evicted.Add(1)
+		case errors.Is(e.Err, ErrShed):
+		default:
+			if e.RemoteAddr.(*net.TCPAddr).IP.Equal(net.IPv4(127, 0, 2, 1)) && e.Err != nil {
+				other.Add(1)
+			}
+		}
+	}}
+	s := startEcho(t, cfg) // Listen: TCP_DEFER_ACCEPT lets one-byte clients through
+	attack := startSlotAttack(t, s.Addr(), addrs, perAddr)
+	defer attack.stop()
+	waitFor(t, "the attack takes every handshake slot", func() bool {
+		return s.Stats().InFlight == DefaultMaxHandshakes
+	})
+
+	d := Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}}, Config: configWith(k)}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for i := range dials {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		start := time.Now()
+		c, err := d.DialContext(ctx, "tcp", s.Addr().String())
+		if err == nil {
+			c.SetDeadline(time.Now().Add(time.Second))
+			roundTrip(t, c, "through the attack")
+			c.Close()
+		}
+		cancel()
+		if err != nil {
+			t.Errorf("honest dial %d failed after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+		}
+		<-tick.C
+	}
+	attack.stop()
+	st := s.Stats()
+	t.Logf("attack: %d connections opened; stats %+v; %d eviction reports", attack.opened.Load(), st, evicted.Load())
+	if st.Evicted == 0 {
+		t.Error("Stats().Evicted = 0: the attack never filled the slots")
+	}
+	waitFor(t, "every evicted handshake is reported", func() bool { return evicted.Load() == int64(s.Stats().Evicted) })
+	if n := other.Load(); n != 0 {
+		t.Errorf("%d honest handshakes failed", n)
+	}
+}
+
+// TestShedReportedOffAcceptLoop: the report of a connection shed for the
+// per-IP cap (Logger, OnHandshake) does not run on the accept loop, so a
+// slow hook does not keep other clients out.
+func TestShedReportedOffAcceptLoop(t *testing.T) {
+	k := testKey("k")
+	hold := make(chan struct{})
+	shedSeen := make(chan struct{}, 1)
+	cfg := &Config{Keys: []Key{k}, MaxHandshakesPerIP: 1, HandshakeTimeout: time.Minute,
+		OnHandshake: func(e HandshakeEvent) {
+			if errors.Is(e.Err, ErrShed) {
+				shedSeen <- struct{}{}
+				<-hold // a hook stuck on a slow metrics backend
+			}
+		}}
+	s := startEngineEcho(t, cfg)
+	defer close(hold)                 // before the Listener closes
+	rawDial(t, s.Addr(), "127.0.0.2") // silent: holds 127.0.0.2's one slot
+	waitFor(t, "the silent client is in handshake", func() bool { return s.Stats().InFlight == 1 })
+	rawDial(t, s.Addr(), "127.0.0.2") // shed
+	select {
+	case <-shedSeen:
+	case <-time.After(waitLimit):
+		t.Fatal("the shed connection was not reported")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, err := (&Dialer{Config: configWith(k)}).DialContext(ctx, "tcp", s.Addr().String())
+	if err != nil {
+		t.Fatalf("key holder while a shed report is being handled: %v", err)
+	}
+	roundTrip(t, c, "not held up")
+	c.Close()
+}
+
+// TestEvictionOrder: with every slot taken, a new connection evicts the
+// handshake that has made the least progress for the longest: a client
+// that sent one byte before one that replayed a whole ClientHello (a step
+// taken), even though the replay is older; then the newer stalled one.
+func TestEvictionOrder(t *testing.T) {
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakes = 2
+	cfg.HandshakeTimeout = time.Minute
+	s := startEngineEcho(t, cfg)
+	replay := rawDial(t, s.Addr(), "127.0.0.2")
+	replay.Write(validClientHello(cfg.Keys[0], "replayed"))
+	sh := make([]byte, serverHelloLen)
+	replay.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(replay, sh); err != nil {
+		t.Fatalf("reading the ServerHello: %v", err)
+	}
+	oneByte := rawDial(t, s.Addr(), "127.0.0.3")
+	oneByte.Write([]byte(magic[:1]))
+	waitFor(t, "both slots are taken", func() bool { return s.Stats().InFlight == 2 })
+
+	third := rawDial(t, s.Addr(), "127.0.0.4")
+	e := ev.waitFrom(t, oneByte.LocalAddr())
+	mustBe(t, e.Err, ErrShed)
+	for _, want := range []string{"evicted under load", "least progress", "Config.MaxHandshakes", oneByte.LocalAddr().String()} {
+		if !strings.Contains(e.Err.Error(), want) {
+			t.Errorf("eviction reason %q does not contain %q", e.Err, want)
+		}
+	}
+	waitClosed(t, oneByte)
+
+	rawDial(t, s.Addr(), "127.0.0.5")
+	mustBe(t, ev.waitFrom(t, third.LocalAddr()).Err, ErrShed)
+	waitClosed(t, third)
+	if n := ev.count(func(e HandshakeEvent) bool { return e.RemoteAddr.String() == replay.LocalAddr().String() }); n != 0 {
+		t.Errorf("the replayed handshake, a step ahead, was ended first")
+	}
+	if st := s.Stats(); st.Evicted != 2 || st.Shed != 0 || st.Failed() != 0 {
+		t.Errorf("stats = %+v, want 2 evicted, nothing shed or failed", st)
+	}
+}

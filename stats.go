@@ -60,10 +60,16 @@ type ListenerStats struct {
 	// FailedOther counts other failures: network errors, and handshakes
 	// aborted by Close.
 	FailedOther uint64
-	// Shed counts connections closed unread because their remote IP was at
-	// Config.MaxHandshakesPerIP (ErrShed).
+	// Shed counts connections closed unread because their remote IP (for
+	// IPv6, its /64) was at Config.MaxHandshakesPerIP (ErrShed).
 	Shed uint64
-	// InFlight is the number of handshakes running now.
+	// Evicted counts handshakes closed to make room for a new connection
+	// when all Config.MaxHandshakes slots were taken (ErrShed): each the
+	// one that had made the least progress for the longest.
+	Evicted uint64
+	// InFlight is the number of handshakes running now. A handshake's
+	// outcome is counted before it stops counting here, so a reader who
+	// sees InFlight fall to zero sees every outcome counted.
 	InFlight int64
 	// Queued is the number of authenticated connections waiting for Accept.
 	Queued int64
@@ -93,6 +99,8 @@ type handshakeCounters struct {
 // record counts one finished server handshake.
 func (hc *handshakeCounters) record(d time.Duration, err error) {
 	switch {
+	case errors.Is(err, ErrShed):
+		// Evicted: the engine counts it (ListenerStats.Evicted).
 	case err == nil:
 		hc.succeeded.Add(1)
 		hc.sumNanos.Add(uint64(max(d, 0)))

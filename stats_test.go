@@ -146,3 +146,22 @@ func TestStatsSnapshotConsistent(t *testing.T) {
 		}
 	}
 }
+
+// TestOutcomeCountedBeforeInFlightFalls: a reader who waits, after a
+// handshake has ended, for InFlight to fall to zero finds its outcome
+// counted. (The engine used to lower InFlight first.)
+func TestOutcomeCountedBeforeInFlightFalls(t *testing.T) {
+	cfg, _ := newTestConfig()
+	l := listenEngine(t, cfg)
+	const tries = 500
+	for i := range uint64(tries) {
+		c := rawDial(t, l.Addr(), "")
+		c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		waitClosed(t, c) // the handshake has ended
+		waitFor(t, "no handshake in flight", func() bool { return l.Stats().InFlight == 0 })
+		if got := l.Stats().FailedProtocol; got != i+1 {
+			t.Fatalf("try %d: InFlight is 0, but FailedProtocol = %d, want %d", i, got, i+1)
+		}
+		c.Close()
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hmacauth/hmacauth/internal/acceptor"
 	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
@@ -254,6 +255,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 	if h.server {
 		err = h.deliverChallenge()
 		if err == nil {
+			acceptor.Progress(ctx) // the client proved the authkey
 			err = h.answerChallenge()
 		}
 	} else {

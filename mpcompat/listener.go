@@ -2,6 +2,7 @@ package mpcompat
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"time"
@@ -82,21 +83,30 @@ func (l *Listener) Close() error { return l.al.Close() }
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(), error) {
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
 	h := handshake{conn: raw, cfg: l.cfg, server: true}
 	err := h.run(ctx)
 	ev := HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(h.start), Err: err}
-	report := func() { l.report(ev) }
+	report := func(err error) {
+		if errors.Is(err, acceptor.ErrEvicted) {
+			err = errorf(ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
+				raw.RemoteAddr(), ev.Duration.Round(time.Millisecond), netx.OrDefault(l.cfg.MaxHandshakes, DefaultMaxHandshakes))
+		}
+		ev.Err = err
+		l.report(ev)
+	}
 	if err != nil {
 		return nil, report, err
 	}
 	return raw, report, nil
 }
 
+// shed reports a connection closed for the per-IP cap; the engine calls it
+// off its accept loop.
 func (l *Listener) shed(remote net.Addr) {
 	l.report(HandshakeEvent{
 		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		Err:        errorf(ErrShed, "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
 	})
 }
 

@@ -5,12 +5,22 @@
 // IP), and hands finished connections to Accept through a bounded queue. A
 // failed handshake never reaches Accept. It is shared by package hmacauth
 // and package mpcompat.
+//
+// When every slot is taken by a handshake and a new connection arrives,
+// the Listener evicts the pending handshake that has made the least
+// progress for the longest, so that connections that stall cannot lock
+// out clients that finish. Progress is what the Handshake reports through
+// Progress, never the Listener's reading of the connection: the Listener
+// does not wrap the raw connection (the upgraded connection keeps it) and
+// knows nothing of the protocol.
 package acceptor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,30 +28,49 @@ import (
 	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
+// ErrEvicted is the cause a Listener reports for a handshake it evicted to
+// make room for a new connection.
+var ErrEvicted = errors.New("evicted under load")
+
 // Handshake upgrades a freshly accepted connection. ctx is cancelled when
-// the Listener closes. It returns the connection to hand to Accept, or an
-// error; the raw connection is closed by the Listener on error. report is
-// called, always, once the handshake's slot for its remote IP is free (and,
-// on error, the raw connection closed), so that whoever hears of the result
-// may at once connect again from the same IP.
-type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, report func(), err error)
+// the Listener closes; the handshake passes it to Progress at each step.
+// It returns the connection to hand to Accept, or an error; the raw
+// connection is closed by the Listener on error.
+//
+// report is called, always, once, with the handshake's final outcome: nil,
+// the error returned, or an error wrapping ErrEvicted when the Listener
+// evicted the handshake (the connection is then closed, even if the
+// handshake went on to succeed). It is called once the handshake's slot for
+// its remote IP is free (and, on error, the raw connection closed), so that
+// whoever hears of the result may at once connect again from the same IP,
+// and before the handshake stops counting in Stats.InFlight, so that a
+// reader of the caller's counters who sees InFlight fall sees the outcome
+// counted.
+type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, report func(err error), err error)
 
 // Config configures a Listener. All fields are required except OnShed.
 type Config struct {
 	Handshake   Handshake
 	MaxInFlight int // handshakes running or waiting for Accept
-	MaxPerIP    int // handshakes in flight per remote IP; <= 0 means no cap
+	MaxPerIP    int // handshakes in flight per IP bucket (see ipKey); <= 0 means no cap
 	QueueLen    int // finished connections waiting for Accept
-	// OnShed is called, on the accept loop, for a connection closed unread
-	// because its remote IP is over MaxPerIP.
+	// OnShed is called for a connection closed unread because its remote
+	// IP is over MaxPerIP. It runs on a goroutine of the Listener, not on
+	// the accept loop, one call at a time in the order of the sheds; the
+	// accept loop waits for it only when shedReports calls are pending.
 	OnShed func(remote net.Addr)
 }
+
+// shedReports is how many OnShed calls may wait for an OnShed that is
+// slower than the rate of sheds before the accept loop waits for it.
+const shedReports = 256
 
 // Stats are counters of a Listener since it started.
 type Stats struct {
 	InFlight int64 // handshakes running now
 	Queued   int64 // finished connections waiting for Accept now
 	Shed     int64 // connections closed for the per-IP cap
+	Evicted  int64 // handshakes evicted for a new connection, every slot taken
 	Retries  int64 // temporary errors of the inner listener
 }
 
@@ -54,15 +83,23 @@ type Listener struct {
 	cancel context.CancelCauseFunc
 	slots  chan struct{} // one per handshake in flight or waiting
 	queue  chan net.Conn
-	wg     sync.WaitGroup
+	sheds  chan net.Addr // for OnShed; closed by the accept loop
+	// started is signalled when a handshake becomes evictable, for an
+	// accept loop that waits for one.
+	started chan struct{}
+	timer   *time.Timer // the accept loop's, for a victim's grace to end
+	wg      sync.WaitGroup
 
-	mu     sync.Mutex
-	perIP  map[string]int
+	mu        sync.Mutex
+	perIP     map[netip.Addr]int
+	pending   [maxSteps + 1]pendingList // handshakes in flight, by steps taken
+	unstarted int                       // handshakes whose goroutine has not started
+
 	errMu  sync.Mutex
 	err    error // why Accept fails; set once
 	closed sync.Once
 
-	inFlight, queued, shed, retries atomic.Int64
+	inFlight, queued, shed, evicted, retries atomic.Int64
 }
 
 // New starts accepting from inner.
@@ -75,8 +112,20 @@ func New(inner net.Listener, cfg Config) *Listener {
 		cancel: cancel,
 		slots:  make(chan struct{}, cfg.MaxInFlight),
 		queue:  make(chan net.Conn, cfg.QueueLen),
-		perIP:  make(map[string]int),
+		perIP:  make(map[netip.Addr]int),
+
+		started: make(chan struct{}, 1),
+		timer:   time.NewTimer(time.Hour),
 	}
+	if cfg.OnShed != nil {
+		l.sheds = make(chan net.Addr, shedReports)
+		l.wg.Go(func() {
+			for a := range l.sheds {
+				cfg.OnShed(a)
+			}
+		})
+	}
+	l.timer.Stop()
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -147,22 +196,31 @@ func (l *Listener) Stats() Stats {
 		InFlight: l.inFlight.Load(),
 		Queued:   l.queued.Load(),
 		Shed:     l.shed.Load(),
+		Evicted:  l.evicted.Load(),
 		Retries:  l.retries.Load(),
 	}
 }
 
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
+	if l.sheds != nil {
+		defer close(l.sheds)
+	}
 	var backoff time.Duration
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.ctx.Done():
+		// With every slot taken, accept anyway once a handshake may be
+		// evicted for the new connection; until then wait (backpressure:
+		// the Listener holds at most MaxInFlight connections besides the
+		// queue, and one more only while it evicts).
+		slot, ok := l.room(false)
+		if !ok {
 			return
 		}
 		raw, err := l.inner.Accept()
 		if err != nil {
-			<-l.slots
+			if slot {
+				<-l.slots
+			}
 			if l.ctx.Err() != nil {
 				return
 			}
@@ -178,24 +236,96 @@ func (l *Listener) acceptLoop() {
 			return
 		}
 		backoff = 0
-		ip := remoteIP(raw.RemoteAddr())
+		ip := ipKey(raw.RemoteAddr())
 		if !l.admit(ip) {
-			<-l.slots
+			if slot {
+				<-l.slots
+			}
 			l.shed.Add(1)
 			raw.Close()
-			if l.cfg.OnShed != nil {
-				l.cfg.OnShed(raw.RemoteAddr())
+			if l.sheds != nil {
+				select {
+				case l.sheds <- raw.RemoteAddr():
+				case <-l.ctx.Done():
+					return
+				}
 			}
 			continue
 		}
+		if !slot {
+			if _, ok := l.room(true); !ok {
+				l.release(ip)
+				raw.Close()
+				return
+			}
+		}
+		l.launch()
 		l.wg.Add(1)
-		go l.serve(raw, ip)
+		go l.serve(&pending{l: l, raw: raw}, ip)
+	}
+}
+
+// trySlot takes a free slot, if there is one.
+func (l *Listener) trySlot() bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitSlot waits for a free slot and takes it; false if the Listener closed.
+func (l *Listener) waitSlot() bool {
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// room waits until a slot is free, and takes it, or until a handshake may
+// be evicted; with evict, it evicts that one and waits for its slot. It
+// reports whether it took a slot, and false for ok if the Listener closed.
+// The evicted handshake's goroutine ends at once (its connection is
+// closed); waiting for its slot keeps the Listener's goroutines and
+// connections within MaxInFlight.
+func (l *Listener) room(evict bool) (slot, ok bool) {
+	for {
+		if l.trySlot() {
+			return true, true
+		}
+		v, wait := l.victim(time.Now(), evict)
+		if v != nil && !evict {
+			return false, true
+		}
+		if v != nil {
+			l.evicted.Add(1)
+			v.raw.Close() // ends its handshake; serve reports it as evicted
+			ok := l.waitSlot()
+			return ok, ok
+		}
+		if wait > 0 {
+			l.timer.Reset(wait)
+		}
+		select {
+		case l.slots <- struct{}{}:
+			l.timer.Stop()
+			return true, true
+		case <-l.started:
+		case <-l.timer.C:
+		case <-l.ctx.Done():
+			l.timer.Stop()
+			return false, false
+		}
+		l.timer.Stop()
 	}
 }
 
 // admit counts a handshake against ip's cap, or reports that it is over.
-func (l *Listener) admit(ip string) bool {
-	if ip == "" || l.cfg.MaxPerIP <= 0 {
+func (l *Listener) admit(ip netip.Addr) bool {
+	if !ip.IsValid() || l.cfg.MaxPerIP <= 0 {
 		return true
 	}
 	l.mu.Lock()
@@ -207,8 +337,8 @@ func (l *Listener) admit(ip string) bool {
 	return true
 }
 
-func (l *Listener) release(ip string) {
-	if ip == "" || l.cfg.MaxPerIP <= 0 {
+func (l *Listener) release(ip netip.Addr) {
+	if !ip.IsValid() || l.cfg.MaxPerIP <= 0 {
 		return
 	}
 	l.mu.Lock()
@@ -218,20 +348,29 @@ func (l *Listener) release(ip string) {
 	}
 }
 
-func (l *Listener) serve(raw net.Conn, ip string) {
+func (l *Listener) serve(p *pending, ip netip.Addr) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
-	l.inFlight.Add(1)
-	c, report, err := l.cfg.Handshake(l.ctx, raw)
-	l.inFlight.Add(-1)
-	l.release(ip)
+	raw := p.raw
+	l.track(p)
+	c, report, err := l.cfg.Handshake(context.WithValue(l.ctx, pendingKey{}, p), raw)
+	if l.finish(p) {
+		if err == nil {
+			c.Close()
+		}
+		err = fmt.Errorf("%w: all %d handshake slots were taken when a new connection arrived, and this handshake had made the least progress for the longest", ErrEvicted, l.cfg.MaxInFlight)
+	}
 	if err != nil {
 		raw.Close()
-		report()
+	}
+	l.release(ip)
+	report(err)
+	if err != nil {
+		l.inFlight.Add(-1)
 		return
 	}
-	report()
 	l.queued.Add(1)
+	l.inFlight.Add(-1)
 	select {
 	case l.queue <- c:
 	case <-l.ctx.Done():
@@ -240,13 +379,32 @@ func (l *Listener) serve(raw net.Conn, ip string) {
 	}
 }
 
-// remoteIP returns the IP of a TCP or UDP address as a map key, or "".
-func remoteIP(a net.Addr) string {
+// ipKey returns the bucket of a remote address for the per-IP cap: the
+// IPv4 address (also when written IPv4-mapped in IPv6), or the /64 of an
+// IPv6 address with its zone, since one IPv6 host is commonly given a
+// whole /64 and can send from any address in it; the zero Addr for an
+// address without an IP (a Unix socket), which is not capped.
+func ipKey(a net.Addr) netip.Addr {
+	var ip net.IP
+	var zone string
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		return string(a.IP.To16())
+		ip, zone = a.IP, a.Zone
 	case *net.UDPAddr:
-		return string(a.IP.To16())
+		ip, zone = a.IP, a.Zone
+	default:
+		return netip.Addr{}
 	}
-	return ""
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}
+	}
+	if addr = addr.Unmap(); addr.Is4() {
+		return addr
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return p.Addr().WithZone(zone)
 }
