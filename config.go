@@ -74,16 +74,28 @@ type Config struct {
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
-	// finished connections that wait for Accept. When it is reached, the
-	// Listener stops accepting from its inner listener until a slot frees.
-	// Zero means DefaultMaxHandshakes (256).
+	// finished connections that wait for Accept. When every slot is taken
+	// and a connection arrives, the Listener evicts the handshake that has
+	// made the least progress for the longest: the fewest messages that
+	// passed their check (a client that replays a recorded ClientHello
+	// takes one), and among those the one that has waited longest for its
+	// next, once it has waited at least 50 ms. It is closed and reported
+	// with ErrShed (ListenerStats.Evicted). A key holder's handshake takes
+	// its step as soon as it runs and ends a round trip later, so it is
+	// not evicted while stalled clients hold slots; a burst of more than
+	// MaxHandshakes honest clients at once can evict some of them. When
+	// every slot is a connection waiting for Accept, or a handshake within
+	// those 50 ms, the Listener stops accepting from its inner listener
+	// until one frees. Zero means DefaultMaxHandshakes (256).
 	MaxHandshakes int
 
 	// MaxHandshakesPerIP caps the handshakes in flight from one remote IP
-	// address; connections over it are closed at once, so one host cannot
-	// take every slot. Zero means DefaultMaxHandshakesPerIP (16); a negative
-	// value means no per-IP cap. Connections without an IP (Unix sockets)
-	// are not counted.
+	// address, and from one IPv6 /64 (a single host is commonly given a
+	// whole /64 and can send from any address in it); an IPv4-mapped IPv6
+	// address counts as IPv4. Connections over it are closed at once, so one
+	// host cannot take every slot. Zero means DefaultMaxHandshakesPerIP
+	// (16); a negative value means no per-IP cap. Connections without an IP
+	// (Unix sockets) are not counted.
 	MaxHandshakesPerIP int
 
 	// AcceptQueue is how many authenticated connections may wait for
@@ -98,9 +110,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnHandshake, if not nil, is called after every server-side handshake
-	// a Listener runs, successful or not, once the handshake's per-IP slot
-	// is free, and for every connection it sheds. It runs on the
-	// handshake's goroutine (for a shed connection, on the accept loop):
+	// a Listener runs, successful, failed or evicted, once the handshake's
+	// per-IP slot is free, and for every connection it sheds. It runs on the
+	// handshake's goroutine (for a shed connection, on a goroutine of the
+	// Listener that reports sheds one at a time, never on the accept loop):
 	// keep it fast, and safe for concurrent use.
 	OnHandshake func(HandshakeEvent)
 

@@ -42,8 +42,10 @@ var (
 	ErrIntegrity = errors.New("hmacauth: record integrity check failed")
 
 	// ErrShed is reported to Config.OnHandshake (never returned by Accept)
-	// for a connection a Listener closed unread because its remote IP
-	// already had MaxHandshakesPerIP handshakes in flight.
+	// for a connection a Listener closed unread because its remote IP (or
+	// IPv6 /64) already had MaxHandshakesPerIP handshakes in flight, and
+	// for a handshake it evicted under load, when all MaxHandshakes slots
+	// were taken (see Config.MaxHandshakes). The message says which.
 	ErrShed = errors.New("hmacauth: connection shed")
 )
 

@@ -80,7 +80,9 @@ type ListenerStats struct {
 	Durations DurationHistogram
 }
 
-// Failed returns the number of failed handshakes, for every reason.
+// Failed returns the number of failed handshakes, for every reason;
+// connections shed and handshakes evicted are counted apart (Shed,
+// Evicted).
 func (s ListenerStats) Failed() uint64 {
 	return s.FailedAuth + s.FailedProtocol + s.FailedTimeout + s.FailedOther
 }

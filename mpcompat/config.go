@@ -127,14 +127,21 @@ type Config struct {
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
-	// finished connections waiting for Accept; when it is reached the
-	// Listener stops accepting from its inner listener until a slot frees.
+	// finished connections waiting for Accept. When every slot is taken
+	// and a connection arrives, the Listener evicts the handshake that has
+	// made the least progress for the longest (a client that has proven
+	// the authkey is one step ahead of one that has not), once it has
+	// waited at least 50 ms, and reports it with ErrShed; when every slot
+	// is a connection waiting for Accept, or a handshake within those
+	// 50 ms, it stops accepting from its inner listener until one frees.
 	// Zero means DefaultMaxHandshakes (256).
 	MaxHandshakes int
 
-	// MaxHandshakesPerIP caps the handshakes in flight from one remote IP;
-	// connections over it are closed at once. Zero means
-	// DefaultMaxHandshakesPerIP (16); a negative value means no cap.
+	// MaxHandshakesPerIP caps the handshakes in flight from one remote IP,
+	// and from one IPv6 /64 (one host commonly has a whole /64); an
+	// IPv4-mapped address counts as IPv4. Connections over it are closed
+	// at once. Zero means DefaultMaxHandshakesPerIP (16); a negative value
+	// means no cap.
 	MaxHandshakesPerIP int
 
 	// AcceptQueue is how many authenticated connections may wait for
@@ -148,9 +155,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnHandshake, if not nil, is called after every handshake a Listener
-	// runs, successful or not, and for every connection it sheds. It runs
-	// on the handshake's goroutine: keep it fast and safe for concurrent
-	// use.
+	// runs, successful, failed or evicted, and for every connection it
+	// sheds. It runs on the handshake's goroutine (for a shed connection,
+	// on a goroutine of the Listener that reports sheds one at a time):
+	// keep it fast and safe for concurrent use.
 	OnHandshake func(HandshakeEvent)
 }
 

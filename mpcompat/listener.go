@@ -24,7 +24,9 @@ import (
 // never returned from Accept: the connection is closed and the failure
 // goes to Config.Logger and Config.OnHandshake. At most
 // Config.MaxHandshakes connections are in handshake or wait for Accept, at
-// most Config.MaxHandshakesPerIP of them from one IP.
+// most Config.MaxHandshakesPerIP of them from one IP or IPv6 /64; with
+// every slot taken, a new connection evicts the handshake that has made
+// the least progress for the longest.
 type Listener struct {
 	al  *acceptor.Listener
 	cfg *Config
