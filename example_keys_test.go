@@ -97,6 +97,7 @@ func ExampleListener_Stats() {
 	fmt.Printf("hmacauth_handshakes_total{result=\"timeout\"} %d\n", s.FailedTimeout)
 	fmt.Printf("hmacauth_handshakes_total{result=\"other\"} %d\n", s.FailedOther)
 	fmt.Printf("hmacauth_shed_total %d\n", s.Shed)
+	fmt.Printf("hmacauth_evicted_total %d\n", s.Evicted)
 	fmt.Printf("hmacauth_handshakes_in_flight %d\n", s.InFlight)
 	for i, le := range s.Durations.Bounds() {
 		fmt.Printf("hmacauth_handshake_seconds_bucket{le=\"%g\"} %d\n", le.Seconds(), s.Durations.Buckets[i])
@@ -111,6 +112,7 @@ func ExampleListener_Stats() {
 	// hmacauth_handshakes_total{result="timeout"} 0
 	// hmacauth_handshakes_total{result="other"} 0
 	// hmacauth_shed_total 0
+	// hmacauth_evicted_total 0
 	// hmacauth_handshakes_in_flight 0
 	// hmacauth_handshake_seconds_bucket{le="0.00025"} 0
 	// hmacauth_handshake_seconds_bucket{le="0.001"} 0
