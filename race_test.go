@@ -1,0 +1,5 @@
+//go:build race
+
+package hmacauth
+
+func init() { raceEnabled = true }
