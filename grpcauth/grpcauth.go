@@ -31,7 +31,8 @@ import (
 // of AuthInfo.
 const SecurityProtocol = "hmacauth"
 
-// SecurityVersion is the hmacauth protocol version in ProtocolInfo.
+// SecurityVersion is the hmacauth protocol version the credentials speak.
+// Info does not report it: gRPC deprecated ProtocolInfo.SecurityVersion.
 const SecurityVersion = "1"
 
 // NewCredentials returns transport credentials that authenticate both ends
@@ -100,9 +101,9 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	return conn, newAuthInfo(conn), nil
 }
 
-// Info returns SecurityProtocol "hmacauth" and SecurityVersion "1".
+// Info returns SecurityProtocol "hmacauth".
 func (c *transportCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: SecurityProtocol, SecurityVersion: SecurityVersion}
+	return credentials.ProtocolInfo{SecurityProtocol: SecurityProtocol}
 }
 
 // Clone returns credentials that share the Config (and its Keyring, so a

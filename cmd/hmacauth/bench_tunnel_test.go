@@ -302,7 +302,7 @@ func BenchmarkTunnel(b *testing.B) {
 							return
 						}
 						c.SetDeadline(time.Now().Add(bound))
-						if _, err := c.Write(buf); err == nil {
+						if _, err = c.Write(buf); err == nil {
 							_, err = io.ReadFull(c, buf)
 						}
 						c.Close()
