@@ -53,6 +53,13 @@ const (
 	// sequence number never comes near wrapping.
 	keyUpdateRecords = 1 << 48
 
+	// maxUselessRecords is how many records that carry no application
+	// data (empty data records, key updates) a receiver takes in a row
+	// before it refuses the peer, as crypto/tls does: each costs an AEAD
+	// open and delivers nothing, so without a cap a peer holding the key
+	// could keep a Read busy forever.
+	maxUselessRecords = 16
+
 	// closeNotifyTimeout bounds how long Close waits to send the close
 	// record to a peer that does not read, as crypto/tls does.
 	closeNotifyTimeout = 5 * time.Second
@@ -94,6 +101,9 @@ type halfConn struct {
 	seq    uint64   // sequence number of the next record under this key
 	used   uint64   // payload bytes protected under this key
 	gen    int      // key updates so far
+	// useless counts the records in a row that carried no application
+	// data (read side).
+	useless int
 
 	// buf is allocated on first use, so an idle connection costs nothing.
 	// Read side: buf[start:end] holds received bytes not yet opened, and
@@ -409,6 +419,14 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc.start += total
 	if hc.start == hc.end {
 		hc.start, hc.end = 0, 0
+	}
+	if typ == recordData && len(payload) > 0 {
+		hc.useless = 0
+	} else if typ == recordData || typ == recordKeyUpdate {
+		if hc.useless++; hc.useless > maxUselessRecords {
+			hc.err = errorf(ErrProtocol, "the %s sent more than %d records in a row without application data (empty data records or key updates)", c.peerName(), maxUselessRecords)
+			return 0, hc.err
+		}
 	}
 	switch typ {
 	case recordData:
