@@ -302,23 +302,91 @@ func (hc *halfConn) putBuffer() {
 	hc.buf = nil
 }
 
-// errReadAfterClose is what Read returns once Close has run. It is a
-// single value so that Close does not allocate.
-var errReadAfterClose = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+// errReadAfterClose and errWriteAfterClose are what Read and Write return
+// once Close has run. They are single values so that Close does not
+// allocate.
+var (
+	errReadAfterClose  = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+	errWriteAfterClose = fmt.Errorf("hmacauth: write after Close: %w", net.ErrClosed)
+)
 
-// releaseReadBuffer, at Close, ends the read side and gives its buffer back
-// to its pool, unless a Read (or WriteTo) is in progress: that one
-// keeps it, and the garbage collector takes it. Any later Read then fails
-// without touching the buffer: it finds hc.err set.
-func (c *Conn) releaseReadBuffer() {
-	hc := &c.in
-	if !hc.mu.TryLock() {
-		return
+// Close ends each direction of the record layer and clears its keys, but
+// must neither wait for nor race with a Read or Write in progress on
+// another goroutine (Close is what breaks it). So Close sets c.closed and
+// ends a direction only if it can take its lock at once (TryLock); the
+// Read or Write that held the lock then ends it as it unlocks. Since Close
+// sets c.closed before its TryLock and a holder checks c.closed after its
+// Unlock, one of the two always does it.
+
+// unlockIn and unlockOut release a direction's lock after a Read or a
+// Write, ending the direction if Close ran meanwhile.
+func (c *Conn) unlockIn() {
+	c.in.mu.Unlock()
+	if c.closed.Load() && c.in.mu.TryLock() {
+		c.endRead()
+		c.in.mu.Unlock()
 	}
-	defer hc.mu.Unlock()
+}
+
+func (c *Conn) unlockOut() {
+	c.out.mu.Unlock()
+	if c.closed.Load() && c.out.mu.TryLock() {
+		c.endWrite()
+		c.out.mu.Unlock()
+	}
+}
+
+// endRead, at Close, ends the read side: later Reads fail without touching
+// the buffer or the keys. It gives the buffer back to its pool and clears
+// the keys. c.in.mu is held.
+func (c *Conn) endRead() {
+	hc := &c.in
 	hc.err = errReadAfterClose // whatever ended reading before, Close is the reason now
 	hc.putBuffer()
 	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
+	hc.clearKeys()
+}
+
+// endWrite, at Close, ends the write side and clears its keys. c.out.mu is
+// held.
+func (c *Conn) endWrite() {
+	hc := &c.out
+	hc.err = errWriteAfterClose
+	hc.putBuffer()
+	hc.start, hc.end = 0, 0
+	hc.clearKeys()
+}
+
+// tryEndRead ends the read side unless a Read holds it (see unlockIn).
+func (c *Conn) tryEndRead() {
+	if c.in.mu.TryLock() {
+		c.endRead()
+		c.in.mu.Unlock()
+	}
+}
+
+// clearSecrets clears every secret of a connection that Close closed while
+// its handshake ran: the handshake has just finished, and Close did not
+// find the secrets yet. c.closed is set.
+func (c *Conn) clearSecrets() {
+	if c.records() {
+		c.tryEndRead()
+		if c.out.mu.TryLock() {
+			c.endWrite()
+			c.out.mu.Unlock()
+		}
+	}
+	c.clearSessionSecret()
+}
+
+// clearKeys overwrites the traffic secret and IV with zeros and drops the
+// AEAD. The AEAD's own copy of the key (inside crypto/aes or
+// chacha20poly1305) cannot be cleared; it is left to the garbage collector.
+func (hc *halfConn) clearKeys() {
+	clear(hc.secret[:])
+	clear(hc.iv[:])
+	clear(hc.nonce[:])
+	hc.aead = nil
 }
 
 // records reports whether the connection runs the record layer. It is false
@@ -363,7 +431,7 @@ func (c *Conn) integrityError(format string, args ...any) error {
 func (c *Conn) readRecordData(b []byte) (int, error) {
 	hc := &c.in
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockIn()
 	for {
 		if hc.pstart < hc.pend {
 			n := copy(b, hc.buf[hc.pstart:hc.pend])
@@ -496,7 +564,7 @@ func (c *Conn) fill(n int) error {
 func (c *Conn) writeRecordData(b []byte) (int, error) {
 	hc := &c.out
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockOut()
 	if err := c.writeReady(); err != nil {
 		return 0, err
 	}
@@ -667,7 +735,7 @@ func (c *Conn) closeRecordWrite() error {
 func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 	hc := &c.out
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockOut()
 	if err := c.writeReady(); err != nil {
 		return 0, err
 	}
@@ -714,7 +782,7 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 	hc := &c.in
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockIn()
 	var total int64
 	for {
 		if hc.pstart < hc.pend {
@@ -740,14 +808,16 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 
 // closeRecords sends the close record, unless a Write is in progress on
 // another goroutine: then Close is breaking that Write, and must not wait
-// for it.
+// for it. It ends both directions that no Read or Write holds (see
+// unlockIn); c.closed is set.
 func (c *Conn) closeRecords() error {
-	c.releaseReadBuffer()
+	c.tryEndRead()
 	hc := &c.out
 	if !hc.mu.TryLock() {
 		return nil
 	}
 	defer hc.mu.Unlock()
+	defer c.endWrite()
 	if hc.err != nil {
 		return nil
 	}
