@@ -1,6 +1,7 @@
 package hmacauth
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
@@ -150,4 +151,74 @@ func TestUselessRecordFlood(t *testing.T) {
 			}
 		}
 	}
+}
+
+// recordTypes splits wire into records and returns their types.
+func recordTypes(t *testing.T, wire []byte) []byte {
+	t.Helper()
+	var types []byte
+	for len(wire) > 0 {
+		if len(wire) < recordOverhead {
+			t.Fatalf("%d bytes left, not a record", len(wire))
+		}
+		n := int(wire[1])<<16 | int(wire[2])<<8 | int(wire[3])
+		types = append(types, wire[0])
+		wire = wire[recordOverhead+n:]
+	}
+	return types
+}
+
+// TestKeyUpdateBoundaries checks the sender's rule of PROTOCOL.md 9.4
+// exactly: before a data or close record, and only then, it sends a key
+// update if the current generation has protected updateAt payload bytes or
+// more, or 2^48 records or more; so the last data record may take the
+// generation past updateAt bytes, and the key update is the generation's
+// record 2^48 (sequence number 2^48), after which the next generation
+// starts at 0. A receiver in the same state reads it all.
+func TestKeyUpdateBoundaries(t *testing.T) {
+	t.Run("bytes", func(t *testing.T) {
+		mc := &memConn{}
+		c := recordConn(mc, ModeSealed, false, true)
+		c.rp.updateAt = 10
+		for _, p := range []string{"123456789", "abcde", "z"} { // 9 < 10, 14 >= 10
+			if _, err := c.Write([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.CloseWrite()
+		want := []byte{recordData, recordData, recordKeyUpdate, recordData, recordClose}
+		if got := recordTypes(t, mc.w.Bytes()); string(got) != string(want) {
+			t.Fatalf("record types %v, want %v", got, want)
+		}
+		r := recordConn(&memConn{r: bytes.NewReader(mc.w.Bytes())}, ModeSealed, false, false)
+		if got, err := io.ReadAll(r); err != nil || string(got) != "123456789abcdez" {
+			t.Fatalf("the receiver read %q, %v", got, err)
+		}
+	})
+	t.Run("records", func(t *testing.T) {
+		mc := &memConn{}
+		c := recordConn(mc, ModeIntegrity, true, true)
+		c.out.seq = keyUpdateRecords - 1
+		for _, p := range []string{"last", "first"} {
+			if _, err := c.Write([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.out.gen != 1 || c.out.seq != 1 {
+			t.Errorf("sender at generation %d, seq %d; want 1, 1", c.out.gen, c.out.seq)
+		}
+		want := []byte{recordData, recordKeyUpdate, recordData}
+		if got := recordTypes(t, mc.w.Bytes()); string(got) != string(want) {
+			t.Fatalf("record types %v, want %v", got, want)
+		}
+		r := recordConn(&memConn{r: bytes.NewReader(mc.w.Bytes())}, ModeIntegrity, true, false)
+		r.in.seq = keyUpdateRecords - 1 // the receiver does not enforce the limit
+		buf := make([]byte, 9)
+		if n, err := io.ReadAtLeast(r, buf, 9); err != nil || string(buf[:n]) != "lastfirst" {
+			t.Fatalf("the receiver read %q, %v", buf[:n], err)
+		}
+		if r.in.gen != 1 || r.in.seq != 1 {
+			t.Errorf("receiver at generation %d, seq %d; want 1, 1", r.in.gen, r.in.seq)
+		}
+	})
 }
