@@ -1,8 +1,10 @@
 package hmacauth
 
 import (
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -225,4 +227,24 @@ func TestResetCountsAsClose(t *testing.T) {
 		})
 		mustBe(t, err, ErrAuthFailed)
 	})
+}
+
+// TestRecordResetIsNotEOF checks PROTOCOL.md 9.3 on a reset in a record
+// mode: Read reports the reset itself, then, as the stream has ended
+// without a close record, an integrity failure; never io.EOF.
+func TestRecordResetIsNotEOF(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer s.Close()
+			reset(c.conn.(*net.TCPConn))
+			b := make([]byte, 10)
+			if _, err := s.Read(b); !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("Read after a reset: %v, want ECONNRESET", err)
+			}
+			_, err := s.Read(b)
+			mustBe(t, err, ErrIntegrity)
+			mustBe(t, err, io.ErrUnexpectedEOF)
+		})
+	}
 }
