@@ -37,8 +37,12 @@ type Conn struct {
 	hsDone atomic.Bool
 
 	readClosed atomic.Bool // CloseRead was called
+	closed     atomic.Bool // Close was called: secrets are cleared as soon as nothing uses them
 	hsErr      error
 	res        hsResult
+	// secretMu guards res.secret after the handshake: Close clears it
+	// while ConnectionState may be copying it.
+	secretMu sync.Mutex
 
 	// Deadlines set through the Conn, restored after the handshake, which
 	// sets its own.
@@ -88,6 +92,10 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	}
 	c.hsErr = c.handshake(ctx)
 	c.hsDone.Store(true)
+	if c.closed.Load() {
+		// Close ran during the handshake and left the secrets alone.
+		c.clearSecrets()
+	}
 	return c.hsErr
 }
 
@@ -262,11 +270,17 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // another goroutine, which fails. In a record mode it first sends the close
 // record, so the peer reads io.EOF rather than a cut stream, unless a Write
 // is in progress (then Close breaks it) or the peer has not read for
-// 5 seconds.
+// 5 seconds. It overwrites the session secret and the traffic secrets with
+// zeros, at once or, where a Read or Write is in progress, when that
+// returns; ConnectionState's exporter fails from then on.
 func (c *Conn) Close() error {
+	c.closed.Store(true)
 	var recErr error
-	if c.records() {
-		recErr = c.closeRecords()
+	if c.hsDone.Load() {
+		if c.records() {
+			recErr = c.closeRecords()
+		}
+		c.clearSessionSecret()
 	}
 	if err := c.conn.Close(); err != nil {
 		return err
@@ -287,7 +301,7 @@ func (c *Conn) CloseWrite() error {
 	if c.records() {
 		c.out.mu.Lock()
 		err := c.closeRecordWrite()
-		c.out.mu.Unlock()
+		c.unlockOut()
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,10 @@ var (
 
 	// ErrProtocol means the peer does not speak hmacauth/1 or sent a
 	// malformed message: a plain TCP, HTTP, TLS or SSH peer, a future
-	// protocol version, or garbage.
+	// protocol version, or garbage. In ModeIntegrity and ModeSealed it also
+	// means a record that authenticated, so came from a holder of the key,
+	// but breaks the protocol (an unknown type, more than 16 records in a
+	// row without data); Read then returns it ever after.
 	ErrProtocol = errors.New("hmacauth: protocol error")
 
 	// ErrHandshakeTimeout means the handshake did not finish within

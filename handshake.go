@@ -340,7 +340,7 @@ func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams
 			return m, err
 		}
 	}
-	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
+	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen])
 	return m, nil
 }
 
@@ -352,7 +352,7 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 		return m, err
 	}
 	var want [macLen]byte
-	if !hmac.Equal(mac(want[:0], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
+	if !hmac.Equal(mac(want[:0], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
 		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", ks.id)
 	}
 	switch {
