@@ -420,7 +420,7 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 	n, err := io.ReadAtLeast(rw, b, headerLen)
 	if err != nil {
 		if n == 0 && isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: it does not accept key %q (check that it has this key ID with the same secret) or it shed the connection under load", ks.id)
+			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: closed during the handshake (wrong key, shed, or the server stopping); check that it has key ID %q with the same secret", ks.id)
 		}
 		if n > 0 && isClosedByPeer(err) {
 			return hsResult{}, errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(b[:n]))

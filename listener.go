@@ -91,6 +91,22 @@ func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
 // are not affected.
 func (l *Listener) Close() error { return l.al.Close() }
 
+// Shutdown stops the Listener gracefully, as http.Server.Shutdown stops a
+// server: it closes the inner listener at once, so no new connection is
+// accepted (the kernel refuses or resets the ones not yet taken from its
+// backlog), and lets the handshakes in flight run to their end. Accept keeps
+// returning the connections whose handshake succeeded or that were waiting
+// for it; once it has returned the last one, Accept returns an error
+// wrapping net.ErrClosed and Shutdown returns nil. Call Accept meanwhile, as
+// http.Server.Serve does, or Shutdown waits for ctx.
+//
+// If ctx ends first, Shutdown closes the Listener as Close does (aborting the
+// handshakes left and closing the connections not yet accepted) and returns
+// ctx's error. If the Listener is closed meanwhile, Shutdown returns the
+// error Accept returns. It returns when all of the Listener's goroutines
+// have ended. Connections already returned by Accept are not affected.
+func (l *Listener) Shutdown(ctx context.Context) error { return l.al.Shutdown(ctx) }
+
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -61,7 +62,7 @@ func runForwarder(spec string) {
 				return
 			}
 			defer up.Close()
-			pipe(c, up)
+			pipe(context.Background(), c, up)
 		}()
 	}
 }

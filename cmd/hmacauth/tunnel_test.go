@@ -321,7 +321,15 @@ func TestTunnelSIGTERMDrain(t *testing.T) {
 					t.Fatal("the stopping client tunnel still accepts connections")
 				}
 			} else {
-				checkRefused(t, dial(t, p.client.addr))
+				waitRefused(t, func() bool {
+					c := dial(t, p.client.addr)
+					defer c.Close()
+					if got, err := roundTrip(c, "served?"); err == nil && got == "served?" {
+						return false
+					}
+					checkRefused(t, c)
+					return true
+				})
 			}
 			// The live connection still works both ways, to its end.
 			checkEcho(t, live, "during the drain")
