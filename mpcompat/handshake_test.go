@@ -544,17 +544,26 @@ func TestSecretsNotPrinted(t *testing.T) {
 	}
 	ev.next(t)
 	l.Close() // the log record is written before the event; Close orders it
+	d := &Dialer{Config: &cfg}
+	plain := &Dialer{Config: &Config{AuthKey: keyB}}
+	values := []any{cfg, &cfg, d, *d, plain, *plain, l}
 	var js bytes.Buffer
-	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "cfg", cfg, "ptr", &cfg)
+	for _, v := range values {
+		slog.New(slog.NewJSONHandler(&js, nil)).Info("value", "v", v)
+		slog.New(slog.NewTextHandler(&js, nil)).Info("value", "v", v)
+	}
 	printed := logs.String() + js.String()
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
-		printed += fmt.Sprintf(verb, cfg) + fmt.Sprintf(verb, &cfg)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+		for _, v := range values {
+			printed += fmt.Sprintf(verb, v) + fmt.Sprintf(verb, []any{v})
+		}
 	}
 	if !strings.Contains(logs.String(), "refused connection") {
 		t.Errorf("no log record of the refused client: %q", logs.String())
 	}
 	for _, k := range [][]byte{keyA, keyB} {
 		if strings.Contains(printed, string(k)) || strings.Contains(printed, fmt.Sprintf("%x", k)) ||
+			strings.Contains(printed, fmt.Sprintf("%X", k)) || strings.Contains(printed, fmt.Sprintf("%o", k)) ||
 			strings.Contains(printed, fmt.Sprint(k)) || strings.Contains(printed, base64.StdEncoding.EncodeToString(k)) {
 			t.Fatalf("an authkey was printed: %s", printed)
 		}
