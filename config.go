@@ -1,6 +1,8 @@
 package hmacauth
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -128,6 +130,25 @@ func (c *Config) LogValue() slog.Value {
 		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
 		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
+
+// String describes c by its key IDs and mode, never a secret.
+func (c *Config) String() string {
+	if c == nil {
+		return "hmacauth.Config(nil)"
+	}
+	keys := fmt.Sprintf("Keys: %q", keyIDs(c.Keys))
+	if c.Keyring != nil {
+		keys = "Keyring: " + c.Keyring.String()
+	}
+	return fmt.Sprintf("hmacauth.Config{%s, Mode: %v, ForwardSecrecy: %v, secrets redacted}", keys, c.Mode, c.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print a secret either.
+func (c *Config) GoString() string { return c.String() }
+
+// Format prints String for every verb, so that none (%s and %d included,
+// which would print the keys' and the key share's bytes) shows a secret.
+func (c *Config) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // HandshakeEvent describes one connection a Listener handled.
 type HandshakeEvent struct {

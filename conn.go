@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -355,4 +356,68 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	defer c.dlMu.Unlock()
 	c.writeDL = t
 	return c.conn.SetWriteDeadline(t)
+}
+
+// String describes the connection: its side, addresses, and the key ID and
+// mode once the handshake has succeeded. It never shows a secret or a
+// buffered byte, so that printing a Conn (fmt's %v prints unexported
+// fields) does not leak the session and traffic secrets or plaintext.
+func (c *Conn) String() string {
+	if c == nil {
+		return "hmacauth.Conn(nil)"
+	}
+	side, local, remote := c.ends()
+	state, cs := c.handshakeState()
+	if !cs.HandshakeComplete {
+		return fmt.Sprintf("hmacauth.Conn{%s %s -> %s, handshake %s}", side, local, remote, state)
+	}
+	return fmt.Sprintf("hmacauth.Conn{%s %s -> %s, KeyID: %q, Mode: %v, ForwardSecrecy: %v}",
+		side, local, remote, cs.KeyID, cs.Mode, cs.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print a secret either.
+func (c *Conn) GoString() string { return c.String() }
+
+// Format prints String for every verb, so that none shows a secret.
+func (c *Conn) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// LogValue implements slog.LogValuer: what String shows, as attributes.
+func (c *Conn) LogValue() slog.Value {
+	if c == nil {
+		return slog.StringValue("<nil>")
+	}
+	side, local, remote := c.ends()
+	state, cs := c.handshakeState()
+	attrs := []slog.Attr{slog.String("side", side), slog.String("local", local),
+		slog.String("remote", remote), slog.String("handshake", state)}
+	if cs.HandshakeComplete {
+		attrs = append(attrs, slog.String("key_id", cs.KeyID), slog.String("mode", cs.Mode.String()),
+			slog.Bool("forward_secrecy", cs.ForwardSecrecy))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// ends returns the side and addresses of c, for String and LogValue.
+func (c *Conn) ends() (side, local, remote string) {
+	side = "server"
+	if c.isClient {
+		side = "client"
+	}
+	if c.conn == nil {
+		return side, "<nil>", "<nil>"
+	}
+	return side, fmt.Sprint(c.conn.LocalAddr()), fmt.Sprint(c.conn.RemoteAddr())
+}
+
+// handshakeState returns "not done", "failed" or "complete", with the
+// ConnectionState once complete. It reads the handshake's result only once
+// the handshake is over, so String is safe during a handshake.
+func (c *Conn) handshakeState() (string, ConnectionState) {
+	switch {
+	case !c.hsDone.Load():
+		return "not done", ConnectionState{}
+	case c.hsErr != nil:
+		return "failed", ConnectionState{}
+	}
+	return "complete", c.ConnectionState()
 }

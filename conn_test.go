@@ -622,7 +622,7 @@ func TestKeyNeverShowsSecret(t *testing.T) {
 	k := testKey("visible-id")
 	cfg := &Config{Keys: []Key{k}}
 	var outs []string
-	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+	for _, format := range printVerbs {
 		outs = append(outs, fmt.Sprintf(format, k), fmt.Sprintf(format, &k), fmt.Sprintf(format, []Key{k}))
 	}
 	outs = append(outs, fmt.Sprintf("%v %+v", cfg, cfg), fmt.Sprint(k), k.String(), k.GoString())

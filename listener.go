@@ -2,6 +2,8 @@ package hmacauth
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -167,3 +169,15 @@ func (l *Listener) report(ev HandshakeEvent) {
 		l.config.OnHandshake(ev)
 	}
 }
+
+// String names the Listener by its address, never its Config's secrets.
+func (l *Listener) String() string {
+	if l == nil {
+		return "hmacauth.Listener(nil)"
+	}
+	return fmt.Sprintf("hmacauth.Listener{Addr: %v}", l.Addr())
+}
+
+// Format prints String for every verb: fmt prints the Config's secrets
+// for a verb that does not fit a pointer, such as %s or %q.
+func (l *Listener) Format(f fmt.State, _ rune) { io.WriteString(f, l.String()) }

@@ -18,6 +18,7 @@ package grpcauth
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -53,6 +54,13 @@ func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
 type transportCreds struct {
 	cfg *hmacauth.Config
 }
+
+// String describes the credentials by their Config, which shows no secret.
+func (c *transportCreds) String() string { return fmt.Sprintf("grpcauth.Credentials{%v}", c.cfg) }
+
+// Format prints String for every verb: fmt prints the Config's keys for a
+// verb that does not fit a pointer, such as %s or %q.
+func (c *transportCreds) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // ClientHandshake runs the client side of the handshake on raw. It returns
 // once the server has proven the key, or fails when ctx is done (gRPC's

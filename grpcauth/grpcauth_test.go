@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -391,5 +393,24 @@ func TestListenerConnBelowCredentialsModeRefused(t *testing.T) {
 	}
 	if ids, _ := s.get(); len(ids) != 0 {
 		t.Errorf("handler saw %q, want no call", ids)
+	}
+}
+
+// TestCredentialsNeverShowSecret prints the credentials with every fmt
+// verb and with slog: none shows a secret of the Config.
+func TestCredentialsNeverShowSecret(t *testing.T) {
+	k := key("visible-id")
+	creds := NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{k}})
+	var out bytes.Buffer
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+		fmt.Fprintf(&out, verb+"\n", creds)
+		fmt.Fprintf(&out, verb+"\n", []any{creds})
+	}
+	slog.New(slog.NewTextHandler(&out, nil)).Info("creds", "creds", creds)
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("creds", "creds", creds)
+	for _, enc := range []string{string(k.Secret), fmt.Sprint(k.Secret), fmt.Sprintf("%x", k.Secret), fmt.Sprintf("%o", k.Secret)} {
+		if strings.Contains(out.String(), enc) {
+			t.Fatalf("the credentials print the secret (as %q):\n%s", enc, out.String())
+		}
 	}
 }
