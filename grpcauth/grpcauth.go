@@ -72,7 +72,8 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
 // Config, which is then the one that counts, though a connection below
-// cfg.Mode is refused) and is not run again: this
+// cfg.Mode, or without forward secrecy when cfg.ForwardSecrecy is set, is
+// refused) and is not run again: this
 // combines the Listener's caps, per-IP shedding and statistics with the
 // key ID in the gRPC context.
 func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -84,9 +85,14 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		return nil, nil, err
 	}
 	if accepted {
-		if m := conn.ConnectionState().Mode; c.cfg != nil && m < c.cfg.Mode {
+		st := conn.ConnectionState()
+		if c.cfg != nil && st.Mode < c.cfg.Mode {
 			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
-				hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
+				hmacauth.ErrConfig, raw.RemoteAddr(), st.Mode, c.cfg.Mode)
+		}
+		if c.cfg != nil && c.cfg.ForwardSecrecy && !st.ForwardSecrecy {
+			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs without forward secrecy, which these credentials require; set the Listener's Config.ForwardSecrecy",
+				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
 		return conn, newAuthInfo(conn), nil
 	}
