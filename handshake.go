@@ -358,8 +358,10 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 	switch {
 	case m.flags&^knownFlags != 0:
 		return m, errorf(ErrProtocol, "ServerHello sets unknown flags %#02x", m.flags&^knownFlags)
-	case m.mode < p.mode || m.mode > modeMax:
-		return m, errorf(ErrProtocol, "server chose mode %d, but this client asked for at least mode %d", m.mode, p.mode)
+	case m.mode > modeMax:
+		return m, errorf(ErrProtocol, "server chose mode %d, which this client does not know (it knows modes 0 to %d): the server is newer than this client, or broken", m.mode, modeMax)
+	case m.mode < p.mode:
+		return m, errorf(ErrProtocol, "server chose %v, but this client asked for at least %v", Mode(m.mode), Mode(p.mode))
 	case p.fs && m.flags&flagForwardSecrecy == 0:
 		return m, errorf(ErrProtocol, "server did not agree to forward secrecy, which this client asked for")
 	case p.chacha && m.flags&flagChaCha20 == 0:
