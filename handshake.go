@@ -61,19 +61,51 @@ type clientHello struct {
 	mac   []byte
 }
 
-// checkHeader checks the first headerLen bytes of a handshake message, and
-// tells a foreign protocol, a future version and a wrong message apart.
+// checkHeader checks the start of a handshake message, up to its first
+// headerLen bytes, and tells a foreign protocol, a future version and a
+// wrong message apart. Fewer bytes are checked as far as they go, so that a
+// peer is refused at its first byte that no header has.
 func checkHeader(b []byte, want byte, msgName string) error {
-	if !bytes.Equal(b[:len(magic)], []byte(magic)) {
+	if n := min(len(b), len(magic)); !bytes.Equal(b[:n], []byte(magic[:n])) {
 		return errorf(ErrProtocol, "expected a %s, got %s: the peer does not speak hmacauth", msgName, describeBytes(b))
 	}
-	if v := b[len(magic)]; v != version1 {
-		return errorf(ErrProtocol, "the peer speaks hmacauth version %d, this side speaks version %d; upgrade the older side", v, version1)
+	if len(b) > len(magic) {
+		if v := b[len(magic)]; v != version1 {
+			return errorf(ErrProtocol, "the peer speaks hmacauth version %d, this side speaks version %d; upgrade the older side", v, version1)
+		}
 	}
-	if t := b[len(magic)+1]; t != want {
-		return errorf(ErrProtocol, "expected a %s (message type %d), got message type %d", msgName, want, t)
+	if len(b) > len(magic)+1 {
+		if t := b[len(magic)+1]; t != want {
+			return errorf(ErrProtocol, "expected a %s (message type %d), got message type %d", msgName, want, t)
+		}
 	}
 	return nil
+}
+
+// readHeader reads into b until it holds at least a whole header, and
+// checks the bytes as they arrive: a peer that sends anything else is
+// refused at its first read, not left waiting for 10 bytes it may never
+// send (PostgreSQL's 8-byte SSLRequest waits for an answer). It returns the
+// number of bytes read and either an ErrProtocol error for a wrong header
+// or the read's own error.
+func readHeader(r io.Reader, b []byte, want byte, msgName string) (int, error) {
+	n := 0
+	for n < headerLen {
+		m, err := r.Read(b[n:])
+		n += m
+		if m > 0 {
+			if herr := checkHeader(b[:n], want, msgName); herr != nil {
+				return n, herr
+			}
+		}
+		if err != nil {
+			if n >= headerLen {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // describeBytes renders the start of unexpected peer bytes for an error
@@ -419,7 +451,10 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 		return hsResult{}, ioError("sending the ClientHello", err)
 	}
 	b := h.sh()
-	n, err := io.ReadAtLeast(rw, b, headerLen)
+	n, err := readHeader(rw, b, msgServerHello, "ServerHello")
+	if errors.Is(err, ErrProtocol) {
+		return hsResult{}, err
+	}
 	if err != nil {
 		if n == 0 && isClosedByPeer(err) {
 			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: it does not accept key %q (check that it has this key ID with the same secret) or it shed the connection under load", ks.id)
@@ -428,9 +463,6 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 			return hsResult{}, errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(b[:n]))
 		}
 		return hsResult{}, ioError("reading the ServerHello", err)
-	}
-	if err := checkHeader(b[:n], msgServerHello, "ServerHello"); err != nil {
-		return hsResult{}, err
 	}
 	if _, err := io.ReadFull(rw, b[n:]); err != nil {
 		if isClosedByPeer(err) {
@@ -456,15 +488,15 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 // result still carries the key ID the client claimed, for the logs.
 func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsResult, error) {
 	b := h.ch()
-	n, err := io.ReadAtLeast(rw, b, headerLen)
+	n, err := readHeader(rw, b, msgClientHello, "ClientHello")
+	if errors.Is(err, ErrProtocol) {
+		return hsResult{}, err
+	}
 	if err != nil {
 		if isClosedByPeer(err) {
 			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n)
 		}
 		return hsResult{}, ioError("reading the ClientHello", err)
-	}
-	if err := checkHeader(b[:n], msgClientHello, "ClientHello"); err != nil {
-		return hsResult{}, err
 	}
 	if m, err := io.ReadFull(rw, b[n:]); err != nil {
 		if isClosedByPeer(err) {

@@ -1,10 +1,89 @@
 package hmacauth
 
 import (
+	"errors"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
+
+func readAfterRefusal(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	b, err := io.ReadAll(c)
+	if len(b) > 0 {
+		t.Errorf("the server sent %q to a prober", b)
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		t.Errorf("the server reset the connection instead of closing it: %v", err)
+	case err != nil:
+		t.Errorf("waiting for the server to close: %v", err)
+	}
+}
+
+func TestProbesSeeTheSame(t *testing.T) {
+	k := testKey("test-key")
+	wrong := Key{ID: k.ID, Secret: seededBytes("other secret", MinSecretLen)}
+	random := seededBytes("random probe", 1000)
+	random[0] = 0 // not an 'h'
+	httpReq := "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: a-scanner/1.0\r\n" +
+		"Accept: */*\r\nAccept-Language: en\r\nCookie: " + strings.Repeat("c", 200) + "\r\n\r\n"
+	sslRequest := []byte{0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f} // PostgreSQL's, sent by psql and pgbench
+
+	cfg, ev := newTestConfig(k)
+	var logs syncBuffer
+	cfg.Logger = newTextLogger(&logs)
+	cfg.HandshakeTimeout = time.Hour // a refusal that waits for it fails the test at waitLimit
+	s := startEcho(t, cfg)
+	// The magic and version alone are a valid start, held until the
+	// handshake timeout.
+	slowCfg, slowEv := newTestConfig(k)
+	slowCfg.HandshakeTimeout = 50 * time.Millisecond
+	slow := startEcho(t, slowCfg)
+
+	for _, tc := range []struct {
+		name   string
+		probe  []byte
+		server *server
+		ev     *events
+		want   error
+		reason string
+	}{
+		{"HTTP request", []byte(httpReq), s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"random bytes", random, s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"PostgreSQL SSLRequest", sslRequest, s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"TLS ClientHello", tlsClientHello(t), s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"other version", []byte("hmacauth\x02\x01"), s, ev, ErrProtocol, "version 2"},
+		{"ClientHello with a wrong key", validClientHello(wrong, "probe"), s, ev, ErrAuthFailed, "different secret"},
+		{"ClientHello with a wrong key and one byte more", append(validClientHello(wrong, "probe"), 'x'), s, ev, ErrAuthFailed, "different secret"},
+		{"ClientHello naming an unknown key", validClientHello(testKey("no-such-key"), "probe"), s, ev, ErrAuthFailed, "does not have"},
+		{"magic prefix alone", []byte("hmacauth\x01\x01"), slow, slowEv, ErrHandshakeTimeout, "timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rawDial(t, tc.server.Addr(), "")
+			if _, err := c.Write(tc.probe); err != nil {
+				t.Fatal(err)
+			}
+			readAfterRefusal(t, c)
+			c.Close()
+			e := tc.ev.waitFrom(t, c.LocalAddr())
+			if !errors.Is(e.Err, tc.want) || !strings.Contains(e.Err.Error(), tc.reason) {
+				t.Errorf("reason %v, want %v saying %q", e.Err, tc.want, tc.reason)
+			}
+		})
+	}
+	if out := logs.String(); !strings.Contains(out, "does not speak hmacauth") || !strings.Contains(out, "different secret") {
+		t.Errorf("the Listener's log lacks the reasons: %s", out)
+	}
+	// A client with a wrong key still gets its clear error.
+	_, err := Dial("tcp", s.Addr().String(), configWith(wrong))
+	mustBe(t, err, ErrAuthFailed)
+	checkGoodClient(t, s, configWith(k))
+}
 
 func TestServerHelloUnknownMode(t *testing.T) {
 	k := testKey("test-key")
