@@ -126,7 +126,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 	}()
 
-	h := &handshake{}
+	h := &handshake{nonces: &c.config.nonces}
 	h.shares, h.shareLifetime = c.config.keyShares()
 	p := hsParams{
 		mode:   byte(c.config.Mode),

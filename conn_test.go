@@ -174,9 +174,9 @@ func TestHandshakeContext(t *testing.T) {
 func TestDeadlinesAfterHandshake(t *testing.T) {
 	k := testKey("test-key")
 	t.Run("handshake deadline removed", func(t *testing.T) {
-		cfg := configWith(k)
-		cfg.HandshakeTimeout = 300 * time.Millisecond
-		cc, sc, cerr, serr := handshakePair(t, cfg, cfg)
+		cfg, scfg := configWith(k), configWith(k) // one Config would refuse its own dial (reflection)
+		cfg.HandshakeTimeout, scfg.HandshakeTimeout = 300*time.Millisecond, 300*time.Millisecond
+		cc, sc, cerr, serr := handshakePair(t, cfg, scfg)
 		if cerr != nil || serr != nil {
 			t.Fatal(cerr, serr)
 		}
@@ -195,10 +195,10 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 		}
 	})
 	t.Run("user deadline restored", func(t *testing.T) {
-		cfg := configWith(k)
-		cfg.HandshakeTimeout = time.Minute
+		cfg, scfg := configWith(k), configWith(k)
+		cfg.HandshakeTimeout, scfg.HandshakeTimeout = time.Minute, time.Minute
 		rc, rs := pipeTCP(t)
-		cc, sc := Client(rc, cfg), Server(rs, cfg)
+		cc, sc := Client(rc, cfg), Server(rs, scfg)
 		if err := sc.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -719,12 +719,12 @@ func TestCloseDuringHandshake(t *testing.T) {
 // without half-close, and writing is over.
 func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
 	k := testKey("test-key")
-	cfg := configWith(k)
-	cfg.Mode = ModeSealed
+	cfg, scfg := configWith(k), configWith(k)
+	cfg.Mode, scfg.Mode = ModeSealed, ModeSealed
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	cc, sc := Client(a, cfg), Server(b, cfg)
+	cc, sc := Client(a, cfg), Server(b, scfg)
 	got := make(chan error, 1)
 	go func() {
 		_, err := io.ReadAll(sc) // the handshake, then until the close record

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -222,6 +223,36 @@ type handshake struct {
 	shareLifetime time.Duration
 	reused        *keyShare
 	priv          *ecdh.PrivateKey
+
+	// nonces, if not nil, holds the client nonces of the handshakes in
+	// flight of the Config this one runs with: a client adds its own, a
+	// server refuses a ClientHello that carries one.
+	nonces *clientNonces
+}
+
+// clientNonces is the set of client nonces of a Config's client handshakes
+// in flight. A server handshake with the same Config that receives one of
+// them has been sent its own Config's ClientHello: a connection redirected
+// back to the process that dialed it, which would otherwise complete, since
+// the process holds the key on both ends (PROTOCOL.md section 10,
+// "Reflection"). The set is per Config, not per process, so that two
+// Configs of one process that share a key can still connect to each other.
+// The zero value is an empty set.
+type clientNonces struct {
+	m sync.Map // [nonceLen]byte -> struct{}
+}
+
+func (s *clientNonces) add(nonce []byte)    { s.m.Store([nonceLen]byte(nonce), struct{}{}) }
+func (s *clientNonces) remove(nonce []byte) { s.m.Delete([nonceLen]byte(nonce)) }
+func (s *clientNonces) has(nonce []byte) bool {
+	_, ok := s.m.Load([nonceLen]byte(nonce))
+	return ok
+}
+
+// clientNonce returns the client nonce in the ClientHello of h.
+func (h *handshake) clientNonce() []byte {
+	const off = headerLen + 3 + MaxKeyIDLen
+	return h.ch()[off : off+nonceLen]
 }
 
 func (h *handshake) ch() []byte { return h.transcript[:clientHelloLen] }
@@ -447,6 +478,12 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 	if err := h.writeClientHello(ks, p); err != nil {
 		return hsResult{}, err
 	}
+	if h.nonces != nil {
+		// Until the ServerHello is in: a reflected ClientHello reaches this
+		// Config's server before that.
+		h.nonces.add(h.clientNonce())
+		defer h.nonces.remove(h.clientNonce())
+	}
 	if _, err := rw.Write(h.ch()); err != nil {
 		return hsResult{}, ioError("sending the ClientHello", err)
 	}
@@ -509,6 +546,9 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 		return hsResult{keyID: ch.keyID}, err
 	}
 	res := hsResult{keyID: ch.keyID}
+	if h.nonces != nil && h.nonces.has(ch.nonce) {
+		return res, errorf(ErrAuthFailed, "the ClientHello for key ID %q is one this Config's own client sent, in a handshake still in flight: a connection this process dialed was sent back to it (reflection); a client and a server in one process that mean to connect need a Config each", ch.keyID)
+	}
 	sh, err := h.writeServerHello(ks, ch, p)
 	if err != nil {
 		return res, err

@@ -1,6 +1,7 @@
 package hmacauth
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,44 @@ import (
 	"testing"
 	"time"
 )
+
+func TestReflectionRefused(t *testing.T) {
+	var logs syncBuffer
+	cfg, ev := newTestConfig()
+	cfg.Logger = newTextLogger(&logs)
+	// A refusal must come at once: a dial left to the handshake timeout
+	// would end at the context's deadline below, with ErrHandshakeTimeout.
+	cfg.HandshakeTimeout = time.Hour
+	s := startEcho(t, cfg)
+
+	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	defer cancel()
+	d := &Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", s.Addr().String())
+	if err == nil {
+		c.Close()
+		t.Fatal("a Config's dial to its own listener was accepted")
+	}
+	if errors.Is(err, ErrHandshakeTimeout) {
+		t.Fatalf("the reflected dial was left to time out: %v", err)
+	}
+	mustBe(t, err, ErrAuthFailed)
+
+	e := ev.waitFor(t, "the reflected handshake", func(e HandshakeEvent) bool { return e.Err != nil })
+	mustBe(t, e.Err, ErrAuthFailed)
+	if !strings.Contains(e.Err.Error(), "reflection") {
+		t.Errorf("the refusal does not say what happened: %v", e.Err)
+	}
+	if out := logs.String(); !strings.Contains(out, "refused connection") || !strings.Contains(out, "reflection") {
+		t.Errorf("the Listener's log does not report the reflection: %s", out)
+	}
+
+	// Two Configs with the same key: each dials the other's listener.
+	other, _ := newTestConfig(cfg.Keys...)
+	s2 := startEcho(t, other)
+	checkGoodClient(t, s2, cfg)
+	checkGoodClient(t, s, other)
+}
 
 func readAfterRefusal(t *testing.T, c net.Conn) {
 	t.Helper()
