@@ -1,6 +1,7 @@
 package hmacauth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,10 @@ import (
 	"time"
 )
 
+// A process that listens and dials with one Config refuses its own
+// ClientHello when its dial is sent back to its own listener (a
+// reflection), at once and with ErrAuthFailed on the dialing side; two
+// Configs of one process that share a key still connect to each other.
 func TestReflectionRefused(t *testing.T) {
 	var logs syncBuffer
 	cfg, ev := newTestConfig()
@@ -49,6 +54,9 @@ func TestReflectionRefused(t *testing.T) {
 	checkGoodClient(t, s, other)
 }
 
+// readAfterRefusal reads what the server sends a refused prober until it
+// closes, and fails the test unless that is nothing and an orderly end of
+// stream: no byte, no reset.
 func readAfterRefusal(t *testing.T, c net.Conn) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(waitLimit))
@@ -64,6 +72,10 @@ func readAfterRefusal(t *testing.T, c net.Conn) {
 	}
 }
 
+// Every probe of someone without a key sees the same thing: no byte, then
+// an orderly close, never a reset, whatever it sent; the server's log says
+// why it refused. A probe that is not hmacauth is refused at its first
+// wrong byte, not at the handshake timeout.
 func TestProbesSeeTheSame(t *testing.T) {
 	k := testKey("test-key")
 	wrong := Key{ID: k.ID, Secret: seededBytes("other secret", MinSecretLen)}
@@ -124,6 +136,46 @@ func TestProbesSeeTheSame(t *testing.T) {
 	checkGoodClient(t, s, configWith(k))
 }
 
+// A server handshake with no deadline at all (HandshakeTimeout negative)
+// does not hold the key share other handshakes reuse: a replayed
+// ClientHello followed by silence would keep it, and the sessions made
+// with it, past its lifetime without bound (PROTOCOL.md 7.3).
+func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
+	k := testKey("test-key")
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		shared  bool
+	}{
+		{"with a handshake timeout", time.Hour, true},
+		{"without", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Keys: []Key{k}, ForwardSecrecy: true, KeyShareLifetime: time.Hour, HandshakeTimeout: tc.timeout}
+			l := listenEngine(t, cfg)
+			// share sends a valid ClientHello (as a replay would) and
+			// returns the key share of the ServerHello.
+			share := func(seed string) []byte {
+				c := rawDial(t, l.Addr(), "")
+				if _, err := c.Write(validClientHello(k, seed)); err != nil {
+					t.Fatal(err)
+				}
+				c.SetReadDeadline(time.Now().Add(waitLimit))
+				sh := make([]byte, serverHelloLen)
+				if _, err := io.ReadFull(c, sh); err != nil {
+					t.Fatalf("reading the ServerHello: %v", err)
+				}
+				return sh[headerLen+2+nonceLen : headerLen+2+nonceLen+shareLen]
+			}
+			if a, b := share("one"), share("two"); bytes.Equal(a, b) != tc.shared {
+				t.Errorf("two handshakes in flight share a key share: %v, want %v", bytes.Equal(a, b), tc.shared)
+			}
+		})
+	}
+}
+
+// A ServerHello with a mode the client does not know is refused with a
+// message that says so, not one about the client's least mode.
 func TestServerHelloUnknownMode(t *testing.T) {
 	k := testKey("test-key")
 	keys, err := configWith(k).check()
