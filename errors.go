@@ -14,7 +14,9 @@ var (
 	// ErrAuthFailed means the peer did not prove that it holds the key:
 	// a wrong secret, a key ID the other side does not know, a bad proof,
 	// or a server that closed the connection during the handshake (which is
-	// how a server refuses: it says nothing to a client without a key).
+	// how a server refuses: it says nothing to a client without a key). A
+	// server also refuses with it a ClientHello that its own Config's client
+	// sent (a reflection).
 	ErrAuthFailed = errors.New("hmacauth: authentication failed")
 
 	// ErrProtocol means the peer does not speak hmacauth/1 or sent a

@@ -18,8 +18,9 @@ import (
 // accepts from the inner listener, each bounded by Config.HandshakeTimeout,
 // so a slow or silent client never delays another. A failed handshake is
 // never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed and the failure goes to
-// Config.Logger and Config.OnHandshake. Temporary errors of the inner
+// on such errors): the connection is closed, with no byte sent and by an
+// orderly close, never a reset (PROTOCOL.md section 7.2), and the failure
+// goes to Config.Logger and Config.OnHandshake. Temporary errors of the inner
 // listener are retried with backoff.
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in

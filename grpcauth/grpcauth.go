@@ -45,6 +45,9 @@ const SecurityVersion = "1"
 // cfg.Mode to hmacauth.ModeSealed on both sides to send them.
 //
 // cfg must not be modified afterwards; to rotate keys, use cfg.Keyring.
+// A process that is a gRPC server and also a client of itself gives each
+// side credentials with a Config of its own: a Config refuses its own
+// connections (see hmacauth.Config).
 func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
 	return &transportCreds{cfg: cfg}
 }
