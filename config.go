@@ -29,6 +29,11 @@ const (
 // after that keeps the original's keys (and, until it expires, its X25519
 // key share). To change keys while running, use Keyring.
 //
+// A server refuses a ClientHello that a client handshake of the same Config
+// has in flight: a connection its own dialer made, sent back to it (a
+// reflection, see SECURITY.md). A process that listens and also dials its
+// own listeners gives each end a Config of its own.
+//
 // Printing a Config with fmt or slog never shows a secret.
 type Config struct {
 	// Keys holds the shared secrets. A dialer proves Keys[0]; a listener
@@ -62,7 +67,8 @@ type Config struct {
 	// keys of every open connection anyway, reuse exposes as well the
 	// ended sessions of the last KeyShareLifetime (and of a handshake still
 	// in flight with an older key share, which holds it until it ends,
-	// within HandshakeTimeout). Reuse turns four X25519 operations per
+	// within HandshakeTimeout; a server handshake without any deadline
+	// makes a key share of its own). Reuse turns four X25519 operations per
 	// connection into a few per lifetime (SECURITY.md, BENCHMARKS.md); it
 	// also lets an observer of the wire tell that two connections within
 	// one lifetime come from the same Config.
@@ -72,7 +78,9 @@ type Config struct {
 
 	// HandshakeTimeout bounds one handshake, on either side, in addition to
 	// any context or connection deadline. Zero means
-	// DefaultHandshakeTimeout (5 s); a negative value means no bound.
+	// DefaultHandshakeTimeout (5 s); a negative value means no bound (a
+	// server handshake without any deadline then makes its own X25519 key
+	// share, see KeyShareLifetime).
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
@@ -108,6 +116,7 @@ type Config struct {
 
 	keys   atomic.Pointer[keySet] // derived from Keys on first use
 	shares keyShares
+	nonces clientNonces // of this Config's client handshakes in flight
 }
 
 // LogValue implements slog.LogValuer: the settings and the key IDs, never

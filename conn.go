@@ -135,8 +135,16 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 	}()
 
-	h := &handshake{}
-	h.shares, h.shareLifetime = c.config.keyShares()
+	h := &handshake{nonces: &c.config.nonces}
+	// A server holds its key share from the ServerHello until the
+	// ClientFinished arrives (a client takes its own when it has the
+	// ServerHello and uses it at once). A handshake with no deadline could
+	// hold a shared key share, and with it the sessions of its lifetime,
+	// without bound (a replayed ClientHello, then silence): it makes a key
+	// share of its own, which serves no other session (PROTOCOL.md 7.3).
+	if c.isClient || !dl.IsZero() {
+		h.shares, h.shareLifetime = c.config.keyShares()
+	}
 	p := hsParams{
 		mode:   byte(c.config.Mode),
 		fs:     c.config.ForwardSecrecy,

@@ -19,8 +19,9 @@ import (
 // accepts from the inner listener, each bounded by Config.HandshakeTimeout,
 // so a slow or silent client never delays another. A failed handshake is
 // never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed and the failure goes to
-// Config.Logger and Config.OnHandshake. Temporary errors of the inner
+// on such errors): the connection is closed, with no byte sent and by an
+// orderly close, never a reset (PROTOCOL.md section 7.2), and the failure
+// goes to Config.Logger and Config.OnHandshake. Temporary errors of the inner
 // listener are retried with backoff.
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in
@@ -140,9 +141,38 @@ func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(
 		})
 	}
 	if err != nil {
+		closeRefused(ctx, raw)
 		return nil, report, err
 	}
 	return c, report, nil
+}
+
+// Bounds of the reading closeRefused does before it closes a refused
+// connection: enough for what a client or probe sends unanswered, and as
+// long as net/http waits for the same reason (rstAvoidanceDelay).
+const (
+	refusalDrainBytes = 64 << 10
+	refusalDrainTime  = 500 * time.Millisecond
+)
+
+// closeRefused closes a connection whose handshake failed so that every
+// refusal looks the same to the client: no byte, then an orderly end of
+// stream (FIN). A close with unread bytes in the receive queue would make
+// the kernel send a reset instead, which would set apart a client that
+// sent more than the server read (a ClientHello and one byte more, a long
+// HTTP request) from one that did not. So it half-closes first, which tells
+// the client at once, then reads and discards what the client sent until
+// the client closes, refusalDrainBytes have come or refusalDrainTime has
+// passed, or ctx is done (the Listener is closing), and closes.
+func closeRefused(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	cw, ok := raw.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || raw.SetReadDeadline(time.Now().Add(refusalDrainTime)) != nil {
+		return
+	}
+	stop := netx.Interrupt(ctx, raw)
+	io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
+	stop()
 }
 
 func (l *Listener) shed(remote net.Addr) {

@@ -100,17 +100,20 @@ func (c *Conn) clearSessionSecret() {
 // ExportKeyingMaterial returns length bytes derived from the session
 // secret, the label and the context, in the manner of RFC 5705: both sides
 // of a connection get the same bytes, no other connection does, and they
-// reveal nothing about the keys. A nil and an empty context are the same.
-// The exporter is defined in PROTOCOL.md.
+// reveal nothing about the keys. A nil and an empty context are the same,
+// as in TLS 1.3 (RFC 8446, section 7.5) and unlike RFC 5705: do not use a
+// label both with and without a context. The exporter is defined in
+// PROTOCOL.md section 8. Errors wrap ErrExport.
 func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
 	if !cs.HandshakeComplete {
-		return nil, errorf(ErrConfig, "ExportKeyingMaterial before a successful handshake")
+		return nil, errorf(ErrExport, "ExportKeyingMaterial before a successful handshake")
 	}
 	if cs.secret == nil {
 		return nil, fmt.Errorf("hmacauth: ExportKeyingMaterial: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", net.ErrClosed)
 	}
 	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
-		return nil, errorf(ErrConfig, "ExportKeyingMaterial: label and context must be under 64 KiB and length at most %d", 255*sha256.Size)
+		return nil, errorf(ErrExport, "label of %d bytes, context of %d bytes, length %d: label and context must be under 64 KiB and length 0 to %d",
+			len(label), len(context), length, 255*sha256.Size)
 	}
 	exp := expandLabel(cs.secret, "exporter", sha256.Size)
 	info := make([]byte, 0, 4+len(label)+len(context))

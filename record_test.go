@@ -719,7 +719,7 @@ func TestWriteAfterCutCloseWrite(t *testing.T) {
 			craw, sraw := pipeTCP(t)
 			cw := &cutWriteConn{Conn: craw}
 			cw.cut.Store(-1)
-			cc, sc := Client(cw, cfg), Server(sraw, cfg)
+			cc, sc := Client(cw, cfg), Server(sraw, &Config{Keys: []Key{k}, Mode: ModeSealed})
 			errc := make(chan error, 1)
 			go func() { errc <- sc.Handshake() }()
 			if err := cc.Handshake(); err != nil {
@@ -753,7 +753,7 @@ func TestReadAfterCloseRead(t *testing.T) {
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := &Config{Keys: []Key{testKey("k")}, Mode: mode}
-			_, sc, cerr, serr := handshakePair(t, cfg, cfg)
+			_, sc, cerr, serr := handshakePair(t, cfg, &Config{Keys: cfg.Keys, Mode: mode})
 			if cerr != nil || serr != nil {
 				t.Fatalf("handshake: client %v, server %v", cerr, serr)
 			}

@@ -27,7 +27,7 @@ func TestListenerStats(t *testing.T) {
 	// Two good clients, not yet accepted: they wait in the queue. (One
 	// after the other: 127.0.0.1 may have one handshake in flight.)
 	for i := range uint64(2) {
-		c, err := Dial("tcp", addr, cfg)
+		c, err := Dial("tcp", addr, configWith(cfg.Keys[0]))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -47,6 +47,9 @@ const SecurityVersion = "1"
 // cfg.Mode to hmacauth.ModeSealed on both sides to send them.
 //
 // cfg must not be modified afterwards; to rotate keys, use cfg.Keyring.
+// A process that is a gRPC server and also a client of itself gives each
+// side credentials with a Config of its own: a Config refuses its own
+// connections (see hmacauth.Config).
 func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
 	return &transportCreds{cfg: cfg}
 }
@@ -81,7 +84,8 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
 // Config, which is then the one that counts, though a connection below
-// cfg.Mode is refused) and is not run again: this
+// cfg.Mode, or without forward secrecy when cfg.ForwardSecrecy is set, is
+// refused) and is not run again: this
 // combines the Listener's caps, per-IP shedding and statistics with the
 // key ID in the gRPC context.
 func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -93,9 +97,14 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		return nil, nil, err
 	}
 	if accepted {
-		if m := conn.ConnectionState().Mode; c.cfg != nil && m < c.cfg.Mode {
+		st := conn.ConnectionState()
+		if c.cfg != nil && st.Mode < c.cfg.Mode {
 			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
-				hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
+				hmacauth.ErrConfig, raw.RemoteAddr(), st.Mode, c.cfg.Mode)
+		}
+		if c.cfg != nil && c.cfg.ForwardSecrecy && !st.ForwardSecrecy {
+			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs without forward secrecy, which these credentials require; set the Listener's Config.ForwardSecrecy",
+				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
 		return conn, newAuthInfo(conn), nil
 	}
