@@ -212,8 +212,9 @@ func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			rc, rs := pipeTCP(t)
 			cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
+			scfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode} // one Config refuses its own dial
 			w := &closeOnFinishedConn{Conn: rc}
-			c, s := Client(w, cfg), Server(rs, cfg)
+			c, s := Client(w, cfg), Server(rs, scfg)
 			w.c = c
 			defer s.Close()
 			cerr, serr := handshakeBoth(c, s)
