@@ -54,16 +54,18 @@ Flags:
 var roleHelp = map[role][2]string{
 	roleServer: {
 		"Accepts hmacauth connections on -listen from clients that prove a key of\n" +
-			"the key file, and forwards each as a plain connection to -target. A\n" +
-			"stream cut short or tampered with resets the plain connection.",
+			"the key file, and forwards each as a plain connection to -target. In\n" +
+			"integrity and sealed modes a stream cut short or tampered with resets\n" +
+			"the plain connection.",
 		"The server accepts every key in the file: to rotate, add the new key,\n" +
 			"SIGHUP, move the clients to it, then drop the old key and SIGHUP again.",
 	},
 	roleClient: {
 		"Accepts plain connections on -listen and forwards each through hmacauth\n" +
 			"to the server at -target. No byte goes to a server that has not proven\n" +
-			"the key; a refused connection is closed and the reason logged. A stream\n" +
-			"from the server cut short or tampered with resets the local connection.",
+			"the key; a refused connection is closed and the reason logged. In\n" +
+			"integrity and sealed modes a stream from the server cut short or\n" +
+			"tampered with resets the local connection.",
 		"The client proves the first key of the file.",
 	},
 }
@@ -631,9 +633,11 @@ var errStopped = errors.New("closed by the stop (drain timeout or second signal)
 // in a record mode: anything else (a cut, a tampered record, a reset, any
 // error of either direction) aborts both connections (abort), so that the
 // plain application sees an error and never takes a cut stream for a
-// whole one. When ctx ends (a forced stop), pipe ends both itself:
-// the hmacauth peer gets a close record, since the stop is deliberate, not
-// an attack, and the plain application a reset (endStopped). It returns the
+// whole one. When ctx ends (a forced stop), pipe ends both itself
+// (endStopped): a connection whose stream is cut short is reset, so that no
+// application takes part of a stream for the whole of it, while an
+// hmacauth connection whose outgoing stream had ended gets its close
+// record, so that the peer tunnel does not report a cut. It returns the
 // bytes copied each way and the first error.
 //
 // io.Copy lets the kernel splice between the sockets where the mode keeps
@@ -641,7 +645,7 @@ var errStopped = errors.New("closed by the stop (drain timeout or second signal)
 // io.WriterTo).
 func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error) {
 	var once sync.Once
-	aborted := false
+	aborted, upDone := false, false
 	fail := func(e error) {
 		once.Do(func() {
 			err = e
@@ -667,23 +671,29 @@ func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error)
 		var e error
 		if up, e = copyHalf(back, front); e != nil {
 			fail(e)
+		} else {
+			upDone = true
 		}
 	}()
 	var e error
+	downDone := false
 	if down, e = copyHalf(front, back); e != nil {
 		fail(e)
+	} else {
+		downDone = true
 	}
 	<-done
-	forced := !stopWaking()
-	if forced {
+	forced := false
+	if !stopWaking() {
 		<-woken
+		forced = err != nil // both directions may have ended cleanly
 	}
 	switch {
 	case aborted:
 	case forced:
 		err = errStopped
-		endStopped(front)
-		endStopped(back)
+		endStopped(front, downDone)
+		endStopped(back, upDone)
 	default:
 		front.Close()
 		back.Close()
@@ -696,25 +706,30 @@ func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error)
 var aLongTimeAgo = time.Unix(1, 0)
 
 // abort closes c so that its peer reads an error, not an end of stream: a
-// TCP connection with a reset (SO_LINGER 0), an *hmacauth.Conn without its
-// close record (so that the tunnel at the other end aborts its side too).
-// A Unix socket has no reset: its peer reads an end of stream.
+// TCP connection with a reset (SO_LINGER 0). An *hmacauth.Conn is reset
+// underneath, so that it sends no close record and the tunnel at the other
+// end aborts its side too, then closed, which clears its secrets. A Unix
+// socket has no reset: its peer reads an end of stream.
 func abort(c net.Conn) {
+	raw := c
 	if hc, ok := c.(*hmacauth.Conn); ok {
-		c = hc.NetConn()
+		raw = hc.NetConn()
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := raw.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
-	c.Close()
+	raw.Close()
+	if raw != c {
+		c.Close()
+	}
 }
 
-// endStopped closes c at a forced stop: an *hmacauth.Conn with its close
-// record (bounded by hmacauth's own 5 s), so that the peer tunnel does not
-// report a cut stream, a plain connection with a reset (abort), so that
-// the application does not take the data so far for the whole stream.
-func endStopped(c net.Conn) {
-	if hc, ok := c.(*hmacauth.Conn); ok {
+// endStopped ends c at a forced stop. The stream written into c is cut
+// unless finished (it had ended, and its end was passed on): then an
+// *hmacauth.Conn is closed with its close record (bounded by hmacauth's own
+// 5 s); otherwise c is aborted, so that the peer sees an error.
+func endStopped(c net.Conn, finished bool) {
+	if hc, ok := c.(*hmacauth.Conn); ok && finished {
 		hc.SetWriteDeadline(time.Time{}) // pipe's wake-up deadline
 		hc.Close()
 		return

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hmacauth/hmacauth"
 )
 
 // attack is what the man in the middle of startMITM does to the records
@@ -241,5 +243,50 @@ func TestTunnelResetPassedOn(t *testing.T) {
 				t.Errorf("the application read %q, %v; want at most %q, then the target's reset", rest, err, "first")
 			}
 		})
+	}
+}
+
+// TestPipeAbortClosesConn: when pipe aborts (here on a reset by the
+// hmacauth peer), it also closes the *hmacauth.Conn, which clears its
+// session secret, rather than only its socket.
+func TestPipeAbortClosesConn(t *testing.T) {
+	k := newKey(t, "pipe")
+	ln, err := hmacauth.Listen("tcp", "127.0.0.1:0", &hmacauth.Config{Keys: []hmacauth.Key{k}, Mode: hmacauth.ModeSealed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	back, err := hmacauth.Dial("tcp", ln.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, ok := <-accepted
+	if !ok {
+		t.Fatal("the Listener accepted nothing")
+	}
+	raw := peer.(*hmacauth.Conn).NetConn().(*net.TCPConn)
+	raw.SetLinger(0)
+	raw.Close() // a reset under the record layer
+
+	app := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) { io.Copy(io.Discard, c) })
+	front, err := net.Dial("tcp", app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := pipe(t.Context(), front, back); err == nil {
+		t.Fatal("pipe over a reset connection reported no error")
+	}
+	_, err = back.ConnectionState().ExportKeyingMaterial("after", nil, 16)
+	if !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the hmacauth.Conn after an aborted pipe still exports keying material (%v): it was not closed", err)
 	}
 }
