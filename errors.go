@@ -48,8 +48,9 @@ var (
 	ErrIntegrity = errors.New("hmacauth: record integrity check failed")
 
 	// ErrExport means ConnectionState.ExportKeyingMaterial cannot give
-	// what it was asked for: the handshake has not succeeded, or the
-	// label, context or length is out of range.
+	// what it was asked for: the handshake has not succeeded, the
+	// ConnectionState was taken after Close (which clears the session
+	// secret), or the label, context or length is out of range.
 	ErrExport = errors.New("hmacauth: cannot export keying material")
 
 	// ErrShed is reported to Config.OnHandshake (never returned by Accept)

@@ -109,7 +109,7 @@ func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, len
 		return nil, errorf(ErrExport, "ExportKeyingMaterial before a successful handshake")
 	}
 	if cs.secret == nil {
-		return nil, fmt.Errorf("hmacauth: ExportKeyingMaterial: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", net.ErrClosed)
+		return nil, fmt.Errorf("%w: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", ErrExport, net.ErrClosed)
 	}
 	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
 		return nil, errorf(ErrExport, "label of %d bytes, context of %d bytes, length %d: label and context must be under 64 KiB and length 0 to %d",

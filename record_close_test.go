@@ -174,8 +174,8 @@ func TestCloseClearsSecrets(t *testing.T) {
 				if err != nil || !bytes.Equal(got, want) {
 					t.Errorf("a ConnectionState taken before Close exports %x, %v; want %x", got, err, want)
 				}
-				if _, err := s.ConnectionState().ExportKeyingMaterial("test", nil, 32); !errors.Is(err, net.ErrClosed) {
-					t.Errorf("exporter of a ConnectionState taken after Close: %v, want net.ErrClosed", err)
+				if _, err := s.ConnectionState().ExportKeyingMaterial("test", nil, 32); !errors.Is(err, net.ErrClosed) || !errors.Is(err, ErrExport) {
+					t.Errorf("exporter of a ConnectionState taken after Close: %v, want ErrExport and net.ErrClosed", err)
 				}
 				if _, err := s.Write([]byte("x")); err == nil {
 					t.Error("Write after Close succeeded")

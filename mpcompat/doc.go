@@ -40,7 +40,13 @@
 // asks nothing of the peer and stays compatible with Python. The set does
 // not reach across processes: a server that gets dials from two processes
 // holding the authkey (Go or Python, whose Client has no such check) can
-// still reflect the challenge of one into the other.
+// still reflect the challenge of one into the other. Nor does it cover a
+// process that also runs a Listener with the same authkey where the
+// attacker can reach it: the attacker relays that Listener's challenge to
+// the dialer, and the dialer's challenge to the Listener, which answers it
+// as a server must. A listener cannot tell this from a genuine dial, so
+// give a process that both listens and dials an authkey per direction, or
+// keep its Listener out of the attacker's reach.
 //
 // Use the handshake on trusted networks or inside a protected tunnel
 // (such as TLS, or an hmacauth tunnel in sealed mode), and use a long
