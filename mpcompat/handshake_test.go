@@ -683,4 +683,11 @@ func TestConcurrentDials(t *testing.T) {
 			t.Errorf("listener: %v", e.Err)
 		}
 	}
+	// Every dial has ended: none may leave its challenge in the set.
+	dialerChallenges.Lock()
+	left := len(dialerChallenges.m)
+	dialerChallenges.Unlock()
+	if left != 0 {
+		t.Errorf("%d challenges left in the process-wide set after every dial ended", left)
+	}
 }
