@@ -1,6 +1,8 @@
 package hmacauth
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -26,6 +28,11 @@ const (
 // are validated and their derived keys cached on first use, so a copy made
 // after that keeps the original's keys (and, until it expires, its X25519
 // key share). To change keys while running, use Keyring.
+//
+// A server refuses a ClientHello that a client handshake of the same Config
+// has in flight: a connection its own dialer made, sent back to it (a
+// reflection, see SECURITY.md). A process that listens and also dials its
+// own listeners gives each end a Config of its own.
 //
 // Printing a Config with fmt or slog never shows a secret.
 type Config struct {
@@ -60,7 +67,8 @@ type Config struct {
 	// keys of every open connection anyway, reuse exposes as well the
 	// ended sessions of the last KeyShareLifetime (and of a handshake still
 	// in flight with an older key share, which holds it until it ends,
-	// within HandshakeTimeout). Reuse turns four X25519 operations per
+	// within HandshakeTimeout; a server handshake without any deadline
+	// makes a key share of its own). Reuse turns four X25519 operations per
 	// connection into a few per lifetime (SECURITY.md, BENCHMARKS.md); it
 	// also lets an observer of the wire tell that two connections within
 	// one lifetime come from the same Config.
@@ -70,7 +78,9 @@ type Config struct {
 
 	// HandshakeTimeout bounds one handshake, on either side, in addition to
 	// any context or connection deadline. Zero means
-	// DefaultHandshakeTimeout (5 s); a negative value means no bound.
+	// DefaultHandshakeTimeout (5 s); a negative value means no bound (a
+	// server handshake without any deadline then makes its own X25519 key
+	// share, see KeyShareLifetime).
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
@@ -119,6 +129,7 @@ type Config struct {
 
 	keys   atomic.Pointer[keySet] // derived from Keys on first use
 	shares keyShares
+	nonces clientNonces // of this Config's client handshakes in flight
 }
 
 // LogValue implements slog.LogValuer: the settings and the key IDs, never
@@ -141,6 +152,25 @@ func (c *Config) LogValue() slog.Value {
 		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
 		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
 }
+
+// String describes c by its key IDs and mode, never a secret.
+func (c *Config) String() string {
+	if c == nil {
+		return "hmacauth.Config(nil)"
+	}
+	keys := fmt.Sprintf("Keys: %q", keyIDs(c.Keys))
+	if c.Keyring != nil {
+		keys = "Keyring: " + c.Keyring.String()
+	}
+	return fmt.Sprintf("hmacauth.Config{%s, Mode: %v, ForwardSecrecy: %v, secrets redacted}", keys, c.Mode, c.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print a secret either.
+func (c *Config) GoString() string { return c.String() }
+
+// Format prints String for every verb, so that none (%s and %d included,
+// which would print the keys' and the key share's bytes) shows a secret.
+func (c *Config) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // HandshakeEvent describes one connection a Listener handled.
 type HandshakeEvent struct {

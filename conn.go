@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -38,8 +39,12 @@ type Conn struct {
 	hsDone atomic.Bool
 
 	readClosed atomic.Bool // CloseRead was called
+	closed     atomic.Bool // Close was called: secrets are cleared as soon as nothing uses them
 	hsErr      error
 	res        hsResult
+	// secretMu guards res.secret after the handshake: Close clears it
+	// while ConnectionState may be copying it.
+	secretMu sync.Mutex
 
 	// Deadlines set through the Conn, restored after the handshake, which
 	// sets its own.
@@ -89,6 +94,10 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	}
 	c.hsErr = c.handshake(ctx)
 	c.hsDone.Store(true)
+	if c.closed.Load() {
+		// Close ran during the handshake and left the secrets alone.
+		c.clearSecrets()
+	}
 	return c.hsErr
 }
 
@@ -127,8 +136,16 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 	}()
 
-	h := &handshake{}
-	h.shares, h.shareLifetime = c.config.keyShares()
+	h := &handshake{nonces: &c.config.nonces}
+	// A server holds its key share from the ServerHello until the
+	// ClientFinished arrives (a client takes its own when it has the
+	// ServerHello and uses it at once). A handshake with no deadline could
+	// hold a shared key share, and with it the sessions of its lifetime,
+	// without bound (a replayed ClientHello, then silence): it makes a key
+	// share of its own, which serves no other session (PROTOCOL.md 7.3).
+	if c.isClient || !dl.IsZero() {
+		h.shares, h.shareLifetime = c.config.keyShares()
+	}
 	p := hsParams{
 		mode:   byte(c.config.Mode),
 		fs:     c.config.ForwardSecrecy,
@@ -264,11 +281,17 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // another goroutine, which fails. In a record mode it first sends the close
 // record, so the peer reads io.EOF rather than a cut stream, unless a Write
 // is in progress (then Close breaks it) or the peer has not read for
-// 5 seconds.
+// 5 seconds. It overwrites the session secret and the traffic secrets with
+// zeros, at once or, where a Read or Write is in progress, when that
+// returns; ConnectionState's exporter fails from then on.
 func (c *Conn) Close() error {
+	c.closed.Store(true)
 	var recErr error
-	if c.records() {
-		recErr = c.closeRecords()
+	if c.hsDone.Load() {
+		if c.records() {
+			recErr = c.closeRecords()
+		}
+		c.clearSessionSecret()
 	}
 	if err := c.conn.Close(); err != nil {
 		return err
@@ -289,7 +312,7 @@ func (c *Conn) CloseWrite() error {
 	if c.records() {
 		c.out.mu.Lock()
 		err := c.closeRecordWrite()
-		c.out.mu.Unlock()
+		c.unlockOut()
 		if err != nil {
 			return err
 		}
@@ -343,4 +366,68 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	defer c.dlMu.Unlock()
 	c.writeDL = t
 	return c.conn.SetWriteDeadline(t)
+}
+
+// String describes the connection: its side, addresses, and the key ID and
+// mode once the handshake has succeeded. It never shows a secret or a
+// buffered byte, so that printing a Conn (fmt's %v prints unexported
+// fields) does not leak the session and traffic secrets or plaintext.
+func (c *Conn) String() string {
+	if c == nil {
+		return "hmacauth.Conn(nil)"
+	}
+	side, local, remote := c.ends()
+	state, cs := c.handshakeState()
+	if !cs.HandshakeComplete {
+		return fmt.Sprintf("hmacauth.Conn{%s %s -> %s, handshake %s}", side, local, remote, state)
+	}
+	return fmt.Sprintf("hmacauth.Conn{%s %s -> %s, KeyID: %q, Mode: %v, ForwardSecrecy: %v}",
+		side, local, remote, cs.KeyID, cs.Mode, cs.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print a secret either.
+func (c *Conn) GoString() string { return c.String() }
+
+// Format prints String for every verb, so that none shows a secret.
+func (c *Conn) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
+
+// LogValue implements slog.LogValuer: what String shows, as attributes.
+func (c *Conn) LogValue() slog.Value {
+	if c == nil {
+		return slog.StringValue("<nil>")
+	}
+	side, local, remote := c.ends()
+	state, cs := c.handshakeState()
+	attrs := []slog.Attr{slog.String("side", side), slog.String("local", local),
+		slog.String("remote", remote), slog.String("handshake", state)}
+	if cs.HandshakeComplete {
+		attrs = append(attrs, slog.String("key_id", cs.KeyID), slog.String("mode", cs.Mode.String()),
+			slog.Bool("forward_secrecy", cs.ForwardSecrecy))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// ends returns the side and addresses of c, for String and LogValue.
+func (c *Conn) ends() (side, local, remote string) {
+	side = "server"
+	if c.isClient {
+		side = "client"
+	}
+	if c.conn == nil {
+		return side, "<nil>", "<nil>"
+	}
+	return side, fmt.Sprint(c.conn.LocalAddr()), fmt.Sprint(c.conn.RemoteAddr())
+}
+
+// handshakeState returns "not done", "failed" or "complete", with the
+// ConnectionState once complete. It reads the handshake's result only once
+// the handshake is over, so String is safe during a handshake.
+func (c *Conn) handshakeState() (string, ConnectionState) {
+	switch {
+	case !c.hsDone.Load():
+		return "not done", ConnectionState{}
+	case c.hsErr != nil:
+		return "failed", ConnectionState{}
+	}
+	return "complete", c.ConnectionState()
 }

@@ -65,8 +65,8 @@ func TestLazyHandshake(t *testing.T) {
 	if cc.KeyID() != "" || cc.ConnectionState().HandshakeComplete {
 		t.Error("a Conn reports a key before its handshake")
 	}
-	if _, err := cc.ConnectionState().ExportKeyingMaterial("x", nil, 16); !errors.Is(err, ErrConfig) {
-		t.Errorf("ExportKeyingMaterial before the handshake = %v, want ErrConfig", err)
+	if _, err := cc.ConnectionState().ExportKeyingMaterial("x", nil, 16); !errors.Is(err, ErrExport) {
+		t.Errorf("ExportKeyingMaterial before the handshake = %v, want ErrExport", err)
 	}
 	read := make(chan string, 1)
 	go func() {
@@ -174,9 +174,9 @@ func TestHandshakeContext(t *testing.T) {
 func TestDeadlinesAfterHandshake(t *testing.T) {
 	k := testKey("test-key")
 	t.Run("handshake deadline removed", func(t *testing.T) {
-		cfg := configWith(k)
-		cfg.HandshakeTimeout = 300 * time.Millisecond
-		cc, sc, cerr, serr := handshakePair(t, cfg, cfg)
+		cfg, scfg := configWith(k), configWith(k) // one Config would refuse its own dial (reflection)
+		cfg.HandshakeTimeout, scfg.HandshakeTimeout = 300*time.Millisecond, 300*time.Millisecond
+		cc, sc, cerr, serr := handshakePair(t, cfg, scfg)
 		if cerr != nil || serr != nil {
 			t.Fatal(cerr, serr)
 		}
@@ -195,10 +195,10 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 		}
 	})
 	t.Run("user deadline restored", func(t *testing.T) {
-		cfg := configWith(k)
-		cfg.HandshakeTimeout = time.Minute
+		cfg, scfg := configWith(k), configWith(k)
+		cfg.HandshakeTimeout, scfg.HandshakeTimeout = time.Minute, time.Minute
 		rc, rs := pipeTCP(t)
-		cc, sc := Client(rc, cfg), Server(rs, cfg)
+		cc, sc := Client(rc, cfg), Server(rs, scfg)
 		if err := sc.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -494,10 +494,38 @@ func TestExportKeyingMaterial(t *testing.T) {
 	if err != nil || !bytes.Equal(long[:32], a) {
 		t.Errorf("a longer export does not extend the shorter one: %v", err)
 	}
-	for _, n := range []int{-1, 255*32 + 1} {
-		if _, err := cc1.ConnectionState().ExportKeyingMaterial("label", nil, n); !errors.Is(err, ErrConfig) {
-			t.Errorf("length %d: %v, want ErrConfig", n, err)
+}
+
+// ExportKeyingMaterial's refusals wrap ErrExport, not ErrConfig, which is
+// about keys and settings, and say what was wrong.
+func TestExportKeyingMaterialErrors(t *testing.T) {
+	k := testKey("test-key")
+	cc, _, cerr, serr := handshakePair(t, configWith(k), configWith(k))
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	cs := cc.ConnectionState()
+	for _, tc := range []struct {
+		name    string
+		cs      ConnectionState
+		label   string
+		context []byte
+		length  int
+		want    string
+	}{
+		{"before the handshake", ConnectionState{}, "label", nil, 32, "before a successful handshake"},
+		{"negative length", cs, "label", nil, -1, "length -1"},
+		{"length too long", cs, "label", nil, 255*32 + 1, "length 8161"},
+		{"label too long", cs, strings.Repeat("l", 1<<16), nil, 32, "label of 65536 bytes"},
+		{"context too long", cs, "label", make([]byte, 1<<16), 32, "context of 65536 bytes"},
+	} {
+		_, err := tc.cs.ExportKeyingMaterial(tc.label, tc.context, tc.length)
+		if !errors.Is(err, ErrExport) || errors.Is(err, ErrConfig) || !strings.Contains(fmt.Sprint(err), tc.want) {
+			t.Errorf("%s: %v, want an ErrExport error that says %q", tc.name, err, tc.want)
 		}
+	}
+	if _, err := cs.ExportKeyingMaterial(strings.Repeat("l", 0xffff), make([]byte, 0xffff), 255*32); err != nil {
+		t.Errorf("the largest label, context and length: %v", err)
 	}
 }
 
@@ -622,7 +650,7 @@ func TestKeyNeverShowsSecret(t *testing.T) {
 	k := testKey("visible-id")
 	cfg := &Config{Keys: []Key{k}}
 	var outs []string
-	for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+	for _, format := range printVerbs {
 		outs = append(outs, fmt.Sprintf(format, k), fmt.Sprintf(format, &k), fmt.Sprintf(format, []Key{k}))
 	}
 	outs = append(outs, fmt.Sprintf("%v %+v", cfg, cfg), fmt.Sprint(k), k.String(), k.GoString())
@@ -691,12 +719,12 @@ func TestCloseDuringHandshake(t *testing.T) {
 // without half-close, and writing is over.
 func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
 	k := testKey("test-key")
-	cfg := configWith(k)
-	cfg.Mode = ModeSealed
+	cfg, scfg := configWith(k), configWith(k)
+	cfg.Mode, scfg.Mode = ModeSealed, ModeSealed
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	cc, sc := Client(a, cfg), Server(b, cfg)
+	cc, sc := Client(a, cfg), Server(b, scfg)
 	got := make(chan error, 1)
 	go func() {
 		_, err := io.ReadAll(sc) // the handshake, then until the close record

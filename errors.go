@@ -7,18 +7,24 @@ import (
 )
 
 // Sentinel errors. Every error returned by this package that refuses a peer,
-// a key or a configuration wraps exactly one of them; match with errors.Is.
+// a key, a configuration or a call wraps exactly one of them; match with
+// errors.Is.
 // The wrapping error says in words what happened and what to check.
 var (
 	// ErrAuthFailed means the peer did not prove that it holds the key:
 	// a wrong secret, a key ID the other side does not know, a bad proof,
 	// or a server that closed the connection during the handshake (which is
-	// how a server refuses: it says nothing to a client without a key).
+	// how a server refuses: it says nothing to a client without a key). A
+	// server also refuses with it a ClientHello that its own Config's client
+	// sent (a reflection).
 	ErrAuthFailed = errors.New("hmacauth: authentication failed")
 
 	// ErrProtocol means the peer does not speak hmacauth/1 or sent a
 	// malformed message: a plain TCP, HTTP, TLS or SSH peer, a future
-	// protocol version, or garbage.
+	// protocol version, or garbage. In ModeIntegrity and ModeSealed it also
+	// means a record that authenticated, so came from a holder of the key,
+	// but breaks the protocol (an unknown type, more than 16 records in a
+	// row without data); Read then returns it ever after.
 	ErrProtocol = errors.New("hmacauth: protocol error")
 
 	// ErrHandshakeTimeout means the handshake did not finish within
@@ -40,6 +46,12 @@ var (
 	// application, and the connection is unusable after it: every later
 	// Read returns the same error.
 	ErrIntegrity = errors.New("hmacauth: record integrity check failed")
+
+	// ErrExport means ConnectionState.ExportKeyingMaterial cannot give
+	// what it was asked for: the handshake has not succeeded, the
+	// ConnectionState was taken after Close (which clears the session
+	// secret), or the label, context or length is out of range.
+	ErrExport = errors.New("hmacauth: cannot export keying material")
 
 	// ErrShed is reported to Config.OnHandshake (never returned by Accept)
 	// for a connection a Listener closed unread because its remote IP (or

@@ -46,8 +46,10 @@ func ExampleListen() {
 	go srv.Serve(l)
 	defer srv.Close()
 
-	// A client dials through a Dialer with the same key (see ExampleDialer).
-	tr := &http.Transport{DialContext: (&hmacauth.Dialer{Config: cfg}).DialContext}
+	// A client dials through a Dialer with the same key (see ExampleDialer),
+	// in a Config of its own: a Config refuses its own dials.
+	clientCfg := &hmacauth.Config{Keys: []hmacauth.Key{key}}
+	tr := &http.Transport{DialContext: (&hmacauth.Dialer{Config: clientCfg}).DialContext}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Get("http://" + l.Addr().String() + "/")
 	if err != nil {
@@ -109,7 +111,8 @@ func ExampleListener() {
 		fmt.Fprintf(c, "%s said %s", c.(*hmacauth.Conn).KeyID(), line)
 	}()
 
-	c, err := hmacauth.Dial("tcp", l.Addr().String(), cfg)
+	// The client, in a Config of its own: a Config refuses its own dials.
+	c, err := hmacauth.Dial("tcp", l.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -152,7 +155,8 @@ func ExampleClient() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	c := hmacauth.Client(raw, cfg)
+	// The client, in a Config of its own: a Config refuses its own dials.
+	c := hmacauth.Client(raw, &hmacauth.Config{Keys: []hmacauth.Key{key}})
 	defer c.Close()
 	if err := c.Handshake(); err != nil {
 		log.Fatal(err)

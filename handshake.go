@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -61,19 +62,51 @@ type clientHello struct {
 	mac   []byte
 }
 
-// checkHeader checks the first headerLen bytes of a handshake message, and
-// tells a foreign protocol, a future version and a wrong message apart.
+// checkHeader checks the start of a handshake message, up to its first
+// headerLen bytes, and tells a foreign protocol, a future version and a
+// wrong message apart. Fewer bytes are checked as far as they go, so that a
+// peer is refused at its first byte that no header has.
 func checkHeader(b []byte, want byte, msgName string) error {
-	if !bytes.Equal(b[:len(magic)], []byte(magic)) {
+	if n := min(len(b), len(magic)); !bytes.Equal(b[:n], []byte(magic[:n])) {
 		return errorf(ErrProtocol, "expected a %s, got %s: the peer does not speak hmacauth", msgName, describeBytes(b))
 	}
-	if v := b[len(magic)]; v != version1 {
-		return errorf(ErrProtocol, "the peer speaks hmacauth version %d, this side speaks version %d; upgrade the older side", v, version1)
+	if len(b) > len(magic) {
+		if v := b[len(magic)]; v != version1 {
+			return errorf(ErrProtocol, "the peer speaks hmacauth version %d, this side speaks version %d; upgrade the older side", v, version1)
+		}
 	}
-	if t := b[len(magic)+1]; t != want {
-		return errorf(ErrProtocol, "expected a %s (message type %d), got message type %d", msgName, want, t)
+	if len(b) > len(magic)+1 {
+		if t := b[len(magic)+1]; t != want {
+			return errorf(ErrProtocol, "expected a %s (message type %d), got message type %d", msgName, want, t)
+		}
 	}
 	return nil
+}
+
+// readHeader reads into b until it holds at least a whole header, and
+// checks the bytes as they arrive: a peer that sends anything else is
+// refused at its first read, not left waiting for 10 bytes it may never
+// send (PostgreSQL's 8-byte SSLRequest waits for an answer). It returns the
+// number of bytes read and either an ErrProtocol error for a wrong header
+// or the read's own error.
+func readHeader(r io.Reader, b []byte, want byte, msgName string) (int, error) {
+	n := 0
+	for n < headerLen {
+		m, err := r.Read(b[n:])
+		n += m
+		if m > 0 {
+			if herr := checkHeader(b[:n], want, msgName); herr != nil {
+				return n, herr
+			}
+		}
+		if err != nil {
+			if n >= headerLen {
+				return n, nil
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // describeBytes renders the start of unexpected peer bytes for an error
@@ -193,6 +226,36 @@ type handshake struct {
 	shareLifetime time.Duration
 	reused        *keyShare
 	priv          *ecdh.PrivateKey
+
+	// nonces, if not nil, holds the client nonces of the handshakes in
+	// flight of the Config this one runs with: a client adds its own, a
+	// server refuses a ClientHello that carries one.
+	nonces *clientNonces
+}
+
+// clientNonces is the set of client nonces of a Config's client handshakes
+// in flight. A server handshake with the same Config that receives one of
+// them has been sent its own Config's ClientHello: a connection redirected
+// back to the process that dialed it, which would otherwise complete, since
+// the process holds the key on both ends (PROTOCOL.md section 10,
+// "Reflection"). The set is per Config, not per process, so that two
+// Configs of one process that share a key can still connect to each other.
+// The zero value is an empty set.
+type clientNonces struct {
+	m sync.Map // [nonceLen]byte -> struct{}
+}
+
+func (s *clientNonces) add(nonce []byte)    { s.m.Store([nonceLen]byte(nonce), struct{}{}) }
+func (s *clientNonces) remove(nonce []byte) { s.m.Delete([nonceLen]byte(nonce)) }
+func (s *clientNonces) has(nonce []byte) bool {
+	_, ok := s.m.Load([nonceLen]byte(nonce))
+	return ok
+}
+
+// clientNonce returns the client nonce in the ClientHello of h.
+func (h *handshake) clientNonce() []byte {
+	const off = headerLen + 3 + MaxKeyIDLen
+	return h.ch()[off : off+nonceLen]
 }
 
 func (h *handshake) ch() []byte { return h.transcript[:clientHelloLen] }
@@ -343,7 +406,7 @@ func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams
 			return m, err
 		}
 	}
-	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen])
+	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen])
 	return m, nil
 }
 
@@ -355,14 +418,16 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 		return m, err
 	}
 	var want [macLen]byte
-	if !hmac.Equal(mac(want[:0], &ks.serverFin, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
+	if !hmac.Equal(mac(want[:0], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
 		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", ks.id)
 	}
 	switch {
 	case m.flags&^knownFlags != 0:
 		return m, errorf(ErrProtocol, "ServerHello sets unknown flags %#02x", m.flags&^knownFlags)
-	case m.mode < p.mode || m.mode > modeMax:
-		return m, errorf(ErrProtocol, "server chose mode %d, but this client asked for at least mode %d", m.mode, p.mode)
+	case m.mode > modeMax:
+		return m, errorf(ErrProtocol, "server chose mode %d, which this client does not know (it knows modes 0 to %d): the server is newer than this client, or broken", m.mode, modeMax)
+	case m.mode < p.mode:
+		return m, errorf(ErrProtocol, "server chose %v, but this client asked for at least %v", Mode(m.mode), Mode(p.mode))
 	case p.fs && m.flags&flagForwardSecrecy == 0:
 		return m, errorf(ErrProtocol, "server did not agree to forward secrecy, which this client asked for")
 	case p.chacha && m.flags&flagChaCha20 == 0:
@@ -416,22 +481,28 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 	if err := h.writeClientHello(ks, p); err != nil {
 		return hsResult{}, err
 	}
+	if h.nonces != nil {
+		// Until the ServerHello is in: a reflected ClientHello reaches this
+		// Config's server before that.
+		h.nonces.add(h.clientNonce())
+		defer h.nonces.remove(h.clientNonce())
+	}
 	if _, err := rw.Write(h.ch()); err != nil {
 		return hsResult{}, ioError("sending the ClientHello", err)
 	}
 	b := h.sh()
-	n, err := io.ReadAtLeast(rw, b, headerLen)
+	n, err := readHeader(rw, b, msgServerHello, "ServerHello")
+	if errors.Is(err, ErrProtocol) {
+		return hsResult{}, err
+	}
 	if err != nil {
 		if n == 0 && isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: it does not accept key %q (check that it has this key ID with the same secret) or it shed the connection under load", ks.id)
+			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: closed during the handshake (wrong key, shed, or the server stopping); check that it has key ID %q with the same secret", ks.id)
 		}
 		if n > 0 && isClosedByPeer(err) {
 			return hsResult{}, errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(b[:n]))
 		}
 		return hsResult{}, ioError("reading the ServerHello", err)
-	}
-	if err := checkHeader(b[:n], msgServerHello, "ServerHello"); err != nil {
-		return hsResult{}, err
 	}
 	if _, err := io.ReadFull(rw, b[n:]); err != nil {
 		if isClosedByPeer(err) {
@@ -457,15 +528,15 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 // result still carries the key ID the client claimed, for the logs.
 func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsResult, error) {
 	b := h.ch()
-	n, err := io.ReadAtLeast(rw, b, headerLen)
+	n, err := readHeader(rw, b, msgClientHello, "ClientHello")
+	if errors.Is(err, ErrProtocol) {
+		return hsResult{}, err
+	}
 	if err != nil {
 		if isClosedByPeer(err) {
 			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n)
 		}
 		return hsResult{}, ioError("reading the ClientHello", err)
-	}
-	if err := checkHeader(b[:n], msgClientHello, "ClientHello"); err != nil {
-		return hsResult{}, err
 	}
 	if m, err := io.ReadFull(rw, b[n:]); err != nil {
 		if isClosedByPeer(err) {
@@ -481,6 +552,9 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 		p.progress()
 	}
 	res := hsResult{keyID: ch.keyID}
+	if h.nonces != nil && h.nonces.has(ch.nonce) {
+		return res, errorf(ErrAuthFailed, "the ClientHello for key ID %q is one this Config's own client sent, in a handshake still in flight: a connection this process dialed was sent back to it (reflection); a client and a server in one process that mean to connect need a Config each", ch.keyID)
+	}
 	sh, err := h.writeServerHello(ks, ch, p)
 	if err != nil {
 		return res, err

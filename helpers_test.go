@@ -427,7 +427,31 @@ func secretEncodings(secret []byte) []string {
 		strconv.QuoteToASCII(string(secret)),
 		string(prefix),
 		hex.EncodeToString(prefix),
+		strings.Trim(fmt.Sprint(prefix), "[]"),               // inside a longer []byte or array, %v %d
+		strings.Trim(fmt.Sprintf("%o", prefix), "[]"),        // %o
+		strings.Trim(fmt.Sprintf("%#v", prefix), "[]byte{}"), // %#v
 	}
+}
+
+// printVerbs are the fmt verbs a value of the package is printed with in
+// the no-secret tests: every verb that prints a []byte's contents.
+var printVerbs = []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"}
+
+// printedEveryWay returns vs formatted with every verb of printVerbs, each
+// alone and inside a struct and a slice, and logged by slog's text and JSON
+// handlers.
+func printedEveryWay(vs ...any) string {
+	var out strings.Builder
+	for _, v := range vs {
+		for _, verb := range printVerbs {
+			fmt.Fprintf(&out, verb+"\n", v)
+			fmt.Fprintf(&out, verb+"\n", struct{ V any }{v})
+			fmt.Fprintf(&out, verb+"\n", []any{v})
+		}
+		slog.New(slog.NewTextHandler(&out, nil)).Info("value", "v", v)
+		slog.New(slog.NewJSONHandler(&out, nil)).Info("value", "v", v)
+	}
+	return out.String()
 }
 
 // checkNoSecret fails the test if out contains any of the secrets, raw or

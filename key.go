@@ -98,11 +98,11 @@ func checkKeyID(id string) error {
 // keySchedule holds the values derived from one key that do not depend on a
 // connection; see "Key schedule" in PROTOCOL.md.
 type keySchedule struct {
-	id        string
-	hello     macKey // proves the ClientHello (no oracle for strangers)
-	serverFin macKey // server's proof
-	clientFin macKey // client's proof
-	session   []byte // input to the session secret
+	id          string
+	hello       macKey // proves the ClientHello (no oracle for strangers)
+	serverHello macKey // proves the ServerHello (K_sh; its label says "server finished")
+	clientFin   macKey // client's proof
+	session     []byte // input to the session secret
 }
 
 func deriveKeySchedule(k Key) *keySchedule {
@@ -112,11 +112,11 @@ func deriveKeySchedule(k Key) *keySchedule {
 	}
 	expand := func(label string) []byte { return expandLabel(prk, label, sha256.Size) }
 	return &keySchedule{
-		id:        k.ID,
-		hello:     macKey(expand("client hello")),
-		serverFin: macKey(expand("server finished")),
-		clientFin: macKey(expand("client finished")),
-		session:   expand("session"),
+		id:          k.ID,
+		hello:       macKey(expand("client hello")),
+		serverHello: macKey(expand("server finished")),
+		clientFin:   macKey(expand("client finished")),
+		session:     expand("session"),
 	}
 }
 

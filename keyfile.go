@@ -36,7 +36,11 @@ const keyFilePermMask fs.FileMode = 0o027
 // owner only: LoadKeys refuses a file that other users can read or write,
 // or its group can write (mode&0o027 != 0), with an error wrapping
 // ErrConfig. On Kubernetes, mount the secret with defaultMode 0400 (or
-// 0440 with fsGroup). The mode is not checked on Windows.
+// 0440 with fsGroup). On Unix it also refuses a file owned by a user other
+// than the process's effective user or root, as OpenSSH's StrictModes does
+// (that user could change the keys), with an error wrapping ErrConfig.
+// Both are checked on the file opened, after following symbolic links.
+// Neither mode nor owner is checked on Windows.
 //
 // Errors wrap ErrConfig (or ErrWeakKey for a short secret), name the file
 // and line, and never quote the line: a secret in the wrong column must not
@@ -59,9 +63,10 @@ func ParseKeys(r io.Reader) ([]Key, error) {
 	return parseKeys(data, "key list")
 }
 
-// readKeyFile reads the key file at path after checking its mode, and
-// returns its contents and the FileInfo of the file it opened (after
-// following symbolic links), also with an error once the file is open.
+// readKeyFile reads the key file at path after checking its mode and
+// owner, and returns its contents and the FileInfo of the file it opened
+// (after following symbolic links), also with an error once the file is
+// open.
 func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -78,6 +83,9 @@ func readKeyFile(path string) ([]byte, fs.FileInfo, error) {
 	if perm := fi.Mode().Perm(); perm&keyFilePermMask != 0 && runtime.GOOS != "windows" {
 		return nil, fi, errorf(ErrConfig, "key file %s has mode %#o, so other users can read or change it; "+
 			"run chmod 600 (or 640) on it (on Kubernetes set the secret volume's defaultMode to 0400 or 0440)", path, perm)
+	}
+	if err := checkKeyFileOwner(path, fi); err != nil {
+		return nil, fi, err
 	}
 	data, err := readLimited(f, "key file "+path)
 	return data, fi, err

@@ -173,3 +173,44 @@ func FuzzParseKeys(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadKeysOwner checks that a key file owned by another user than the
+// effective user or root is refused, also when reached through a symbolic
+// link of this user.
+func TestLoadKeysOwner(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("file owners are not checked on Windows")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("giving a file to another user needs root (chown); run the tests as root to cover the owner check")
+	}
+	const nobody = 65534
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keys")
+	writeKeyFile(t, path, 0o600, testKey("a"))
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, link} {
+		_, err := LoadKeys(p)
+		if !errors.Is(err, ErrConfig) {
+			t.Fatalf("LoadKeys(%s) of a file owned by uid %d = %v, want ErrConfig", p, nobody, err)
+		}
+		for _, want := range []string{p, "uid 65534", "uid 0", "chown"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+	}
+	// Root's file is accepted, whatever its group.
+	if err := os.Chown(path, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := LoadKeys(link); err != nil || len(keys) != 1 {
+		t.Fatalf("LoadKeys of root's file = %v, %v; want key a", keys, err)
+	}
+}

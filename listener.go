@@ -3,6 +3,8 @@ package hmacauth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -18,8 +20,9 @@ import (
 // accepts from the inner listener, each bounded by Config.HandshakeTimeout,
 // so a slow or silent client never delays another. A failed handshake is
 // never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed and the failure goes to
-// Config.Logger and Config.OnHandshake. Temporary errors of the inner
+// on such errors): the connection is closed, with no byte sent and by an
+// orderly close, never a reset (PROTOCOL.md section 7.2), and the failure
+// goes to Config.Logger and Config.OnHandshake. Temporary errors of the inner
 // listener are retried with backoff.
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in
@@ -96,6 +99,22 @@ func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
 // are not affected.
 func (l *Listener) Close() error { return l.al.Close() }
 
+// Shutdown stops the Listener gracefully, as http.Server.Shutdown stops a
+// server: it closes the inner listener at once, so no new connection is
+// accepted (the kernel refuses or resets the ones not yet taken from its
+// backlog), and lets the handshakes in flight run to their end. Accept keeps
+// returning the connections whose handshake succeeded or that were waiting
+// for it; once it has returned the last one, Accept returns an error
+// wrapping net.ErrClosed and Shutdown returns nil. Call Accept meanwhile, as
+// http.Server.Serve does, or Shutdown waits for ctx.
+//
+// If ctx ends first, Shutdown closes the Listener as Close does (aborting the
+// handshakes left and closing the connections not yet accepted) and returns
+// ctx's error. If the Listener is closed meanwhile, Shutdown returns the
+// error Accept returns. It returns when all of the Listener's goroutines
+// have ended. Connections already returned by Accept are not affected.
+func (l *Listener) Shutdown(ctx context.Context) error { return l.al.Shutdown(ctx) }
+
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
 
@@ -132,9 +151,38 @@ func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(
 		})
 	}
 	if err != nil {
+		closeRefused(ctx, raw)
 		return nil, report, err
 	}
 	return c, report, nil
+}
+
+// Bounds of the reading closeRefused does before it closes a refused
+// connection: enough for what a client or probe sends unanswered, and as
+// long as net/http waits for the same reason (rstAvoidanceDelay).
+const (
+	refusalDrainBytes = 64 << 10
+	refusalDrainTime  = 500 * time.Millisecond
+)
+
+// closeRefused closes a connection whose handshake failed so that every
+// refusal looks the same to the client: no byte, then an orderly end of
+// stream (FIN). A close with unread bytes in the receive queue would make
+// the kernel send a reset instead, which would set apart a client that
+// sent more than the server read (a ClientHello and one byte more, a long
+// HTTP request) from one that did not. So it half-closes first, which tells
+// the client at once, then reads and discards what the client sent until
+// the client closes, refusalDrainBytes have come or refusalDrainTime has
+// passed, or ctx is done (the Listener is closing), and closes.
+func closeRefused(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	cw, ok := raw.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || raw.SetReadDeadline(time.Now().Add(refusalDrainTime)) != nil {
+		return
+	}
+	stop := netx.Interrupt(ctx, raw)
+	io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
+	stop()
 }
 
 // shed reports a connection closed for the per-IP cap; the engine calls it
@@ -163,3 +211,15 @@ func (l *Listener) report(ev HandshakeEvent) {
 		l.config.OnHandshake(ev)
 	}
 }
+
+// String names the Listener by its address, never its Config's secrets.
+func (l *Listener) String() string {
+	if l == nil {
+		return "hmacauth.Listener(nil)"
+	}
+	return fmt.Sprintf("hmacauth.Listener{Addr: %v}", l.Addr())
+}
+
+// Format prints String for every verb: fmt prints the Config's secrets
+// for a verb that does not fit a pointer, such as %s or %q.
+func (l *Listener) Format(f fmt.State, _ rune) { io.WriteString(f, l.String()) }

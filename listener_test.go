@@ -298,8 +298,9 @@ func TestSilentClientsDoNotDelayGoodClient(t *testing.T) {
 	})
 }
 
-// TestMaxHandshakes shows that the global cap is what limits silent
-// clients: past it, even a good client waits for a slot.
+// TestMaxHandshakes: the global cap bounds the handshakes in flight, and
+// when silent clients hold every slot, a new connection evicts the one
+// that has stalled the longest instead of waiting behind them.
 func TestMaxHandshakes(t *testing.T) {
 	cfg, ev := newTestConfig()
 	cfg.MaxHandshakes = 3
@@ -309,35 +310,20 @@ func TestMaxHandshakes(t *testing.T) {
 	var silent []*net.TCPConn
 	for range 3 {
 		silent = append(silent, rawDial(t, s.Addr(), ""))
+		waitFor(t, "the silent client is in handshake", func() bool { return s.al.Stats().InFlight == int64(len(silent)) })
 	}
-	waitFor(t, "the silent clients fill every slot", func() bool { return s.al.Stats().InFlight == 3 })
 
-	done := make(chan error, 1)
-	go func() {
-		c, err := Dial("tcp", s.Addr().String(), configWith(cfg.Keys[0]))
-		if err == nil {
-			c.Close()
+	checkGoodClient(t, s, configWith(cfg.Keys[0]))
+	mustBe(t, ev.waitFrom(t, silent[0].LocalAddr()).Err, ErrShed)
+	waitClosed(t, silent[0])
+	for _, c := range silent[1:] {
+		if n := ev.count(func(e HandshakeEvent) bool { return e.RemoteAddr.String() == c.LocalAddr().String() }); n != 0 {
+			t.Errorf("silent client %v, newer than the evicted one, was ended too", c.LocalAddr())
 		}
-		done <- err
-	}()
-	// The good client is now in the kernel's backlog. A pause gives a
-	// listener that ignores its cap the chance to let it through; the
-	// check holds however long the pause is.
-	time.Sleep(50 * time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("a client got through with every slot taken (Dial error %v)", err)
-	default:
 	}
-	// Freeing one slot lets it in.
-	silent[0].Close()
-	ev.waitFrom(t, silent[0].LocalAddr())
-	if err := <-done; err != nil {
-		t.Fatalf("good client after a slot freed: %v", err)
-	}
-	ev.waitFor(t, "the good client", func(e HandshakeEvent) bool { return e.Err == nil })
-	if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != 1 {
-		t.Errorf("%d authenticated handshakes, want 1", n)
+	waitFor(t, "the good client's handshake is counted", func() bool { return s.Stats().Succeeded == 1 })
+	if st := s.Stats(); st.InFlight != 2 || st.Evicted != 1 {
+		t.Errorf("stats = %+v, want the 2 newer silent clients in flight and 1 evicted", st)
 	}
 }
 

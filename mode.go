@@ -1,11 +1,13 @@
 package hmacauth
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 )
 
 // Mode is what a connection protects after the handshake. The modes are
@@ -67,31 +69,51 @@ func (cs ConnectionState) GoString() string { return cs.String() }
 // Format prints String for every verb, so that none shows the secret.
 func (cs ConnectionState) Format(f fmt.State, _ rune) { io.WriteString(f, cs.String()) }
 
-// ConnectionState returns the state of the connection.
+// ConnectionState returns the state of the connection. It holds its own
+// copy of the session secret, so its exporter keeps working after Close;
+// a ConnectionState taken after Close has none, and its exporter fails.
 func (c *Conn) ConnectionState() ConnectionState {
 	if !c.hsDone.Load() || c.hsErr != nil {
 		return ConnectionState{}
 	}
+	c.secretMu.Lock()
+	secret := bytes.Clone(c.res.secret) // nil after Close
+	c.secretMu.Unlock()
 	return ConnectionState{
 		HandshakeComplete: true,
 		KeyID:             c.res.keyID,
 		Mode:              Mode(c.res.mode),
 		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
-		secret:            c.res.secret,
+		secret:            secret,
 	}
+}
+
+// clearSessionSecret overwrites the session secret with zeros at Close.
+// The handshake is done: nothing else writes c.res.
+func (c *Conn) clearSessionSecret() {
+	c.secretMu.Lock()
+	clear(c.res.secret)
+	c.res.secret = nil
+	c.secretMu.Unlock()
 }
 
 // ExportKeyingMaterial returns length bytes derived from the session
 // secret, the label and the context, in the manner of RFC 5705: both sides
 // of a connection get the same bytes, no other connection does, and they
-// reveal nothing about the keys. A nil and an empty context are the same.
-// The exporter is defined in PROTOCOL.md.
+// reveal nothing about the keys. A nil and an empty context are the same,
+// as in TLS 1.3 (RFC 8446, section 7.5) and unlike RFC 5705: do not use a
+// label both with and without a context. The exporter is defined in
+// PROTOCOL.md section 8. Errors wrap ErrExport.
 func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
 	if !cs.HandshakeComplete {
-		return nil, errorf(ErrConfig, "ExportKeyingMaterial before a successful handshake")
+		return nil, errorf(ErrExport, "ExportKeyingMaterial before a successful handshake")
+	}
+	if cs.secret == nil {
+		return nil, fmt.Errorf("%w: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", ErrExport, net.ErrClosed)
 	}
 	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
-		return nil, errorf(ErrConfig, "ExportKeyingMaterial: label and context must be under 64 KiB and length at most %d", 255*sha256.Size)
+		return nil, errorf(ErrExport, "label of %d bytes, context of %d bytes, length %d: label and context must be under 64 KiB and length 0 to %d",
+			len(label), len(context), length, 255*sha256.Size)
 	}
 	exp := expandLabel(cs.secret, "exporter", sha256.Size)
 	info := make([]byte, 0, 4+len(label)+len(context))

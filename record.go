@@ -53,6 +53,13 @@ const (
 	// sequence number never comes near wrapping.
 	keyUpdateRecords = 1 << 48
 
+	// maxUselessRecords is how many records that carry no application
+	// data (empty data records, key updates) a receiver takes in a row
+	// before it refuses the peer, as crypto/tls does: each costs an AEAD
+	// open and delivers nothing, so without a cap a peer holding the key
+	// could keep a Read busy forever.
+	maxUselessRecords = 16
+
 	// closeNotifyTimeout bounds how long Close waits to send the close
 	// record to a peer that does not read, as crypto/tls does.
 	closeNotifyTimeout = 5 * time.Second
@@ -94,6 +101,9 @@ type halfConn struct {
 	seq    uint64   // sequence number of the next record under this key
 	used   uint64   // payload bytes protected under this key
 	gen    int      // key updates so far
+	// useless counts the records in a row that carried no application
+	// data (read side).
+	useless int
 
 	// buf is allocated on first use, so an idle connection costs nothing.
 	// Read side: buf[start:end] holds received bytes not yet opened, and
@@ -292,23 +302,91 @@ func (hc *halfConn) putBuffer() {
 	hc.buf = nil
 }
 
-// errReadAfterClose is what Read returns once Close has run. It is a
-// single value so that Close does not allocate.
-var errReadAfterClose = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+// errReadAfterClose and errWriteAfterClose are what Read and Write return
+// once Close has run. They are single values so that Close does not
+// allocate.
+var (
+	errReadAfterClose  = fmt.Errorf("hmacauth: read after Close: %w", net.ErrClosed)
+	errWriteAfterClose = fmt.Errorf("hmacauth: write after Close: %w", net.ErrClosed)
+)
 
-// releaseReadBuffer, at Close, ends the read side and gives its buffer back
-// to its pool, unless a Read (or WriteTo) is in progress: that one
-// keeps it, and the garbage collector takes it. Any later Read then fails
-// without touching the buffer: it finds hc.err set.
-func (c *Conn) releaseReadBuffer() {
-	hc := &c.in
-	if !hc.mu.TryLock() {
-		return
+// Close ends each direction of the record layer and clears its keys, but
+// must neither wait for nor race with a Read or Write in progress on
+// another goroutine (Close is what breaks it). So Close sets c.closed and
+// ends a direction only if it can take its lock at once (TryLock); the
+// Read or Write that held the lock then ends it as it unlocks. Since Close
+// sets c.closed before its TryLock and a holder checks c.closed after its
+// Unlock, one of the two always does it.
+
+// unlockIn and unlockOut release a direction's lock after a Read or a
+// Write, ending the direction if Close ran meanwhile.
+func (c *Conn) unlockIn() {
+	c.in.mu.Unlock()
+	if c.closed.Load() && c.in.mu.TryLock() {
+		c.endRead()
+		c.in.mu.Unlock()
 	}
-	defer hc.mu.Unlock()
+}
+
+func (c *Conn) unlockOut() {
+	c.out.mu.Unlock()
+	if c.closed.Load() && c.out.mu.TryLock() {
+		c.endWrite()
+		c.out.mu.Unlock()
+	}
+}
+
+// endRead, at Close, ends the read side: later Reads fail without touching
+// the buffer or the keys. It gives the buffer back to its pool and clears
+// the keys. c.in.mu is held.
+func (c *Conn) endRead() {
+	hc := &c.in
 	hc.err = errReadAfterClose // whatever ended reading before, Close is the reason now
 	hc.putBuffer()
 	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
+	hc.clearKeys()
+}
+
+// endWrite, at Close, ends the write side and clears its keys. c.out.mu is
+// held.
+func (c *Conn) endWrite() {
+	hc := &c.out
+	hc.err = errWriteAfterClose
+	hc.putBuffer()
+	hc.start, hc.end = 0, 0
+	hc.clearKeys()
+}
+
+// tryEndRead ends the read side unless a Read holds it (see unlockIn).
+func (c *Conn) tryEndRead() {
+	if c.in.mu.TryLock() {
+		c.endRead()
+		c.in.mu.Unlock()
+	}
+}
+
+// clearSecrets clears every secret of a connection that Close closed while
+// its handshake ran: the handshake has just finished, and Close did not
+// find the secrets yet. c.closed is set.
+func (c *Conn) clearSecrets() {
+	if c.records() {
+		c.tryEndRead()
+		if c.out.mu.TryLock() {
+			c.endWrite()
+			c.out.mu.Unlock()
+		}
+	}
+	c.clearSessionSecret()
+}
+
+// clearKeys overwrites the traffic secret and IV with zeros and drops the
+// AEAD. The AEAD's own copy of the key (inside crypto/aes or
+// chacha20poly1305) cannot be cleared; it is left to the garbage collector.
+func (hc *halfConn) clearKeys() {
+	clear(hc.secret[:])
+	clear(hc.iv[:])
+	clear(hc.nonce[:])
+	hc.aead = nil
 }
 
 // records reports whether the connection runs the record layer. It is false
@@ -353,7 +431,7 @@ func (c *Conn) integrityError(format string, args ...any) error {
 func (c *Conn) readRecordData(b []byte) (int, error) {
 	hc := &c.in
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockIn()
 	for {
 		if hc.pstart < hc.pend {
 			n := copy(b, hc.buf[hc.pstart:hc.pend])
@@ -409,6 +487,14 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 	hc.start += total
 	if hc.start == hc.end {
 		hc.start, hc.end = 0, 0
+	}
+	if typ == recordData && len(payload) > 0 {
+		hc.useless = 0
+	} else if typ == recordData || typ == recordKeyUpdate {
+		if hc.useless++; hc.useless > maxUselessRecords {
+			hc.err = errorf(ErrProtocol, "the %s sent more than %d records in a row without application data (empty data records or key updates)", c.peerName(), maxUselessRecords)
+			return 0, hc.err
+		}
 	}
 	switch typ {
 	case recordData:
@@ -478,7 +564,7 @@ func (c *Conn) fill(n int) error {
 func (c *Conn) writeRecordData(b []byte) (int, error) {
 	hc := &c.out
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockOut()
 	if err := c.writeReady(); err != nil {
 		return 0, err
 	}
@@ -649,7 +735,7 @@ func (c *Conn) closeRecordWrite() error {
 func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 	hc := &c.out
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockOut()
 	if err := c.writeReady(); err != nil {
 		return 0, err
 	}
@@ -696,7 +782,7 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 	hc := &c.in
 	hc.mu.Lock()
-	defer hc.mu.Unlock()
+	defer c.unlockIn()
 	var total int64
 	for {
 		if hc.pstart < hc.pend {
@@ -722,14 +808,16 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 
 // closeRecords sends the close record, unless a Write is in progress on
 // another goroutine: then Close is breaking that Write, and must not wait
-// for it.
+// for it. It ends both directions that no Read or Write holds (see
+// unlockIn); c.closed is set.
 func (c *Conn) closeRecords() error {
-	c.releaseReadBuffer()
+	c.tryEndRead()
 	hc := &c.out
 	if !hc.mu.TryLock() {
 		return nil
 	}
 	defer hc.mu.Unlock()
+	defer c.endWrite()
 	if hc.err != nil {
 		return nil
 	}

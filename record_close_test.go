@@ -3,8 +3,10 @@ package hmacauth
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -87,6 +89,142 @@ func TestCloseDuringReads(t *testing.T) {
 					t.Fatalf("connection %d: read %x, want %x", i, all, msg)
 				}
 			}
+		})
+	}
+}
+
+// checkSecretsCleared fails unless Close has overwritten c's session
+// secret (whose bytes were session, taken before Close) and both
+// directions' traffic secrets and IVs with zeros. Nothing may hold the
+// locks any more.
+func checkSecretsCleared(t *testing.T, c *Conn, session []byte) {
+	t.Helper()
+	if !isZero(session) {
+		t.Errorf("the session secret was not cleared: %d non-zero bytes left", len(session)-bytes.Count(session, []byte{0}))
+	}
+	c.secretMu.Lock()
+	if c.res.secret != nil {
+		t.Error("the Conn still holds a session secret")
+	}
+	c.secretMu.Unlock()
+	for _, hc := range []*halfConn{&c.in, &c.out} {
+		hc.mu.Lock()
+		if !isZero(hc.secret[:]) || !isZero(hc.iv[:]) || hc.aead != nil {
+			t.Errorf("a traffic secret, IV or AEAD was not cleared: secret zero %v, IV zero %v, AEAD dropped %v", isZero(hc.secret[:]), isZero(hc.iv[:]), hc.aead == nil)
+		}
+		hc.mu.Unlock()
+	}
+}
+
+// TestCloseClearsSecrets checks that Close overwrites the session secret
+// and the traffic secrets with zeros, in every mode, on an idle connection
+// and on one with a Read and a Write in progress on other goroutines (the
+// race detector checks that clearing does not race with them); that a
+// ConnectionState taken before Close keeps its exporter, and one taken
+// after fails with net.ErrClosed; and that Read and Write fail after it.
+func TestCloseClearsSecrets(t *testing.T) {
+	for _, mode := range allModes {
+		for _, busy := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/busy=%v", mode, busy), func(t *testing.T) {
+				c, s := connPair(t, pairOptions{mode: mode})
+				defer c.Close()
+				session := s.res.secret // the bytes Close must clear
+				before := s.ConnectionState()
+				want, err := before.ExportKeyingMaterial("test", nil, 32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var done sync.WaitGroup
+				if busy {
+					// A Read that waits for data that never comes, and
+					// Writes that fill the socket buffers of a peer that
+					// does not read: both are blocked when Close runs.
+					wrote := make(chan struct{})
+					done.Add(2)
+					go func() {
+						defer done.Done()
+						buf := make([]byte, 100)
+						for {
+							if _, err := s.Read(buf); err != nil {
+								return
+							}
+						}
+					}()
+					go func() {
+						defer done.Done()
+						chunk := make([]byte, 64<<10)
+						for i := 0; ; i++ {
+							if _, err := s.Write(chunk); err != nil {
+								if i == 0 {
+									close(wrote)
+								}
+								return
+							}
+							if i == 0 {
+								close(wrote)
+							}
+						}
+					}()
+					<-wrote
+				}
+				s.Close()
+				done.Wait()
+				checkSecretsCleared(t, s, session)
+				got, err := before.ExportKeyingMaterial("test", nil, 32)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("a ConnectionState taken before Close exports %x, %v; want %x", got, err, want)
+				}
+				if _, err := s.ConnectionState().ExportKeyingMaterial("test", nil, 32); !errors.Is(err, net.ErrClosed) || !errors.Is(err, ErrExport) {
+					t.Errorf("exporter of a ConnectionState taken after Close: %v, want ErrExport and net.ErrClosed", err)
+				}
+				if _, err := s.Write([]byte("x")); err == nil {
+					t.Error("Write after Close succeeded")
+				}
+				if _, err := s.Read(make([]byte, 1)); err == nil {
+					t.Error("Read after Close succeeded")
+				}
+			})
+		}
+	}
+}
+
+// closeOnFinishedConn is a client's connection that runs Close on its Conn
+// right after the ClientFinished has gone out: Close then runs while the
+// handshake is still in progress, yet the handshake succeeds.
+type closeOnFinishedConn struct {
+	net.Conn
+	c *Conn
+}
+
+func (w *closeOnFinishedConn) Write(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
+	if len(b) == clientFinishedLen {
+		w.c.Close()
+	}
+	return n, err
+}
+
+// TestCloseDuringHandshakeClearsSecrets checks that a Close that runs while
+// the handshake is in progress, which leaves the secrets to the
+// handshake, still has them cleared once the handshake completes.
+func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
+	for _, mode := range allModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			rc, rs := pipeTCP(t)
+			cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
+			scfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode} // one Config refuses its own dial
+			w := &closeOnFinishedConn{Conn: rc}
+			c, s := Client(w, cfg), Server(rs, scfg)
+			w.c = c
+			defer s.Close()
+			cerr, serr := handshakeBoth(c, s)
+			if cerr != nil || serr != nil {
+				t.Fatalf("handshake: client %v, server %v", cerr, serr)
+			}
+			if !c.closed.Load() {
+				t.Fatal("Close did not run during the handshake")
+			}
+			checkSecretsCleared(t, c, nil) // the bytes are checked through c.res.secret being dropped
 		})
 	}
 }

@@ -376,6 +376,7 @@ func TestWriteAfterCloseWrite(t *testing.T) {
 // client's records.
 type recordVector struct {
 	Name          string             `json:"name"`
+	Handshake     string             `json:"handshake,omitempty"` // the hmacauth1.json vector whose S this is
 	Mode          int                `json:"mode"`
 	Flags         int                `json:"flags"`
 	SessionSecret string             `json:"session_secret"`
@@ -403,65 +404,94 @@ type vectorRecord struct {
 // Write each; a key update falls due after the second.
 var vectorPayloads = []string{"hello", "world", "again"}
 
-// makeRecordVectors runs the record layer with a fixed session secret and
-// lists every derived value and record.
-func makeRecordVectors() []recordVector {
-	secret := bytes.Repeat([]byte{0x0b}, 32)
-	gens := func(t []byte, n int) []recordGeneration {
+// recordsAfterHandshakes are the handshake vectors (hmacauth1.json) whose
+// session secret the last record vectors start from: ChaCha20-Poly1305
+// negotiated by each side.
+var recordsAfterHandshakes = []string{"chacha-client", "chacha-server-fs"}
+
+// makeRecordVectors runs the record layer with a fixed session secret, and
+// with the session secrets of the handshakes of recordsAfterHandshakes,
+// and lists every derived value and record.
+func makeRecordVectors(t *testing.T) []recordVector {
+	type start struct {
+		handshake string
+		secret    []byte
+		mode      Mode
+		flags     int
+	}
+	fixed := bytes.Repeat([]byte{0x0b}, 32)
+	var starts []start
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		for _, chacha := range []bool{false, true} {
+			flags := 0
+			if chacha {
+				flags = flagChaCha20
+			}
+			starts = append(starts, start{"", fixed, mode, flags})
+		}
+	}
+	for _, name := range recordsAfterHandshakes {
+		hv := runVectorCase(t, findVectorCase(t, name))
+		starts = append(starts, start{name, hv.Result.SessionSecret, Mode(hv.Result.Mode), hv.Result.Flags})
+	}
+	gens := func(ts []byte, n int) []recordGeneration {
 		var out []recordGeneration
 		for range n {
 			out = append(out, recordGeneration{
-				TrafficSecret: hex.EncodeToString(t),
-				Key:           hex.EncodeToString(expandLabel(t, "key", 32)),
-				IV:            hex.EncodeToString(expandLabel(t, "iv", 12)),
+				TrafficSecret: hex.EncodeToString(ts),
+				Key:           hex.EncodeToString(expandLabel(ts, "key", 32)),
+				IV:            hex.EncodeToString(expandLabel(ts, "iv", 12)),
 			})
-			t = expandLabel(t, "traffic update", 32)
+			ts = expandLabel(ts, "traffic update", 32)
 		}
 		return out
 	}
 	var vs []recordVector
-	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
-		for _, chacha := range []bool{false, true} {
-			aead := "AES-256-GCM"
-			v := recordVector{
-				Mode:          int(mode),
-				SessionSecret: hex.EncodeToString(secret),
-				C2S:           gens(expandLabel(secret, "c2s traffic", 32), 2),
-				S2C:           gens(expandLabel(secret, "s2c traffic", 32), 1),
-			}
-			if chacha {
-				aead = "ChaCha20-Poly1305"
-				v.Flags = flagChaCha20
-			}
-			v.Name = fmt.Sprintf("%v, %s", mode, aead)
-			mc := &memConn{}
-			c := recordConnSecret(mc, mode, chacha, true, secret)
-			c.rp.updateAt = 10
-			for _, p := range vectorPayloads {
-				c.Write([]byte(p))
-			}
-			c.CloseWrite() // the close record; memConn cannot half-close
-			wire := mc.w.Bytes()
-			gen, seq, data := 0, 0, 0
-			for len(wire) > 0 {
-				n := int(wire[1])<<16 | int(wire[2])<<8 | int(wire[3])
-				rec := wire[:recordOverhead+n]
-				wire = wire[len(rec):]
-				nonce, _ := hex.DecodeString(v.C2S[gen].IV)
-				nonce[11] ^= byte(seq)
-				vr := vectorRecord{Generation: gen, Seq: seq, Type: int(rec[0]), Nonce: hex.EncodeToString(nonce), Wire: hex.EncodeToString(rec)}
-				if rec[0] == recordData {
-					vr.Payload = hex.EncodeToString([]byte(vectorPayloads[data]))
-					data++
-				}
-				v.Records = append(v.Records, vr)
-				seq++
-				if rec[0] == recordKeyUpdate {
-					gen, seq = gen+1, 0
-				}
-			}
-			vs = append(vs, v)
+	for _, st := range starts {
+		secret, mode, chacha := st.secret, st.mode, st.flags&flagChaCha20 != 0
+		aead := "AES-256-GCM"
+		v := recordVector{
+			Handshake:     st.handshake,
+			Mode:          int(mode),
+			Flags:         st.flags,
+			SessionSecret: hex.EncodeToString(secret),
+			C2S:           gens(expandLabel(secret, "c2s traffic", 32), 2),
+			S2C:           gens(expandLabel(secret, "s2c traffic", 32), 1),
 		}
+		if chacha {
+			aead = "ChaCha20-Poly1305"
+		}
+		v.Name = fmt.Sprintf("%v, %s", mode, aead)
+		if st.handshake != "" {
+			v.Name += ", after handshake " + st.handshake
+		}
+		mc := &memConn{}
+		c := recordConnSecret(mc, mode, chacha, true, secret)
+		c.rp.updateAt = 10
+		for _, p := range vectorPayloads {
+			c.Write([]byte(p))
+		}
+		c.CloseWrite() // the close record; memConn cannot half-close
+		wire := mc.w.Bytes()
+		gen, seq, data := 0, 0, 0
+		for len(wire) > 0 {
+			n := int(wire[1])<<16 | int(wire[2])<<8 | int(wire[3])
+			rec := wire[:recordOverhead+n]
+			wire = wire[len(rec):]
+			nonce, _ := hex.DecodeString(v.C2S[gen].IV)
+			nonce[11] ^= byte(seq)
+			vr := vectorRecord{Generation: gen, Seq: seq, Type: int(rec[0]), Nonce: hex.EncodeToString(nonce), Wire: hex.EncodeToString(rec)}
+			if rec[0] == recordData {
+				vr.Payload = hex.EncodeToString([]byte(vectorPayloads[data]))
+				data++
+			}
+			v.Records = append(v.Records, vr)
+			seq++
+			if rec[0] == recordKeyUpdate {
+				gen, seq = gen+1, 0
+			}
+		}
+		vs = append(vs, v)
 	}
 	return vs
 }
@@ -476,7 +506,7 @@ func TestRecordVectors(t *testing.T) {
 		Vectors []recordVector `json:"vectors"`
 	}{
 		About:   "hmacauth/1 record layer (PROTOCOL.md, section 9): traffic secrets, keys and IVs per generation, and a client's records: three data records, a key update after 10 payload bytes, the close record. Byte strings are hex.",
-		Vectors: makeRecordVectors(),
+		Vectors: makeRecordVectors(t),
 	}, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -689,7 +719,7 @@ func TestWriteAfterCutCloseWrite(t *testing.T) {
 			craw, sraw := pipeTCP(t)
 			cw := &cutWriteConn{Conn: craw}
 			cw.cut.Store(-1)
-			cc, sc := Client(cw, cfg), Server(sraw, cfg)
+			cc, sc := Client(cw, cfg), Server(sraw, &Config{Keys: []Key{k}, Mode: ModeSealed})
 			errc := make(chan error, 1)
 			go func() { errc <- sc.Handshake() }()
 			if err := cc.Handshake(); err != nil {
@@ -723,7 +753,7 @@ func TestReadAfterCloseRead(t *testing.T) {
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := &Config{Keys: []Key{testKey("k")}, Mode: mode}
-			_, sc, cerr, serr := handshakePair(t, cfg, cfg)
+			_, sc, cerr, serr := handshakePair(t, cfg, &Config{Keys: cfg.Keys, Mode: mode})
 			if cerr != nil || serr != nil {
 				t.Fatalf("handshake: client %v, server %v", cerr, serr)
 			}

@@ -27,7 +27,7 @@ func TestListenerStats(t *testing.T) {
 	// Two good clients, not yet accepted: they wait in the queue. (One
 	// after the other: 127.0.0.1 may have one handshake in flight.)
 	for i := range uint64(2) {
-		c, err := Dial("tcp", addr, cfg)
+		c, err := Dial("tcp", addr, configWith(cfg.Keys[0]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,11 +157,11 @@ func TestOutcomeCountedBeforeInFlightFalls(t *testing.T) {
 	for i := range uint64(tries) {
 		c := rawDial(t, l.Addr(), "")
 		c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
-		waitClosed(t, c) // the handshake has ended
+		waitClosed(t, c) // refused
+		c.Close()        // which ends the server's drain of the refused connection
 		waitFor(t, "no handshake in flight", func() bool { return l.Stats().InFlight == 0 })
 		if got := l.Stats().FailedProtocol; got != i+1 {
 			t.Fatalf("try %d: InFlight is 0, but FailedProtocol = %d, want %d", i, got, i+1)
 		}
-		c.Close()
 	}
 }

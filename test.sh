@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The project's one test command: format check, vet and race-enabled tests
-# over both modules (the core and grpcauth), through go.work.
+# The project's one test command: format check, vet (also for the other
+# operating systems the library and command build on), staticcheck and
+# race-enabled tests over both modules (the core and grpcauth), through
+# go.work. It fetches what it needs through the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# staticcheck, pinned; `go run pkg@version` fetches and checks it against
+# the Go checksum database, and caches the build.
+staticcheck=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 run() {
 	echo "+ $*"
@@ -18,4 +24,8 @@ if [ -n "$unformatted" ]; then
 fi
 
 run go vet ./... ./grpcauth/...
+for goos in windows darwin freebsd; do
+	run env GOOS=$goos go vet ./... ./grpcauth/...
+done
+run go run $staticcheck ./... ./grpcauth/...
 run go test -race ./... ./grpcauth/...

@@ -58,11 +58,14 @@ type vectorKey struct {
 	Secret hexBytes `json:"secret"`
 }
 
-// vectorSide is one side's inputs (mode, forward_secrecy and the random
-// bytes it draws) and its X25519 public key.
+// vectorSide is one side's inputs (mode, forward_secrecy, aes_hardware and
+// the random bytes it draws), the client's flags byte and the side's X25519
+// public key.
 type vectorSide struct {
 	Mode           int      `json:"mode"`
 	ForwardSecrecy bool     `json:"forward_secrecy"`
+	AESHardware    bool     `json:"aes_hardware"`
+	Flags          *int     `json:"flags,omitempty"` // the ClientHello's flags byte; client only
 	Nonce          hexBytes `json:"nonce"`
 	X25519Private  hexBytes `json:"x25519_private"`
 	X25519Public   hexBytes `json:"x25519_public"`
@@ -71,7 +74,7 @@ type vectorSide struct {
 type vectorDerived struct {
 	PRK               hexBytes `json:"prk"`
 	ClientHelloKey    hexBytes `json:"k_ch"`
-	ServerFinishedKey hexBytes `json:"k_sf"`
+	ServerHelloKey    hexBytes `json:"k_sf"` // K_sh; the field is named after its label, "server finished"
 	ClientFinishedKey hexBytes `json:"k_cf"`
 	SessionKey        hexBytes `json:"k_ses"`
 }
@@ -158,6 +161,37 @@ var vectorCases = []vectorCase{
 		sNonce:   seq(0x41, 32),
 		sPrivate: seq(0x61, 32),
 	},
+	{
+		name:    "chacha-client",
+		comment: "the client has no AES hardware and asks for ChaCha20-Poly1305 (ClientHello flags 0x02), the server has it: the connection runs at mode 2 with ChaCha20-Poly1305 records",
+		key:     Key{ID: "vector-key-3", Secret: seq(0x33, 32)},
+		client:  hsParams{mode: byte(ModeSealed), chacha: true},
+		server:  hsParams{mode: byte(ModeAuth)},
+		cNonce:  seq(0x13, 32),
+		sNonce:  seq(0x53, 32),
+	},
+	{
+		name:     "chacha-server-fs",
+		comment:  "the client has AES hardware and asks for forward secrecy (ClientHello flags 0x01), the server has no AES hardware: the connection runs at mode 1 with forward secrecy and ChaCha20-Poly1305 records (ServerHello flags 0x03)",
+		key:      Key{ID: "vector-key-4", Secret: seq(0x44, 32)},
+		client:   hsParams{mode: byte(ModeIntegrity), fs: true},
+		server:   hsParams{mode: byte(ModeIntegrity), chacha: true},
+		cNonce:   seq(0x24, 32),
+		cPrivate: seq(0x64, 32),
+		sNonce:   seq(0x84, 32),
+		sPrivate: seq(0xa4, 32),
+	},
+}
+
+// vectorCase returns the vector case with the given name.
+func findVectorCase(t testing.TB, name string) vectorCase {
+	for _, vc := range vectorCases {
+		if vc.name == name {
+			return vc
+		}
+	}
+	t.Fatalf("no vector case %q", name)
+	return vectorCase{}
 }
 
 var vectorExports = []struct {
@@ -286,16 +320,17 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 	}
 	th := sha256.Sum256(ch.transcript[:])
 	fs := cres.flags&flagForwardSecrecy != 0
+	clientFlags := int(ch.ch()[headerLen+1])
 	v := vector{
 		Name:    vc.name,
 		Comment: vc.comment,
 		Key:     vectorKey{ID: vc.key.ID, Secret: vc.key.Secret},
-		Client:  vectorSide{Mode: int(vc.client.mode), ForwardSecrecy: vc.client.fs, Nonce: vc.cNonce},
-		Server:  vectorSide{Mode: int(vc.server.mode), ForwardSecrecy: vc.server.fs, Nonce: vc.sNonce},
+		Client:  vectorSide{Mode: int(vc.client.mode), ForwardSecrecy: vc.client.fs, AESHardware: !vc.client.chacha, Flags: &clientFlags, Nonce: vc.cNonce},
+		Server:  vectorSide{Mode: int(vc.server.mode), ForwardSecrecy: vc.server.fs, AESHardware: !vc.server.chacha, Nonce: vc.sNonce},
 		Derived: vectorDerived{
 			PRK:               prk,
 			ClientHelloKey:    expandLabel(prk, "client hello", macLen),
-			ServerFinishedKey: expandLabel(prk, "server finished", macLen),
+			ServerHelloKey:    expandLabel(prk, "server finished", macLen),
 			ClientFinishedKey: expandLabel(prk, "client finished", macLen),
 			SessionKey:        ks.session,
 		},

@@ -14,12 +14,14 @@ import (
 )
 
 // A gRPC server and client that share a key; an interceptor logs the key
-// ID of each call.
+// ID of each call. In one process, each side has a Config of its own: a
+// Config refuses a connection from its own dialer (a reflection).
 func Example() {
 	key, _ := hmacauth.NewKey("svc-a") // in production: hmacauth.LoadKeys
-	creds := grpcauth.NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{key}})
+	serverCreds := grpcauth.NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{key}})
+	clientCreds := grpcauth.NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{key}})
 
-	srv := grpc.NewServer(grpc.Creds(creds),
+	srv := grpc.NewServer(grpc.Creds(serverCreds),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			id, _ := grpcauth.KeyIDFromContext(ctx)
 			fmt.Println(info.FullMethod, "called with key", id)
@@ -33,7 +35,7 @@ func Example() {
 	go srv.Serve(lis)
 	defer srv.Stop()
 
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(clientCreds))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -18,6 +18,7 @@ package grpcauth
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -31,7 +32,8 @@ import (
 // of AuthInfo.
 const SecurityProtocol = "hmacauth"
 
-// SecurityVersion is the hmacauth protocol version in ProtocolInfo.
+// SecurityVersion is the hmacauth protocol version the credentials speak.
+// Info does not report it: gRPC deprecated ProtocolInfo.SecurityVersion.
 const SecurityVersion = "1"
 
 // NewCredentials returns transport credentials that authenticate both ends
@@ -45,6 +47,9 @@ const SecurityVersion = "1"
 // cfg.Mode to hmacauth.ModeSealed on both sides to send them.
 //
 // cfg must not be modified afterwards; to rotate keys, use cfg.Keyring.
+// A process that is a gRPC server and also a client of itself gives each
+// side credentials with a Config of its own: a Config refuses its own
+// connections (see hmacauth.Config).
 func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
 	return &transportCreds{cfg: cfg}
 }
@@ -52,6 +57,13 @@ func NewCredentials(cfg *hmacauth.Config) credentials.TransportCredentials {
 type transportCreds struct {
 	cfg *hmacauth.Config
 }
+
+// String describes the credentials by their Config, which shows no secret.
+func (c *transportCreds) String() string { return fmt.Sprintf("grpcauth.Credentials{%v}", c.cfg) }
+
+// Format prints String for every verb: fmt prints the Config's keys for a
+// verb that does not fit a pointer, such as %s or %q.
+func (c *transportCreds) Format(f fmt.State, _ rune) { io.WriteString(f, c.String()) }
 
 // ClientHandshake runs the client side of the handshake on raw. It returns
 // once the server has proven the key, or fails when ctx is done (gRPC's
@@ -72,7 +84,8 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
 // Config, which is then the one that counts, though a connection below
-// cfg.Mode is refused) and is not run again: this
+// cfg.Mode, or without forward secrecy when cfg.ForwardSecrecy is set, is
+// refused) and is not run again: this
 // combines the Listener's caps, per-IP shedding and statistics with the
 // key ID in the gRPC context.
 func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -84,9 +97,14 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 		return nil, nil, err
 	}
 	if accepted {
-		if m := conn.ConnectionState().Mode; c.cfg != nil && m < c.cfg.Mode {
+		st := conn.ConnectionState()
+		if c.cfg != nil && st.Mode < c.cfg.Mode {
 			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs %v, but these credentials require at least %v; set the Listener's Config.Mode",
-				hmacauth.ErrConfig, raw.RemoteAddr(), m, c.cfg.Mode)
+				hmacauth.ErrConfig, raw.RemoteAddr(), st.Mode, c.cfg.Mode)
+		}
+		if c.cfg != nil && c.cfg.ForwardSecrecy && !st.ForwardSecrecy {
+			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs without forward secrecy, which these credentials require; set the Listener's Config.ForwardSecrecy",
+				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
 		return conn, newAuthInfo(conn), nil
 	}
@@ -100,9 +118,9 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	return conn, newAuthInfo(conn), nil
 }
 
-// Info returns SecurityProtocol "hmacauth" and SecurityVersion "1".
+// Info returns SecurityProtocol "hmacauth".
 func (c *transportCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: SecurityProtocol, SecurityVersion: SecurityVersion}
+	return credentials.ProtocolInfo{SecurityProtocol: SecurityProtocol}
 }
 
 // Clone returns credentials that share the Config (and its Keyring, so a

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -200,7 +202,7 @@ func TestStalledConnDoesNotBlockOthers(t *testing.T) {
 				defer c.Close()
 				stalled = append(stalled, c)
 			}
-			client := newClient(t, lis.Addr().String(), cfg)
+			client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: cfg.Keys})
 			if _, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{}); err != nil {
 				t.Fatalf("call with %d stalled connections: %v", len(stalled), err)
 			}
@@ -229,7 +231,7 @@ func TestPerRPCCredentialsNeedSealedMode(t *testing.T) {
 			cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, Mode: mode}
 			lis := listen(t)
 			startServer(t, lis, cfg)
-			client := newClient(t, lis.Addr().String(), cfg)
+			client := newClient(t, lis.Addr().String(), &hmacauth.Config{Keys: cfg.Keys, Mode: mode})
 			_, err := client.Check(callCtx(t), &healthpb.HealthCheckRequest{}, grpc.PerRPCCredentials(tokenCreds{}))
 			if mode == hmacauth.ModeSealed {
 				if err != nil {
@@ -320,14 +322,15 @@ func TestCredentialsInfo(t *testing.T) {
 	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}}
 	c := NewCredentials(cfg)
 	info := c.Info()
-	if info.SecurityProtocol != "hmacauth" || info.SecurityVersion != "1" {
+	if info != (credentials.ProtocolInfo{SecurityProtocol: "hmacauth"}) {
 		t.Errorf("Info = %+v", info)
 	}
 	clone := c.Clone()
 	if clone == c || clone.(*transportCreds).cfg != cfg || clone.Info() != info {
 		t.Errorf("Clone = %#v, want a new value sharing the Config", clone)
 	}
-	if err := c.OverrideServerName("x"); err != nil || c.Info().ServerName != "" {
+	//lint:ignore SA1019 the interface still requires the method; check that it does nothing
+	if err := c.OverrideServerName("x"); err != nil || c.Info() != info {
 		t.Errorf("OverrideServerName changed something: %v, %+v", err, c.Info())
 	}
 	for mode, want := range map[hmacauth.Mode]credentials.SecurityLevel{
@@ -355,7 +358,7 @@ func TestSilentAfterHandshakeIsDropped(t *testing.T) {
 	lis := listen(t)
 	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: 100 * time.Millisecond}
 	startServer(t, lis, cfg)
-	c, err := hmacauth.Dial("tcp", lis.Addr().String(), cfg)
+	c, err := hmacauth.Dial("tcp", lis.Addr().String(), &hmacauth.Config{Keys: cfg.Keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +374,38 @@ func TestSilentAfterHandshakeIsDropped(t *testing.T) {
 			t.Fatal("the server kept a silent authenticated connection open")
 		}
 		break
+	}
+}
+
+// Credentials that require forward secrecy refuse a connection an
+// hmacauth.Listener authenticated without it, rather than serve it.
+func TestListenerConnWithoutForwardSecrecyRefused(t *testing.T) {
+	hl, err := hmacauth.Listen("tcp", "127.0.0.1:0", &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, hl, &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, ForwardSecrecy: true})
+	client := newClient(t, hl.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+		t.Fatal("a connection without forward secrecy was served by credentials that require it")
+	}
+	if ids, _ := s.get(); len(ids) != 0 {
+		t.Errorf("handler saw %q, want no call", ids)
+	}
+	// With forward secrecy asked for by the client, the same Listener serves.
+	hl2, err := hmacauth.Listen("tcp", "127.0.0.1:0", &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 := startServer(t, hl2, &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, ForwardSecrecy: true})
+	client2 := newClient(t, hl2.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, ForwardSecrecy: true})
+	if _, err := client2.Check(callCtx(t), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("a connection with forward secrecy was refused: %v", err)
+	}
+	if ids, _ := s2.get(); len(ids) != 1 {
+		t.Errorf("handler saw %q, want one call", ids)
 	}
 }
 
@@ -390,5 +425,24 @@ func TestListenerConnBelowCredentialsModeRefused(t *testing.T) {
 	}
 	if ids, _ := s.get(); len(ids) != 0 {
 		t.Errorf("handler saw %q, want no call", ids)
+	}
+}
+
+// TestCredentialsNeverShowSecret prints the credentials with every fmt
+// verb and with slog: none shows a secret of the Config.
+func TestCredentialsNeverShowSecret(t *testing.T) {
+	k := key("visible-id")
+	creds := NewCredentials(&hmacauth.Config{Keys: []hmacauth.Key{k}})
+	var out bytes.Buffer
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+		fmt.Fprintf(&out, verb+"\n", creds)
+		fmt.Fprintf(&out, verb+"\n", []any{creds})
+	}
+	slog.New(slog.NewTextHandler(&out, nil)).Info("creds", "creds", creds)
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("creds", "creds", creds)
+	for _, enc := range []string{string(k.Secret), fmt.Sprint(k.Secret), fmt.Sprintf("%x", k.Secret), fmt.Sprintf("%o", k.Secret)} {
+		if strings.Contains(out.String(), enc) {
+			t.Fatalf("the credentials print the secret (as %q):\n%s", enc, out.String())
+		}
 	}
 }

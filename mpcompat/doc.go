@@ -29,8 +29,27 @@
 // tampering, and nothing binds them to the handshake, so an attacker on
 // the path can take over an authenticated connection, or relay a real
 // listener's challenge to a client (which answers before the listener
-// proves anything) and the answer back. Use it on trusted
-// networks or inside a protected tunnel (such as TLS, or an hmacauth
-// tunnel in sealed mode), and use a long random authkey: an eavesdropper can test
-// guesses of a short one against a recorded handshake.
+// proves anything) and the answer back.
+//
+// A client answers before the server proves anything, and its own
+// challenge has the same form as a server's, so a server without the
+// authkey that gets two dials at once could reflect one dial's challenge
+// into the other and hand the answer back. To stop this, the dialers of a
+// process keep a process-wide set of the challenges they await answers
+// to, and a dialer refuses with ErrReflection to answer one of them; this
+// asks nothing of the peer and stays compatible with Python. The set does
+// not reach across processes: a server that gets dials from two processes
+// holding the authkey (Go or Python, whose Client has no such check) can
+// still reflect the challenge of one into the other. Nor does it cover a
+// process that also runs a Listener with the same authkey where the
+// attacker can reach it: the attacker relays that Listener's challenge to
+// the dialer, and the dialer's challenge to the Listener, which answers it
+// as a server must. A listener cannot tell this from a genuine dial, so
+// give a process that both listens and dials an authkey per direction, or
+// keep its Listener out of the attacker's reach.
+//
+// Use the handshake on trusted networks or inside a protected tunnel
+// (such as TLS, or an hmacauth tunnel in sealed mode), and use a long
+// random authkey: an eavesdropper can test guesses of a short one against
+// a recorded handshake.
 package mpcompat

@@ -27,6 +27,13 @@ var (
 	// connection closed in the middle of the handshake.
 	ErrProtocol = errors.New("mpcompat: protocol error")
 
+	// ErrReflection means a dialer was challenged with a challenge that a
+	// dialer of this process sent and is still waiting to have answered:
+	// the server is reflecting this process's own challenges to obtain
+	// their answers, which a server without the authkey can do when it
+	// gets two dials at once. The dialer refused to answer.
+	ErrReflection = errors.New("mpcompat: reflected challenge")
+
 	// ErrMessageTooLarge means ReadMessage met a length over its limit. It
 	// is returned before anything is allocated for the message, and the
 	// message is left unread: the stream cannot be used further.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hmacauth/hmacauth/internal/acceptor"
@@ -101,6 +102,44 @@ func clip(b []byte) []byte {
 	return b
 }
 
+// dialerChallenges holds the challenges that the dialers of this process
+// (Dialer, Dial, ClientHandshake) have sent and whose answers they await.
+// A client answers the server's challenge before the server has proved
+// anything, and challenges in the same form, so a server without the
+// authkey that gets two dials at once could send one dial's challenge to
+// the other and hand the answer back. A dialer refuses to answer a
+// challenge in this set. It must be process-wide, as the two dials need
+// not share a Dialer or a Config. Listeners' challenges are not in it: a
+// dialer answers a listener of its own process, and a listener answers a
+// dialer of its own process.
+var dialerChallenges = struct {
+	sync.Mutex
+	m map[string]struct{}
+}{m: make(map[string]struct{})}
+
+// issueChallenge records m as awaiting its answer; the returned func
+// removes it.
+func issueChallenge(m []byte) (resolved func()) {
+	k := string(m)
+	dialerChallenges.Lock()
+	dialerChallenges.m[k] = struct{}{}
+	dialerChallenges.Unlock()
+	return func() {
+		dialerChallenges.Lock()
+		delete(dialerChallenges.m, k)
+		dialerChallenges.Unlock()
+	}
+}
+
+// issuedChallenge reports whether m is a challenge a dialer of this
+// process awaits the answer to.
+func issuedChallenge(m []byte) bool {
+	dialerChallenges.Lock()
+	defer dialerChallenges.Unlock()
+	_, ok := dialerChallenges.m[string(m)]
+	return ok
+}
+
 // handshake is one side of one handshake.
 type handshake struct {
 	conn   net.Conn
@@ -156,6 +195,9 @@ func (h *handshake) deliverChallenge() error {
 	msg = msg[:len(msg)+nonceLen]
 	rand.Read(msg[len(msg)-nonceLen:]) // never fails; see crypto/rand.Read
 	m := msg[len(challengePrefix):]    // what the answer's HMAC covers
+	if !h.server {
+		defer issueChallenge(m)()
+	}
 	if err := WriteMessage(h.conn, msg); err != nil {
 		return err
 	}
@@ -207,6 +249,9 @@ func (h *handshake) answerChallenge() error {
 	}
 	if err := h.allow(d, "asks for"); err != nil {
 		return err
+	}
+	if !h.server && issuedChallenge(m) {
+		return errorf(ErrReflection, "the server challenged us with a challenge that a dialer of this process sent and awaits the answer to: it is reflecting our own challenges to pass them off as proof of the authkey, which it may not hold; not answered. Check that the address is the intended listener and the path to it is trusted")
 	}
 	answer := d.mac(h.cfg.AuthKey, m)
 	if !legacy {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -234,12 +233,6 @@ func (p rawPeer) recv() []byte {
 
 func hmacMD5(key, m []byte) []byte {
 	h := hmac.New(md5.New, key)
-	h.Write(m)
-	return h.Sum(nil)
-}
-
-func hmacSHA256(key, m []byte) []byte {
-	h := hmac.New(sha256.New, key)
 	h.Write(m)
 	return h.Sum(nil)
 }
@@ -551,19 +544,150 @@ func TestSecretsNotPrinted(t *testing.T) {
 	}
 	ev.next(t)
 	l.Close() // the log record is written before the event; Close orders it
+	d := &Dialer{Config: &cfg}
+	plain := &Dialer{Config: &Config{AuthKey: keyB}}
+	values := []any{cfg, &cfg, d, *d, plain, *plain, l}
 	var js bytes.Buffer
-	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "cfg", cfg, "ptr", &cfg)
+	for _, v := range values {
+		slog.New(slog.NewJSONHandler(&js, nil)).Info("value", "v", v)
+		slog.New(slog.NewTextHandler(&js, nil)).Info("value", "v", v)
+	}
 	printed := logs.String() + js.String()
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
-		printed += fmt.Sprintf(verb, cfg) + fmt.Sprintf(verb, &cfg)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%o"} {
+		for _, v := range values {
+			printed += fmt.Sprintf(verb, v) + fmt.Sprintf(verb, []any{v})
+		}
 	}
 	if !strings.Contains(logs.String(), "refused connection") {
 		t.Errorf("no log record of the refused client: %q", logs.String())
 	}
 	for _, k := range [][]byte{keyA, keyB} {
 		if strings.Contains(printed, string(k)) || strings.Contains(printed, fmt.Sprintf("%x", k)) ||
+			strings.Contains(printed, fmt.Sprintf("%X", k)) || strings.Contains(printed, fmt.Sprintf("%o", k)) ||
 			strings.Contains(printed, fmt.Sprint(k)) || strings.Contains(printed, base64.StdEncoding.EncodeToString(k)) {
 			t.Fatalf("an authkey was printed: %s", printed)
 		}
+	}
+}
+
+// TestReflectedChallengeRefused plays a server without the authkey that
+// gets two concurrent dials from this process. A client answers the
+// server's challenge before the server has proved anything, and its own
+// challenge has the same form, so the server sends dial A's challenge to
+// dial B as its own, and hands B's answer back to A. Without the
+// process-wide set of the dialers' challenges, A accepts the answer and
+// sends its first application message to the server.
+func TestReflectedChallengeRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// got receives what the attacker read on dial A's connection after
+	// it welcomed A; empty if the handshake did not get that far.
+	got := make(chan []byte, 1)
+	go func() {
+		var got1 []byte
+		defer func() { got <- got1 }()
+		var conns [2]rawPeer
+		for i := range conns {
+			c, err := ln.Accept()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(bound))
+			conns[i] = rawPeer{t, c}
+		}
+		a, b := conns[0], conns[1]
+		// Any challenge will do for A: it answers without checking.
+		a.send(append([]byte("#CHALLENGE#{sha256}"), pattern(40, 5)...))
+		if _, err := ReadMessage(a, 256); err != nil {
+			t.Errorf("dial A did not answer: %v", err)
+			return
+		}
+		a.send([]byte("#WELCOME#"))
+		challengeA, err := ReadMessage(a, 256)
+		if err != nil {
+			t.Errorf("dial A did not challenge: %v", err)
+			return
+		}
+		b.send(challengeA) // reflected
+		answer, err := ReadMessage(b, 256)
+		if err != nil {
+			return // B refused to answer its own process's challenge
+		}
+		a.send(answer)
+		if v, err := ReadMessage(a, 256); err != nil || string(v) != "#WELCOME#" {
+			return
+		}
+		got1, _ = ReadMessage(a, 1024)
+	}()
+
+	cfg := Config{AuthKey: keyA}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			c, err := dial(ln.Addr(), cfg)
+			if err == nil {
+				WriteMessage(c, []byte("the application's first message"))
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	if b := <-got; len(b) > 0 {
+		t.Errorf("the attacker without the authkey received %q", b)
+	}
+	ln.Close()
+	var reflected int
+	for range 2 {
+		err := <-errs
+		if err == nil {
+			t.Error("a dial to a server without the authkey succeeded")
+		}
+		if errors.Is(err, ErrReflection) {
+			reflected++
+			if !strings.Contains(err.Error(), "reflect") {
+				t.Errorf("the refusal %q does not say what happened", err)
+			}
+		}
+	}
+	if reflected != 1 {
+		t.Errorf("%d dials refused a reflected challenge, want 1", reflected)
+	}
+}
+
+// TestConcurrentDials checks that concurrent dials from one process to a
+// listener in the same process all succeed: only a dialer's challenge
+// coming back to a dialer is refused.
+func TestConcurrentDials(t *testing.T) {
+	const n = 20
+	l, ev := listen(t, Config{AuthKey: keyA, AcceptQueue: n, MaxHandshakesPerIP: -1})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, err := dial(l.Addr(), Config{AuthKey: keyA})
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		if e := ev.next(t); e.Err != nil {
+			t.Errorf("listener: %v", e.Err)
+		}
+	}
+	// Every dial has ended: none may leave its challenge in the set.
+	dialerChallenges.Lock()
+	left := len(dialerChallenges.m)
+	dialerChallenges.Unlock()
+	if left != 0 {
+		t.Errorf("%d challenges left in the process-wide set after every dial ended", left)
 	}
 }

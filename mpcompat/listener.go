@@ -3,6 +3,8 @@ package mpcompat
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -84,6 +86,18 @@ func (l *Listener) Close() error { return l.al.Close() }
 
 // Addr returns the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.al.Addr() }
+
+// String names the Listener by its address, never its authkey.
+func (l *Listener) String() string {
+	if l == nil {
+		return "mpcompat.Listener(nil)"
+	}
+	return fmt.Sprintf("mpcompat.Listener{Addr: %v}", l.Addr())
+}
+
+// Format prints String for every verb: fmt prints the Config's authkey for
+// a verb that does not fit a pointer, such as %s or %q.
+func (l *Listener) Format(f fmt.State, _ rune) { io.WriteString(f, l.String()) }
 
 func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
 	h := handshake{conn: raw, cfg: l.cfg, server: true}

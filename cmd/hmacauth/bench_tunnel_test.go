@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -61,7 +62,7 @@ func runForwarder(spec string) {
 				return
 			}
 			defer up.Close()
-			pipe(c, up)
+			pipe(context.Background(), c, up)
 		}()
 	}
 }
@@ -302,7 +303,7 @@ func BenchmarkTunnel(b *testing.B) {
 							return
 						}
 						c.SetDeadline(time.Now().Add(bound))
-						if _, err := c.Write(buf); err == nil {
+						if _, err = c.Write(buf); err == nil {
 							_, err = io.ReadFull(c, buf)
 						}
 						c.Close()

@@ -41,7 +41,8 @@ containing a "/". The key file holds one key per line, "ID BASE64SECRET"
 (mode 0600 or 0640); make one with "hmacauth keygen -o FILE".
 %[3]s
 
-Signals: SIGTERM or SIGINT stops accepting, lets live connections finish
+Signals: SIGTERM or SIGINT stops accepting (a server still finishes the
+handshakes in flight and forwards them), lets live connections finish
 for up to -drain-timeout, then closes them and exits 0 (a second signal
 closes them at once); SIGHUP reloads the key file without touching live
 connections (on a bad file, the old keys stay and an error is logged);
@@ -53,14 +54,18 @@ Flags:
 var roleHelp = map[role][2]string{
 	roleServer: {
 		"Accepts hmacauth connections on -listen from clients that prove a key of\n" +
-			"the key file, and forwards each as a plain connection to -target.",
+			"the key file, and forwards each as a plain connection to -target. In\n" +
+			"integrity and sealed modes a stream cut short or tampered with resets\n" +
+			"the plain connection.",
 		"The server accepts every key in the file: to rotate, add the new key,\n" +
 			"SIGHUP, move the clients to it, then drop the old key and SIGHUP again.",
 	},
 	roleClient: {
 		"Accepts plain connections on -listen and forwards each through hmacauth\n" +
 			"to the server at -target. No byte goes to a server that has not proven\n" +
-			"the key; a refused connection is closed and the reason logged.",
+			"the key; a refused connection is closed and the reason logged. In\n" +
+			"integrity and sealed modes a stream from the server cut short or\n" +
+			"tampered with resets the local connection.",
 		"The client proves the first key of the file.",
 	},
 }
@@ -249,14 +254,17 @@ type tunnel struct {
 	stopping chan struct{} // closed when the graceful stop begins
 	// ctx is cancelled when the remaining connections are closed by
 	// force; it aborts dials in progress (handshakes end when closeAll
-	// closes their connections).
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // one per connection goroutine
-	nextID atomic.Uint64
+	// closes their connections) and ends the forwarding ones (pipe).
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // one per connection goroutine
+	nextID  atomic.Uint64
+	serving atomic.Int64 // connection goroutines running
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // open raw connections, for a forced close
+	mu sync.Mutex
+	// conns are the connections being set up (dial, client handshake),
+	// which closeAll closes; pipe ends the forwarding ones itself.
+	conns map[net.Conn]struct{}
 }
 
 func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
@@ -398,14 +406,28 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 
 // stop stops gracefully: no new connections, live ones drain for up to
 // -drain-timeout (or until a second stop signal), then the rest is closed.
+// A server's handshakes in flight finish and are forwarded too, as are the
+// connections its Listener had queued.
 func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan error) int {
 	close(t.stopping)
-	t.ln.Close()
-	<-acceptDone
+	shutDone := make(chan struct{})
+	if hl, ok := t.ln.(*hmacauth.Listener); ok {
+		// closeAll cancels t.ctx, which ends the Shutdown as a Close.
+		go func() {
+			defer close(shutDone)
+			hl.Shutdown(t.ctx)
+		}()
+	} else {
+		t.ln.Close()
+		close(shutDone)
+	}
 	t.log.Info("stopping: no longer accepting; draining live connections",
 		"signal", sig.String(), "live", t.live(), "drain_timeout", t.opts.drainTimeout.String())
 	drained := make(chan struct{})
 	go func() {
+		// The accept loop ends first: it is the only one to add to t.wg.
+		<-acceptDone
+		<-shutDone
 		t.wg.Wait()
 		close(drained)
 	}()
@@ -449,11 +471,18 @@ func (t *tunnel) reload() {
 // acceptLoop accepts connections until the listener is closed, holding a
 // slot for each so that at most -max-conns run at once.
 func (t *tunnel) acceptLoop() error {
+	// A client stops accepting as the stop begins; a server goes on taking
+	// what its Listener's Shutdown hands over until Accept fails, or until
+	// the connections are closed by force.
+	var quit <-chan struct{} = t.stopping
+	if t.role == roleServer {
+		quit = t.ctx.Done()
+	}
 	var backoff time.Duration
 	for {
 		select {
 		case t.slots <- struct{}{}:
-		case <-t.stopping:
+		case <-quit:
 			return nil
 		}
 		c, err := t.ln.Accept()
@@ -471,7 +500,7 @@ func (t *tunnel) acceptLoop() error {
 			// rather than spin or quit.
 			backoff = netx.AcceptBackoff(backoff)
 			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
-			if !netx.Sleep(backoff, t.stopping) {
+			if !netx.Sleep(backoff, quit) {
 				return nil
 			}
 			continue
@@ -483,7 +512,7 @@ func (t *tunnel) acceptLoop() error {
 }
 
 // live returns the number of open connections.
-func (t *tunnel) live() int { return len(t.slots) }
+func (t *tunnel) live() int64 { return t.serving.Load() }
 
 // track records c for closeAll. It returns false, having closed c, when
 // closeAll has run (it cancels t.ctx before it takes t.mu).
@@ -499,14 +528,24 @@ func (t *tunnel) track(c net.Conn) bool {
 }
 
 func (t *tunnel) untrack(c net.Conn) {
-	t.mu.Lock()
-	delete(t.conns, c)
-	t.mu.Unlock()
+	t.handOff(c)
 	c.Close()
 }
 
-// closeAll aborts every dial in progress and closes every connection,
-// which ends the handshakes in progress too.
+// handOff takes conns off closeAll's list: pipe ends them, with a close
+// record for an hmacauth connection, which closeAll's Close would skip
+// while pipe writes to it.
+func (t *tunnel) handOff(conns ...net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range conns {
+		delete(t.conns, c)
+	}
+}
+
+// closeAll aborts every dial in progress and closes every connection
+// being set up, which ends the handshakes in progress too; cancelling t.ctx
+// also has pipe end the connections it forwards.
 func (t *tunnel) closeAll() {
 	t.cancel()
 	t.mu.Lock()
@@ -520,6 +559,8 @@ func (t *tunnel) closeAll() {
 func (t *tunnel) serve(accepted net.Conn) {
 	defer func() { <-t.slots }()
 	defer t.wg.Done()
+	t.serving.Add(1)
+	defer t.serving.Add(-1)
 	if !t.track(accepted) {
 		return
 	}
@@ -536,7 +577,13 @@ func (t *tunnel) serve(accepted net.Conn) {
 
 	var state hmacauth.ConnectionState
 	dialFailed := "cannot connect to the server; closing the local connection"
-	if t.role == roleServer {
+	if t.role == roleClient {
+		// The key the client is about to prove, for the logs before its
+		// handshake has succeeded.
+		if ids := t.config.Keyring.IDs(); len(ids) > 0 {
+			state.KeyID = ids[0]
+		}
+	} else {
 		hc := accepted.(*hmacauth.Conn) // the Listener ran the handshake
 		state = hc.ConnectionState()
 		if tc, ok := hc.NetConn().(*net.TCPConn); ok && t.opts.keepAlive.Idle != defaultKeepAlive {
@@ -559,15 +606,16 @@ func (t *tunnel) serve(accepted net.Conn) {
 		// Bounded by -handshake-timeout; closeAll interrupts it by closing
 		// up, so it needs no context (which would cost an AfterFunc).
 		if err := c.Handshake(); err != nil {
-			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.Any("err", err))
+			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
 			return
 		}
 		state = c.ConnectionState()
 		back = c
 	}
+	t.handOff(accepted, up)
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
 		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
-	nUp, nDown, err := pipe(front, back)
+	nUp, nDown, err := pipe(t.ctx, front, back)
 	level, attrs := slog.LevelDebug, []slog.Attr{slog.String("key_id", state.KeyID), slog.Int64("bytes_up", nUp), slog.Int64("bytes_down", nDown),
 		slog.Duration("duration", time.Since(start))}
 	if err != nil {
@@ -576,36 +624,117 @@ func (t *tunnel) serve(accepted net.Conn) {
 	log(level, "connection closed", attrs...)
 }
 
+// errStopped is pipe's error for a connection ended by a forced stop.
+var errStopped = errors.New("closed by the stop (drain timeout or second signal)")
+
 // pipe copies front to back and back to front until both directions end,
-// passing on each end of stream as a half-close. It returns the bytes
-// copied each way and the first error, after which both are closed.
+// passing on each end of stream as a half-close, then closes both. One of
+// them is an *hmacauth.Conn, whose end of stream is a verified close record
+// in a record mode: anything else (a cut, a tampered record, a reset, any
+// error of either direction) aborts both connections (abort), so that the
+// plain application sees an error and never takes a cut stream for a
+// whole one. When ctx ends (a forced stop), pipe ends both itself
+// (endStopped): a connection whose stream is cut short is reset, so that no
+// application takes part of a stream for the whole of it, while an
+// hmacauth connection whose outgoing stream had ended gets its close
+// record, so that the peer tunnel does not report a cut. It returns the
+// bytes copied each way and the first error.
 //
 // io.Copy lets the kernel splice between the sockets where the mode keeps
 // bytes as they are (hmacauth.Conn implements io.ReaderFrom and
 // io.WriterTo).
-func pipe(front, back net.Conn) (up, down int64, err error) {
+func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error) {
 	var once sync.Once
+	aborted, upDone := false, false
 	fail := func(e error) {
 		once.Do(func() {
 			err = e
-			front.Close()
-			back.Close()
+			if ctx.Err() == nil {
+				// Also ends the other direction's copy.
+				aborted = true
+				abort(front)
+				abort(back)
+			}
 		})
 	}
+	// A forced stop wakes both copies, reads and writes; the connections
+	// are ended below once neither copy uses them.
+	woken := make(chan struct{})
+	stopWaking := context.AfterFunc(ctx, func() {
+		defer close(woken)
+		front.SetDeadline(aLongTimeAgo)
+		back.SetDeadline(aLongTimeAgo)
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var e error
 		if up, e = copyHalf(back, front); e != nil {
 			fail(e)
+		} else {
+			upDone = true
 		}
 	}()
 	var e error
+	downDone := false
 	if down, e = copyHalf(front, back); e != nil {
 		fail(e)
+	} else {
+		downDone = true
 	}
 	<-done
+	forced := false
+	if !stopWaking() {
+		<-woken
+		forced = err != nil // both directions may have ended cleanly
+	}
+	switch {
+	case aborted:
+	case forced:
+		err = errStopped
+		endStopped(front, downDone)
+		endStopped(back, upDone)
+	default:
+		front.Close()
+		back.Close()
+	}
 	return up, down, err
+}
+
+// aLongTimeAgo is a deadline in the past, which wakes a blocked Read or
+// Write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// abort closes c so that its peer reads an error, not an end of stream: a
+// TCP connection with a reset (SO_LINGER 0). An *hmacauth.Conn is reset
+// underneath, so that it sends no close record and the tunnel at the other
+// end aborts its side too, then closed, which clears its secrets. A Unix
+// socket has no reset: its peer reads an end of stream.
+func abort(c net.Conn) {
+	raw := c
+	if hc, ok := c.(*hmacauth.Conn); ok {
+		raw = hc.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	raw.Close()
+	if raw != c {
+		c.Close()
+	}
+}
+
+// endStopped ends c at a forced stop. The stream written into c is cut
+// unless finished (it had ended, and its end was passed on): then an
+// *hmacauth.Conn is closed with its close record (bounded by hmacauth's own
+// 5 s); otherwise c is aborted, so that the peer sees an error.
+func endStopped(c net.Conn, finished bool) {
+	if hc, ok := c.(*hmacauth.Conn); ok && finished {
+		hc.SetWriteDeadline(time.Time{}) // pipe's wake-up deadline
+		hc.Close()
+		return
+	}
+	abort(c)
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst so the

@@ -99,6 +99,16 @@ type Listener struct {
 	err    error // why Accept fails; set once
 	closed sync.Once
 
+	// Shutdown: draining is set once the inner listener is closed for a
+	// graceful stop; queue is closed (and queueShut set) once no handshake
+	// is left, and drained closed once the queue is empty too.
+	draining     atomic.Bool
+	queueShut    atomic.Bool
+	shutdownOnce sync.Once
+	queueClosed  chan struct{}
+	drained      chan struct{}
+	drainedOnce  sync.Once
+
 	inFlight, queued, shed, evicted, retries atomic.Int64
 }
 
@@ -116,6 +126,9 @@ func New(inner net.Listener, cfg Config) *Listener {
 
 		started: make(chan struct{}, 1),
 		timer:   time.NewTimer(time.Hour),
+
+		queueClosed: make(chan struct{}),
+		drained:     make(chan struct{}),
 	}
 	if cfg.OnShed != nil {
 		l.sheds = make(chan net.Addr, shedReports)
@@ -141,8 +154,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 	default:
 	}
 	select {
-	case c := <-l.queue:
+	case c, ok := <-l.queue:
+		if !ok { // Shutdown: every connection has been taken
+			return nil, l.acceptErr()
+		}
 		l.queued.Add(-1)
+		l.checkDrained()
 		return c, nil
 	case <-l.ctx.Done():
 		return nil, l.acceptErr()
@@ -166,7 +183,10 @@ func (l *Listener) Close() error {
 		l.wg.Wait()
 		for {
 			select {
-			case c := <-l.queue:
+			case c, ok := <-l.queue:
+				if !ok {
+					return
+				}
 				l.queued.Add(-1)
 				c.Close()
 			default:
@@ -175,6 +195,65 @@ func (l *Listener) Close() error {
 		}
 	})
 	return err
+}
+
+// Shutdown stops gracefully: it closes the inner listener at once, lets
+// the handshakes in flight finish, and leaves Accept returning the
+// connections that succeed or are waiting. Once Accept has returned the
+// last one, Accept returns an error wrapping net.ErrClosed and Shutdown
+// returns nil. If ctx ends first, Shutdown closes as Close does (aborting
+// the handshakes left, closing the connections not taken) and returns
+// ctx's error; if the Listener is closed meanwhile, it returns the error
+// Accept returns. Either way every goroutine of the Listener has ended
+// when it returns.
+func (l *Listener) Shutdown(ctx context.Context) error {
+	l.shutdownOnce.Do(func() {
+		l.draining.Store(true)
+		l.inner.Close()
+		// Shutdown waits for this goroutine before it returns.
+		go func() {
+			defer close(l.queueClosed)
+			l.wg.Wait()
+			// Nothing sends on the queue any more: closing it lets
+			// Accept take what is left, then fail.
+			l.errMu.Lock()
+			if l.err == nil {
+				l.err = fmt.Errorf("accept on %s: %w", l.inner.Addr(), net.ErrClosed)
+			}
+			l.errMu.Unlock()
+			close(l.queue)
+			l.queueShut.Store(true)
+			l.checkDrained()
+		}()
+	})
+	var err error
+	select {
+	case <-l.drained:
+	case <-ctx.Done():
+		select {
+		case <-l.drained: // both: the drain won
+		default:
+			err = ctx.Err()
+		}
+	case <-l.ctx.Done(): // closed meanwhile, unless the drain won
+		select {
+		case <-l.drained:
+		default:
+			err = l.acceptErr()
+		}
+	}
+	l.Close()
+	<-l.queueClosed
+	return err
+}
+
+// checkDrained closes drained once Shutdown has closed the queue and
+// Accept has taken every connection in it. Both the closer and Accept call
+// it, after their change, so whichever comes second sees the queue empty.
+func (l *Listener) checkDrained() {
+	if l.queueShut.Load() && len(l.queue) == 0 {
+		l.drainedOnce.Do(func() { close(l.drained) })
+	}
 }
 
 // fail records why Accept fails from now on and cancels every handshake.
@@ -221,7 +300,7 @@ func (l *Listener) acceptLoop() {
 			if slot {
 				<-l.slots
 			}
-			if l.ctx.Err() != nil {
+			if l.ctx.Err() != nil || l.draining.Load() {
 				return
 			}
 			if netx.IsTemporary(err) {

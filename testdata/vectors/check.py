@@ -5,7 +5,8 @@ This is the handshake and key schedule of PROTOCOL.md, written from that
 document with the Python standard library only (X25519 from RFC 7748 in pure
 Python, for the forward-secrecy vectors). It rebuilds every message and
 derived value of each vector from the vector's inputs (key, modes, forward
-secrecy wishes, nonces, X25519 private keys) and compares them with the file.
+secrecy wishes, AES hardware, nonces, X25519 private keys) and compares them
+with the file.
 
 Usage: python3 check.py hmacauth1.json
 Exit status 0 if every value matches, 1 on a mismatch, 2 on bad usage.
@@ -20,6 +21,7 @@ LABEL = b"hmacauth/1"
 MAGIC = b"hmacauth"
 VERSION = 1
 FLAG_FS = 0x01
+FLAG_CHACHA = 0x02
 
 
 def hmac256(key, *parts):
@@ -98,8 +100,12 @@ def handshake(v):
     ks = key_schedule(secret)
     got = {"derived." + n: val for n, val in ks.items()}
 
-    # ClientHello, section 5.1.
+    # ClientHello, section 5.1; its flags, section 6: a side without AES
+    # hardware asks for ChaCha20-Poly1305.
     c_flags = FLAG_FS if cl["forward_secrecy"] else 0
+    if not cl["aes_hardware"]:
+        c_flags |= FLAG_CHACHA
+    got["client.flags"] = c_flags
     ch = (MAGIC + bytes([VERSION, 1, cl["mode"], c_flags, len(key_id)])
           + key_id + bytes(64 - len(key_id)) + bytes.fromhex(cl["nonce"]))
     ch += hmac256(ks["k_ch"], ch)
@@ -108,6 +114,8 @@ def handshake(v):
     # Negotiation, section 6, and ServerHello, section 5.2.
     mode = max(cl["mode"], sv["mode"])
     flags = FLAG_FS if (c_flags & FLAG_FS or sv["forward_secrecy"]) else 0
+    if c_flags & FLAG_CHACHA or not sv["aes_hardware"]:
+        flags |= FLAG_CHACHA
     s_share = c_share = bytes(32)
     dh = b""
     if flags & FLAG_FS:

@@ -3,15 +3,22 @@
 
 Written from PROTOCOL.md (section 9) alone: rebuilds the traffic secrets,
 keys, IVs, nonces and every record's bytes of records.json from its session
-secret and payloads, and compares. HKDF is RFC 5869 with the standard
-library; the AEADs come from the 'cryptography' package.
+secret and payloads, and compares. A vector that names a handshake of
+hmacauth1.json starts from that handshake's session secret, mode and flags,
+which check.py (the independent handshake) computes from the handshake's
+inputs here. HKDF is RFC 5869 with the standard library; the AEADs come from
+the 'cryptography' package.
 
 Exit status: 0 all match, 1 a mismatch, 2 'cryptography' is not installed.
 """
 import hashlib
 import hmac
 import json
+import os
 import sys
+
+sys.dont_write_bytecode = True  # keep the vector directory clean
+import check  # noqa: E402 (the handshake, for the vectors that start from one)
 
 try:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -42,12 +49,20 @@ def generations(secret, n):
 
 def main(path):
     doc = json.load(open(path))
+    with open(os.path.join(os.path.dirname(path), "hmacauth1.json")) as f:
+        handshakes = {h["name"]: h for h in json.load(f)["vectors"]}
     bad = 0
     for v in doc["vectors"]:
         s = bytes.fromhex(v["session_secret"])
+        problems = []
+        if "handshake" in v:
+            hs = check.handshake(handshakes[v["handshake"]])
+            if hs["result.session_secret"] != s:
+                problems.append("session secret of handshake " + v["handshake"])
+            if (hs["result.mode"], hs["result.flags"]) != (v["mode"], v["flags"]):
+                problems.append("mode and flags of handshake " + v["handshake"])
         c2s = generations(expand(s, "c2s traffic", 32), len(v["c2s"]))
         s2c = generations(expand(s, "s2c traffic", 32), len(v["s2c"]))
-        problems = []
         if c2s != v["c2s"]:
             problems.append("c2s keys")
         if s2c != v["s2c"]:

@@ -1,0 +1,194 @@
+package hmacauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A process that listens and dials with one Config refuses its own
+// ClientHello when its dial is sent back to its own listener (a
+// reflection), at once and with ErrAuthFailed on the dialing side; two
+// Configs of one process that share a key still connect to each other.
+func TestReflectionRefused(t *testing.T) {
+	var logs syncBuffer
+	cfg, ev := newTestConfig()
+	cfg.Logger = newTextLogger(&logs)
+	// A refusal must come at once: a dial left to the handshake timeout
+	// would end at the context's deadline below, with ErrHandshakeTimeout.
+	cfg.HandshakeTimeout = time.Hour
+	s := startEcho(t, cfg)
+
+	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	defer cancel()
+	d := &Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", s.Addr().String())
+	if err == nil {
+		c.Close()
+		t.Fatal("a Config's dial to its own listener was accepted")
+	}
+	if errors.Is(err, ErrHandshakeTimeout) {
+		t.Fatalf("the reflected dial was left to time out: %v", err)
+	}
+	mustBe(t, err, ErrAuthFailed)
+
+	e := ev.waitFor(t, "the reflected handshake", func(e HandshakeEvent) bool { return e.Err != nil })
+	mustBe(t, e.Err, ErrAuthFailed)
+	if !strings.Contains(e.Err.Error(), "reflection") {
+		t.Errorf("the refusal does not say what happened: %v", e.Err)
+	}
+	if out := logs.String(); !strings.Contains(out, "refused connection") || !strings.Contains(out, "reflection") {
+		t.Errorf("the Listener's log does not report the reflection: %s", out)
+	}
+
+	// Two Configs with the same key: each dials the other's listener.
+	other, _ := newTestConfig(cfg.Keys...)
+	s2 := startEcho(t, other)
+	checkGoodClient(t, s2, cfg)
+	checkGoodClient(t, s, other)
+}
+
+// readAfterRefusal reads what the server sends a refused prober until it
+// closes, and fails the test unless that is nothing and an orderly end of
+// stream: no byte, no reset.
+func readAfterRefusal(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	b, err := io.ReadAll(c)
+	if len(b) > 0 {
+		t.Errorf("the server sent %q to a prober", b)
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		t.Errorf("the server reset the connection instead of closing it: %v", err)
+	case err != nil:
+		t.Errorf("waiting for the server to close: %v", err)
+	}
+}
+
+// Every probe of someone without a key sees the same thing: no byte, then
+// an orderly close, never a reset, whatever it sent; the server's log says
+// why it refused. A probe that is not hmacauth is refused at its first
+// wrong byte, not at the handshake timeout.
+func TestProbesSeeTheSame(t *testing.T) {
+	k := testKey("test-key")
+	wrong := Key{ID: k.ID, Secret: seededBytes("other secret", MinSecretLen)}
+	random := seededBytes("random probe", 1000)
+	random[0] = 0 // not an 'h'
+	httpReq := "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: a-scanner/1.0\r\n" +
+		"Accept: */*\r\nAccept-Language: en\r\nCookie: " + strings.Repeat("c", 200) + "\r\n\r\n"
+	sslRequest := []byte{0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f} // PostgreSQL's, sent by psql and pgbench
+
+	cfg, ev := newTestConfig(k)
+	var logs syncBuffer
+	cfg.Logger = newTextLogger(&logs)
+	cfg.HandshakeTimeout = time.Hour // a refusal that waits for it fails the test at waitLimit
+	s := startEcho(t, cfg)
+	// The magic and version alone are a valid start, held until the
+	// handshake timeout.
+	slowCfg, slowEv := newTestConfig(k)
+	slowCfg.HandshakeTimeout = 50 * time.Millisecond
+	slow := startEcho(t, slowCfg)
+
+	for _, tc := range []struct {
+		name   string
+		probe  []byte
+		server *server
+		ev     *events
+		want   error
+		reason string
+	}{
+		{"HTTP request", []byte(httpReq), s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"random bytes", random, s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"PostgreSQL SSLRequest", sslRequest, s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"TLS ClientHello", tlsClientHello(t), s, ev, ErrProtocol, "does not speak hmacauth"},
+		{"other version", []byte("hmacauth\x02\x01"), s, ev, ErrProtocol, "version 2"},
+		{"ClientHello with a wrong key", validClientHello(wrong, "probe"), s, ev, ErrAuthFailed, "different secret"},
+		{"ClientHello with a wrong key and one byte more", append(validClientHello(wrong, "probe"), 'x'), s, ev, ErrAuthFailed, "different secret"},
+		{"ClientHello naming an unknown key", validClientHello(testKey("no-such-key"), "probe"), s, ev, ErrAuthFailed, "does not have"},
+		{"magic prefix alone", []byte("hmacauth\x01\x01"), slow, slowEv, ErrHandshakeTimeout, "timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rawDial(t, tc.server.Addr(), "")
+			if _, err := c.Write(tc.probe); err != nil {
+				t.Fatal(err)
+			}
+			readAfterRefusal(t, c)
+			c.Close()
+			e := tc.ev.waitFrom(t, c.LocalAddr())
+			if !errors.Is(e.Err, tc.want) || !strings.Contains(e.Err.Error(), tc.reason) {
+				t.Errorf("reason %v, want %v saying %q", e.Err, tc.want, tc.reason)
+			}
+		})
+	}
+	if out := logs.String(); !strings.Contains(out, "does not speak hmacauth") || !strings.Contains(out, "different secret") {
+		t.Errorf("the Listener's log lacks the reasons: %s", out)
+	}
+	// A client with a wrong key still gets its clear error.
+	_, err := Dial("tcp", s.Addr().String(), configWith(wrong))
+	mustBe(t, err, ErrAuthFailed)
+	checkGoodClient(t, s, configWith(k))
+}
+
+// A server handshake with no deadline at all (HandshakeTimeout negative)
+// does not hold the key share other handshakes reuse: a replayed
+// ClientHello followed by silence would keep it, and the sessions made
+// with it, past its lifetime without bound (PROTOCOL.md 7.3).
+func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
+	k := testKey("test-key")
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		shared  bool
+	}{
+		{"with a handshake timeout", time.Hour, true},
+		{"without", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Keys: []Key{k}, ForwardSecrecy: true, KeyShareLifetime: time.Hour, HandshakeTimeout: tc.timeout}
+			l := listenEngine(t, cfg)
+			// share sends a valid ClientHello (as a replay would) and
+			// returns the key share of the ServerHello.
+			share := func(seed string) []byte {
+				c := rawDial(t, l.Addr(), "")
+				if _, err := c.Write(validClientHello(k, seed)); err != nil {
+					t.Fatal(err)
+				}
+				c.SetReadDeadline(time.Now().Add(waitLimit))
+				sh := make([]byte, serverHelloLen)
+				if _, err := io.ReadFull(c, sh); err != nil {
+					t.Fatalf("reading the ServerHello: %v", err)
+				}
+				return sh[headerLen+2+nonceLen : headerLen+2+nonceLen+shareLen]
+			}
+			if a, b := share("one"), share("two"); bytes.Equal(a, b) != tc.shared {
+				t.Errorf("two handshakes in flight share a key share: %v, want %v", bytes.Equal(a, b), tc.shared)
+			}
+		})
+	}
+}
+
+// A ServerHello with a mode the client does not know is refused with a
+// message that says so, not one about the client's least mode.
+func TestServerHelloUnknownMode(t *testing.T) {
+	k := testKey("test-key")
+	keys, err := configWith(k).check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startRawServer(t, func(c net.Conn) {
+		h := &handshake{}
+		h.runServer(c, keys, hsParams{mode: modeMax + 1}) // ends when the client closes
+	})
+	_, err = Dial("tcp", addr.String(), configWith(k))
+	mustBe(t, err, ErrProtocol)
+	if msg := err.Error(); !strings.Contains(msg, "mode 3, which this client does not know") || strings.Contains(msg, "at least") {
+		t.Errorf("error %q does not say that the mode is unknown", msg)
+	}
+}
