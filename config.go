@@ -129,7 +129,6 @@ type Config struct {
 
 	keys   atomic.Pointer[keySet] // derived from Keys on first use
 	shares keyShares
-	nonces clientNonces // of this Config's client handshakes in flight
 }
 
 // LogValue implements slog.LogValuer: the settings and the key IDs, never

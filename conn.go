@@ -136,7 +136,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		}
 	}()
 
-	h := &handshake{nonces: &c.config.nonces}
+	h := &handshake{owner: c.config}
 	// A server holds its key share from the ServerHello until the
 	// ClientFinished arrives (a client takes its own when it has the
 	// ServerHello and uses it at once). A handshake with no deadline could

@@ -227,29 +227,29 @@ type handshake struct {
 	reused        *keyShare
 	priv          *ecdh.PrivateKey
 
-	// nonces, if not nil, holds the client nonces of the handshakes in
-	// flight of the Config this one runs with: a client adds its own, a
-	// server refuses a ClientHello that carries one.
-	nonces *clientNonces
+	// owner, if not nil, is the Config this handshake runs with: a client
+	// records its nonce under it (clientNonces), a server refuses a
+	// ClientHello that carries a nonce recorded under it.
+	owner *Config
 }
 
-// clientNonces is the set of client nonces of a Config's client handshakes
-// in flight. A server handshake with the same Config that receives one of
-// them has been sent its own Config's ClientHello: a connection redirected
-// back to the process that dialed it, which would otherwise complete, since
-// the process holds the key on both ends (PROTOCOL.md section 10,
-// "Reflection"). The set is per Config, not per process, so that two
-// Configs of one process that share a key can still connect to each other.
-// The zero value is an empty set.
-type clientNonces struct {
-	m sync.Map // [nonceLen]byte -> struct{}
-}
+// clientNonces maps the client nonce of every client handshake in flight
+// in this process to the Config it runs with. A server handshake that
+// receives a nonce of its own Config has been sent that Config's
+// ClientHello: a connection redirected back to the process that dialed
+// it, which would otherwise complete, since the process holds the key on
+// both ends (PROTOCOL.md section 10, "Selfie"). The check is per Config,
+// so that two Configs of one process that share a key can still connect
+// to each other; the map is not a field of Config so that a copy of a
+// Config is another Config here too. Nonces are 32 random bytes: entries
+// of different handshakes never collide.
+var clientNonces sync.Map // [nonceLen]byte -> *Config
 
-func (s *clientNonces) add(nonce []byte)    { s.m.Store([nonceLen]byte(nonce), struct{}{}) }
-func (s *clientNonces) remove(nonce []byte) { s.m.Delete([nonceLen]byte(nonce)) }
-func (s *clientNonces) has(nonce []byte) bool {
-	_, ok := s.m.Load([nonceLen]byte(nonce))
-	return ok
+// ownClientNonce reports whether nonce is that of a client handshake in
+// flight with cfg.
+func ownClientNonce(nonce []byte, cfg *Config) bool {
+	owner, ok := clientNonces.Load([nonceLen]byte(nonce))
+	return ok && owner.(*Config) == cfg
 }
 
 // clientNonce returns the client nonce in the ClientHello of h.
@@ -481,11 +481,12 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 	if err := h.writeClientHello(ks, p); err != nil {
 		return hsResult{}, err
 	}
-	if h.nonces != nil {
-		// Until the ServerHello is in: a reflected ClientHello reaches this
-		// Config's server before that.
-		h.nonces.add(h.clientNonce())
-		defer h.nonces.remove(h.clientNonce())
+	if h.owner != nil {
+		// For the rest of the client handshake: a reflected ClientHello
+		// reaches this Config's server before the ServerHello comes back.
+		nonce := [nonceLen]byte(h.clientNonce())
+		clientNonces.Store(nonce, h.owner)
+		defer clientNonces.Delete(nonce)
 	}
 	if _, err := rw.Write(h.ch()); err != nil {
 		return hsResult{}, ioError("sending the ClientHello", err)
@@ -552,7 +553,7 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 		p.progress()
 	}
 	res := hsResult{keyID: ch.keyID}
-	if h.nonces != nil && h.nonces.has(ch.nonce) {
+	if h.owner != nil && ownClientNonce(ch.nonce, h.owner) {
 		return res, errorf(ErrAuthFailed, "the ClientHello for key ID %q is one this Config's own client sent, in a handshake still in flight: a connection this process dialed was sent back to it (reflection); a client and a server in one process that mean to connect need a Config each", ch.keyID)
 	}
 	sh, err := h.writeServerHello(ks, ch, p)

@@ -52,6 +52,12 @@ func TestReflectionRefused(t *testing.T) {
 	s2 := startEcho(t, other)
 	checkGoodClient(t, s2, cfg)
 	checkGoodClient(t, s, other)
+
+	// Every client handshake has ended: none may leave its nonce behind.
+	clientNonces.Range(func(nonce, _ any) bool {
+		t.Errorf("client nonce %x left in flight after every handshake ended", nonce)
+		return false
+	})
 }
 
 // readAfterRefusal reads what the server sends a refused prober until it
