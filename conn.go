@@ -429,5 +429,5 @@ func (c *Conn) handshakeState() (string, ConnectionState) {
 	case c.hsErr != nil:
 		return "failed", ConnectionState{}
 	}
-	return "complete", c.ConnectionState()
+	return "complete", c.connectionState(false)
 }

@@ -72,20 +72,27 @@ func (cs ConnectionState) Format(f fmt.State, _ rune) { io.WriteString(f, cs.Str
 // ConnectionState returns the state of the connection. It holds its own
 // copy of the session secret, so its exporter keeps working after Close;
 // a ConnectionState taken after Close has none, and its exporter fails.
-func (c *Conn) ConnectionState() ConnectionState {
+func (c *Conn) ConnectionState() ConnectionState { return c.connectionState(true) }
+
+// connectionState is ConnectionState, with a copy of the session secret
+// only if withSecret: a copy is never cleared, so what only prints the
+// state (String, LogValue) takes none.
+func (c *Conn) connectionState(withSecret bool) ConnectionState {
 	if !c.hsDone.Load() || c.hsErr != nil {
 		return ConnectionState{}
 	}
-	c.secretMu.Lock()
-	secret := bytes.Clone(c.res.secret) // nil after Close
-	c.secretMu.Unlock()
-	return ConnectionState{
+	cs := ConnectionState{
 		HandshakeComplete: true,
 		KeyID:             c.res.keyID,
 		Mode:              Mode(c.res.mode),
 		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
-		secret:            secret,
 	}
+	if withSecret {
+		c.secretMu.Lock()
+		cs.secret = bytes.Clone(c.res.secret) // nil after Close
+		c.secretMu.Unlock()
+	}
+	return cs
 }
 
 // clearSessionSecret overwrites the session secret with zeros at Close.

@@ -75,7 +75,7 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 	if err := conn.HandshakeContext(ctx); err != nil {
 		return nil, nil, err
 	}
-	return conn, newAuthInfo(conn), nil
+	return conn, newAuthInfo(conn.ConnectionState()), nil
 }
 
 // ServerHandshake runs the server side of the handshake on raw, bounded by
@@ -106,7 +106,7 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 			return nil, nil, fmt.Errorf("%w: the Listener's connection from %s runs without forward secrecy, which these credentials require; set the Listener's Config.ForwardSecrecy",
 				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
-		return conn, newAuthInfo(conn), nil
+		return conn, newAuthInfo(st), nil
 	}
 	// The handshake restored raw's deadlines as set through conn, which
 	// clears the one grpc.Server set on raw before calling us. Bound the
@@ -115,7 +115,7 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	if t := netx.Timeout(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
 		conn.SetDeadline(time.Now().Add(t))
 	}
-	return conn, newAuthInfo(conn), nil
+	return conn, newAuthInfo(conn.ConnectionState()), nil
 }
 
 // Info returns SecurityProtocol "hmacauth".
@@ -169,8 +169,7 @@ func SecurityLevel(m hmacauth.Mode) credentials.SecurityLevel {
 	return credentials.NoSecurity
 }
 
-func newAuthInfo(c *hmacauth.Conn) AuthInfo {
-	st := c.ConnectionState()
+func newAuthInfo(st hmacauth.ConnectionState) AuthInfo {
 	return AuthInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: SecurityLevel(st.Mode)},
 		KeyID:          st.KeyID,
