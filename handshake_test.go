@@ -91,6 +91,14 @@ func TestProbesSeeTheSame(t *testing.T) {
 		"Accept: */*\r\nAccept-Language: en\r\nCookie: " + strings.Repeat("c", 200) + "\r\n\r\n"
 	sslRequest := []byte{0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f} // PostgreSQL's, sent by psql and pgbench
 
+	// A refusal must tell the prober at once (by a half-close), not when
+	// the drain of what it sent ends.
+	// (Restored after the Listeners below have closed: cleanups run last
+	// registered first.)
+	drain := refusalDrainTime
+	t.Cleanup(func() { refusalDrainTime = drain })
+	refusalDrainTime = 2 * waitLimit
+
 	cfg, ev := newTestConfig(k)
 	var logs syncBuffer
 	cfg.Logger = newTextLogger(&logs)

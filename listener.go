@@ -20,10 +20,11 @@ import (
 // accepts from the inner listener, each bounded by Config.HandshakeTimeout,
 // so a slow or silent client never delays another. A failed handshake is
 // never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed, with no byte sent and by an
-// orderly close, never a reset (PROTOCOL.md section 7.2), and the failure
-// goes to Config.Logger and Config.OnHandshake. Temporary errors of the inner
-// listener are retried with backoff.
+// on such errors): the connection is closed with no byte sent, by an
+// orderly close after draining what the client sent (at most 64 KiB
+// within 500 ms; PROTOCOL.md section 7.2), and the failure goes to
+// Config.Logger and Config.OnHandshake, after that drain. Temporary errors
+// of the inner listener are retried with backoff.
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in
 // handshake or wait for Accept, at most Config.MaxHandshakesPerIP of them
@@ -160,10 +161,11 @@ func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(
 // Bounds of the reading closeRefused does before it closes a refused
 // connection: enough for what a client or probe sends unanswered, and as
 // long as net/http waits for the same reason (rstAvoidanceDelay).
-const (
-	refusalDrainBytes = 64 << 10
-	refusalDrainTime  = 500 * time.Millisecond
-)
+// refusalDrainTime is a variable so that tests can show that a refusal
+// never waits for it.
+const refusalDrainBytes = 64 << 10
+
+var refusalDrainTime = 500 * time.Millisecond
 
 // closeRefused closes a connection whose handshake failed so that every
 // refusal looks the same to the client: no byte, then an orderly end of
@@ -173,11 +175,16 @@ const (
 // HTTP request) from one that did not. So it half-closes first, which tells
 // the client at once, then reads and discards what the client sent until
 // the client closes, refusalDrainBytes have come or refusalDrainTime has
-// passed, or ctx is done (the Listener is closing), and closes.
+// passed, or ctx is done (the Listener is closing), and closes. A
+// connection without half-close (an inner listener's wrapper that hides
+// CloseWrite) is drained all the same: its client learns of the refusal
+// only at the close, refusalDrainTime later, still without a reset.
 func closeRefused(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
-	cw, ok := raw.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil || raw.SetReadDeadline(time.Now().Add(refusalDrainTime)) != nil {
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	if raw.SetReadDeadline(time.Now().Add(refusalDrainTime)) != nil {
 		return
 	}
 	stop := netx.Interrupt(ctx, raw)
