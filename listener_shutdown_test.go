@@ -7,20 +7,23 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
 
-// closeSignalListener tells when its Close is called.
+// closeSignalListener tells when its Close is called, and how often.
 type closeSignalListener struct {
 	net.Listener
 	once   sync.Once
 	closed chan struct{}
+	closes atomic.Int32
 }
 
 func (l *closeSignalListener) Close() error {
+	l.closes.Add(1)
 	err := l.Listener.Close()
 	l.once.Do(func() { close(l.closed) })
 	return err
@@ -41,7 +44,7 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 // shutdownListener returns a Listener over a plain loopback socket (so a
 // client's handshake starts as soon as it connects) and a channel closed
 // when the Listener closes that socket.
-func shutdownListener(t *testing.T, cfg *Config) (*Listener, <-chan struct{}) {
+func shutdownListener(t *testing.T, cfg *Config) (*Listener, *closeSignalListener) {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,14 +57,14 @@ func shutdownListener(t *testing.T, cfg *Config) (*Listener, <-chan struct{}) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return l, sig.closed
+	return l, sig
 }
 
 func TestListenerShutdown(t *testing.T) {
 	t.Run("graceful", func(t *testing.T) {
 		cfg, _ := newTestConfig()
 		cfg.HandshakeTimeout = time.Minute
-		l, innerClosed := shutdownListener(t, cfg)
+		l, inner := shutdownListener(t, cfg)
 		clientCfg := configWith(cfg.Keys[0])
 
 		// Two clients wait for Accept, one is in the middle of its
@@ -79,7 +82,7 @@ func TestListenerShutdown(t *testing.T) {
 
 		shutDone := make(chan error, 1)
 		go func() { shutDone <- l.Shutdown(context.Background()) }()
-		<-innerClosed
+		<-inner.closed
 		// No new TCP connection is taken.
 		if c, err := net.DialTimeout("tcp", l.Addr().String(), waitLimit); err == nil {
 			c.Close()
@@ -136,6 +139,33 @@ func TestListenerShutdown(t *testing.T) {
 		}
 		if err := <-accepted; !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Accept blocked across Shutdown returned %v, want net.ErrClosed", err)
+		}
+		goleak.VerifyNone(t)
+	})
+
+	// Shutdown and Close close the inner listener once between them (a
+	// listener given to NewListener need not take a second Close), and a
+	// Shutdown after Close reports the close, every time.
+	t.Run("with Close", func(t *testing.T) {
+		for _, shutdownFirst := range []bool{true, false} {
+			for range 20 {
+				cfg, _ := newTestConfig()
+				l, inner := shutdownListener(t, cfg)
+				var err error
+				if shutdownFirst {
+					err = l.Shutdown(context.Background())
+					l.Close()
+				} else {
+					l.Close()
+					err = l.Shutdown(context.Background())
+					if !errors.Is(err, net.ErrClosed) {
+						t.Fatalf("Shutdown after Close returned %v, want net.ErrClosed", err)
+					}
+				}
+				if n := inner.closes.Load(); n != 1 {
+					t.Fatalf("Shutdown first: %v: the inner listener was closed %d times (Shutdown: %v)", shutdownFirst, n, err)
+				}
+			}
 		}
 		goleak.VerifyNone(t)
 	})

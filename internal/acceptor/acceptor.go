@@ -99,6 +99,11 @@ type Listener struct {
 	err    error // why Accept fails; set once
 	closed sync.Once
 
+	// The inner listener is closed once, by Shutdown or Close, whichever
+	// comes first: a listener given to New need not take a second Close.
+	innerOnce sync.Once
+	innerErr  error
+
 	// Shutdown: draining is set once the inner listener is closed for a
 	// graceful stop; queue is closed (and queueShut set) once no handshake
 	// is left, and drained closed once the queue is empty too.
@@ -179,7 +184,7 @@ func (l *Listener) Close() error {
 	err := net.ErrClosed
 	l.closed.Do(func() {
 		l.fail(fmt.Errorf("accept on %s: %w", l.inner.Addr(), net.ErrClosed))
-		err = l.inner.Close()
+		err = l.closeInner()
 		l.wg.Wait()
 		for {
 			select {
@@ -207,9 +212,18 @@ func (l *Listener) Close() error {
 // Accept returns. Either way every goroutine of the Listener has ended
 // when it returns.
 func (l *Listener) Shutdown(ctx context.Context) error {
+	if l.ctx.Err() != nil { // closed already: nothing to drain
+		select {
+		case <-l.drained: // by an earlier Shutdown, which succeeded
+			return nil
+		default:
+			l.Close() // waits for the goroutines, had the inner listener failed
+			return l.acceptErr()
+		}
+	}
 	l.shutdownOnce.Do(func() {
 		l.draining.Store(true)
-		l.inner.Close()
+		l.closeInner()
 		// Shutdown waits for this goroutine before it returns.
 		go func() {
 			defer close(l.queueClosed)
@@ -245,6 +259,11 @@ func (l *Listener) Shutdown(ctx context.Context) error {
 	l.Close()
 	<-l.queueClosed
 	return err
+}
+
+func (l *Listener) closeInner() error {
+	l.innerOnce.Do(func() { l.innerErr = l.inner.Close() })
+	return l.innerErr
 }
 
 // checkDrained closes drained once Shutdown has closed the queue and
