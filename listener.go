@@ -91,7 +91,8 @@ func Listen(network, address string, cfg *Config) (*Listener, error) {
 }
 
 // Accept waits for and returns the next authenticated connection, a *Conn.
-// After Close it returns an error wrapping net.ErrClosed.
+// After Close, or once Shutdown has handed over the last connection, it
+// returns an error wrapping net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
 
 // Close closes the inner listener, aborts handshakes in flight and closes

@@ -111,7 +111,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	if r == roleServer {
 		// One client tunnel carries every connection of its host, so a
 		// per-IP cap is off unless asked for.
-		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP; more are closed at once (0: no cap)")
+		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP (for IPv6, one /64); more are closed at once (0: no cap)")
 	}
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
