@@ -84,7 +84,8 @@ type Config struct {
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
-	// finished connections that wait for Accept. When every slot is taken
+	// finished connections that wait for a place in the accept queue
+	// (AcceptQueue) once it is full. When every slot is taken
 	// and a connection arrives, the Listener evicts the handshake that has
 	// made the least progress for the longest: the fewest messages that
 	// passed their check (a client that replays a recorded ClientHello

@@ -27,7 +27,8 @@ import (
 // of the inner listener are retried with backoff.
 //
 // Work is bounded: at most Config.MaxHandshakes connections are in
-// handshake or wait for Accept, at most Config.MaxHandshakesPerIP of them
+// handshake or wait for a place in the accept queue (Config.AcceptQueue
+// more may wait in it), at most Config.MaxHandshakesPerIP of them
 // from one IP or IPv6 /64 (more are closed at once), and when the
 // application stops calling Accept the Listener stops accepting from the
 // inner listener. When every slot is taken by a handshake, a new

@@ -43,8 +43,9 @@ containing a "/". The key file holds one key per line, "ID BASE64SECRET"
 
 Signals: SIGTERM or SIGINT stops accepting (a server still finishes the
 handshakes in flight and forwards them), lets live connections finish
-for up to -drain-timeout, then closes them and exits 0 (a second signal
-closes them at once); SIGHUP reloads the key file without touching live
+for up to -drain-timeout, then resets those still running (a stream that
+had already ended gets its close record) and exits 0 (a second signal
+does so at once); SIGHUP reloads the key file without touching live
 connections (on a bad file, the old keys stay and an error is logged);
 -watch-keys does the same whenever the file changes.
 
@@ -532,9 +533,9 @@ func (t *tunnel) untrack(c net.Conn) {
 	c.Close()
 }
 
-// handOff takes conns off closeAll's list: pipe ends them, with a close
-// record for an hmacauth connection, which closeAll's Close would skip
-// while pipe writes to it.
+// handOff takes conns off closeAll's list: pipe ends them itself (with a
+// close record only for a stream that had ended), where closeAll's Close
+// would send one for a stream it cuts.
 func (t *tunnel) handOff(conns ...net.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
