@@ -849,7 +849,7 @@ func BenchmarkDialUnderSlotAttack(b *testing.B) {
 			srv := startBenchServer(b, p, echoOnce)
 			l := srv.ln.(*Listener)
 			if attackers > 0 {
-				attack := startSlotAttack(b, srv.ln.Addr(), attackers, DefaultMaxHandshakesPerIP)
+				attack := startSlotAttack(b, srv.ln.Addr(), attackers, DefaultMaxHandshakesPerIP, []byte{magic[0]})
 				defer attack.stop()
 				if err := waitInFlight(l, DefaultMaxHandshakes); err != nil {
 					b.Fatal(err)

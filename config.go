@@ -89,7 +89,8 @@ type Config struct {
 	// and a connection arrives, the Listener evicts the handshake that has
 	// made the least progress for the longest: the fewest messages that
 	// passed their check (a client that replays a recorded ClientHello
-	// takes one), and among those the one that has waited longest for its
+	// takes one, unless a handshake with the same ClientHello is in flight:
+	// such a replay is refused before it counts), and among those the one that has waited longest for its
 	// next, once it has waited at least 50 ms. It is closed and reported
 	// with ErrShed (ListenerStats.Evicted). A key holder's handshake takes
 	// its step as soon as it runs and ends a round trip later, so it is

@@ -245,6 +245,12 @@ type handshake struct {
 // of different handshakes never collide.
 var clientNonces sync.Map // [nonceLen]byte -> *Config
 
+// serverNonces holds the client nonces of the server handshakes in flight
+// in this process (PROTOCOL.md 7.2, step 3): a ClientHello is sent once,
+// so a second one with the nonce of a handshake still running is a replay,
+// whichever listener of the process it reaches.
+var serverNonces sync.Map // [nonceLen]byte -> struct{}
+
 // ownClientNonce reports whether nonce is that of a client handshake in
 // flight with cfg.
 func ownClientNonce(nonce []byte, cfg *Config) bool {
@@ -549,12 +555,21 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 	if err != nil {
 		return hsResult{keyID: ch.keyID}, err
 	}
-	if p.progress != nil {
-		p.progress()
-	}
 	res := hsResult{keyID: ch.keyID}
 	if h.owner != nil && ownClientNonce(ch.nonce, h.owner) {
 		return res, errorf(ErrAuthFailed, "the ClientHello for key ID %q is one this Config's own client sent, in a handshake still in flight: a connection this process dialed was sent back to it (reflection); a client and a server in one process that mean to connect need a Config each", ch.keyID)
+	}
+	// A second ClientHello with the nonce of a server handshake in flight
+	// is a replay, which can never finish: refused before it counts as
+	// progress, so that replays of one recorded ClientHello cannot hold
+	// the handshake slots a Listener keeps for clients that progress.
+	nonce := [nonceLen]byte(ch.nonce)
+	if _, replayed := serverNonces.LoadOrStore(nonce, struct{}{}); replayed {
+		return res, errorf(ErrAuthFailed, "the ClientHello for key ID %q carries the client nonce of a handshake still in flight: a replay of a recorded ClientHello", ch.keyID)
+	}
+	defer serverNonces.Delete(nonce)
+	if p.progress != nil {
+		p.progress()
 	}
 	sh, err := h.writeServerHello(ks, ch, p)
 	if err != nil {

@@ -206,3 +206,43 @@ func TestServerHelloUnknownMode(t *testing.T) {
 		t.Errorf("error %q does not say that the mode is unknown", msg)
 	}
 }
+
+// A ClientHello replayed while the handshake it was recorded from (or
+// another replay of it) is in flight is refused at once, before it takes a
+// step a Listener counts as progress, so that replays of one recorded
+// ClientHello cannot hold handshake slots. Once that handshake has ended,
+// the same ClientHello is answered again (it cannot finish without the
+// key).
+func TestReplayInFlightRefused(t *testing.T) {
+	cfg, ev := newTestConfig()
+	cfg.HandshakeTimeout = time.Minute
+	s := startEngineEcho(t, cfg)
+	hello := validClientHello(cfg.Keys[0], "recorded")
+	answered := func(c net.Conn) {
+		t.Helper()
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(waitLimit))
+		if _, err := io.ReadFull(c, make([]byte, serverHelloLen)); err != nil {
+			t.Fatalf("the ClientHello was not answered: %v", err)
+		}
+	}
+
+	first := rawDial(t, s.Addr(), "")
+	answered(first)
+	second := rawDial(t, s.Addr(), "")
+	if _, err := second.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	readAfterRefusal(t, second)
+	e := ev.waitFrom(t, second.LocalAddr())
+	mustBe(t, e.Err, ErrAuthFailed)
+	if !strings.Contains(e.Err.Error(), "replay") {
+		t.Errorf("the refusal does not say what happened: %v", e.Err)
+	}
+
+	first.Close()
+	ev.waitFrom(t, first.LocalAddr())
+	answered(rawDial(t, s.Addr(), ""))
+}

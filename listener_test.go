@@ -761,8 +761,9 @@ type slotAttack struct {
 }
 
 // startSlotAttack starts perIP connections from each of n source addresses
-// 127.0.1.1, 127.0.1.2, ... to addr. stop ends them.
-func startSlotAttack(t testing.TB, addr net.Addr, n, perIP int) *slotAttack {
+// 127.0.1.1, 127.0.1.2, ... to addr, each sending first (one byte of the
+// header, or a recorded ClientHello) and holding on. stop ends them.
+func startSlotAttack(t testing.TB, addr net.Addr, n, perIP int, first []byte) *slotAttack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &slotAttack{cancel: cancel}
@@ -776,15 +777,15 @@ func startSlotAttack(t testing.TB, addr net.Addr, n, perIP int) *slotAttack {
 	for i := range n {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1+byte(i/250), 1+byte(i%250))}}
 		for range perIP {
-			a.wg.Go(func() { a.hold(ctx, d, addr.String()) })
+			a.wg.Go(func() { a.hold(ctx, d, addr.String(), first) })
 		}
 	}
 	return a
 }
 
 // hold keeps one attacking connection open until ctx is done.
-func (a *slotAttack) hold(ctx context.Context, d *net.Dialer, addr string) {
-	buf := make([]byte, 1)
+func (a *slotAttack) hold(ctx context.Context, d *net.Dialer, addr string, first []byte) {
+	buf := make([]byte, 512)
 	for ctx.Err() == nil {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
@@ -800,8 +801,10 @@ func (a *slotAttack) hold(ctx context.Context, d *net.Dialer, addr string) {
 		}
 		a.opened.Add(1)
 		stop := context.AfterFunc(ctx, func() { c.Close() })
-		if _, err := c.Write([]byte{magic[0]}); err == nil {
-			c.Read(buf) // until the server closes it
+		if _, err := c.Write(first); err == nil {
+			for err == nil { // until the server closes it
+				_, err = c.Read(buf)
+			}
 		}
 		stop()
 		c.Close()
@@ -848,7 +851,7 @@ func TestKeyHolderGetsInDuringSlotAttack(t *testing.T) {
 		}
 	}}
 	s := startEcho(t, cfg) // Listen: TCP_DEFER_ACCEPT lets one-byte clients through
-	attack := startSlotAttack(t, s.Addr(), addrs, perAddr)
+	attack := startSlotAttack(t, s.Addr(), addrs, perAddr, []byte{magic[0]})
 	defer attack.stop()
 	waitFor(t, "the attack takes every handshake slot", func() bool {
 		return s.Stats().InFlight == DefaultMaxHandshakes
@@ -957,4 +960,53 @@ func TestEvictionOrder(t *testing.T) {
 	if st := s.Stats(); st.Evicted != 2 || st.Shed != 0 || st.Failed() != 0 {
 		t.Errorf("stats = %+v, want 2 evicted, nothing shed or failed", st)
 	}
+}
+
+// delayedFinishConn holds its second Write (the client's ClientFinished)
+// for rtt: a key holder a round trip away from the server, whose
+// handshake stays at its first step for that long.
+type delayedFinishConn struct {
+	net.Conn
+	rtt    time.Duration
+	writes int
+}
+
+func (c *delayedFinishConn) Write(b []byte) (int, error) {
+	if c.writes++; c.writes == 2 {
+		time.Sleep(c.rtt)
+	}
+	return c.Conn.Write(b)
+}
+
+// TestKeyHolderGetsInDuringReplayFlood: replays of one recorded ClientHello
+// pass its check, so each would count as a step of progress; were they
+// all let in, a key holder 100 ms away, at the same step while it waits
+// for its round trip, would be evicted among them. A replay whose original
+// is in flight is refused before it counts, so the key holder gets in.
+func TestKeyHolderGetsInDuringReplayFlood(t *testing.T) {
+	const addrs, perAddr, dials = 64, 16, 10
+	const rtt = 100 * time.Millisecond
+	k := testKey("test-key")
+	s := startEcho(t, &Config{Keys: []Key{k}})
+	attack := startSlotAttack(t, s.Addr(), addrs, perAddr, validClientHello(k, "recorded"))
+	defer attack.stop()
+	waitFor(t, "every replaying connection is open", func() bool { return attack.opened.Load() >= addrs*perAddr })
+
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}}
+	for i := range dials {
+		raw, err := d.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := Client(&delayedFinishConn{Conn: raw, rtt: rtt}, configWith(k))
+		c.SetDeadline(time.Now().Add(waitLimit))
+		if err := c.Handshake(); err != nil {
+			t.Errorf("honest dial %d, a round trip of %v away: %v", i, rtt, err)
+		} else {
+			roundTrip(t, c, "through the replays")
+		}
+		c.Close()
+	}
+	attack.stop()
+	t.Logf("replays: %d connections opened; stats %+v", attack.opened.Load(), s.Stats())
 }
