@@ -1010,3 +1010,37 @@ func TestKeyHolderGetsInDuringReplayFlood(t *testing.T) {
 	attack.stop()
 	t.Logf("replays: %d connections opened; stats %+v", attack.opened.Load(), s.Stats())
 }
+
+// TestEvictedWhileDrainingKeepsReason: a handshake that has failed already
+// and is draining what its refused client sent can still be evicted, to
+// free its slot, but it is reported and counted by why it failed, not as
+// an eviction.
+func TestEvictedWhileDrainingKeepsReason(t *testing.T) {
+	drain := refusalDrainTime
+	t.Cleanup(func() { refusalDrainTime = drain })
+	refusalDrainTime = 2 * waitLimit // the drain lasts until the eviction
+
+	cfg, ev := newTestConfig()
+	cfg.MaxHandshakes = 1
+	cfg.HandshakeTimeout = time.Minute
+	s := startEngineEcho(t, cfg)
+	wrong := Key{ID: cfg.Keys[0].ID, Secret: seededBytes("another secret", MinSecretLen)}
+	refused := rawDial(t, s.Addr(), "127.0.0.2")
+	if _, err := refused.Write(validClientHello(wrong, "wrong key")); err != nil {
+		t.Fatal(err)
+	}
+	// The refusal's half-close: the client reads its end of stream, and
+	// holds its side open, so the server goes on draining.
+	refused.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadAll(refused); err != nil {
+		t.Fatalf("waiting for the refusal: %v", err)
+	}
+	rawDial(t, s.Addr(), "127.0.0.3") // takes the one slot
+
+	e := ev.waitFrom(t, refused.LocalAddr())
+	mustBe(t, e.Err, ErrAuthFailed)
+	waitFor(t, "the outcome is counted", func() bool { return s.Stats().FailedAuth == 1 })
+	if st := s.Stats(); st.Evicted != 0 {
+		t.Errorf("stats = %+v: a handshake that had failed was counted as evicted", st)
+	}
+}

@@ -399,7 +399,6 @@ func (l *Listener) room(evict bool) (slot, ok bool) {
 			return false, true
 		}
 		if v != nil {
-			l.evicted.Add(1)
 			v.raw.Close() // ends its handshake; serve reports it as evicted
 			ok := l.waitSlot()
 			return ok, ok
@@ -452,10 +451,14 @@ func (l *Listener) serve(p *pending, ip netip.Addr) {
 	raw := p.raw
 	l.track(p)
 	c, report, err := l.cfg.Handshake(context.WithValue(l.ctx, pendingKey{}, p), raw)
-	if l.finish(p) {
+	// An evicted handshake fails on its closed connection, or may have
+	// succeeded just before; one that had failed already (and was draining
+	// its refused client) keeps its own reason.
+	if l.finish(p) && (err == nil || errors.Is(err, net.ErrClosed)) {
 		if err == nil {
 			c.Close()
 		}
+		l.evicted.Add(1)
 		err = fmt.Errorf("%w: all %d handshake slots were taken when a new connection arrived, and this handshake had made the least progress for the longest", ErrEvicted, l.cfg.MaxInFlight)
 	}
 	if err != nil {
