@@ -149,19 +149,24 @@ func TestStatsSnapshotConsistent(t *testing.T) {
 
 // TestOutcomeCountedBeforeInFlightFalls: a reader who waits, after a
 // handshake has ended, for InFlight to fall to zero finds its outcome
-// counted. (The engine used to lower InFlight first.)
+// counted: the engine counts it before it lowers InFlight.
 func TestOutcomeCountedBeforeInFlightFalls(t *testing.T) {
 	cfg, _ := newTestConfig()
+	reported, hold := make(chan struct{}), make(chan struct{})
+	cfg.OnHandshake = func(HandshakeEvent) { // after the outcome is counted
+		reported <- struct{}{}
+		<-hold
+	}
 	l := listenEngine(t, cfg)
-	const tries = 500
-	for i := range uint64(tries) {
-		c := rawDial(t, l.Addr(), "")
-		c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
-		waitClosed(t, c) // refused
-		c.Close()        // which ends the server's drain of the refused connection
-		waitFor(t, "no handshake in flight", func() bool { return l.Stats().InFlight == 0 })
-		if got := l.Stats().FailedProtocol; got != i+1 {
-			t.Fatalf("try %d: InFlight is 0, but FailedProtocol = %d, want %d", i, got, i+1)
-		}
+	defer close(hold) // before the Listener closes
+	c := rawDial(t, l.Addr(), "")
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	select {
+	case <-reported:
+	case <-time.After(waitLimit):
+		t.Fatal("the refusal was never reported")
+	}
+	if st := l.Stats(); st.InFlight != 1 || st.FailedProtocol != 1 {
+		t.Fatalf("while the outcome is being reported: InFlight = %d, FailedProtocol = %d; want 1 and 1 (counted before InFlight falls)", st.InFlight, st.FailedProtocol)
 	}
 }
