@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth"
-	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // role is the side of the tunnel a process runs.
@@ -493,14 +492,14 @@ func (t *tunnel) acceptLoop() error {
 				return nil
 			default:
 			}
-			if !netx.IsTemporary(err) {
+			if !isTemporary(err) {
 				return err
 			}
 			// Out of file descriptors, say: wait for connections to end
 			// rather than spin or quit.
-			backoff = netx.AcceptBackoff(backoff)
+			backoff = acceptBackoff(backoff)
 			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
-			if !netx.Sleep(backoff, quit) {
+			if !sleep(backoff, quit) {
 				return nil
 			}
 			continue
