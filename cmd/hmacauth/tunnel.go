@@ -106,7 +106,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
 	fset.DurationVar(&o.keyShareLifetime, "key-share-lifetime", hmacauth.DefaultKeyShareLifetime, "with forward secrecy, how long one X25519 key share serves this side's handshakes before it is dropped; longer saves CPU, shorter narrows what a memory thief learns (see SECURITY.md); 0: a new key share per handshake")
-	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs at most this many handshakes at once)")
+	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog, which is logged at info at most every 10s (a server also runs at most this many handshakes at once)")
 	if r == roleServer {
 		// One client tunnel carries every connection of its host, so a
 		// per-IP cap is off unless asked for.
@@ -259,6 +259,7 @@ type tunnel struct {
 	wg      sync.WaitGroup // one per connection goroutine
 	nextID  atomic.Uint64
 	serving atomic.Int64 // connection goroutines running
+	waits   capWaits     // the accept loop waiting for a slot
 
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
@@ -481,8 +482,13 @@ func (t *tunnel) acceptLoop() error {
 	for {
 		select {
 		case t.slots <- struct{}{}:
-		case <-quit:
-			return nil
+		default:
+			t.waits.reached(t.log, t.opts.maxConns, t.live())
+			select {
+			case t.slots <- struct{}{}:
+			case <-quit:
+				return nil
+			}
 		}
 		c, err := t.ln.Accept()
 		if err != nil {
