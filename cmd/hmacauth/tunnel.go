@@ -94,6 +94,8 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		logFormat string
 		logLevel  string
 		showVer   bool
+		unsafeTgt bool // server: allow a -target off this host
+		unsafeLst bool // client: allow a -listen off this host
 	)
 	if r == roleServer {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept hmacauth connections on (required)")
@@ -101,6 +103,11 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	} else {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
+	}
+	if r == roleServer {
+		fset.BoolVar(&unsafeTgt, "unsafe-target", false, "allow a -target that is not on this host (loopback or a Unix socket): the forwarded connections cross the network unprotected")
+	} else {
+		fset.BoolVar(&unsafeLst, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -136,6 +143,9 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		if f.val == "" {
 			return usageError(fset, "-%s is required", f.name)
 		}
+	}
+	if msg := checkSafe(r, &o, unsafeTgt, unsafeLst); msg != "" {
+		return usageError(fset, "%s", msg)
 	}
 	var err error
 	if o.mode, err = parseMode(mode); err != nil {
