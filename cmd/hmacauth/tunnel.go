@@ -82,6 +82,7 @@ type tunnelOptions struct {
 	keepAlive               net.KeepAliveConfig
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
+	status                  string        // ADDR of the status server; "": none
 }
 
 func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
@@ -124,6 +125,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
+	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
 	fset.StringVar(&logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&showVer, "version", false, "print the version and exit")
@@ -271,6 +273,10 @@ type tunnel struct {
 	serving atomic.Int64 // connection goroutines running
 	waits   capWaits     // the accept loop waiting for a slot
 
+	metrics *metrics
+	keys    keyReloads    // the last load of the key file
+	status  *statusServer // nil without -status
+
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
 	// which closeAll closes; pipe ends the forwarding ones itself.
@@ -301,6 +307,17 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	if t.ln, err = t.listen(); err != nil {
 		t.cancel()
 		return nil, err
+	}
+	t.metrics = newMetrics(t)
+	t.keys.m = t.metrics
+	t.keys.loaded("start", nil)
+	if o.status != "" {
+		if t.status, err = newStatusServer(t, o.status); err != nil {
+			t.ln.Close()
+			t.cancel()
+			return nil, err
+		}
+		log.Info("serving /_status and /metrics", "addr", t.status.ln.Addr().String())
 	}
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
@@ -377,6 +394,10 @@ func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (ne
 // run serves until a stop signal and returns the exit status.
 func (t *tunnel) run(sigc <-chan os.Signal) int {
 	defer t.cancel()
+	if t.status != nil {
+		go t.status.serve()
+		defer t.status.close()
+	}
 	if t.opts.watchKeys > 0 {
 		ctx, stop := context.WithCancel(context.Background())
 		watched := make(chan struct{})
@@ -384,12 +405,15 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 			stop()
 			<-watched
 		}()
-		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys, Logger: t.log}
+		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys,
+			Logger:  slog.New(newWatchObserver(t.log.Handler(), &t.keys)),
+			OnError: func(err error) { t.keys.loaded("watch", err) }}
 		go func() {
 			defer close(watched)
 			// Run logs the reloads and the later errors itself; it
 			// returns an error only if the first read fails.
 			if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+				t.keys.loaded("watch", err)
 				t.log.Error("watching the key file failed; reload it with SIGHUP", "err", err.Error())
 			}
 		}()
@@ -471,6 +495,7 @@ func (t *tunnel) reload() {
 	if err == nil {
 		err = t.config.Keyring.Set(keys...)
 	}
+	t.keys.loaded("sighup", err)
 	if err != nil {
 		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())
 		return
@@ -593,6 +618,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 	var state hmacauth.ConnectionState
 	dialFailed := "cannot connect to the server; closing the local connection"
 	if t.role == roleClient {
+		t.metrics.accepted.Inc()
 		// The key the client is about to prove, for the logs before its
 		// handshake has succeeded.
 		if ids := t.config.Keyring.IDs(); len(ids) > 0 {
@@ -606,7 +632,9 @@ func (t *tunnel) serve(accepted net.Conn) {
 		}
 		dialFailed = "cannot connect to the target; closing the connection"
 	}
+	dialStart := time.Now()
 	up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+	t.metrics.dialed(time.Since(dialStart), err)
 	if err != nil {
 		log(slog.LevelError, dialFailed, slog.String("key_id", state.KeyID), slog.Any("err", err))
 		return
@@ -620,7 +648,10 @@ func (t *tunnel) serve(accepted net.Conn) {
 		c := hmacauth.Client(up, t.config)
 		// Bounded by -handshake-timeout; closeAll interrupts it by closing
 		// up, so it needs no context (which would cost an AfterFunc).
-		if err := c.Handshake(); err != nil {
+		done := t.metrics.handshakeStarted()
+		err := c.Handshake()
+		done(err)
+		if err != nil {
 			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
 			return
 		}
@@ -631,6 +662,8 @@ func (t *tunnel) serve(accepted net.Conn) {
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
 		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
 	nUp, nDown, err := pipe(t.ctx, front, back)
+	t.metrics.up.Add(float64(nUp))
+	t.metrics.down.Add(float64(nDown))
 	level, attrs := slog.LevelDebug, []slog.Attr{slog.String("key_id", state.KeyID), slog.Int64("bytes_up", nUp), slog.Int64("bytes_down", nDown),
 		slog.Duration("duration", time.Since(start))}
 	if err != nil {
