@@ -515,7 +515,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	r := runBin(t, "server", "-h")
 	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-key-share-lifetime", "-max-conns", "-handshake-timeout",
-		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
+		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-unsafe-target", "-status", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
 		if !strings.Contains(r.stderr, flag) {
 			t.Errorf("server -h does not mention %s", flag)
 		}
