@@ -16,6 +16,7 @@
 package grpcauth
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -23,7 +24,6 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth"
-	"github.com/hmacauth/hmacauth/internal/netx"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
@@ -112,7 +112,9 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 	// clears the one grpc.Server set on raw before calling us. Bound the
 	// HTTP/2 preface that gRPC reads next; it clears this deadline when the
 	// transport is up. (The handshake succeeded, so c.cfg is set.)
-	if t := netx.Timeout(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
+	// Config's rule: zero means the default, a negative value no bound.
+	// (grpcauth is a module of its own and uses only the core's public API.)
+	if t := cmp.Or(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
 		conn.SetDeadline(time.Now().Add(t))
 	}
 	return conn, newAuthInfo(conn.ConnectionState()), nil

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/hmacauth/hmacauth"
-	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // role is the side of the tunnel a process runs.
@@ -84,6 +83,7 @@ type tunnelOptions struct {
 	keepAlive               net.KeepAliveConfig
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
+	status                  string        // ADDR of the status server; "": none
 }
 
 func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
@@ -96,6 +96,8 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		logFormat string
 		logLevel  string
 		showVer   bool
+		unsafeTgt bool // server: allow a -target off this host
+		unsafeLst bool // client: allow a -listen off this host
 	)
 	if r == roleServer {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept hmacauth connections on (required)")
@@ -104,11 +106,16 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 	}
+	if r == roleServer {
+		fset.BoolVar(&unsafeTgt, "unsafe-target", false, "allow a -target that is not on this host (loopback or a Unix socket): the forwarded connections cross the network unprotected")
+	} else {
+		fset.BoolVar(&unsafeLst, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
+	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&mode, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
 	fset.BoolVar(&o.forwardSecrecy, "fs", false, "forward secrecy: mix an ephemeral X25519 exchange into the session keys (used if either side asks)")
 	fset.DurationVar(&o.keyShareLifetime, "key-share-lifetime", hmacauth.DefaultKeyShareLifetime, "with forward secrecy, how long one X25519 key share serves this side's handshakes before it is dropped; longer saves CPU, shorter narrows what a memory thief learns (see SECURITY.md); 0: a new key share per handshake")
-	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog (a server also runs at most this many handshakes at once)")
+	fset.IntVar(&o.maxConns, "max-conns", 100, "most connections forwarded at once; more wait in the listen backlog, which is logged at info at most every 10s (a server also runs at most this many handshakes at once)")
 	if r == roleServer {
 		// One client tunnel carries every connection of its host, so a
 		// per-IP cap is off unless asked for.
@@ -119,6 +126,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	fset.DurationVar(&keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
+	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
 	fset.StringVar(&logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&showVer, "version", false, "print the version and exit")
@@ -138,6 +146,9 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		if f.val == "" {
 			return usageError(fset, "-%s is required", f.name)
 		}
+	}
+	if msg := checkSafe(r, &o, unsafeTgt, unsafeLst); msg != "" {
+		return usageError(fset, "%s", msg)
 	}
 	var err error
 	if o.mode, err = parseMode(mode); err != nil {
@@ -261,6 +272,11 @@ type tunnel struct {
 	wg      sync.WaitGroup // one per connection goroutine
 	nextID  atomic.Uint64
 	serving atomic.Int64 // connection goroutines running
+	waits   capWaits     // the accept loop waiting for a slot
+
+	metrics *metrics
+	keys    keyReloads    // the last load of the key file
+	status  *statusServer // nil without -status
 
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
@@ -292,6 +308,17 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	if t.ln, err = t.listen(); err != nil {
 		t.cancel()
 		return nil, err
+	}
+	t.metrics = newMetrics(t)
+	t.keys.m = t.metrics
+	t.keys.loaded("start", nil)
+	if o.status != "" {
+		if t.status, err = newStatusServer(t, o.status); err != nil {
+			t.ln.Close()
+			t.cancel()
+			return nil, err
+		}
+		log.Info("serving /_status and /metrics", "addr", t.status.ln.Addr().String())
 	}
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
@@ -368,6 +395,10 @@ func listen(ctx context.Context, addr string, keepAlive net.KeepAliveConfig) (ne
 // run serves until a stop signal and returns the exit status.
 func (t *tunnel) run(sigc <-chan os.Signal) int {
 	defer t.cancel()
+	if t.status != nil {
+		go t.status.serve()
+		defer t.status.close()
+	}
 	if t.opts.watchKeys > 0 {
 		ctx, stop := context.WithCancel(context.Background())
 		watched := make(chan struct{})
@@ -375,12 +406,15 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 			stop()
 			<-watched
 		}()
-		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys, Logger: t.log}
+		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys,
+			Logger:  slog.New(newWatchObserver(t.log.Handler(), &t.keys)),
+			OnError: func(err error) { t.keys.loaded("watch", err) }}
 		go func() {
 			defer close(watched)
 			// Run logs the reloads and the later errors itself; it
 			// returns an error only if the first read fails.
 			if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+				t.keys.loaded("watch", err)
 				t.log.Error("watching the key file failed; reload it with SIGHUP", "err", err.Error())
 			}
 		}()
@@ -462,6 +496,7 @@ func (t *tunnel) reload() {
 	if err == nil {
 		err = t.config.Keyring.Set(keys...)
 	}
+	t.keys.loaded("sighup", err)
 	if err != nil {
 		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())
 		return
@@ -483,8 +518,13 @@ func (t *tunnel) acceptLoop() error {
 	for {
 		select {
 		case t.slots <- struct{}{}:
-		case <-quit:
-			return nil
+		default:
+			t.waits.reached(t.log, t.opts.maxConns, t.live())
+			select {
+			case t.slots <- struct{}{}:
+			case <-quit:
+				return nil
+			}
 		}
 		c, err := t.ln.Accept()
 		if err != nil {
@@ -494,14 +534,14 @@ func (t *tunnel) acceptLoop() error {
 				return nil
 			default:
 			}
-			if !netx.IsTemporary(err) {
+			if !isTemporary(err) {
 				return err
 			}
 			// Out of file descriptors, say: wait for connections to end
 			// rather than spin or quit.
-			backoff = netx.AcceptBackoff(backoff)
+			backoff = acceptBackoff(backoff)
 			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
-			if !netx.Sleep(backoff, quit) {
+			if !sleep(backoff, quit) {
 				return nil
 			}
 			continue
@@ -579,6 +619,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 	var state hmacauth.ConnectionState
 	dialFailed := "cannot connect to the server; closing the local connection"
 	if t.role == roleClient {
+		t.metrics.accepted.Inc()
 		// The key the client is about to prove, for the logs before its
 		// handshake has succeeded.
 		if ids := t.config.Keyring.IDs(); len(ids) > 0 {
@@ -592,7 +633,9 @@ func (t *tunnel) serve(accepted net.Conn) {
 		}
 		dialFailed = "cannot connect to the target; closing the connection"
 	}
+	dialStart := time.Now()
 	up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+	t.metrics.dialed(time.Since(dialStart), err)
 	if err != nil {
 		log(slog.LevelError, dialFailed, slog.String("key_id", state.KeyID), slog.Any("err", err))
 		return
@@ -606,7 +649,10 @@ func (t *tunnel) serve(accepted net.Conn) {
 		c := hmacauth.Client(up, t.config)
 		// Bounded by -handshake-timeout; closeAll interrupts it by closing
 		// up, so it needs no context (which would cost an AfterFunc).
-		if err := c.Handshake(); err != nil {
+		done := t.metrics.handshakeStarted()
+		err := c.Handshake()
+		done(err)
+		if err != nil {
 			log(slog.LevelError, "handshake with the server failed; closing the local connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
 			return
 		}
@@ -617,6 +663,8 @@ func (t *tunnel) serve(accepted net.Conn) {
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
 		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
 	nUp, nDown, err := pipe(t.ctx, front, back)
+	t.metrics.up.Add(float64(nUp))
+	t.metrics.down.Add(float64(nDown))
 	level, attrs := slog.LevelDebug, []slog.Attr{slog.String("key_id", state.KeyID), slog.Int64("bytes_up", nUp), slog.Int64("bytes_down", nDown),
 		slog.Duration("duration", time.Since(start))}
 	if err != nil {

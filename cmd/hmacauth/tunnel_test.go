@@ -285,7 +285,15 @@ func TestTunnelMaxConns(t *testing.T) {
 	if _, err := io.ReadFull(second, b); err != nil || string(b) != "second" {
 		t.Fatalf("after the first connection closed: got %q, %v", b, err)
 	}
+	// The client said it waited, once: the second wait came less than
+	// capLogEvery after the first.
+	if rs := p.client.find(capReachedMsg, nil); len(rs) != 1 || rs[0]["level"] != "INFO" || rs[0]["max_conns"] != 1.0 {
+		t.Errorf("records %q: %v, want one at INFO with max_conns 1", capReachedMsg, rs)
+	}
 }
+
+// capReachedMsg is the message of capWaits' record.
+const capReachedMsg = "-max-conns reached: new connections wait in the listen backlog until one ends; raise -max-conns if this is not expected"
 
 func isTimeout(err error) bool {
 	ne, ok := errors.AsType[net.Error](err)
@@ -507,7 +515,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	r := runBin(t, "server", "-h")
 	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-key-share-lifetime", "-max-conns", "-handshake-timeout",
-		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
+		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-unsafe-target", "-status", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
 		if !strings.Contains(r.stderr, flag) {
 			t.Errorf("server -h does not mention %s", flag)
 		}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const (
+	// targetCheckTTL is how long a check of the target serves /_status
+	// probes, so that probes cannot hammer the target.
+	targetCheckTTL = time.Second
+	// targetCheckTimeout bounds one check (and -connect-timeout too).
+	targetCheckTimeout = 2 * time.Second
+)
+
+// statusServer serves -status: GET /_status (the tunnel's health, JSON,
+// 200 or 503) and GET /metrics (Prometheus).
+type statusServer struct {
+	t   *tunnel
+	ln  net.Listener
+	srv *http.Server
+
+	// checkMu serialises the checks of the target: concurrent probes wait
+	// for one dial rather than each make one.
+	checkMu   sync.Mutex
+	checkedAt time.Time
+	targetErr error
+}
+
+// statusReport is the JSON body of /_status.
+type statusReport struct {
+	OK bool `json:"ok"`
+	// Status is "ok", "target unreachable" or "stopping".
+	Status string `json:"status"`
+	Role   string `json:"role"`
+	Listen string `json:"listen"`
+	Target string `json:"target"`
+	// TargetOK says whether the target accepted a TCP connection at
+	// TargetChecked; TargetError is the dial's error otherwise.
+	TargetOK      bool         `json:"target_ok"`
+	TargetError   string       `json:"target_error,omitempty"`
+	TargetChecked time.Time    `json:"target_checked"`
+	KeyIDs        []string     `json:"key_ids"`
+	LastReload    reloadReport `json:"last_reload"`
+	Live          int64        `json:"live"`
+	Version       string       `json:"version"`
+}
+
+// reloadReport is the last load of the key file.
+type reloadReport struct {
+	Time time.Time `json:"time"`
+	// Source is "start", "sighup" or "watch".
+	Source string `json:"source"`
+	OK     bool   `json:"ok"`
+	Error  string `json:"error,omitempty"`
+}
+
+// newStatusServer listens on addr; serve starts serving.
+func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
+	ln, err := listen(t.ctx, addr, t.opts.keepAlive)
+	if err != nil {
+		return nil, fmt.Errorf("-status: %w", err)
+	}
+	s := &statusServer{t: t, ln: ln}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_status", s.serveStatus)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(t.metrics.reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Timeout: 10 * time.Second}))
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// serve serves until close.
+func (s *statusServer) serve() {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.t.log.Error("status server failed", "err", err.Error())
+	}
+}
+
+// close stops the server; requests in progress end.
+func (s *statusServer) close() { s.srv.Close() }
+
+// checkTarget returns the error of a TCP dial of the target, at most
+// targetCheckTTL old, and when that dial was made.
+func (s *statusServer) checkTarget(ctx context.Context) (time.Time, error) {
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	if time.Since(s.checkedAt) < targetCheckTTL {
+		return s.checkedAt, s.targetErr
+	}
+	d := s.t.dialer
+	d.Timeout = min(d.Timeout, targetCheckTimeout)
+	c, err := d.DialContext(ctx, s.t.targetNet, s.t.targetAddr)
+	if err == nil {
+		c.Close()
+	} else if ctx.Err() != nil {
+		// The prober went away: not the target's fault, and not cached.
+		return time.Now(), err
+	}
+	s.checkedAt, s.targetErr = time.Now(), err
+	return s.checkedAt, err
+}
+
+func (s *statusServer) serveStatus(w http.ResponseWriter, r *http.Request) {
+	t := s.t
+	checked, err := s.checkTarget(r.Context())
+	rep := statusReport{
+		OK:            true,
+		Status:        "ok",
+		Role:          string(t.role),
+		Listen:        t.ln.Addr().String(),
+		Target:        t.opts.target,
+		TargetOK:      err == nil,
+		TargetChecked: checked.UTC(),
+		KeyIDs:        t.config.Keyring.IDs(),
+		LastReload:    t.keys.last(),
+		Live:          t.live(),
+		Version:       versionString(),
+	}
+	if err != nil {
+		rep.OK, rep.Status, rep.TargetError = false, "target unreachable", err.Error()
+	}
+	select {
+	case <-t.stopping:
+		rep.OK, rep.Status = false, "stopping"
+	default:
+	}
+	code := http.StatusOK
+	if !rep.OK {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(rep)
+}
+
+// keyReloads keeps the last load of the key file, for /_status, and
+// counts reloads, for /metrics.
+type keyReloads struct {
+	m *metrics
+
+	mu  sync.Mutex
+	rep reloadReport
+}
+
+// loaded records a load of the key file from source; a reload (any
+// source but "start") is counted.
+func (k *keyReloads) loaded(source string, err error) {
+	rep := reloadReport{Time: time.Now().UTC(), Source: source, OK: err == nil}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	k.mu.Lock()
+	k.rep = rep
+	k.mu.Unlock()
+	if source == "start" {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	k.m.reloads.WithLabelValues(result).Inc()
+}
+
+func (k *keyReloads) last() reloadReport {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.rep
+}
+
+// watchLogged is the message with which hmacauth.KeyFileWatcher logs a
+// successful load (at Info); it has no other way to tell one.
+const watchLogged = "hmacauth: loaded key file"
+
+// watchObserver is the handler of a KeyFileWatcher's Logger: it passes
+// every record on to the tunnel's logs, and records the watcher's
+// successful loads (its failures come through OnError). Its first load is
+// the file the tunnel has just read, not a reload.
+type watchObserver struct {
+	slog.Handler
+	keys  *keyReloads
+	first *bool // shared by the handlers WithAttrs and WithGroup derive
+	mu    *sync.Mutex
+}
+
+func newWatchObserver(h slog.Handler, k *keyReloads) slog.Handler {
+	return &watchObserver{Handler: h, keys: k, first: new(bool), mu: new(sync.Mutex)}
+}
+
+// Enabled is true at Info, whatever the tunnel logs, so that no load goes
+// unseen.
+func (o *watchObserver) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || o.Handler.Enabled(ctx, l)
+}
+
+func (o *watchObserver) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo && r.Message == watchLogged {
+		o.mu.Lock()
+		first := !*o.first
+		*o.first = true
+		o.mu.Unlock()
+		if !first {
+			o.keys.loaded("watch", nil)
+		}
+	}
+	if !o.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return o.Handler.Handle(ctx, r)
+}
+
+func (o *watchObserver) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *o
+	c.Handler = o.Handler.WithAttrs(as)
+	return &c
+}
+
+func (o *watchObserver) WithGroup(name string) slog.Handler {
+	c := *o
+	c.Handler = o.Handler.WithGroup(name)
+	return &c
+}
