@@ -198,10 +198,13 @@ func TestHostileClients(t *testing.T) {
 		{name: "flipped MAC", send: with(clientHelloLen-1, ch[clientHelloLen-1]^1), want: ErrAuthFailed},
 		{name: "flipped nonce", send: with(clientHelloLen-macLen-1, ch[clientHelloLen-macLen-1]^1), want: ErrAuthFailed},
 		{name: "other key's hello", send: validClientHello(testKey("stranger"), "hostile"), want: ErrAuthFailed, inError: "stranger"},
-		{name: "replayed hello then close", send: ch, close: true, want: ErrAuthFailed, replied: true},
-		{name: "replayed hello then stall", send: ch, want: ErrHandshakeTimeout, replied: true},
-		{name: "replayed hello, bad proof", send: append(bytes.Clone(ch), make([]byte, clientFinishedLen)...), want: ErrProtocol, replied: true},
-		{name: "replayed hello, forged proof", send: append(bytes.Clone(ch), append([]byte{msgClientFinished}, make([]byte, clientFinishedLen-1)...)...), want: ErrAuthFailed, replied: true},
+		// Each replay is of a ClientHello of its own: the subtests run at
+		// once, and a server refuses a second copy of a ClientHello whose
+		// handshake is in flight (TestReplayInFlightRefused).
+		{name: "replayed hello then close", send: validClientHello(good, "replay 1"), close: true, want: ErrAuthFailed, replied: true},
+		{name: "replayed hello then stall", send: validClientHello(good, "replay 2"), want: ErrHandshakeTimeout, replied: true},
+		{name: "replayed hello, bad proof", send: append(validClientHello(good, "replay 3"), make([]byte, clientFinishedLen)...), want: ErrProtocol, replied: true},
+		{name: "replayed hello, forged proof", send: append(validClientHello(good, "replay 4"), append([]byte{msgClientFinished}, make([]byte, clientFinishedLen-1)...)...), want: ErrAuthFailed, replied: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
