@@ -97,7 +97,8 @@ type Config struct {
 	// not evicted while stalled clients hold slots; a burst of more than
 	// MaxHandshakes honest clients at once can evict some of them. When
 	// every slot is a connection waiting for Accept, or a handshake within
-	// those 50 ms, the Listener stops accepting from its inner listener
+	// those 50 ms, or one whose goroutine has not run yet while the rest
+	// have made progress, the Listener stops accepting from its inner listener
 	// until one frees. Zero means DefaultMaxHandshakes (256).
 	MaxHandshakes int
 

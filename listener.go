@@ -98,8 +98,9 @@ func (l *Listener) Accept() (net.Conn, error) { return l.al.Accept() }
 
 // Close closes the inner listener, aborts handshakes in flight and closes
 // authenticated connections not yet accepted. It returns when all of the
-// Listener's goroutines have ended. Connections already returned by Accept
-// are not affected.
+// Listener's goroutines have ended, after the reports of connections it
+// shed that were still pending (so Config.OnHandshake must return).
+// Connections already returned by Accept are not affected.
 func (l *Listener) Close() error { return l.al.Close() }
 
 // Shutdown stops the Listener gracefully, as http.Server.Shutdown stops a
