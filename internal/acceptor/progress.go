@@ -18,6 +18,10 @@ const maxSteps = 3
 // and took key holders before they ran. The grace also bounds evictions to
 // MaxInFlight per grace, so a connection queued in the kernel behind n
 // attacking ones waits about n/MaxInFlight graces (BENCHMARKS.md).
+// The grace, and the rule that a handshake whose goroutine has not run is
+// never evicted, guard against scheduling delays that no test produces
+// reliably: BenchmarkDialUnderSlotAttack shows them (dials fail without
+// them), the unit tests do not.
 const evictGrace = 50 * time.Millisecond
 
 // pendingKey is the context key under which a handshake's ctx carries its
