@@ -42,8 +42,8 @@ func TestOnThisHost(t *testing.T) {
 // host unless -unsafe-target, a client refuses to listen off this host
 // unless -unsafe-listen; each refusal is a usage error that names the
 // flag. No address off loopback is ever connected to or listened on: the
-// target 192.0.2.1 (TEST-NET-1) is never dialed, as no connection comes,
-// and listening on it fails, as no interface of this host has it.
+// targets are never dialed, as no connection comes, and listening on
+// 192.0.2.1 (TEST-NET-1) fails, as no interface of this host has it.
 func TestSafeDefaults(t *testing.T) {
 	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "safe"))
 	for _, tc := range []struct {
@@ -69,8 +69,9 @@ func TestSafeDefaults(t *testing.T) {
 	}
 
 	// -unsafe-target lifts the refusal: the server starts (and would
-	// dial 192.0.2.1 only for a connection, which none makes).
-	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", "192.0.2.1:6379", "-keys", keys, "-unsafe-target")
+	// dial its target only for a connection, which none makes; the name is
+	// under .invalid, which never resolves).
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", "redis-host.invalid:6379", "-keys", keys, "-unsafe-target")
 	server.signal(syscall.SIGTERM)
 	if code := server.wait(); code != exitOK {
 		t.Errorf("server with -unsafe-target exited %d, want 0", code)
