@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +26,10 @@ const (
 //
 // A Config may be shared by many listeners, dialers and connections at once,
 // but must not be modified after it has been passed to any of them: the keys
-// are validated and their derived keys cached on first use, so a copy made
-// after that keeps the original's keys (and, until it expires, its X25519
-// key share). To change keys while running, use Keyring.
+// are validated and their derived keys cached on first use, so a struct copy
+// made after that keeps the original's keys (and, until it expires, its
+// X25519 key share). Make a Config from another with Clone. To change keys
+// while running, use Keyring.
 //
 // A server refuses a ClientHello that a client handshake of the same Config
 // has in flight: a connection its own dialer made, sent back to it (a
@@ -132,6 +134,30 @@ type Config struct {
 
 	keys   atomic.Pointer[keySet] // derived from Keys on first use
 	shares keyShares
+}
+
+// Clone returns a copy of c: its settings, its own copy of the Keys slice
+// (the secrets' bytes and the Keyring are shared), and none of the state c
+// keeps once used (derived keys, X25519 key share), which the copy derives
+// afresh. The copy is another Config for every purpose, including the
+// refusal of a Config's own dials. Clone of nil is nil.
+func (c *Config) Clone() *Config {
+	if c == nil {
+		return nil
+	}
+	return &Config{
+		Keys:               slices.Clone(c.Keys),
+		Keyring:            c.Keyring,
+		Mode:               c.Mode,
+		ForwardSecrecy:     c.ForwardSecrecy,
+		KeyShareLifetime:   c.KeyShareLifetime,
+		HandshakeTimeout:   c.HandshakeTimeout,
+		MaxHandshakes:      c.MaxHandshakes,
+		MaxHandshakesPerIP: c.MaxHandshakesPerIP,
+		AcceptQueue:        c.AcceptQueue,
+		Logger:             c.Logger,
+		OnHandshake:        c.OnHandshake,
+	}
 }
 
 // LogValue implements slog.LogValuer: the settings and the key IDs, never
