@@ -48,11 +48,10 @@ func TestConfigClone(t *testing.T) {
 			t.Errorf("Clone did not copy Config.%s", f.Name)
 		}
 	}
-	if cl := c.Clone(); true {
-		cl.Keys[0] = testKey("other")
-		if c.Keys[0].ID != "clone" {
-			t.Error("the clone's Keys share the original's slice")
-		}
+	cl := c.Clone()
+	cl.Keys[0] = testKey("other")
+	if c.Keys[0].ID != "clone" {
+		t.Error("the clone's Keys share the original's slice")
 	}
 	if (*Config)(nil).Clone() != nil {
 		t.Error("Clone of a nil Config is not nil")
