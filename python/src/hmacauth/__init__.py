@@ -68,3 +68,7 @@ __all__ = [
     "load_keys",
     "parse_keys",
 ]
+
+from ._server import ConnectionShed, HandshakeEvent, HmacAuthMixIn, Listener, create_server  # noqa: E402
+
+__all__ += ["ConnectionShed", "HandshakeEvent", "HmacAuthMixIn", "Listener", "create_server"]

@@ -1,0 +1,104 @@
+"""Listener and create_server: only authenticated connections reach accept,
+handshakes run concurrently, silent clients do not stall others, caps."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import unittest
+
+from _support import WAIT, Thread, recv_all, recv_exactly, test_key
+
+import hmacauth
+from hmacauth import Context
+
+
+class ListenerTests(unittest.TestCase):
+    def test_only_authenticated_reach_accept(self) -> None:
+        events = []
+        lock = threading.Lock()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            with lock:
+                events.append(ev)
+
+        sctx = Context([test_key("good")], on_handshake=record, handshake_timeout=2.0)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            addr = ln.address
+            # A silent client, a prober and a wrong key go first.
+            silent = socket.create_connection(addr)
+            probe = socket.create_connection(addr)
+            probe.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            with self.assertRaises(hmacauth.AuthFailed):
+                hmacauth.create_connection(addr, Context([test_key("bad")]), timeout=WAIT)
+            # The prober is refused at its first wrong byte, without a byte back.
+            probe.settimeout(WAIT)
+            self.assertEqual(probe.recv(100), b"")
+            probe.close()
+            # A good client is accepted while the silent one still waits.
+            c = hmacauth.create_connection(addr, Context([test_key("good")]), timeout=WAIT)
+            s, peer = ln.accept(timeout=WAIT)
+            with c, s:
+                self.assertEqual(s.key_id, "good")
+                c.sendall(b"hi")
+                self.assertEqual(recv_exactly(s, 2), b"hi")
+            silent.close()
+        kinds = sorted(type(e.error).__name__ for e in events)
+        self.assertIn("AuthFailed", kinds)
+        self.assertIn("ProtocolError", kinds)
+        self.assertIn("NoneType", kinds)
+
+    def test_many_concurrent(self) -> None:
+        sctx = Context([test_key()], max_handshakes_per_ip=-1)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            addr = ln.address
+            n = 50
+
+            def server() -> int:
+                got = 0
+                for _ in range(n):
+                    s, _ = ln.accept(timeout=WAIT)
+                    with s:
+                        s.sendall(recv_exactly(s, 5))
+                        got += 1
+                return got
+
+            t = Thread(server)
+            cctx = Context([test_key()])
+
+            def client() -> bytes:
+                with hmacauth.create_connection(addr, cctx, timeout=WAIT) as c:
+                    c.sendall(b"hello")
+                    return recv_exactly(c, 5)
+
+            threads = [Thread(client) for _ in range(n)]
+            for th in threads:
+                self.assertEqual(th.join_result(), b"hello")
+            self.assertEqual(t.join_result(), n)
+
+    def test_per_ip_cap_sheds(self) -> None:
+        events = []
+        shed = threading.Event()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            events.append(ev)
+            if isinstance(ev.error, hmacauth.ConnectionShed):
+                shed.set()
+
+        sctx = Context([test_key()], max_handshakes_per_ip=2, on_handshake=record)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            silent = [socket.create_connection(ln.address) for _ in range(3)]
+            self.assertTrue(shed.wait(WAIT))
+            for s in silent:
+                s.close()
+
+    def test_close_ends_accept(self) -> None:
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([test_key()]))
+        t = Thread(lambda: ln.accept())
+        ln.close()
+        with self.assertRaises(OSError):
+            t.join_result()
+
+
+if __name__ == "__main__":
+    unittest.main()
