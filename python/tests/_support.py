@@ -27,7 +27,7 @@ VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 WAIT = 20.0
 
 
-def test_key(key_id: str = "test-key") -> hmacauth.Key:
+def make_key(key_id: str = "test-key") -> hmacauth.Key:
     return hmacauth.Key(key_id, hashlib.sha256(key_id.encode()).digest())
 
 

@@ -7,7 +7,7 @@ import socket
 import threading
 import unittest
 
-from _support import WAIT, Thread, recv_all, recv_exactly, test_key
+from _support import WAIT, Thread, recv_all, recv_exactly, make_key
 
 import hmacauth
 from hmacauth import Context
@@ -22,7 +22,7 @@ class ListenerTests(unittest.TestCase):
             with lock:
                 events.append(ev)
 
-        sctx = Context([test_key("good")], on_handshake=record, handshake_timeout=2.0)
+        sctx = Context([make_key("good")], on_handshake=record, handshake_timeout=2.0)
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             addr = ln.address
             # A silent client, a prober and a wrong key go first.
@@ -30,13 +30,13 @@ class ListenerTests(unittest.TestCase):
             probe = socket.create_connection(addr)
             probe.sendall(b"GET / HTTP/1.1\r\n\r\n")
             with self.assertRaises(hmacauth.AuthFailed):
-                hmacauth.create_connection(addr, Context([test_key("bad")]), timeout=WAIT)
+                hmacauth.create_connection(addr, Context([make_key("bad")]), timeout=WAIT)
             # The prober is refused at its first wrong byte, without a byte back.
             probe.settimeout(WAIT)
             self.assertEqual(probe.recv(100), b"")
             probe.close()
             # A good client is accepted while the silent one still waits.
-            c = hmacauth.create_connection(addr, Context([test_key("good")]), timeout=WAIT)
+            c = hmacauth.create_connection(addr, Context([make_key("good")]), timeout=WAIT)
             s, peer = ln.accept(timeout=WAIT)
             with c, s:
                 self.assertEqual(s.key_id, "good")
@@ -49,7 +49,7 @@ class ListenerTests(unittest.TestCase):
         self.assertIn("NoneType", kinds)
 
     def test_many_concurrent(self) -> None:
-        sctx = Context([test_key()], max_handshakes_per_ip=-1)
+        sctx = Context([make_key()], max_handshakes_per_ip=-1)
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             addr = ln.address
             n = 50
@@ -64,7 +64,7 @@ class ListenerTests(unittest.TestCase):
                 return got
 
             t = Thread(server)
-            cctx = Context([test_key()])
+            cctx = Context([make_key()])
 
             def client() -> bytes:
                 with hmacauth.create_connection(addr, cctx, timeout=WAIT) as c:
@@ -85,7 +85,7 @@ class ListenerTests(unittest.TestCase):
             if isinstance(ev.error, hmacauth.ConnectionShed):
                 shed.set()
 
-        sctx = Context([test_key()], max_handshakes_per_ip=2, on_handshake=record)
+        sctx = Context([make_key()], max_handshakes_per_ip=2, on_handshake=record)
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             silent = [socket.create_connection(ln.address) for _ in range(3)]
             self.assertTrue(shed.wait(WAIT))
@@ -93,7 +93,7 @@ class ListenerTests(unittest.TestCase):
                 s.close()
 
     def test_close_ends_accept(self) -> None:
-        ln = hmacauth.create_server(("127.0.0.1", 0), Context([test_key()]))
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()]))
         t = Thread(lambda: ln.accept())
         ln.close()
         with self.assertRaises(OSError):

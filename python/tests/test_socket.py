@@ -9,7 +9,7 @@ import socket
 import time
 import unittest
 
-from _support import HAVE_CRYPTO, WAIT, Thread, listener, modes, needs_crypto, pair, recv_all, recv_exactly, test_key
+from _support import HAVE_CRYPTO, WAIT, Thread, listener, modes, needs_crypto, pair, recv_all, recv_exactly, make_key
 
 import hmacauth
 from hmacauth import Context, Mode
@@ -18,7 +18,7 @@ MIB16 = os.urandom(16 << 20) if HAVE_CRYPTO else b""
 
 
 def ctxs(mode: Mode = Mode.AUTH, fs: bool = False, **kw):  # type: ignore[no-untyped-def]
-    k = test_key()
+    k = make_key()
     return Context([k], mode, forward_secrecy=fs, **kw), Context([k], mode, forward_secrecy=fs, **kw)
 
 
@@ -143,7 +143,7 @@ class Modes(unittest.TestCase):
 
     @needs_crypto
     def test_stronger_mode_wins(self) -> None:
-        k = test_key()
+        k = make_key()
         for cm, sm in ((Mode.AUTH, Mode.SEALED), (Mode.SEALED, Mode.INTEGRITY), (Mode.INTEGRITY, Mode.AUTH)):
             c, s = pair(Context([k], cm), Context([k], sm))
             with c, s:
@@ -156,7 +156,7 @@ class Modes(unittest.TestCase):
 
     @needs_crypto
     def test_chacha_preference(self) -> None:
-        k = test_key()
+        k = make_key()
         for cp, sp, want in ((False, False, "AES-256-GCM"), (True, False, "ChaCha20-Poly1305"), (False, True, "ChaCha20-Poly1305")):
             c, s = pair(Context([k], Mode.SEALED, prefer_chacha20=cp), Context([k], Mode.SEALED, prefer_chacha20=sp))
             with c, s:
@@ -172,7 +172,7 @@ class Refusals(unittest.TestCase):
         self.assertIn(server_msg, str(sm.exception))
 
     def test_wrong_secret(self) -> None:
-        good = test_key("k")
+        good = make_key("k")
         bad = hmacauth.Key("k", bytes(32))
         self.check_refused(Context([bad]), Context([good]), hmacauth.AuthFailed, "MAC for key ID \"k\" is wrong")
 
@@ -182,22 +182,22 @@ class Refusals(unittest.TestCase):
             def serve() -> None:
                 s, _ = ls.accept()
                 try:
-                    Context([test_key("server-only")]).wrap_socket(s, server_side=True)
+                    Context([make_key("server-only")]).wrap_socket(s, server_side=True)
                 except hmacauth.AuthFailed:
                     return
                 raise AssertionError("handshake succeeded")
 
             t = Thread(serve)
             with self.assertRaises(hmacauth.AuthFailed) as cm:
-                hmacauth.create_connection(ls.getsockname(), Context([test_key("unknown")]), timeout=WAIT)
+                hmacauth.create_connection(ls.getsockname(), Context([make_key("unknown")]), timeout=WAIT)
             self.assertIn("closed the connection without a word", str(cm.exception))
             t.join_result()
 
     def test_unknown_key_id(self) -> None:
-        self.check_refused(Context([test_key("a")]), Context([test_key("b")]), hmacauth.AuthFailed, "which this server does not have")
+        self.check_refused(Context([make_key("a")]), Context([make_key("b")]), hmacauth.AuthFailed, "which this server does not have")
 
     def test_selfie(self) -> None:
-        ctx = Context([test_key()])
+        ctx = Context([make_key()])
         with self.assertRaises(hmacauth.AuthFailed) as cm:
             pair(ctx, ctx)
         self.assertIn("reflection", str(cm.exception))
@@ -231,7 +231,7 @@ class Refusals(unittest.TestCase):
 
                     t = Thread(serve)
                     with self.assertRaises(exc) as cm:
-                        hmacauth.create_connection(ls.getsockname(), Context([test_key()]), timeout=WAIT)
+                        hmacauth.create_connection(ls.getsockname(), Context([make_key()]), timeout=WAIT)
                     self.assertIn(msg, str(cm.exception))
                     t.join_result()
 
@@ -240,7 +240,7 @@ class Refusals(unittest.TestCase):
         with ls:
             # A server that never answers.
             with self.assertRaises(hmacauth.HandshakeTimeout) as cm:
-                hmacauth.create_connection(ls.getsockname(), Context([test_key()], handshake_timeout=0.2), timeout=WAIT)
+                hmacauth.create_connection(ls.getsockname(), Context([make_key()], handshake_timeout=0.2), timeout=WAIT)
             self.assertIsInstance(cm.exception, socket.timeout)
         ls = listener()
         with ls:
@@ -249,7 +249,7 @@ class Refusals(unittest.TestCase):
             s, _ = ls.accept()
             with c:
                 with self.assertRaises(hmacauth.HandshakeTimeout):
-                    Context([test_key()], handshake_timeout=0.2).wrap_socket(s, server_side=True)
+                    Context([make_key()], handshake_timeout=0.2).wrap_socket(s, server_side=True)
 
     def test_weak_key_and_config(self) -> None:
         with self.assertRaises(hmacauth.WeakKey):
@@ -259,9 +259,9 @@ class Refusals(unittest.TestCase):
         with self.assertRaises(hmacauth.ConfigError):
             Context([hmacauth.Key("has space", bytes(32))])
         with self.assertRaises(hmacauth.ConfigError):
-            Context([test_key("a"), test_key("a")])
+            Context([make_key("a"), make_key("a")])
         with self.assertRaises(hmacauth.ConfigError):
-            Context([test_key()], mode=7)  # type: ignore[arg-type]
+            Context([make_key()], mode=7)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
