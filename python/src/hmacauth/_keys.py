@@ -184,11 +184,13 @@ def load_keys(path: Union[str, "os.PathLike[str]"]) -> List[Key]:
     """
     path = os.fspath(path)
     try:
-        f = open(path, "rb")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is
+        # refused below as not a regular file.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise OSError(e.errno, "hmacauth: reading key file: %s" % e.strerror, path) from None
-    with f:
-        st = os.fstat(f.fileno())
+        raise type(e)(e.errno, "hmacauth: reading key file: %s" % e.strerror, path) from None
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError("key file %s is not a regular file" % path)
         perm = stat.S_IMODE(st.st_mode)
@@ -206,7 +208,17 @@ def load_keys(path: Union[str, "os.PathLike[str]"]) -> List[Key]:
                     "so another user can change the keys; run chown %d on it, or have its owner run this process"
                     % (path, st.st_uid, euid, euid)
                 )
-        data = f.read(MAX_KEY_FILE_SIZE + 1)
+        chunks = []
+        size = 0
+        while size <= MAX_KEY_FILE_SIZE:
+            b = os.read(fd, MAX_KEY_FILE_SIZE + 1 - size)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     if len(data) > MAX_KEY_FILE_SIZE:
         raise ConfigError("key file %s is larger than %d bytes; is it a key file?" % (path, MAX_KEY_FILE_SIZE))
     return parse_keys(data, "key file " + path)
