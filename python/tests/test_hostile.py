@@ -88,7 +88,7 @@ class Probes(unittest.TestCase):
             (bytes(bad_mac), hmacauth.AuthFailed, "is wrong"),
             (bytes(ch[:100]), hmacauth.ProtocolError, "after 100 bytes"),
             (bytes(ch), hmacauth.AuthFailed, "closed the connection instead of proving"),
-            (bytes(ch) + b"\x04" + os.urandom(100_000), hmacauth.ProtocolError, "expected a ClientFinished"),
+            (bytes(ch) + b"\x04" + os.urandom(30_000), hmacauth.ProtocolError, "expected a ClientFinished"),
             (b"", hmacauth.ProtocolError, "after 0 bytes"),
         ]
         ctx = Context([make_key()])

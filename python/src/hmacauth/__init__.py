@@ -72,3 +72,7 @@ __all__ = [
 from ._server import ConnectionShed, HandshakeEvent, HmacAuthMixIn, Listener, create_server  # noqa: E402
 
 __all__ += ["ConnectionShed", "HandshakeEvent", "HmacAuthMixIn", "Listener", "create_server"]
+
+from ._asyncio import open_connection, start_server  # noqa: E402
+
+__all__ += ["open_connection", "start_server"]
