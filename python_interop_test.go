@@ -6,11 +6,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,8 +34,8 @@ type interopPython struct {
 }
 
 // findInteropPythons returns the distinct Python 3.9+ interpreters in PATH
-// and in the pyenv versions folder.
-func findInteropPythons() []interopPython {
+// and in the pyenv versions folder, asking each once per test binary.
+var findInteropPythons = sync.OnceValue(func() []interopPython {
 	var candidates []string
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
 		if p := filepath.Join(dir, "python3"); dir != "" && !slices.Contains(candidates, p) {
@@ -72,7 +74,7 @@ except ImportError:
 		found = append(found, interopPython{path: path, version: f[0], crypto: f[3] == "crypto"})
 	}
 	return found
-}
+})
 
 // interopPeer is a running interop_peer.py.
 type interopPeer struct {
@@ -452,4 +454,50 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestPythonHTTPClient runs python/examples/go_http_client.py, a Python
+// client, against a Go http.Server behind Listen.
+func TestPythonHTTPClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Python process")
+	}
+	pythons := findInteropPythons()
+	i := slices.IndexFunc(pythons, func(p interopPython) bool { return p.crypto })
+	if i < 0 {
+		t.Skip("no Python 3.9 or later with the 'cryptography' package; the example needs ModeSealed")
+	}
+	py := pythons[i]
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	line := fmt.Sprintf("%s %s\n", interopKey.ID, base64.StdEncoding.EncodeToString(interopKey.Secret))
+	if err := os.WriteFile(keyFile, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{interopKey}, Mode: ModeSealed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s from Go", r.URL.Path)
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		srv.Close()
+		<-served
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	example := filepath.Join("python", "examples", "go_http_client.py")
+	// Not -I, which would ignore PYTHONPATH: the example imports the
+	// package from python/src, as it would after pip install.
+	cmd := exec.CommandContext(ctx, py.path, "-s", example, keyFile, ln.Addr().String(), "/py")
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("python", "src"), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if want := "200 hello /py from Go\n200 hello /py from Go\n"; string(out) != want {
+		t.Fatalf("the Python client printed %q, want %q", out, want)
+	}
 }

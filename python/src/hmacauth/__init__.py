@@ -76,3 +76,7 @@ __all__ += ["ConnectionShed", "HandshakeEvent", "HmacAuthMixIn", "Listener", "cr
 from ._asyncio import open_connection, start_server  # noqa: E402
 
 __all__ += ["open_connection", "start_server"]
+
+from ._http import HTTPConnection  # noqa: E402
+
+__all__ += ["HTTPConnection"]
