@@ -265,7 +265,8 @@ class _HmacAuthProtocol(asyncio.Protocol):
 
             c2s, s2c = traffic_secrets(res.secret)
             send, recv = (s2c, c2s) if self._server else (c2s, s2c)
-            self._sealer = Sealer(int(res.mode), Direction(send, res.flags))
+            # Not reuse: the transport may keep the buffers it was given.
+            self._sealer = Sealer(int(res.mode), Direction(send, res.flags), reuse=False)
             if self._ctx._testing_only_update_bytes is not None:
                 self._sealer.update_bytes = self._ctx._testing_only_update_bytes
             peer = self._peer
@@ -298,10 +299,15 @@ class _HmacAuthProtocol(asyncio.Protocol):
                 if len(buf) - pos < total:
                     break
                 with memoryview(buf) as mv:
-                    typ, payload = self._opener.open(mv[pos : pos + total])
+                    rec = mv[pos : pos + total]
+                    typ, payload = self._opener.open(rec)
+                    data = bytes(payload) if typ == REC_DATA else b""
+                    # No view of buf may outlive this block: buf is resized below.
+                    del payload
+                    rec.release()
                 pos += total
-                if typ == REC_DATA and len(payload):
-                    self._app.data_received(bytes(payload))
+                if data:
+                    self._app.data_received(data)
                 elif typ == REC_CLOSE:
                     self._eof = True
                     self._app_eof()

@@ -53,6 +53,121 @@ def aead_classes() -> Tuple[Any, Any, Any, bool]:
     return _aeads
 
 
+class RecordCipher:
+    """One traffic key's AEAD, used through the cheapest calls the installed
+    'cryptography' offers: encrypt_into and decrypt_into where it has them
+    (43 and later); else, for AES-256-GCM, the Cipher API's update_into,
+    which takes memoryviews and writes into a buffer (the one-shot AESGCM
+    of older versions copies and allocates its input and output); else the
+    one-shot calls."""
+
+    __slots__ = ("kind", "aead", "alg", "gcm", "buffers", "invalid_tag")
+
+    def __init__(self, key: bytes, chacha: bool) -> None:
+        aes, chacha_cls, self.invalid_tag, self.buffers = aead_classes()
+        cls = chacha_cls if chacha else aes
+        self.aead = cls(key)
+        self.alg: Any = None
+        if hasattr(cls, "encrypt_into") and hasattr(cls, "decrypt_into"):
+            self.kind = "into"
+        elif not chacha:
+            from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+            self.kind = "gcm"
+            self.alg = algorithms.AES(key)
+            self.gcm = (Cipher, modes.GCM)
+        else:
+            self.kind = "plain"
+
+    def _gcm(self, nonce: bytes, tag: Optional[bytes] = None) -> Any:
+        cipher, gcm = self.gcm
+        c = cipher(self.alg, gcm(nonce, tag))
+        return c.decryptor() if tag is not None else c.encryptor()
+
+    def seal_sealed(self, nonce: bytes, header: bytes, payload: Any, out: Optional[memoryview]) -> List[Any]:
+        n = len(payload)
+        if self.kind == "plain":
+            if not self.buffers and not isinstance(payload, bytes):
+                payload = bytes(payload)
+            return [header, self.aead.encrypt(nonce, payload, header)]
+        if out is None:
+            out = memoryview(bytearray(HEADER + n + TAG + 15))
+        out[:HEADER] = header
+        if self.kind == "into":
+            self.aead.encrypt_into(nonce, payload, header, out[HEADER : HEADER + n + TAG])
+        else:
+            e = self._gcm(nonce)
+            e.authenticate_additional_data(header)
+            if n:
+                e.update_into(payload, out[HEADER:])
+            e.finalize()
+            out[HEADER + n : HEADER + n + TAG] = e.tag
+        return [out[: HEADER + n + TAG]]
+
+    def seal_integrity(self, nonce: bytes, header: bytes, payload: Any, out: Optional[memoryview]) -> List[Any]:
+        n = len(payload)
+        if self.kind == "gcm":
+            e = self._gcm(nonce)
+            e.authenticate_additional_data(header)
+            if n:
+                e.authenticate_additional_data(payload)
+            e.finalize()
+            return [header, payload, e.tag] if n else [header, e.tag]
+        if self.kind == "into" or self.buffers:
+            if out is None:
+                out = memoryview(bytearray(HEADER + n))
+            out[:HEADER] = header
+            out[HEADER : HEADER + n] = payload
+            return [out[: HEADER + n], self.aead.encrypt(nonce, b"", out[: HEADER + n])]
+        return [header, payload, self.aead.encrypt(nonce, b"", header + bytes(payload))]
+
+    def open_sealed(
+        self, nonce: bytes, rec: memoryview, n: int, scratch: memoryview, out: Optional[memoryview]
+    ) -> Tuple[memoryview, bool]:
+        """Decrypts into out if it is large enough, else into scratch;
+        returns the plaintext's view and whether it is in out. Raises
+        invalid_tag, leaving no plaintext behind."""
+        if self.kind == "plain":
+            if self.buffers:
+                pt = self.aead.decrypt(nonce, rec[HEADER:], rec[:HEADER])
+            else:
+                pt = self.aead.decrypt(nonce, bytes(rec[HEADER:]), bytes(rec[:HEADER]))
+            return memoryview(pt), False
+        if self.kind == "into":
+            into = out is not None and len(out) >= n
+            dst = out[:n] if into else scratch[:n]  # type: ignore[index]
+            try:
+                self.aead.decrypt_into(nonce, rec[HEADER:], rec[:HEADER], dst)
+            except self.invalid_tag:
+                dst[:] = bytes(n)
+                raise
+            return dst, into
+        into = out is not None and len(out) >= n + 15
+        dst = out if into else scratch  # type: ignore[assignment]
+        d = self._gcm(nonce, bytes(rec[HEADER + n :]))
+        d.authenticate_additional_data(rec[:HEADER])
+        if n:
+            d.update_into(rec[HEADER : HEADER + n], dst)
+        try:
+            d.finalize()
+        except self.invalid_tag:
+            dst[:n] = bytes(n)
+            raise
+        return dst[:n], into
+
+    def open_integrity(self, nonce: bytes, rec: memoryview, n: int) -> memoryview:
+        """Checks the tag; returns the payload's view into rec."""
+        if self.kind == "gcm":
+            d = self._gcm(nonce, bytes(rec[HEADER + n :]))
+            d.authenticate_additional_data(rec[: HEADER + n])
+            d.finalize()
+        elif self.buffers:
+            self.aead.decrypt(nonce, rec[HEADER + n :], rec[: HEADER + n])
+        else:
+            self.aead.decrypt(nonce, bytes(rec[HEADER + n :]), bytes(rec[: HEADER + n]))
+        return rec[HEADER : HEADER + n]
+
+
 class Direction:
     """The traffic secret chain of one direction and its current AEAD."""
 
@@ -65,9 +180,8 @@ class Direction:
         self._derive()
 
     def _derive(self) -> None:
-        aes, chacha, _, _ = aead_classes()
         t = bytes(self.secret)
-        self.aead = (chacha if self.chacha else aes)(expand_label(t, "key", 32))
+        self.aead: Any = RecordCipher(expand_label(t, "key", 32), self.chacha)
         self.iv = int.from_bytes(expand_label(t, "iv", 12), "big")
         self.seq = 0
         self.used = 0
@@ -96,30 +210,42 @@ def traffic_secrets(session_secret: bytes) -> Tuple[bytes, bytes]:
 
 class Sealer:
     """The sending side: seal() returns the buffers of a record, preceded by
-    a key update record when the generation is used up."""
+    a key update record when the generation is used up. With reuse (the
+    blocking socket), the buffers of the last record are views of one
+    buffer that the next seal() overwrites: send them first."""
 
-    def __init__(self, mode: int, d: Direction, update_bytes: int = UPDATE_BYTES, update_records: int = UPDATE_RECORDS) -> None:
+    def __init__(
+        self,
+        mode: int,
+        d: Direction,
+        update_bytes: int = UPDATE_BYTES,
+        update_records: int = UPDATE_RECORDS,
+        reuse: bool = True,
+    ) -> None:
         self.mode = mode
         self.d = d
         self.update_bytes = update_bytes
         self.update_records = update_records
-        self.buffers = aead_classes()[3]
+        self._out: Optional[memoryview] = None
+        self.reuse = reuse
 
-    def _one(self, typ: int, payload: Any, out: List[Any]) -> None:
+    def _buffer(self, n: int) -> Optional[memoryview]:
+        if not self.reuse:
+            return None
+        if self._out is None or len(self._out) < HEADER + n + TAG + 15:
+            self._out = memoryview(bytearray(max(HEADER + n + TAG + 15, 4096 if n < 4096 else MAX_RECORD + 15)))
+        return self._out
+
+    def _one(self, typ: int, payload: Any, out: List[Any], own: bool) -> None:
         d = self.d
         n = len(payload)
         header = bytes((typ,)) + n.to_bytes(3, "big")
         nonce = d.nonce()
-        if not self.buffers and not isinstance(payload, bytes):
-            payload = bytes(payload)
+        buf = self._buffer(n) if own else None
         if self.mode == MODE_SEALED:
-            out.append(header)
-            out.append(d.aead.encrypt(nonce, payload, header))
+            out.extend(d.aead.seal_sealed(nonce, header, payload, buf))
         else:
-            out.append(header)
-            if n:
-                out.append(payload)
-            out.append(d.aead.encrypt(nonce, b"", header + bytes(payload) if n else header))
+            out.extend(d.aead.seal_integrity(nonce, header, payload, buf))
         d.seq += 1
         d.used += n
 
@@ -127,9 +253,9 @@ class Sealer:
         out: List[Any] = []
         d = self.d
         if d.used >= self.update_bytes or d.seq >= self.update_records:
-            self._one(REC_KEY_UPDATE, b"", out)
+            self._one(REC_KEY_UPDATE, b"", out, False)
             d.update()
-        self._one(typ, payload, out)
+        self._one(typ, payload, out, True)
         return out
 
 
@@ -143,7 +269,9 @@ class Opener:
         self.peer = peer  # "server" or "client", for messages
         self.addr = addr
         self.useless = 0
-        aes, chacha, self.invalid_tag, self.buffers = aead_classes()
+        self.invalid_tag = aead_classes()[2]
+        self._scratch: Optional[memoryview] = None
+        self.into_out = False  # whether the last payload open() returned is in its out
 
     def integrity(self, what: str) -> IntegrityError:
         return IntegrityError("from the %s at %s: %s; the connection is no longer usable" % (self.peer, self.addr, what))
@@ -152,23 +280,24 @@ class Opener:
         if n > MAX_PAYLOAD:
             raise self.integrity("a record header announces %d payload bytes, more than the %d allowed" % (n, MAX_PAYLOAD))
 
-    def open(self, rec: memoryview) -> Tuple[int, Any]:
-        """rec holds exactly one record. Returns (type, payload); the payload
-        of a data record is bytes or a memoryview of a bytes object."""
+    def open(self, rec: memoryview, out: Optional[memoryview] = None) -> Tuple[int, Any]:
+        """rec holds exactly one record. Returns (type, payload): a
+        memoryview of the plaintext, in ModeSealed decrypted into out if it
+        is large enough (else into a buffer of this Opener that the next
+        record overwrites), in ModeIntegrity a view into rec."""
         d = self.d
         typ = rec[0]
         n = int.from_bytes(rec[1:4], "big")
+        if len(rec) != HEADER + n + TAG:
+            raise self.integrity("a record of %d bytes announces %d payload bytes" % (len(rec), n))
         nonce = d.nonce()
         try:
             if self.mode == MODE_SEALED:
-                if self.buffers:
-                    payload: Any = d.aead.decrypt(nonce, rec[HEADER:], rec[:HEADER])
-                else:
-                    payload = d.aead.decrypt(nonce, bytes(rec[HEADER:]), bytes(rec[:HEADER]))
+                if self._scratch is None or len(self._scratch) < n + 15:
+                    self._scratch = memoryview(bytearray(max(n + 15, 4096 if n < 4096 else MAX_PAYLOAD + 15)))
+                payload, self.into_out = d.aead.open_sealed(nonce, rec, n, self._scratch, out)
             else:
-                ad = bytes(rec[: HEADER + n])
-                d.aead.decrypt(nonce, rec[HEADER + n :] if self.buffers else bytes(rec[HEADER + n :]), ad)
-                payload = memoryview(ad)[HEADER:]
+                payload, self.into_out = d.aead.open_integrity(nonce, rec, n), False
         except self.invalid_tag:
             raise self.integrity(
                 "record %d (generation %d) failed authentication: it was altered, dropped, reordered, replayed, reflected or injected in transit"

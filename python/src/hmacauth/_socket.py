@@ -138,7 +138,7 @@ class HmacAuthSocket:
         self._rmv = memoryview(self._rbuf)
         self._rstart = 0
         self._rend = 0
-        self._plain: Any = memoryview(b"")
+        self._plain: Any = _EMPTY
         self._poff = 0
         self._rerr: Optional[BaseException] = None
         self._reset_seen = False
@@ -360,16 +360,18 @@ class HmacAuthSocket:
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
         with self._rlock:
-            if not self._fill_plain():
-                return b""
             p, off = self._plain, self._poff
-            avail = len(p) - off
-            if bufsize >= avail:
-                self._plain, self._poff = memoryview(b""), 0
-                obj = p.obj if off == 0 and isinstance(p, memoryview) and p.nbytes == len(p.obj) else None
-                return obj if isinstance(obj, bytes) else bytes(p[off:])
-            self._poff = off + bufsize
-            return bytes(p[off : off + bufsize])
+            if off >= len(p):
+                p, off = self._next_payload(None), 0
+                if p is None:
+                    return b""
+            end = min(len(p), off + bufsize)
+            data = bytes(p[off:end])
+            if end < len(p):
+                self._plain, self._poff = p, end
+            else:
+                self._plain, self._poff = _EMPTY, 0
+            return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         self._need()
@@ -377,67 +379,67 @@ class HmacAuthSocket:
             return self._sock.recv_into(buffer, nbytes, flags)
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
-        out = memoryview(buffer).cast("B")
-        if nbytes:
-            out = out[:nbytes]
-        if len(out) == 0:
-            return 0
-        with self._rlock:
-            if not self._fill_plain():
+        with memoryview(buffer) as whole:
+            out = whole.cast("B")
+            if nbytes:
+                out = out[:nbytes]
+            if len(out) == 0:
                 return 0
-            p, off = self._plain, self._poff
-            n = min(len(out), len(p) - off)
-            out[:n] = p[off : off + n]
-            self._poff = off + n
-            return n
+            with self._rlock:
+                p, off = self._plain, self._poff
+                if off >= len(p):
+                    # A record that fits is decrypted straight into buffer.
+                    p, off = self._next_payload(out), 0
+                    if p is None:
+                        return 0
+                    if self._opener.into_out:
+                        return len(p)
+                n = min(len(out), len(p) - off)
+                out[:n] = p[off : off + n]
+                if off + n < len(p):
+                    self._plain, self._poff = p, off + n
+                else:
+                    self._plain, self._poff = _EMPTY, 0
+                return n
 
-    def _fill_plain(self) -> bool:
-        """Makes sure plaintext is waiting; False at the end of the stream."""
-        if self._poff < len(self._plain):
-            return True
+    def _next_payload(self, out: Optional[memoryview]) -> Optional[memoryview]:
+        """Reads records up to the next one with data and returns its
+        payload (in out, if given and large enough, in ModeSealed), or None
+        at the end of the stream."""
         if self._rerr is not None:
             raise self._rerr
         if self._eof or self._read_closed:
-            return False
+            return None
         from ._record import HEADER, REC_CLOSE, REC_DATA, TAG
 
         while True:
-            need = self._read_at_least(HEADER)
-            if need is None:
-                return False
-            mv = self._rmv
+            self._read_at_least(HEADER)
             s = self._rstart
-            n = int.from_bytes(mv[s + 1 : s + 4], "big")
+            n = int.from_bytes(self._rmv[s + 1 : s + 4], "big")
             try:
                 self._opener.check_length(n)
             except HmacAuthError as e:
                 self._rerr = e
                 raise
             total = HEADER + n + TAG
-            if self._read_at_least(total) is None:
-                return False
+            self._read_at_least(total)
             s = self._rstart
-            rec = self._rmv[s : s + total]
             try:
-                typ, payload = self._opener.open(rec)
+                typ, payload = self._opener.open(self._rmv[s : s + total], out)
             except HmacAuthError as e:
                 self._rerr = e
                 raise
-            finally:
-                rec.release()
             self._rstart += total
             if typ == REC_DATA:
                 if len(payload):
-                    self._plain = payload if isinstance(payload, memoryview) else memoryview(payload)
-                    self._poff = 0
-                    return True
+                    return payload
             elif typ == REC_CLOSE:
                 self._eof = True
-                return False
+                return None
 
-    def _read_at_least(self, n: int) -> Optional[int]:
-        """Makes n bytes available from _rstart. None at a clean end (never:
-        an end here is a cut stream, which raises)."""
+    def _read_at_least(self, n: int) -> int:
+        """Makes n bytes available from _rstart; an end of stream here is a
+        cut stream, which raises IntegrityError."""
         have = self._rend - self._rstart
         if have >= n:
             return n
@@ -486,21 +488,26 @@ class HmacAuthSocket:
         self._pending and goes out first next time."""
         views = [memoryview(b).cast("B") for b in bufs]
         views = [v for v in views if len(v)]
-        self._pending = views
-        sendmsg = getattr(self._sock, "sendmsg", None)
-        while views:
-            if sendmsg is not None:
-                n = sendmsg(views[:64])
-            else:
-                n = self._sock.send(views[0])
-            while n:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
         self._pending = []
+        sendmsg = getattr(self._sock, "sendmsg", None)
+        try:
+            while views:
+                if sendmsg is not None:
+                    n = sendmsg(views[:64])
+                else:
+                    n = self._sock.send(views[0])
+                while n:
+                    if n >= len(views[0]):
+                        n -= len(views[0])
+                        views.pop(0)
+                    else:
+                        views[0] = views[0][n:]
+                        n = 0
+        except BaseException:
+            # The views may point into the sealer's reused buffer, which
+            # the next record overwrites: keep a copy of what is unsent.
+            self._pending = [bytes(v) for v in views]
+            raise
 
     def _check_write(self) -> None:
         if self._closed:
@@ -708,6 +715,9 @@ class HmacAuthSocket:
             self._mode if self._res else None,
             " closed" if self._closed else "",
         )
+
+
+_EMPTY = memoryview(b"")
 
 
 def _urandom(n: int) -> bytes:
