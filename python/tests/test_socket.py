@@ -95,6 +95,27 @@ class Modes(unittest.TestCase):
                     r.close()
 
     @needs_crypto
+    def test_recv_into_buffer_sizes(self) -> None:
+        """Records decrypted straight into the caller's buffer, or through
+        an internal one when they do not fit, arrive the same."""
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            for n in (1, 100, 8191, 8192, 20000, 262144):
+                with self.subTest(mode=str(mode), n=n):
+                    c, s = pair(*ctxs(mode))
+                    with c, s:
+                        data = os.urandom(n)
+                        for size in (n - 1, n, n + 14, n + 15, n + 16, 1 << 20):
+                            if size <= 0:
+                                continue
+                            c.sendall(data)
+                            got = bytearray()
+                            buf = bytearray(size + 7)
+                            while len(got) < n:
+                                m = s.recv_into(memoryview(buf)[7:], min(size, n - len(got)))
+                                got += buf[7 : 7 + m]
+                            self.assertEqual(bytes(got), data)
+
+    @needs_crypto
     def test_cut_stream_is_integrity_error(self) -> None:
         for mode in (Mode.INTEGRITY, Mode.SEALED):
             with self.subTest(mode=str(mode)):

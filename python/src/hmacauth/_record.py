@@ -53,6 +53,11 @@ def aead_classes() -> Tuple[Any, Any, Any, bool]:
     return _aeads
 
 
+# Below this many payload bytes the one-shot AEAD calls are cheaper than the
+# Cipher API's, whose setup costs more than copying a small record.
+SMALL = 8192
+
+
 class RecordCipher:
     """One traffic key's AEAD, used through the cheapest calls the installed
     'cryptography' offers: encrypt_into and decrypt_into where it has them
@@ -86,7 +91,7 @@ class RecordCipher:
 
     def seal_sealed(self, nonce: bytes, header: bytes, payload: Any, out: Optional[memoryview]) -> List[Any]:
         n = len(payload)
-        if self.kind == "plain":
+        if self.kind == "plain" or (self.kind == "gcm" and n < SMALL):
             if not self.buffers and not isinstance(payload, bytes):
                 payload = bytes(payload)
             return [header, self.aead.encrypt(nonce, payload, header)]
@@ -106,14 +111,14 @@ class RecordCipher:
 
     def seal_integrity(self, nonce: bytes, header: bytes, payload: Any, out: Optional[memoryview]) -> List[Any]:
         n = len(payload)
-        if self.kind == "gcm":
+        if self.kind == "gcm" and n >= SMALL:
             e = self._gcm(nonce)
             e.authenticate_additional_data(header)
             if n:
                 e.authenticate_additional_data(payload)
             e.finalize()
             return [header, payload, e.tag] if n else [header, e.tag]
-        if self.kind == "into" or self.buffers:
+        if self.kind == "into" or (self.buffers and n >= SMALL):
             if out is None:
                 out = memoryview(bytearray(HEADER + n))
             out[:HEADER] = header
@@ -127,7 +132,7 @@ class RecordCipher:
         """Decrypts into out if it is large enough, else into scratch;
         returns the plaintext's view and whether it is in out. Raises
         invalid_tag, leaving no plaintext behind."""
-        if self.kind == "plain":
+        if self.kind == "plain" or (self.kind == "gcm" and n < SMALL):
             if self.buffers:
                 pt = self.aead.decrypt(nonce, rec[HEADER:], rec[:HEADER])
             else:
@@ -157,7 +162,7 @@ class RecordCipher:
 
     def open_integrity(self, nonce: bytes, rec: memoryview, n: int) -> memoryview:
         """Checks the tag; returns the payload's view into rec."""
-        if self.kind == "gcm":
+        if self.kind == "gcm" and n >= SMALL:
             d = self._gcm(nonce, bytes(rec[HEADER + n :]))
             d.authenticate_additional_data(rec[: HEADER + n])
             d.finalize()
