@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 import unittest
 
@@ -114,6 +115,29 @@ class Modes(unittest.TestCase):
                                 m = s.recv_into(memoryview(buf)[7:], min(size, n - len(got)))
                                 got += buf[7 : 7 + m]
                             self.assertEqual(bytes(got), data)
+
+    def test_close_wakes_blocked_reader(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with s:
+                    started = threading.Event()
+
+                    def reader() -> object:
+                        started.set()
+                        try:
+                            return c.recv(10)
+                        except OSError as e:
+                            return e
+
+                    t = Thread(reader)
+                    started.wait(WAIT)
+                    c.close()
+                    got = t.join_result()  # bounded: fails if close left it blocked
+                    self.assertTrue(got == b"" or isinstance(got, OSError), got)
+                    self.assertNotIsInstance(got, hmacauth.IntegrityError)
+                    with self.assertRaises(OSError):
+                        c.sendall(b"x")
 
     @needs_crypto
     def test_cut_stream_is_integrity_error(self) -> None:

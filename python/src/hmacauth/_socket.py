@@ -406,6 +406,8 @@ class HmacAuthSocket:
         """Reads records up to the next one with data and returns its
         payload (in out, if given and large enough, in ModeSealed), or None
         at the end of the stream."""
+        if self._closed:
+            raise OSError(errno.EBADF, "hmacauth: read after close")
         if self._rerr is not None:
             raise self._rerr
         if self._eof or self._read_closed:
@@ -467,6 +469,8 @@ class HmacAuthSocket:
                 else:
                     self._reset_seen = True
                     raise
+            if m == 0 and self._closed:
+                raise OSError(errno.EBADF, "hmacauth: read after close (close was called while this read waited)")
             if m == 0:
                 if self._rend == self._rstart:
                     what = "the connection ended without a close record: the stream was cut (unexpected EOF)"
@@ -610,16 +614,25 @@ class HmacAuthSocket:
                     pass
                 finally:
                     self._wlock.release()
+        try:
+            # Wakes a recv blocked in another thread (close alone does not).
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
         self._sock.close()
         with self._secret_lock:
             if self._res is not None:
                 sec = self._res.secret
                 for i in range(len(sec)):
                     sec[i] = 0
-        for part in (self._sealer, self._opener):
-            if part is not None and self._mode != Mode.AUTH:
-                # Only when no read or write runs in another thread.
-                pass
+        # Each direction's traffic secret, unless a call in another thread
+        # is using it; the AEAD objects go with the connection.
+        for lock, part in ((self._rlock, self._opener), (self._wlock, self._sealer)):
+            if part is not None and lock.acquire(blocking=False):
+                try:
+                    part.d.clear()
+                finally:
+                    lock.release()
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:
