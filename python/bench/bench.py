@@ -7,8 +7,8 @@ client at a time, the server handling each connection in a thread of its
 own, or with asyncio), and bulk throughput over one connection (256 KiB
 writes, 1 MiB reads), all over loopback. TLS uses a self-signed P-256
 certificate made at run time with the 'cryptography' package; the same code
-shape runs both. Prints a Markdown table; each figure is the median of
---rounds runs.
+shape runs both. Prints a Markdown table: the median of --rounds
+interleaved rounds, and the range of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -233,37 +233,42 @@ def bulk_mb_per_second(side: Side, total: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0, help="per connection-rate run")
     p.add_argument("--mib", type=int, default=256, help="per bulk run")
     args = p.parse_args()
     s = sides()
-    rows = []
-
-    def med(fn, *a):  # type: ignore[no-untyped-def]
-        return statistics.median(fn(*a) for _ in range(args.rounds))
-
-    for key in ("tls", "auth", "sealed", "sealed_fs"):
-        rows.append(("connections/s, threads", s[key].name, med(conns_per_second_threads, s[key], args.seconds)))
-    for key in ("tls", "auth", "sealed", "sealed_fs"):
-        rows.append(("connections/s, asyncio", s[key].name, med(conns_per_second_asyncio, s[key], args.seconds)))
-    for key in ("plain", "tls", "auth", "integrity", "sealed"):
-        rows.append(("bulk MB/s", s[key].name, med(bulk_mb_per_second, s[key], args.mib << 20)))
+    plan = [
+        ("connections/s, threads", conns_per_second_threads, ("tls", "auth", "sealed", "sealed_fs"), args.seconds),
+        ("connections/s, asyncio", conns_per_second_asyncio, ("tls", "auth", "sealed", "sealed_fs"), args.seconds),
+        ("bulk MB/s", bulk_mb_per_second, ("plain", "tls", "auth", "integrity", "sealed"), args.mib << 20),
+    ]
+    # Rounds are interleaved (every side once per round), so that a burst
+    # of load elsewhere on the machine does not hit one side only; ratios
+    # are taken within a round.
+    results = {}  # (measure, side) -> [value per round]
+    for _ in range(args.rounds):
+        for what, fn, keys, arg in plan:
+            for key in keys:
+                results.setdefault((what, key), []).append(fn(s[key], arg))
     import cryptography
 
-    print("Python %s, OpenSSL %s, cryptography %s, %s CPUs, median of %d rounds" % (
+    print("Python %s, %s, cryptography %s, %s CPUs, %d interleaved rounds; medians, [range of the per-round ratios]" % (
         ".".join(map(str, sys.version_info[:3])), ssl.OPENSSL_VERSION, cryptography.__version__, os.cpu_count(), args.rounds))
     print()
     print("| measure | side | value | vs ssl TLS 1.3 | vs plain TCP |")
     print("| --- | --- | ---: | ---: | ---: |")
-    tls = {what: v for what, name, v in rows if name == "ssl TLS 1.3"}
-    plain = {what: v for what, name, v in rows if name == "plain TCP"}
 
-    def ratio(d, what, v):  # type: ignore[no-untyped-def]
-        return "%.2fx" % (v / d[what]) if what in d else ""
+    def ratio(what, key, base):  # type: ignore[no-untyped-def]
+        if (what, base) not in results or key == base:
+            return ""
+        r = [a / b for a, b in zip(results[(what, key)], results[(what, base)])]
+        return "%.2fx [%.2f-%.2f]" % (statistics.median(r), min(r), max(r))
 
-    for what, name, v in rows:
-        print("| %s | %s | %.0f | %s | %s |" % (what, name, v, ratio(tls, what, v), ratio(plain, what, v)))
+    for what, _, keys, _ in plan:
+        for key in keys:
+            v = statistics.median(results[(what, key)])
+            print("| %s | %s | %.0f | %s | %s |" % (what, s[key].name, v, ratio(what, key, "tls"), ratio(what, key, "plain")))
 
 if __name__ == "__main__":
     main()
