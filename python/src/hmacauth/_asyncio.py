@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
 
 from ._context import Context, Mode
-from ._errors import HandshakeTimeout, HmacAuthError, ProtocolError, AuthFailed, quote
+from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
 from ._handshake import (
     CLIENT_FINISHED_LEN,
     CLIENT_HELLO_LEN,
@@ -22,7 +22,6 @@ from ._handshake import (
     Result,
     ServerHandshake,
     check_header,
-    export,
 )
 
 __all__ = ["open_connection", "start_server"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import enum
-import os
 import platform
 import socket
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional
 
 from ._errors import ConfigError
 from ._handshake import ClientNonces, KeySet, KeyShares

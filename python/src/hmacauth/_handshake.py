@@ -9,7 +9,7 @@ import hmac
 import secrets
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, Optional, Set
 
 from ._errors import AuthFailed, ConfigError, ExportError, ProtocolError, quote
 from ._keys import MAX_KEY_ID_LEN, Key

@@ -13,7 +13,7 @@ from typing import Any, Deque, Dict, Optional, Tuple
 
 from ._context import Context
 from ._errors import HmacAuthError
-from ._socket import HmacAuthSocket, refuse
+from ._socket import HmacAuthSocket
 
 __all__ = ["Listener", "create_server", "HandshakeEvent", "ConnectionShed", "HmacAuthMixIn"]
 
@@ -96,7 +96,6 @@ class Listener:
         self._per_ip: Dict[str, int] = {}
         self._closed = False
         self._err: Optional[BaseException] = None
-        self._inflight = 0
         self._thread = threading.Thread(target=self._loop, name="hmacauth-listener", daemon=True)
         self._thread.start()
 
@@ -129,7 +128,6 @@ class Listener:
                     shed = False
                     if ip:
                         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-                    self._inflight += 1
             if shed:
                 raw.close()
                 self._slots.release()
@@ -155,7 +153,6 @@ class Listener:
                         self._per_ip[ip] = n
                     else:
                         self._per_ip.pop(ip, None)
-                self._inflight -= 1
                 if conn is not None:
                     while len(self._ready) >= self.context.accept_queue and not self._closed:
                         self._cond.wait()

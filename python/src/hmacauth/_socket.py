@@ -8,10 +8,10 @@ import io
 import socket
 import threading
 import time
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 from ._context import Context, Mode
-from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, IntegrityError, ProtocolError, quote
+from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
 from ._handshake import (
     CLIENT_FINISHED_LEN,
     CLIENT_HELLO_LEN,
@@ -572,7 +572,7 @@ class HmacAuthSocket:
 
     # -- closing ---------------------------------------------------------
 
-    def _send_close_record(self, timeout: Optional[float]) -> None:
+    def _send_close_record(self) -> None:
         from ._record import REC_CLOSE
 
         if self._write_closed or self._sealer is None:
@@ -588,7 +588,7 @@ class HmacAuthSocket:
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
             with self._wlock:
                 if not self._write_closed:
-                    self._send_close_record(None)
+                    self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
             self._read_closed = True
         self._sock.shutdown(how)
@@ -609,7 +609,7 @@ class HmacAuthSocket:
                 try:
                     t = self._sock.gettimeout()
                     self._sock.settimeout(CLOSE_RECORD_TIMEOUT if t is None else min(t, CLOSE_RECORD_TIMEOUT) or CLOSE_RECORD_TIMEOUT)
-                    self._send_close_record(CLOSE_RECORD_TIMEOUT)
+                    self._send_close_record()
                 except OSError:
                     pass
                 finally:
@@ -710,10 +710,6 @@ class HmacAuthSocket:
     @property
     def type(self) -> int:
         return self._sock.type
-
-    @property
-    def _closed_flag(self) -> bool:
-        return self._closed
 
     def __enter__(self) -> "HmacAuthSocket":
         return self
