@@ -98,11 +98,41 @@ class AsyncioTests(unittest.TestCase):
 
         self.run_async(main())
 
+    def test_caps_shed(self) -> None:
+        async def main() -> None:
+            events = []
+            shed, freed = asyncio.Event(), asyncio.Event()
+
+            def record(ev: hmacauth.HandshakeEvent) -> None:
+                events.append(ev)
+                if isinstance(ev.error, hmacauth.ConnectionShed):
+                    shed.set()
+                if sum(isinstance(e.error, hmacauth.ProtocolError) for e in events) == 2:
+                    freed.set()  # both silent clients' handshakes have ended
+
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context([make_key()], max_handshakes_per_ip=2, on_handshake=record))
+            port = srv.sockets[0].getsockname()[1]
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            await asyncio.wait_for(shed.wait(), WAIT)
+            for _, w in silent:
+                w.close()
+            await asyncio.wait_for(freed.wait(), WAIT)
+            # Slots free again: a good client gets through.
+            reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([make_key()]))
+            writer.write(b"x")
+            writer.write_eof()
+            self.assertEqual((await reader.read())[32:], b"x")
+            writer.close()
+            srv.close()
+            await srv.wait_closed()
+
+        self.run_async(main())
+
     def test_1000_connections_good_and_bad(self) -> None:
         async def main() -> None:
             k = make_key()
             events = []
-            sctx = Context([k], handshake_timeout=3.0, on_handshake=events.append)
+            sctx = Context([k], handshake_timeout=3.0, on_handshake=events.append, max_handshakes=2000, max_handshakes_per_ip=-1)
             srv = await hmacauth.start_server(echo, "127.0.0.1", 0, sctx)
             port = srv.sockets[0].getsockname()[1]
             good_ctx, bad_ctx = Context([k]), Context([hmacauth.Key(k.id, bytes(32))])

@@ -100,6 +100,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         app: asyncio.Protocol,
         waiter: Optional["asyncio.Future[_AppTransport]"] = None,
         on_done: Optional[Callable[[Any, str, float, Optional[BaseException]], None]] = None,
+        caps: Optional["_Caps"] = None,
     ) -> None:
         self._ctx = ctx
         self._server = server_side
@@ -125,6 +126,8 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._started = 0.0
         self._peer: Any = None
         self._claimed = ""
+        self._caps = caps
+        self._slot: Optional[str] = None  # the IP whose handshake slot this holds
 
     # -- the handshake ---------------------------------------------------
 
@@ -138,6 +141,15 @@ class _HmacAuthProtocol(asyncio.Protocol):
             except OSError:
                 pass
         self._started = time.monotonic()
+        if self._caps is not None:
+            ip = self._peer[0] if isinstance(self._peer, tuple) else ""
+            shed = self._caps.take(ip)
+            if shed is not None:
+                self._state = "failed"
+                transport.close()
+                self._report(shed)
+                return
+            self._slot = ip
         loop = asyncio.get_running_loop() if hasattr(asyncio, "get_running_loop") else asyncio.get_event_loop()
         if self._ctx.handshake_timeout is not None:
             self._timer = loop.call_later(self._ctx.handshake_timeout, self._timed_out)
@@ -203,6 +215,9 @@ class _HmacAuthProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._slot is not None and self._caps is not None:
+            self._caps.give(self._slot)
+            self._slot = None
 
     def data_received(self, data: bytes) -> None:
         if self._state == "refused":
@@ -438,6 +453,38 @@ class _HmacAuthProtocol(asyncio.Protocol):
         return ConnectionState(self._res, bytes(self._res.secret))
 
 
+class _Caps:
+    """The handshakes in flight of one asyncio server, overall and per
+    remote IP: over either cap a new connection is closed at once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.total = 0
+        self.per_ip: Dict[str, int] = {}
+        self.max_total = ctx.max_handshakes
+        self.max_per_ip = ctx.max_handshakes_per_ip
+
+    def take(self, ip: str) -> Optional[BaseException]:
+        from ._server import ConnectionShed
+
+        if self.total >= self.max_total:
+            return ConnectionShed("%d handshakes are in flight (max_handshakes)" % self.total)
+        if ip and self.max_per_ip > 0 and self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return ConnectionShed("%s already has %d handshakes in flight (max_handshakes_per_ip)" % (ip, self.max_per_ip))
+        self.total += 1
+        if ip:
+            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return None
+
+    def give(self, ip: str) -> None:
+        self.total -= 1
+        if ip:
+            n = self.per_ip.get(ip, 1) - 1
+            if n:
+                self.per_ip[ip] = n
+            else:
+                self.per_ip.pop(ip, None)
+
+
 async def open_connection(
     host: Optional[str] = None,
     port: Optional[int] = None,
@@ -478,10 +525,14 @@ async def start_server(
     connections, as asyncio.start_server. Each handshake runs concurrently
     under the context's handshake timeout; refused connections are closed
     without a byte and without a reset, and reported to
-    context.on_handshake."""
+    context.on_handshake. As the threaded Listener, it caps the handshakes
+    in flight at context.max_handshakes overall and
+    context.max_handshakes_per_ip per remote IP; a connection over a cap is
+    closed at once and reported as ConnectionShed."""
     if context is None:
         raise TypeError("start_server needs an hmacauth Context")
     loop = asyncio.get_running_loop()
+    caps = _Caps(context)
     from ._server import HandshakeEvent, _report
 
     def done(peer: Any, key_id: str, duration: float, err: Optional[BaseException]) -> None:
@@ -490,6 +541,6 @@ async def start_server(
     def factory() -> _HmacAuthProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
-        return _HmacAuthProtocol(context, True, app, None, done)  # type: ignore[arg-type]
+        return _HmacAuthProtocol(context, True, app, None, done, caps)  # type: ignore[arg-type]
 
     return await loop.create_server(factory, host, port, **kwds)
