@@ -149,6 +149,52 @@ class Probes(unittest.TestCase):
             self.assertIn("more than the 262144 allowed", str(cm.exception))
 
 
+class ServerHelloChecks(unittest.TestCase):
+    """A ServerHello with a valid MAC (from a holder of the key) that breaks
+    the negotiation rules is refused with ProtocolError, in the order of
+    PROTOCOL.md 7.2."""
+
+    def server_hello(self, ch: bytes, mode: int, flags: int, share: bytes = bytes(32)) -> bytes:
+        from hmacauth._handshake import hmac256
+
+        ks = KeySchedule(make_key())
+        body = b"hmacauth\x01\x02" + bytes((mode, flags)) + bytes(32) + share
+        return body + hmac256(ks.k_sh, ch, body)
+
+    def test_rules(self) -> None:
+        cases = [
+            # (client mode, fs, chacha), (server mode, flags, share), message
+            ((0, False, False), (0, 0x04, bytes(32)), "unknown flags 0x04"),
+            ((0, False, False), (3, 0, bytes(32)), "server chose mode 3"),
+            ((2, False, False), (1, 0, bytes(32)), "server chose integrity, but this client asked for at least sealed"),
+            ((0, True, False), (0, 0, bytes(32)), "did not agree to forward secrecy"),
+            ((0, False, True), (0, 0, bytes(32)), "asked for ChaCha20-Poly1305"),
+            ((0, False, False), (0, 0, b"\x01" * 32), "key share without forward secrecy"),
+        ]
+        for (cm, fs, chacha), (sm, flags, share), msg in cases:
+            with self.subTest(msg=msg):
+                client = ClientHandshake(KeySchedule(make_key()), cm, fs, chacha)
+                ch = client.client_hello()
+                with self.assertRaises(hmacauth.ProtocolError) as cm_:
+                    client.server_hello(self.server_hello(ch, sm, flags, share))
+                self.assertIn(msg, str(cm_.exception))
+        # A wrong MAC is AuthFailed whatever the mode and flags.
+        client = ClientHandshake(KeySchedule(make_key()), 0, False, False)
+        client.client_hello()
+        sh = bytearray(self.server_hello(client.ch, 9, 0xFF))
+        sh[-1] ^= 1
+        with self.assertRaises(hmacauth.AuthFailed):
+            client.server_hello(bytes(sh))
+
+    @needs_crypto
+    def test_low_order_share(self) -> None:
+        client = ClientHandshake(KeySchedule(make_key()), 0, True, False)
+        ch = client.client_hello()
+        with self.assertRaises(hmacauth.ProtocolError) as cm:
+            client.server_hello(self.server_hello(ch, 0, 1, bytes(32)))  # the zero point
+        self.assertIn("low-order", str(cm.exception))
+
+
 def fuzz_parsers(data: bytes) -> None:
     """Every parser of peer input raises only this package's errors."""
     key = make_key()
