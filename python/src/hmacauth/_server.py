@@ -5,6 +5,7 @@ mix-in for http.server, xmlrpc.server and similar servers."""
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import socket
 import threading
@@ -16,6 +17,11 @@ from ._errors import HmacAuthError
 from ._socket import HmacAuthSocket
 
 __all__ = ["Listener", "create_server", "HandshakeEvent", "ConnectionShed", "HmacAuthMixIn"]
+
+
+_TRANSIENT_ACCEPT_ERRORS = frozenset(
+    getattr(errno, name) for name in ("ECONNABORTED", "EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EPROTO") if hasattr(errno, name)
+)
 
 
 class ConnectionShed(HmacAuthError):
@@ -90,7 +96,7 @@ class Listener:
     def __init__(self, sock: socket.socket, context: Context) -> None:
         self._sock = sock
         self.context = context
-        self._slots = threading.BoundedSemaphore(context.max_handshakes)
+        self._used = 0  # handshake slots taken, by handshakes and connections waiting for accept
         self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
         self._per_ip: Dict[str, int] = {}
@@ -103,16 +109,23 @@ class Listener:
         ctx = self.context
         per_ip_cap = ctx.max_handshakes_per_ip
         while True:
-            self._slots.acquire()
+            with self._cond:
+                while self._used >= self.context.max_handshakes and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._used += 1
             try:
                 raw, addr = self._sock.accept()
             except OSError as e:
-                self._slots.release()
+                self._release_slot()
+                if not self._closed and e.errno in _TRANSIENT_ACCEPT_ERRORS:
+                    # Out of descriptors or memory, or a client gone before
+                    # accept: back off briefly, as Go's http.Server does.
+                    time.sleep(0.01)
+                    continue
                 with self._cond:
                     if not self._closed:
-                        if e.errno in (None, 103, 24, 23, 105, 12):  # aborted, EMFILE, ENFILE, ENOBUFS, ENOMEM
-                            time.sleep(0.01)
-                            continue
                         self._err = e
                     self._cond.notify_all()
                 return
@@ -120,7 +133,7 @@ class Listener:
             with self._cond:
                 if self._closed:
                     raw.close()
-                    self._slots.release()
+                    self._release_slot()
                     return
                 if ip and per_ip_cap > 0 and self._per_ip.get(ip, 0) >= per_ip_cap:
                     shed = True
@@ -130,7 +143,7 @@ class Listener:
                         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
             if shed:
                 raw.close()
-                self._slots.release()
+                self._release_slot()
                 _report(ctx, HandshakeEvent(addr, "", 0.0, ConnectionShed(
                     "%s already has %d handshakes in flight (max_handshakes_per_ip)" % (ip, per_ip_cap))))
                 continue
@@ -162,9 +175,14 @@ class Listener:
                         queued = True
             if not queued:
                 # A refused handshake frees its slot here, an accepted one in accept().
-                self._slots.release()
+                self._release_slot()
                 if conn is not None:
                     conn.close()  # the Listener closed meanwhile
+
+    def _release_slot(self) -> None:
+        with self._cond:
+            self._used -= 1
+            self._cond.notify_all()
 
     def accept(self, timeout: Optional[float] = None) -> Tuple[HmacAuthSocket, Any]:
         """Returns the next authenticated connection and its address. Raises
@@ -183,7 +201,7 @@ class Listener:
                     self._cond.wait(left)
             conn, addr = self._ready.popleft()
             self._cond.notify_all()
-        self._slots.release()
+        self._release_slot()
         return conn, addr
 
     def getsockname(self) -> Any:
