@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import unittest
 
 from _support import WAIT, Thread, recv_all, recv_exactly, make_key
@@ -96,6 +97,17 @@ class ListenerTests(unittest.TestCase):
             self.assertTrue(shed.wait(WAIT))
             for s in silent:
                 s.close()
+
+    def test_close_with_every_slot_taken(self) -> None:
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()], max_handshakes=1, handshake_timeout=WAIT))
+        silent = socket.create_connection(ln.address)  # holds the only slot
+        with silent:
+            # No event marks a handshake that started: poll, bounded.
+            deadline = time.monotonic() + WAIT
+            while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            ln.close()
+            self.assertFalse(ln._thread.is_alive(), "the accept loop still waits for a slot")
 
     def test_close_ends_accept(self) -> None:
         ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()]))
