@@ -41,7 +41,7 @@ IFS=: read -r -a path_dirs <<<"$PATH"
 for dir in "${path_dirs[@]}"; do
 	[ -n "$dir" ] && [ -x "$dir/python3" ] && candidates+=("$dir/python3")
 done
-for root in "${PYENV_ROOT:-}" "$HOME/.pyenv"; do
+for root in "${PYENV_ROOT:-}" "${HOME:+$HOME/.pyenv}"; do
 	if [ -n "$root" ] && [ -d "$root/versions" ]; then
 		for p in "$root"/versions/*/bin/python3; do
 			[ -x "$p" ] && candidates+=("$p")
