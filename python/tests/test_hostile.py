@@ -236,7 +236,7 @@ class Fuzz(unittest.TestCase):
 
     if HAVE_HYPOTHESIS:
 
-        @settings(max_examples=300, deadline=None)
+        @settings(max_examples=300, deadline=None, database=None)
         @given(st.binary(max_size=400))
         def test_hypothesis(self, data: bytes) -> None:
             fuzz_parsers(data)
