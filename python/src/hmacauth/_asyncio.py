@@ -23,6 +23,17 @@ from ._handshake import (
     ServerHandshake,
     check_header,
 )
+from ._record import (  # constants and classes only: 'cryptography' is imported on first use
+    HEADER,
+    MAX_PAYLOAD,
+    REC_CLOSE,
+    REC_DATA,
+    TAG,
+    Direction,
+    Opener,
+    Sealer,
+    traffic_secrets,
+)
 
 __all__ = ["open_connection", "start_server"]
 
@@ -275,7 +286,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._res = res
         self._mode = Mode(res.mode)
         if self._mode != Mode.AUTH:
-            from ._record import Direction, Opener, Sealer, traffic_secrets
 
             c2s, s2c = traffic_secrets(res.secret)
             send, recv = (s2c, c2s) if self._server else (c2s, s2c)
@@ -296,7 +306,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
     # -- after the handshake ---------------------------------------------
 
     def _deliver(self) -> None:
-        from ._record import HEADER, REC_CLOSE, REC_DATA, TAG
 
         if self._mode == Mode.AUTH:
             if self._buf and not self._paused:
@@ -407,7 +416,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
         if self._mode == Mode.AUTH:
             self._tcp.write(data)
             return
-        from ._record import MAX_PAYLOAD, REC_DATA
 
         mv = memoryview(data).cast("B")
         for off in range(0, len(mv), MAX_PAYLOAD):
@@ -418,7 +426,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
             return
         self._write_closed = True
         if self._mode != Mode.AUTH and self._sealer is not None:
-            from ._record import REC_CLOSE
 
             self._tcp.writelines(self._sealer.seal(REC_CLOSE))
         if self._tcp.can_write_eof():
@@ -428,7 +435,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
         if self._closing:
             return
         if self._mode != Mode.AUTH and not self._write_closed and self._sealer is not None and not self._tcp.is_closing():
-            from ._record import REC_CLOSE
 
             self._write_closed = True
             self._tcp.writelines(self._sealer.seal(REC_CLOSE))

@@ -26,6 +26,18 @@ from ._handshake import (
     check_header,
     export,
 )
+from ._record import (  # constants and classes only: 'cryptography' is imported on first use
+    HEADER,
+    MAX_PAYLOAD,
+    MAX_RECORD,
+    REC_CLOSE,
+    REC_DATA,
+    TAG,
+    Direction,
+    Opener,
+    Sealer,
+    traffic_secrets,
+)
 
 __all__ = ["HmacAuthSocket", "ConnectionState", "create_connection"]
 
@@ -315,7 +327,6 @@ class HmacAuthSocket:
         self._res = res
         if self._mode == Mode.AUTH:
             return
-        from ._record import Direction, Opener, Sealer, traffic_secrets
 
         c2s, s2c = traffic_secrets(res.secret)
         send, recv = (s2c, c2s) if self.server_side else (c2s, s2c)
@@ -412,7 +423,6 @@ class HmacAuthSocket:
             raise self._rerr
         if self._eof or self._read_closed:
             return None
-        from ._record import HEADER, REC_CLOSE, REC_DATA, TAG
 
         while True:
             self._read_at_least(HEADER)
@@ -448,7 +458,6 @@ class HmacAuthSocket:
         if self._rstart + n > len(self._rbuf):
             # Move what is left to the front, growing the buffer (doubling,
             # up to one whole record and some read-ahead) if it is too small.
-            from ._record import MAX_RECORD
 
             size = len(self._rbuf)
             if n > size:
@@ -524,7 +533,6 @@ class HmacAuthSocket:
         self._need()
         if self._mode == Mode.AUTH:
             return self._sock.send(data, flags)
-        from ._record import MAX_PAYLOAD, REC_DATA
 
         mv = memoryview(data).cast("B")
         if len(mv) == 0:
@@ -541,7 +549,6 @@ class HmacAuthSocket:
         if self._mode == Mode.AUTH:
             self._sock.sendall(data, flags)
             return
-        from ._record import MAX_PAYLOAD, REC_DATA
 
         mv = memoryview(data).cast("B")
         with self._wlock:
@@ -573,7 +580,6 @@ class HmacAuthSocket:
     # -- closing ---------------------------------------------------------
 
     def _send_close_record(self) -> None:
-        from ._record import REC_CLOSE
 
         if self._write_closed or self._sealer is None:
             self._write_closed = True
