@@ -32,3 +32,9 @@ for goos in windows darwin freebsd; do
 done
 run go run $staticcheck $modules
 run go test -race $modules
+
+# The Python package in python/: pytest in a throwaway virtual environment
+# (nothing downloaded), and the same tests with unittest on every other
+# Python 3.9+ found; see python/run-tests.sh. Its interop with this package
+# runs above, in go test (python_interop_test.go).
+run python/run-tests.sh

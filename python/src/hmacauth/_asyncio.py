@@ -1,0 +1,552 @@
+"""asyncio support: open_connection and start_server, giving StreamReader
+and StreamWriter over the handshake and the record layer, as asyncio's own
+functions of those names do over TCP (and TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+
+from ._context import Context, Mode
+from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
+from ._handshake import (
+    CLIENT_FINISHED_LEN,
+    CLIENT_HELLO_LEN,
+    HEADER_LEN,
+    MSG_CLIENT_HELLO,
+    MSG_SERVER_HELLO,
+    SERVER_HELLO_LEN,
+    ClientHandshake,
+    Result,
+    ServerHandshake,
+    check_header,
+)
+from ._record import (  # constants and classes only: 'cryptography' is imported on first use
+    HEADER,
+    MAX_PAYLOAD,
+    REC_CLOSE,
+    REC_DATA,
+    TAG,
+    Direction,
+    Opener,
+    Sealer,
+    traffic_secrets,
+)
+
+__all__ = ["open_connection", "start_server"]
+
+_LIMIT = 2**16
+
+
+class _AppTransport(asyncio.Transport):
+    """The transport the application's protocol sees: plaintext in and out."""
+
+    def __init__(self, proto: "_HmacAuthProtocol") -> None:
+        super().__init__()
+        self._p = proto
+
+    def write(self, data: Any) -> None:
+        self._p._app_write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for d in list_of_data:
+            self._p._app_write(d)
+
+    def write_eof(self) -> None:
+        self._p._app_write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._p._app_close()
+
+    def abort(self) -> None:
+        self._p._abort()
+
+    def is_closing(self) -> bool:
+        return self._p._closing
+
+    def pause_reading(self) -> None:
+        self._p._paused = True
+
+    def resume_reading(self) -> None:
+        if self._p._paused:
+            self._p._paused = False
+            self._p._process()
+
+    def is_reading(self) -> bool:
+        return not self._p._paused
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        self._p._tcp.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._p._tcp.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "hmacauth":
+            return self._p
+        if name == "connection_state":
+            return self._p.connection_state()
+        return self._p._tcp.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._p._app = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._p._app
+
+
+class _HmacAuthProtocol(asyncio.Protocol):
+    """Runs the handshake on a TCP transport, then the record layer (or, in
+    ModeAuth, the raw bytes) between it and the application's protocol."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        server_side: bool,
+        app: asyncio.Protocol,
+        waiter: Optional["asyncio.Future[_AppTransport]"] = None,
+        on_done: Optional[Callable[[Any, str, float, Optional[BaseException]], None]] = None,
+        caps: Optional["_Caps"] = None,
+    ) -> None:
+        self._ctx = ctx
+        self._server = server_side
+        self._app = app
+        self._waiter = waiter
+        self._on_done = on_done
+        self._tcp: Any = None
+        self._buf = bytearray()
+        self._state = "new"
+        self._hs: Any = None
+        self._res: Optional[Result] = None
+        self._mode = Mode.AUTH
+        self._sealer: Any = None
+        self._opener: Any = None
+        self._app_transport: Optional[_AppTransport] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._paused = False
+        self._closing = False
+        self._write_closed = False
+        self._eof = False
+        self._tcp_eof = False
+        self._discarded = 0
+        self._started = 0.0
+        self._peer: Any = None
+        self._claimed = ""
+        self._caps = caps
+        self._slot: Optional[str] = None  # the IP whose handshake slot this holds
+
+    # -- the handshake ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tcp = transport
+        self._peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._started = time.monotonic()
+        if self._caps is not None:
+            ip = self._peer[0] if isinstance(self._peer, tuple) else ""
+            shed = self._caps.take(ip)
+            if shed is not None:
+                self._state = "failed"
+                transport.close()
+                self._report(shed)
+                return
+            self._slot = ip
+        loop = asyncio.get_running_loop() if hasattr(asyncio, "get_running_loop") else asyncio.get_event_loop()
+        if self._ctx.handshake_timeout is not None:
+            self._timer = loop.call_later(self._ctx.handshake_timeout, self._timed_out)
+        ctx = self._ctx
+        lifetime = ctx.key_share_lifetime
+        rand = ctx._testing_only_rand
+        if self._server:
+            kw: Dict[str, Any] = {"rand": rand} if rand else {}
+            self._hs = ServerHandshake(
+                ctx._keyset, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
+                shares=ctx._shares if lifetime and ctx.handshake_timeout is not None else None,
+                share_lifetime=lifetime or 0.0, nonces=ctx._nonces, **kw,
+            )
+            self._state = "ch"
+        else:
+            kw = {"rand": rand} if rand else {}
+            ks = ctx._keyset.first
+            self._hs = ClientHandshake(
+                ks, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
+                shares=ctx._shares if lifetime else None, share_lifetime=lifetime or 0.0, **kw,
+            )
+            ch = self._hs.client_hello()
+            ctx._nonces.add(self._hs.nonce)
+            self._state = "sh"
+            self._tcp.write(ch)
+
+    def _timed_out(self) -> None:
+        if self._state in ("ch", "sh", "cf"):
+            self._fail(HandshakeTimeout("after %.3fs" % (time.monotonic() - self._started)))
+
+    def _fail(self, err: BaseException) -> None:
+        """Ends a handshake that failed: a server closes without a byte and
+        without a reset, a client closes."""
+        if self._state in ("failed", "refused", "app"):
+            return
+        if not self._server and self._hs is not None and self._hs.nonce:
+            self._ctx._nonces.discard(self._hs.nonce)
+        self._cancel_timer()
+        if self._server:
+            self._state = "refused"
+            self._buf = bytearray()
+            try:
+                if self._tcp.can_write_eof():
+                    self._tcp.write_eof()
+            except (OSError, RuntimeError):
+                pass
+            asyncio.get_event_loop().call_later(0.5, self._tcp.close)
+            if self._tcp_eof:
+                self._tcp.close()
+        else:
+            self._state = "failed"
+            self._tcp.close()
+        self._report(err)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(err)
+
+    def _report(self, err: Optional[BaseException]) -> None:
+        if self._on_done is not None:
+            key_id = self._res.key_id if self._res else (getattr(self._hs, "key_id", "") or "")
+            self._on_done(self._peer, key_id, time.monotonic() - self._started, err)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._slot is not None and self._caps is not None:
+            self._caps.give(self._slot)
+            self._slot = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == "refused":
+            self._discarded += len(data)
+            if self._discarded > 64 * 1024:
+                self._tcp.close()
+            return
+        if self._state == "failed":
+            return
+        self._buf += data
+        try:
+            self._process()
+        except HmacAuthError as e:
+            if self._state == "app":
+                self._record_error(e)
+            else:
+                self._fail(e)
+
+    def _process(self) -> None:
+        if self._state == "ch":
+            n = len(self._buf)
+            check_header(self._buf[:HEADER_LEN], MSG_CLIENT_HELLO, "ClientHello")
+            if n < CLIENT_HELLO_LEN:
+                return
+            ch = bytes(self._buf[:CLIENT_HELLO_LEN])
+            del self._buf[:CLIENT_HELLO_LEN]
+            try:
+                sh = self._hs.client_hello(ch)
+            finally:
+                self._claimed = self._hs.key_id
+            self._tcp.write(sh)
+            self._state = "cf"
+        if self._state == "cf":
+            if len(self._buf) < CLIENT_FINISHED_LEN:
+                return
+            cf = bytes(self._buf[:CLIENT_FINISHED_LEN])
+            del self._buf[:CLIENT_FINISHED_LEN]
+            self._established(self._hs.client_finished(cf))
+        if self._state == "sh":
+            check_header(self._buf[:HEADER_LEN], MSG_SERVER_HELLO, "ServerHello")
+            if len(self._buf) < SERVER_HELLO_LEN:
+                return
+            sh = bytes(self._buf[:SERVER_HELLO_LEN])
+            del self._buf[:SERVER_HELLO_LEN]
+            self._ctx._nonces.discard(self._hs.nonce)
+            cf = self._hs.server_hello(sh)
+            self._tcp.write(cf)
+            assert self._hs.result is not None
+            self._established(self._hs.result)
+        if self._state == "app":
+            self._deliver()
+
+    def _established(self, res: Result) -> None:
+        self._cancel_timer()
+        self._res = res
+        self._mode = Mode(res.mode)
+        if self._mode != Mode.AUTH:
+
+            c2s, s2c = traffic_secrets(res.secret)
+            send, recv = (s2c, c2s) if self._server else (c2s, s2c)
+            # Not reuse: the transport may keep the buffers it was given.
+            self._sealer = Sealer(int(res.mode), Direction(send, res.flags), reuse=False)
+            if self._ctx._testing_only_update_bytes is not None:
+                self._sealer.update_bytes = self._ctx._testing_only_update_bytes
+            peer = self._peer
+            addr = ("%s:%s" % peer[:2]) if isinstance(peer, tuple) else str(peer)
+            self._opener = Opener(int(res.mode), Direction(recv, res.flags), "client" if self._server else "server", addr)
+        self._state = "app"
+        self._app_transport = _AppTransport(self)
+        self._report(None)
+        self._app.connection_made(self._app_transport)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(self._app_transport)
+
+    # -- after the handshake ---------------------------------------------
+
+    def _deliver(self) -> None:
+
+        if self._mode == Mode.AUTH:
+            if self._buf and not self._paused:
+                data, self._buf = bytes(self._buf), bytearray()
+                self._app.data_received(data)
+            return
+        buf = self._buf
+        pos = 0
+        try:
+            while not self._paused and not self._eof and len(buf) - pos >= HEADER:
+                n = int.from_bytes(buf[pos + 1 : pos + 4], "big")
+                self._opener.check_length(n)
+                total = HEADER + n + TAG
+                if len(buf) - pos < total:
+                    break
+                with memoryview(buf) as mv:
+                    rec = mv[pos : pos + total]
+                    typ, payload = self._opener.open(rec)
+                    data = bytes(payload) if typ == REC_DATA else b""
+                    # No view of buf may outlive this block: buf is resized below.
+                    del payload
+                    rec.release()
+                pos += total
+                if data:
+                    self._app.data_received(data)
+                elif typ == REC_CLOSE:
+                    self._eof = True
+                    self._app_eof()
+        finally:
+            del buf[:pos]
+
+    def _app_eof(self) -> None:
+        keep_open = self._app.eof_received()
+        if not keep_open and not self._closing:
+            self._app_close()
+
+    def _record_error(self, e: BaseException) -> None:
+        self._closing = True
+        self._buf = bytearray()
+        self._eof = True
+        self._tcp.abort() if isinstance(e, ProtocolError) else self._tcp.close()
+        self._lost_exc = e
+
+    def eof_received(self) -> Optional[bool]:
+        self._tcp_eof = True
+        if self._state == "refused":
+            return False
+        if self._state in ("ch", "cf"):
+            n = len(self._buf)
+            if self._state == "ch":
+                self._fail(ProtocolError("the client closed the connection after %d bytes, before a whole ClientHello" % n))
+            else:
+                self._fail(AuthFailed(
+                    "the client closed the connection instead of proving key %s: it did not accept this server's proof "
+                    "(different secret?), or it replayed a ClientHello" % quote(self._claimed)))
+            return True
+        if self._state == "sh":
+            self._client_eof_in_handshake()
+            return False
+        if self._state != "app":
+            return False
+        if self._mode == Mode.AUTH:
+            return self._app.eof_received()
+        if not self._eof:
+            what = ("the connection ended without a close record" if not self._buf
+                    else "the connection ended in the middle of record %d" % self._opener.d.seq)
+            self._record_error(self._opener.integrity(what + ": the stream was cut (unexpected EOF)"))
+        return True if not self._write_closed else False
+
+    def _client_eof_in_handshake(self) -> None:
+        n = len(self._buf)
+        ks = self._hs.ks
+        if n == 0:
+            err: BaseException = AuthFailed(
+                "the server closed the connection without a word: closed during the handshake (wrong key, shed, or the "
+                "server stopping); check that it has key ID %s with the same secret" % quote(ks.id))
+        elif n < HEADER_LEN:
+            err = ProtocolError("the server sent %s and closed: it does not speak hmacauth" % quote(bytes(self._buf)))
+        else:
+            err = ProtocolError("the server closed the connection in the middle of its ServerHello")
+        self._fail(err)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._cancel_timer()
+        if self._state == "sh":
+            if isinstance(exc, ConnectionResetError):
+                self._client_eof_in_handshake()
+        if self._state in ("ch", "sh", "cf", "new"):
+            self._fail(exc or ConnectionResetError("the connection closed during the handshake"))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionResetError("the connection closed during the handshake"))
+        if self._state == "app":
+            lost = getattr(self, "_lost_exc", None)
+            self._app.connection_lost(lost or exc)
+            self._clear()
+
+    def pause_writing(self) -> None:
+        if self._state == "app":
+            self._app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._state == "app":
+            self._app.resume_writing()
+
+    def _app_write(self, data: Any) -> None:
+        if self._closing or self._write_closed:
+            return
+        if self._mode == Mode.AUTH:
+            self._tcp.write(data)
+            return
+
+        mv = memoryview(data).cast("B")
+        for off in range(0, len(mv), MAX_PAYLOAD):
+            self._tcp.writelines(self._sealer.seal(REC_DATA, bytes(mv[off : off + MAX_PAYLOAD])))
+
+    def _app_write_eof(self) -> None:
+        if self._write_closed:
+            return
+        self._write_closed = True
+        if self._mode != Mode.AUTH and self._sealer is not None:
+
+            self._tcp.writelines(self._sealer.seal(REC_CLOSE))
+        if self._tcp.can_write_eof():
+            self._tcp.write_eof()
+
+    def _app_close(self) -> None:
+        if self._closing:
+            return
+        if self._mode != Mode.AUTH and not self._write_closed and self._sealer is not None and not self._tcp.is_closing():
+
+            self._write_closed = True
+            self._tcp.writelines(self._sealer.seal(REC_CLOSE))
+        self._closing = True
+        self._tcp.close()
+
+    def _abort(self) -> None:
+        self._closing = True
+        self._tcp.abort()
+
+    def _clear(self) -> None:
+        if self._res is not None:
+            s = self._res.secret
+            for i in range(len(s)):
+                s[i] = 0
+
+    def connection_state(self) -> Any:
+        from ._socket import ConnectionState
+
+        if self._res is None:
+            return ConnectionState()
+        return ConnectionState(self._res, bytes(self._res.secret))
+
+
+class _Caps:
+    """The handshakes in flight of one asyncio server, overall and per
+    remote IP: over either cap a new connection is closed at once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.total = 0
+        self.per_ip: Dict[str, int] = {}
+        self.max_total = ctx.max_handshakes
+        self.max_per_ip = ctx.max_handshakes_per_ip
+
+    def take(self, ip: str) -> Optional[BaseException]:
+        from ._server import ConnectionShed
+
+        if self.total >= self.max_total:
+            return ConnectionShed("%d handshakes are in flight (max_handshakes)" % self.total)
+        if ip and self.max_per_ip > 0 and self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return ConnectionShed("%s already has %d handshakes in flight (max_handshakes_per_ip)" % (ip, self.max_per_ip))
+        self.total += 1
+        if ip:
+            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return None
+
+    def give(self, ip: str) -> None:
+        self.total -= 1
+        if ip:
+            n = self.per_ip.get(ip, 1) - 1
+            if n:
+                self.per_ip[ip] = n
+            else:
+                self.per_ip.pop(ip, None)
+
+
+async def open_connection(
+    host: Optional[str] = None,
+    port: Optional[int] = None,
+    context: Optional[Context] = None,
+    *,
+    limit: int = _LIMIT,
+    **kwds: Any,
+) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connects, runs the client handshake and returns (reader, writer), as
+    asyncio.open_connection. Handshake failures raise AuthFailed,
+    ProtocolError or HandshakeTimeout. writer.get_extra_info("connection_state")
+    gives the ConnectionState (key_id, mode, exporter)."""
+    if context is None:
+        raise TypeError("open_connection needs an hmacauth Context")
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    app = asyncio.StreamReaderProtocol(reader, loop=loop)
+    waiter: "asyncio.Future[_AppTransport]" = loop.create_future()
+    transport, _ = await loop.create_connection(lambda: _HmacAuthProtocol(context, False, app, waiter), host, port, **kwds)
+    try:
+        app_transport = await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return reader, asyncio.StreamWriter(app_transport, app, reader, loop)
+
+
+async def start_server(
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[None, Awaitable[None]]],
+    host: Any = None,
+    port: Optional[int] = None,
+    context: Optional[Context] = None,
+    *,
+    limit: int = _LIMIT,
+    **kwds: Any,
+) -> asyncio.AbstractServer:
+    """Starts a server whose client_connected_cb gets only authenticated
+    connections, as asyncio.start_server. Each handshake runs concurrently
+    under the context's handshake timeout; refused connections are closed
+    without a byte and without a reset, and reported to
+    context.on_handshake. As the threaded Listener, it caps the handshakes
+    in flight at context.max_handshakes overall and
+    context.max_handshakes_per_ip per remote IP; a connection over a cap is
+    closed at once and reported as ConnectionShed."""
+    if context is None:
+        raise TypeError("start_server needs an hmacauth Context")
+    loop = asyncio.get_running_loop()
+    caps = _Caps(context)
+    from ._server import HandshakeEvent, _report
+
+    def done(peer: Any, key_id: str, duration: float, err: Optional[BaseException]) -> None:
+        _report(context, HandshakeEvent(peer, key_id, duration, err))  # type: ignore[arg-type]
+
+    def factory() -> _HmacAuthProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+        return _HmacAuthProtocol(context, True, app, None, done, caps)  # type: ignore[arg-type]
+
+    return await loop.create_server(factory, host, port, **kwds)

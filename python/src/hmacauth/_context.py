@@ -1,0 +1,190 @@
+"""Context: the keys and settings of one side, as the Go package's Config."""
+
+from __future__ import annotations
+
+import enum
+import platform
+import socket
+import threading
+from typing import Any, Callable, Iterable, List, Optional
+
+from ._errors import ConfigError
+from ._handshake import ClientNonces, KeySet, KeyShares
+from ._keys import Key
+
+__all__ = [
+    "Mode",
+    "Context",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_KEY_SHARE_LIFETIME",
+    "DEFAULT_MAX_HANDSHAKES",
+    "DEFAULT_MAX_HANDSHAKES_PER_IP",
+    "DEFAULT_ACCEPT_QUEUE",
+]
+
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_KEY_SHARE_LIFETIME = 1.0
+DEFAULT_MAX_HANDSHAKES = 256
+DEFAULT_MAX_HANDSHAKES_PER_IP = 16
+DEFAULT_ACCEPT_QUEUE = 64
+
+
+class Mode(enum.IntEnum):
+    """The protection of the bytes after the handshake (PROTOCOL.md 6)."""
+
+    AUTH = 0  #: raw bytes after a mutual handshake
+    INTEGRITY = 1  #: records with a MAC
+    SEALED = 2  #: encrypted and authenticated records
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def _has_aes_hardware() -> bool:
+    """Whether the CPU has AES and carry-less multiply instructions, which
+    OpenSSL's AES-GCM uses; as the Go package, prefer ChaCha20-Poly1305
+    without them."""
+    machine = platform.machine().lower()
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            info = f.read(1 << 20).decode("ascii", "replace")
+    except OSError:
+        # No /proc (macOS, Windows): the 64-bit CPUs these run on have AES.
+        return machine in ("x86_64", "amd64", "arm64", "aarch64")
+    flags = set()
+    for line in info.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        return "aes" in flags and "pclmulqdq" in flags
+    if machine in ("aarch64", "arm64"):
+        return "aes" in flags and "pmull" in flags
+    return False
+
+
+_aes_hw: Optional[bool] = None
+
+
+def _prefers_chacha() -> bool:
+    global _aes_hw
+    if _aes_hw is None:
+        _aes_hw = _has_aes_hardware()
+    return not _aes_hw
+
+
+def _seconds(value: Optional[float], default: float, name: str) -> Optional[float]:
+    """Go's rule for durations: zero means the default, negative (or None)
+    means no bound."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError("Context.%s must be a number of seconds, not %s" % (name, type(value).__name__))
+    if value == 0:
+        return default
+    if value < 0:
+        return None
+    return float(value)
+
+
+class Context:
+    """The keys and settings of one side of hmacauth connections, as the Go
+    package's Config (same names in Python spelling, same defaults).
+
+    ``keys``: the shared secrets; a client proves keys[0], a server accepts
+    any. ``mode``: the least protection this side accepts; a connection runs
+    at the stronger of both sides' modes. ``forward_secrecy``: mix an X25519
+    exchange into the session keys. ``key_share_lifetime`` (seconds): how
+    long one X25519 key pair is reused (0: 1 s; negative: a new one per
+    handshake). ``handshake_timeout`` (seconds): bounds each handshake (0:
+    5 s; negative or None: no bound). ``max_handshakes``,
+    ``max_handshakes_per_ip`` and ``accept_queue`` are the Listener's caps
+    (0: the defaults 256, 16, 64; a negative per-IP cap means none).
+    ``prefer_chacha20``: ask for ChaCha20-Poly1305 records; None (the
+    default) asks for it when the CPU lacks AES instructions.
+    ``on_handshake(event)`` is called by a Listener after every server
+    handshake, successful or not; ``logger`` (a logging.Logger) receives one
+    record per refused connection.
+
+    A server refuses a ClientHello that a client handshake of the same
+    Context has in flight (a reflection): a process that listens and dials
+    its own listeners gives each end a Context of its own.
+
+    ModeAuth without forward secrecy needs only the standard library; the
+    other modes and forward secrecy need the 'cryptography' package, and a
+    Context that asks for them without it raises ConfigError.
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[Key],
+        mode: Mode = Mode.AUTH,
+        *,
+        forward_secrecy: bool = False,
+        key_share_lifetime: float = DEFAULT_KEY_SHARE_LIFETIME,
+        handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP,
+        accept_queue: int = DEFAULT_ACCEPT_QUEUE,
+        prefer_chacha20: Optional[bool] = None,
+        logger: Any = None,
+        on_handshake: Optional[Callable[[Any], None]] = None,
+    ) -> None:
+        if isinstance(keys, Key):
+            keys = [keys]
+        self.keys: List[Key] = list(keys)
+        self._keyset = KeySet(self.keys, "Context keys")
+        try:
+            self.mode = Mode(mode)
+        except ValueError:
+            raise ConfigError("Context mode is %r; use Mode.AUTH, Mode.INTEGRITY or Mode.SEALED" % (mode,)) from None
+        self.forward_secrecy = bool(forward_secrecy)
+        self.key_share_lifetime = _seconds(key_share_lifetime, DEFAULT_KEY_SHARE_LIFETIME, "key_share_lifetime")
+        self.handshake_timeout = _seconds(handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, "handshake_timeout")
+        for name, v in (("max_handshakes", max_handshakes), ("accept_queue", accept_queue)):
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(
+                    "Context.%s is %r; it may not be negative (zero means the default)" % (name, v)
+                )
+        self.max_handshakes = max_handshakes or DEFAULT_MAX_HANDSHAKES
+        self.accept_queue = accept_queue or DEFAULT_ACCEPT_QUEUE
+        self.max_handshakes_per_ip = max_handshakes_per_ip or DEFAULT_MAX_HANDSHAKES_PER_IP
+        self.prefer_chacha20 = _prefers_chacha() if prefer_chacha20 is None else bool(prefer_chacha20)
+        self.logger = logger
+        self.on_handshake = on_handshake
+        # Fail here, not in every handshake, if what the settings need is missing.
+        if self.mode != Mode.AUTH:
+            from ._record import aead_classes
+
+            aead_classes()
+        if self.forward_secrecy:
+            from ._handshake import _x25519
+
+            _x25519()
+        self._shares = KeyShares()
+        self._nonces = ClientNonces()
+        self._lock = threading.Lock()
+        # Test-only: a lower key update threshold (bytes per generation).
+        self._testing_only_update_bytes: Optional[int] = None
+        self._testing_only_rand: Optional[Callable[[int], bytes]] = None
+
+    def __repr__(self) -> str:
+        return "hmacauth.Context(key_ids=%r, mode=%s, forward_secrecy=%r, secrets redacted)" % (
+            [k.id for k in self.keys],
+            self.mode,
+            self.forward_secrecy,
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth.Context is not picklable: it holds secrets")
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True) -> Any:
+        """Runs the handshake on the connected socket sock (unless
+        do_handshake_on_connect is false: then call do_handshake()) and
+        returns an HmacAuthSocket that takes over sock. On a failed
+        handshake sock is closed and the error raised."""
+        from ._socket import HmacAuthSocket
+
+        s = HmacAuthSocket(sock, self, server_side)
+        if do_handshake_on_connect:
+            s.do_handshake()
+        return s

@@ -1,0 +1,180 @@
+"""asyncio: open_connection and start_server in every mode, against each
+other and against the threaded API, and 1,000 concurrent connections with
+good and bad clients and no task left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import unittest
+
+from _support import WAIT, Thread, make_key, modes, needs_crypto, recv_all
+
+import hmacauth
+from hmacauth import Context, Mode
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        data = await reader.read()  # to the end of stream
+        writer.write(hashlib.sha256(data).digest() + data)
+        await writer.drain()
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+class AsyncioTests(unittest.TestCase):
+    def run_async(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run(coro)
+
+    def test_echo_every_mode(self) -> None:
+        async def main() -> None:
+            for mode, fs in modes():
+                k = make_key()
+                srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context([k], mode, forward_secrecy=fs))
+                port = srv.sockets[0].getsockname()[1]
+                reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([k], mode, forward_secrecy=fs))
+                st = writer.get_extra_info("connection_state")
+                self.assertEqual((st.mode, st.forward_secrecy, st.key_id), (mode, fs, k.id))
+                data = os.urandom(1 << 20)
+                writer.write(data)
+                writer.write_eof()
+                got = await reader.read()
+                self.assertEqual(got[:32], hashlib.sha256(data).digest())
+                self.assertEqual(got[32:], data)
+                writer.close()
+                await writer.wait_closed()
+                srv.close()
+                await srv.wait_closed()
+
+        self.run_async(main())
+
+    def test_interop_with_threaded_server(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                k = make_key()
+                ln = hmacauth.create_server(("127.0.0.1", 0), Context([k], mode, forward_secrecy=fs))
+                with ln:
+                    def serve() -> bytes:
+                        s, _ = ln.accept(timeout=WAIT)
+                        with s:
+                            got = recv_all(s)
+                            s.sendall(got[::-1])
+                            exp = s.export_keying_material(b"x", b"y", 16)
+                        return exp
+
+                    t = Thread(serve)
+
+                    async def main() -> bytes:
+                        reader, writer = await hmacauth.open_connection(*ln.address, context=Context([k], mode, forward_secrecy=fs))
+                        writer.write(b"abcdef")
+                        writer.write_eof()
+                        self.assertEqual(await reader.read(), b"fedcba")
+                        exp = writer.get_extra_info("connection_state").export_keying_material(b"x", b"y", 16)
+                        writer.close()
+                        await writer.wait_closed()
+                        return exp
+
+                    self.assertEqual(self.run_async(main()), t.join_result())
+
+    def test_refusals(self) -> None:
+        async def main() -> None:
+            events = []
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context([make_key("a")], on_handshake=events.append))
+            port = srv.sockets[0].getsockname()[1]
+            with self.assertRaises(hmacauth.AuthFailed):
+                await hmacauth.open_connection("127.0.0.1", port, Context([make_key("b")]))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            self.assertEqual(await reader.read(), b"")  # nothing for strangers
+            writer.close()
+            srv.close()
+            await srv.wait_closed()
+            self.assertEqual(sorted(type(e.error).__name__ for e in events), ["AuthFailed", "ProtocolError"])
+
+        self.run_async(main())
+
+    def test_caps_shed(self) -> None:
+        async def main() -> None:
+            events = []
+            shed, freed = asyncio.Event(), asyncio.Event()
+
+            def record(ev: hmacauth.HandshakeEvent) -> None:
+                events.append(ev)
+                if isinstance(ev.error, hmacauth.ConnectionShed):
+                    shed.set()
+                if sum(isinstance(e.error, hmacauth.ProtocolError) for e in events) == 2:
+                    freed.set()  # both silent clients' handshakes have ended
+
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context([make_key()], max_handshakes_per_ip=2, on_handshake=record))
+            port = srv.sockets[0].getsockname()[1]
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            await asyncio.wait_for(shed.wait(), WAIT)
+            for _, w in silent:
+                w.close()
+            await asyncio.wait_for(freed.wait(), WAIT)
+            # Slots free again: a good client gets through.
+            reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([make_key()]))
+            writer.write(b"x")
+            writer.write_eof()
+            self.assertEqual((await reader.read())[32:], b"x")
+            writer.close()
+            srv.close()
+            await srv.wait_closed()
+
+        self.run_async(main())
+
+    def test_1000_connections_good_and_bad(self) -> None:
+        async def main() -> None:
+            k = make_key()
+            events = []
+            sctx = Context([k], handshake_timeout=3.0, on_handshake=events.append, max_handshakes=2000, max_handshakes_per_ip=-1)
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, sctx)
+            port = srv.sockets[0].getsockname()[1]
+            good_ctx, bad_ctx = Context([k]), Context([hmacauth.Key(k.id, bytes(32))])
+
+            async def good(i: int) -> str:
+                reader, writer = await hmacauth.open_connection("127.0.0.1", port, good_ctx)
+                msg = b"%d" % i
+                writer.write(msg)
+                writer.write_eof()
+                got = await reader.read()
+                writer.close()
+                await writer.wait_closed()
+                return "ok" if got == hashlib.sha256(msg).digest() + msg else "bad echo"
+
+            async def wrong_key() -> str:
+                try:
+                    await hmacauth.open_connection("127.0.0.1", port, bad_ctx)
+                except hmacauth.AuthFailed:
+                    return "refused"
+                return "accepted"
+
+            async def prober() -> str:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"\x16\x03\x01\x02\x00")
+                got = await reader.read()
+                writer.close()
+                return "refused" if got == b"" else "answered"
+
+            jobs = []
+            for i in range(1000):
+                jobs.append(good(i) if i % 4 < 2 else wrong_key() if i % 4 == 2 else prober())
+            results = await asyncio.wait_for(asyncio.gather(*jobs), WAIT * 3)
+            self.assertEqual(results.count("ok"), 500)
+            self.assertEqual(results.count("refused"), 500)
+            srv.close()
+            await srv.wait_closed()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            self.assertEqual(others, [])
+            self.assertEqual(sum(e.error is None for e in events), 500)
+
+        self.run_async(main())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,136 @@
+"""Keys and key files: the Go package's format, permission and owner
+checks, and a Key that never shows its secret."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import stat
+import tempfile
+import unittest
+
+import hmacauth
+from hmacauth import ConfigError, Key, WeakKey, load_keys, parse_keys
+
+SECRET = bytes(range(32))
+B64 = base64.b64encode(SECRET).decode()
+
+
+class KeyTests(unittest.TestCase):
+    def test_repr_hides_secret(self) -> None:
+        k = Key("id-1", SECRET)
+        for text in (repr(k), str(k), "%s" % k, "{}".format(k), f"{k!r}", repr([k]), repr(hmacauth.Context([k]))):
+            self.assertNotIn(SECRET.hex(), text)
+            self.assertNotIn(B64[:20], text)
+            self.assertNotIn(repr(SECRET), text)
+        self.assertIn("32 bytes redacted", repr(k))
+        with self.assertRaises(TypeError):
+            pickle.dumps(k)
+
+    def test_generate(self) -> None:
+        a, b = Key.generate("x"), Key.generate("x")
+        self.assertEqual(len(a.secret), 32)
+        self.assertNotEqual(a, b)
+        with self.assertRaises(ConfigError):
+            Key.generate("bad id")
+
+    def test_validate(self) -> None:
+        with self.assertRaises(WeakKey) as cm:
+            Key("k", bytes(31)).validate()
+        self.assertTrue(str(cm.exception).startswith("hmacauth: weak key: key \"k\" has a 31-byte secret"))
+        for bad in ("", "a" * 65, "sp ace", "tab\t", "é"):
+            with self.subTest(bad=bad), self.assertRaises(ConfigError):
+                Key(bad, SECRET).validate()
+        Key("a" * 64, SECRET).validate()
+
+
+class ParseTests(unittest.TestCase):
+    def test_format(self) -> None:
+        text = (
+            "\ufeff# hmacauth keys: ID SECRET (base64, at least 32 bytes)\r\n"
+            "2026-06 %s\r\n"
+            "\n"
+            "2026-01\t%s   # old, drop soon\n"
+            "k#3 %s\n" % (B64, B64.rstrip("="), base64.b64encode(bytes(40)).decode())
+        )
+        keys = parse_keys(text)
+        self.assertEqual([k.id for k in keys], ["2026-06", "2026-01", "k#3"])
+        self.assertEqual(keys[0].secret, SECRET)
+        self.assertEqual(keys[1].secret, SECRET)
+        self.assertEqual(len(keys[2].secret), 40)
+
+    def test_errors_name_the_line_never_the_secret(self) -> None:
+        cases = [
+            ("a %s extra\n" % B64, ConfigError, "line 1: has 3 fields"),
+            ("a\n", ConfigError, "line 1: has 1 fields"),
+            ("\na not-base64!\n", ConfigError, "line 2: the secret (second field) is not valid base64"),
+            ("a %s\n" % base64.b64encode(bytes(16)).decode(), WeakKey, "line 1: the secret has 16 bytes"),
+            ("a %s\na %s\n" % (B64, B64), ConfigError, "line 2: the key ID is the same as on line 1"),
+            ("# nothing\n", ConfigError, "holds no keys"),
+            ("%s %s\n" % ("x" * 65, B64), ConfigError, "line 1: the key ID (first field) is not valid"),
+        ]
+        for text, exc, msg in cases:
+            with self.subTest(msg=msg):
+                with self.assertRaises(exc) as cm:
+                    parse_keys(text)
+                self.assertIn(msg, str(cm.exception))
+                self.assertNotIn(B64[:16], str(cm.exception))
+                self.assertNotIn("not-base64", str(cm.exception))
+
+    def test_too_large(self) -> None:
+        with self.assertRaises(ConfigError):
+            parse_keys(b"#" * (hmacauth.MAX_KEY_FILE_SIZE + 1))
+
+
+class LoadTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.path = os.path.join(self.dir, "keys")
+        with open(self.path, "w") as f:
+            f.write("k1 %s\n" % B64)
+
+    def tearDown(self) -> None:
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+    def test_modes(self) -> None:
+        for mode in (0o600, 0o400, 0o640, 0o440):
+            os.chmod(self.path, mode)
+            self.assertEqual(load_keys(self.path)[0].id, "k1")
+        for mode in (0o644, 0o660, 0o604, 0o602):
+            os.chmod(self.path, mode)
+            with self.subTest(mode=oct(mode)), self.assertRaises(ConfigError) as cm:
+                load_keys(self.path)
+            self.assertIn("has mode 0%o, so other users can read or change it" % mode, str(cm.exception))
+
+    @unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0, "changing a file's owner needs root")
+    def test_owner(self) -> None:
+        os.chmod(self.path, 0o600)
+        os.chown(self.path, 12345, -1)
+        with self.assertRaises(ConfigError) as cm:
+            load_keys(self.path)
+        self.assertIn("is owned by uid 12345, not by uid 0", str(cm.exception))
+
+    def test_not_regular(self) -> None:
+        with self.assertRaises(ConfigError):
+            load_keys(self.dir)
+
+    def test_missing(self) -> None:
+        with self.assertRaises(OSError) as cm:
+            load_keys(self.path + ".missing")
+        self.assertNotIsInstance(cm.exception, hmacauth.HmacAuthError)
+
+    def test_symlink_checks_target(self) -> None:
+        os.chmod(self.path, 0o644)
+        link = self.path + ".link"
+        os.symlink(self.path, link)
+        try:
+            with self.assertRaises(ConfigError):
+                load_keys(link)
+        finally:
+            os.unlink(link)
+
+
+if __name__ == "__main__":
+    unittest.main()

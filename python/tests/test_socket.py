@@ -1,0 +1,313 @@
+"""HmacAuthSocket over loopback TCP: every mode, big transfers, closing,
+the exporter, refusals and key updates."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+import unittest
+
+from _support import HAVE_CRYPTO, WAIT, Thread, listener, modes, needs_crypto, pair, recv_all, recv_exactly, make_key
+
+import hmacauth
+from hmacauth import Context, Mode
+
+MIB16 = os.urandom(16 << 20) if HAVE_CRYPTO else b""
+
+
+def ctxs(mode: Mode = Mode.AUTH, fs: bool = False, **kw):  # type: ignore[no-untyped-def]
+    k = make_key()
+    return Context([k], mode, forward_secrecy=fs, **kw), Context([k], mode, forward_secrecy=fs, **kw)
+
+
+class Modes(unittest.TestCase):
+    def test_echo_every_mode(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                cc, sc = ctxs(mode, fs)
+                c, s = pair(cc, sc)
+                with c, s:
+                    self.assertEqual(c.key_id, "test-key")
+                    self.assertEqual(s.key_id, "test-key")
+                    st = c.connection_state()
+                    self.assertTrue(st.handshake_complete)
+                    self.assertEqual(st.mode, mode)
+                    self.assertEqual(st.forward_secrecy, fs)
+                    c.sendall(b"ping")
+                    self.assertEqual(recv_exactly(s, 4), b"ping")
+                    s.sendall(b"pong!")
+                    self.assertEqual(recv_exactly(c, 5), b"pong!")
+                    e1 = c.export_keying_material(b"label", b"ctx", 48)
+                    e2 = s.export_keying_material(b"label", b"ctx", 48)
+                    self.assertEqual(e1, e2)
+                    self.assertEqual(len(e1), 48)
+                    self.assertEqual(c.export_keying_material(b"l", None, 16), s.export_keying_material(b"l", b"", 16))
+                    self.assertNotEqual(e1, c.export_keying_material(b"label", b"ctx2", 48))
+                    with self.assertRaises(hmacauth.ExportError):
+                        c.export_keying_material(b"l", b"", 8161)
+
+    @needs_crypto
+    def test_16mib_both_ways_half_close(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                cc, sc = ctxs(mode, fs)
+                c, s = pair(cc, sc)
+                with c, s:
+                    def server() -> bytes:
+                        got = recv_all(s)  # until the client's half-close
+                        s.sendall(hashlib.sha256(got).digest())
+                        s.sendall(MIB16)
+                        s.shutdown(socket.SHUT_WR)
+                        return got
+
+                    t = Thread(server)
+                    c.sendall(MIB16)
+                    c.shutdown(socket.SHUT_WR)
+                    self.assertEqual(recv_exactly(c, 32), hashlib.sha256(MIB16).digest())
+                    back = recv_all(c)
+                    self.assertEqual(hashlib.sha256(back).digest(), hashlib.sha256(MIB16).digest())
+                    self.assertEqual(hashlib.sha256(t.join_result()).digest(), hashlib.sha256(MIB16).digest())
+
+    def test_clean_close_is_eof(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with s:
+                    c.sendall(b"last words")
+                    c.close()
+                    self.assertEqual(recv_all(s), b"last words")
+                    self.assertEqual(s.recv(10), b"")
+
+    def test_makefile(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with c, s:
+                    w = c.makefile("wb")
+                    w.write(b"line one\nline two\n")
+                    w.flush()
+                    w.close()
+                    r = s.makefile("rb")
+                    self.assertEqual(r.readline(), b"line one\n")
+                    self.assertEqual(r.readline(), b"line two\n")
+                    r.close()
+
+    @needs_crypto
+    def test_recv_into_buffer_sizes(self) -> None:
+        """Records decrypted straight into the caller's buffer, or through
+        an internal one when they do not fit, arrive the same."""
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            for n in (1, 100, 8191, 8192, 20000, 262144):
+                with self.subTest(mode=str(mode), n=n):
+                    c, s = pair(*ctxs(mode))
+                    with c, s:
+                        data = os.urandom(n)
+                        for size in (n - 1, n, n + 14, n + 15, n + 16, 1 << 20):
+                            if size <= 0:
+                                continue
+                            c.sendall(data)
+                            got = bytearray()
+                            buf = bytearray(size + 7)
+                            while len(got) < n:
+                                m = s.recv_into(memoryview(buf)[7:], min(size, n - len(got)))
+                                got += buf[7 : 7 + m]
+                            self.assertEqual(bytes(got), data)
+
+    def test_close_wakes_blocked_reader(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with s:
+                    started = threading.Event()
+
+                    def reader() -> object:
+                        started.set()
+                        try:
+                            return c.recv(10)
+                        except OSError as e:
+                            return e
+
+                    t = Thread(reader)
+                    started.wait(WAIT)
+                    c.close()
+                    got = t.join_result()  # bounded: fails if close left it blocked
+                    self.assertTrue(got == b"" or isinstance(got, OSError), got)
+                    self.assertNotIsInstance(got, hmacauth.IntegrityError)
+                    with self.assertRaises(OSError):
+                        c.sendall(b"x")
+
+    @needs_crypto
+    def test_cut_stream_is_integrity_error(self) -> None:
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with s:
+                    c.sendall(b"data")
+                    c._sock.close()  # no close record
+                    self.assertEqual(recv_exactly(s, 4), b"data")
+                    with self.assertRaises(hmacauth.IntegrityError) as cm:
+                        s.recv(10)
+                    self.assertIn("without a close record", str(cm.exception))
+                    with self.assertRaises(hmacauth.IntegrityError):
+                        s.recv(10)  # sticky
+
+    @needs_crypto
+    def test_tampered_record(self) -> None:
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with c, s:
+                    # A record made under c's keys, with one bit flipped.
+                    wire = bytearray(b"".join(bytes(b) for b in c._sealer.seal(1, b"payload")))
+                    wire[6] ^= 1
+                    c._sock.sendall(wire)
+                    with self.assertRaises(hmacauth.IntegrityError):
+                        s.recv(100)
+
+    @needs_crypto
+    def test_key_updates_both_ways(self) -> None:
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                cc, sc = ctxs(mode)
+                cc._testing_only_update_bytes = 1000
+                sc._testing_only_update_bytes = 1000
+                c, s = pair(cc, sc)
+                with c, s:
+                    data = os.urandom(100_000)
+                    for i in range(0, len(data), 700):
+                        c.sendall(data[i : i + 700])
+                        s.sendall(data[i : i + 700])
+                    self.assertEqual(recv_exactly(s, len(data)), data)
+                    self.assertEqual(recv_exactly(c, len(data)), data)
+                    self.assertGreater(c._sealer.d.generation, 50)
+                    self.assertEqual(s._opener.d.generation, c._sealer.d.generation)
+                    self.assertEqual(c._opener.d.generation, s._sealer.d.generation)
+
+    @needs_crypto
+    def test_stronger_mode_wins(self) -> None:
+        k = make_key()
+        for cm, sm in ((Mode.AUTH, Mode.SEALED), (Mode.SEALED, Mode.INTEGRITY), (Mode.INTEGRITY, Mode.AUTH)):
+            c, s = pair(Context([k], cm), Context([k], sm))
+            with c, s:
+                want = max(cm, sm)
+                self.assertEqual(c.connection_state().mode, want)
+                self.assertEqual(s.connection_state().mode, want)
+        c, s = pair(Context([k], forward_secrecy=False), Context([k], forward_secrecy=True))
+        with c, s:
+            self.assertTrue(c.connection_state().forward_secrecy)
+
+    @needs_crypto
+    def test_chacha_preference(self) -> None:
+        k = make_key()
+        for cp, sp, want in ((False, False, "AES-256-GCM"), (True, False, "ChaCha20-Poly1305"), (False, True, "ChaCha20-Poly1305")):
+            c, s = pair(Context([k], Mode.SEALED, prefer_chacha20=cp), Context([k], Mode.SEALED, prefer_chacha20=sp))
+            with c, s:
+                self.assertEqual(c.connection_state().cipher, want)
+                c.sendall(b"x")
+                self.assertEqual(s.recv(1), b"x")
+
+
+class Refusals(unittest.TestCase):
+    def check_refused(self, client_ctx: Context, server_ctx: Context, server_exc: type, server_msg: str) -> None:
+        with self.assertRaises(server_exc) as sm:
+            pair(client_ctx, server_ctx)
+        self.assertIn(server_msg, str(sm.exception))
+
+    def test_wrong_secret(self) -> None:
+        good = make_key("k")
+        bad = hmacauth.Key("k", bytes(32))
+        self.check_refused(Context([bad]), Context([good]), hmacauth.AuthFailed, "MAC for key ID \"k\" is wrong")
+
+    def test_client_sees_refusal(self) -> None:
+        ls = listener()
+        with ls:
+            def serve() -> None:
+                s, _ = ls.accept()
+                try:
+                    Context([make_key("server-only")]).wrap_socket(s, server_side=True)
+                except hmacauth.AuthFailed:
+                    return
+                raise AssertionError("handshake succeeded")
+
+            t = Thread(serve)
+            with self.assertRaises(hmacauth.AuthFailed) as cm:
+                hmacauth.create_connection(ls.getsockname(), Context([make_key("unknown")]), timeout=WAIT)
+            self.assertIn("closed the connection without a word", str(cm.exception))
+            t.join_result()
+
+    def test_unknown_key_id(self) -> None:
+        self.check_refused(Context([make_key("a")]), Context([make_key("b")]), hmacauth.AuthFailed, "which this server does not have")
+
+    def test_selfie(self) -> None:
+        ctx = Context([make_key()])
+        with self.assertRaises(hmacauth.AuthFailed) as cm:
+            pair(ctx, ctx)
+        self.assertIn("reflection", str(cm.exception))
+
+    def test_two_contexts_one_key_connect(self) -> None:
+        c, s = pair(*ctxs())
+        c.close()
+        s.close()
+
+    def test_client_refuses_forged_server_hello(self) -> None:
+        """A server without the key cannot answer: the client reports
+        AuthFailed for a wrong MAC, ProtocolError for a foreign protocol."""
+        for answer, exc, msg in (
+            (b"hmacauth\x01\x02" + bytes(98), hmacauth.AuthFailed, "did not prove key"),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", hmacauth.ProtocolError, "does not speak hmacauth"),
+            (b"hmacauth\x02\x02", hmacauth.ProtocolError, "version 2"),
+            (b"HTTP", hmacauth.ProtocolError, "does not speak hmacauth"),
+            (b"hmac", hmacauth.ProtocolError, "sent \"hmac\" and closed"),
+            (b"hmacauth\x01\x02" + bytes(20), hmacauth.ProtocolError, "in the middle of its ServerHello"),
+        ):
+            with self.subTest(answer=answer[:12]):
+                ls = listener()
+                with ls:
+                    def serve() -> None:
+                        s, _ = ls.accept()
+                        with s:
+                            recv_exactly(s, 141)
+                            s.sendall(answer)
+                            s.shutdown(socket.SHUT_WR)
+                            s.recv(100)
+
+                    t = Thread(serve)
+                    with self.assertRaises(exc) as cm:
+                        hmacauth.create_connection(ls.getsockname(), Context([make_key()]), timeout=WAIT)
+                    self.assertIn(msg, str(cm.exception))
+                    t.join_result()
+
+    def test_handshake_timeout(self) -> None:
+        ls = listener()
+        with ls:
+            # A server that never answers.
+            with self.assertRaises(hmacauth.HandshakeTimeout) as cm:
+                hmacauth.create_connection(ls.getsockname(), Context([make_key()], handshake_timeout=0.2), timeout=WAIT)
+            self.assertIsInstance(cm.exception, socket.timeout)
+        ls = listener()
+        with ls:
+            # A client that never speaks.
+            c = socket.create_connection(ls.getsockname())
+            s, _ = ls.accept()
+            with c:
+                with self.assertRaises(hmacauth.HandshakeTimeout):
+                    Context([make_key()], handshake_timeout=0.2).wrap_socket(s, server_side=True)
+
+    def test_weak_key_and_config(self) -> None:
+        with self.assertRaises(hmacauth.WeakKey):
+            Context([hmacauth.Key("k", b"short")])
+        with self.assertRaises(hmacauth.ConfigError):
+            Context([])
+        with self.assertRaises(hmacauth.ConfigError):
+            Context([hmacauth.Key("has space", bytes(32))])
+        with self.assertRaises(hmacauth.ConfigError):
+            Context([make_key("a"), make_key("a")])
+        with self.assertRaises(hmacauth.ConfigError):
+            Context([make_key()], mode=7)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    unittest.main()
