@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/hmacauth/hmacauth/internal/pythons"
 	"io"
 	"net"
 	"net/http"
@@ -27,54 +28,11 @@ import (
 // The Python package in python/ against this one, in real processes and
 // both directions. python/tests/interop_peer.py is the Python end.
 
-// interopPython is an interpreter that can run the Python package.
-type interopPython struct {
-	path, version string
-	crypto        bool // has the 'cryptography' package: every mode and forward secrecy
+// findInteropPythons returns the interpreters that can run the Python
+// package: Python 3.9 and later.
+func findInteropPythons() []pythons.Interpreter {
+	return slices.DeleteFunc(slices.Clone(pythons.Find()), func(p pythons.Interpreter) bool { return !p.AtLeast(3, 9) })
 }
-
-// findInteropPythons returns the distinct Python 3.9+ interpreters in PATH
-// and in the pyenv versions folder, asking each once per test binary.
-var findInteropPythons = sync.OnceValue(func() []interopPython {
-	var candidates []string
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		if p := filepath.Join(dir, "python3"); dir != "" && !slices.Contains(candidates, p) {
-			if _, err := os.Stat(p); err == nil {
-				candidates = append(candidates, p)
-			}
-		}
-	}
-	roots := []string{os.Getenv("PYENV_ROOT")}
-	if home, err := os.UserHomeDir(); err == nil {
-		roots = append(roots, filepath.Join(home, ".pyenv"))
-	}
-	for _, root := range roots {
-		if root != "" {
-			m, _ := filepath.Glob(filepath.Join(root, "versions", "*", "bin", "python3"))
-			candidates = append(candidates, m...)
-		}
-	}
-	var found []interopPython
-	seen := map[string]bool{}
-	for _, path := range candidates {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, path, "-I", "-c", `import os, sys
-print("%d.%d.%d" % sys.version_info[:3], os.path.realpath(sys.executable), sys.version_info >= (3, 9))
-try:
-    import cryptography
-    print("crypto")
-except ImportError:
-    print("nocrypto")`).Output()
-		cancel()
-		f := strings.Fields(string(out))
-		if err != nil || len(f) != 4 || f[2] != "True" || seen[f[1]] {
-			continue
-		}
-		seen[f[1]] = true
-		found = append(found, interopPython{path: path, version: f[0], crypto: f[3] == "crypto"})
-	}
-	return found
-})
 
 // interopPeer is a running interop_peer.py.
 type interopPeer struct {
@@ -85,7 +43,7 @@ type interopPeer struct {
 	events []string // the EVENT lines, "<class> <key ID>"
 }
 
-func startInteropPeer(t *testing.T, py interopPython, args ...string) *interopPeer {
+func startInteropPeer(t *testing.T, py pythons.Interpreter, args ...string) *interopPeer {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("python", "tests", "interop_peer.py"))
 	if err != nil {
@@ -93,7 +51,7 @@ func startInteropPeer(t *testing.T, py interopPython, args ...string) *interopPe
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	p := &interopPeer{t: t}
-	p.cmd = exec.CommandContext(ctx, py.path, append([]string{"-I", script}, args...)...)
+	p.cmd = exec.CommandContext(ctx, py.Path, append([]string{"-I", script}, args...)...)
 	p.cmd.WaitDelay = 2 * time.Second
 	p.cmd.Stderr = &p.stderr
 	stdout, err := p.cmd.StdoutPipe()
@@ -235,19 +193,19 @@ func TestPythonInterop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Python processes")
 	}
-	pythons := findInteropPythons()
-	if len(pythons) == 0 {
+	pys := findInteropPythons()
+	if len(pys) == 0 {
 		t.Skip("no Python 3.9 or later found in PATH or in the pyenv versions folder; the Python interop tests did not run")
 	}
 	fullDone := false
 	slots := make(chan struct{}, 4)
 	var wg sync.WaitGroup
-	for _, py := range pythons {
-		full := py.crypto && !fullDone
+	for _, py := range pys {
+		full := py.Crypto && !fullDone
 		fullDone = fullDone || full
-		t.Run(py.version, func(t *testing.T) {
-			t.Logf("%s (cryptography: %v, full matrix: %v)", py.path, py.crypto, full)
-			for _, c := range interopCases(full, py.crypto) {
+		t.Run(py.Version, func(t *testing.T) {
+			t.Logf("%s (cryptography: %v, full matrix: %v)", py.Path, py.Crypto, full)
+			for _, c := range interopCases(full, py.Crypto) {
 				wg.Add(1)
 				slots <- struct{}{}
 				go func() {
@@ -264,7 +222,7 @@ func TestPythonInterop(t *testing.T) {
 	}
 }
 
-func runInteropCase(t *testing.T, py interopPython, c interopCase) {
+func runInteropCase(t *testing.T, py pythons.Interpreter, c interopCase) {
 	args := []string{
 		"--key-id", c.pyKey.ID, "--secret", hex.EncodeToString(c.pyKey.Secret),
 		"--mode", strconv.Itoa(int(c.pyMode)), "--fs", strconv.Itoa(btoi(c.pyFS)),
@@ -457,12 +415,12 @@ func TestPythonHTTPClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a Python process")
 	}
-	pythons := findInteropPythons()
-	i := slices.IndexFunc(pythons, func(p interopPython) bool { return p.crypto })
+	pys := findInteropPythons()
+	i := slices.IndexFunc(pys, func(p pythons.Interpreter) bool { return p.Crypto })
 	if i < 0 {
 		t.Skip("no Python 3.9 or later with the 'cryptography' package; the example needs ModeSealed")
 	}
-	py := pythons[i]
+	py := pys[i]
 	keyFile := filepath.Join(t.TempDir(), "keys")
 	line := fmt.Sprintf("%s %s\n", interopKey.ID, base64.StdEncoding.EncodeToString(interopKey.Secret))
 	if err := os.WriteFile(keyFile, []byte(line), 0o600); err != nil {
@@ -486,7 +444,7 @@ func TestPythonHTTPClient(t *testing.T) {
 	example := filepath.Join("python", "examples", "go_http_client.py")
 	// Not -I, which would ignore PYTHONPATH: the example imports the
 	// package from python/src, as it would after pip install.
-	cmd := exec.CommandContext(ctx, py.path, "-s", example, keyFile, ln.Addr().String(), "/py")
+	cmd := exec.CommandContext(ctx, py.Path, "-s", example, keyFile, ln.Addr().String(), "/py")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join("python", "src"), "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -8,13 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/hmacauth/hmacauth/internal/pythons"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,84 +22,7 @@ import (
 )
 
 // python is an interpreter found on the machine.
-type python struct {
-	path         string
-	version      string // e.g. "3.12.1"
-	major, minor int
-}
-
-func (p python) atLeast(major, minor int) bool {
-	return p.major > major || p.major == major && p.minor >= minor
-}
-
-var pythonName = regexp.MustCompile(`^python3(\.[0-9]+)?$`)
-
-// findPythons returns every distinct Python 3 interpreter in PATH and in
-// the pyenv versions folder, oldest first.
-func findPythons() []python {
-	var candidates []string
-	roots := []string{os.Getenv("PYENV_ROOT")}
-	if home, err := os.UserHomeDir(); err == nil {
-		roots = append(roots, filepath.Join(home, ".pyenv"))
-	}
-	for _, root := range roots {
-		if root != "" {
-			m, _ := filepath.Glob(filepath.Join(root, "versions", "*", "bin", "python3*"))
-			candidates = append(candidates, m...)
-		}
-	}
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		if dir != "" {
-			m, _ := filepath.Glob(filepath.Join(dir, "python3*"))
-			candidates = append(candidates, m...)
-		}
-	}
-	candidates = slices.DeleteFunc(candidates, func(p string) bool { return !pythonName.MatchString(filepath.Base(p)) })
-	slices.Sort(candidates)
-	candidates = slices.Compact(candidates)
-
-	// Ask each candidate what it is; shims and links lead to the same
-	// interpreter, which is tested once.
-	found := make([]*python, len(candidates))
-	real := make([]string, len(candidates))
-	var wg sync.WaitGroup
-	for i, path := range candidates {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, path, "-I", "-c",
-				"import os, sys; print('%d.%d.%d' % sys.version_info[:3]); print(os.path.realpath(sys.executable))").Output()
-			f := strings.Fields(string(out))
-			if err != nil || len(f) != 2 {
-				return
-			}
-			v := strings.Split(f[0], ".")
-			major, _ := strconv.Atoi(v[0])
-			minor, _ := strconv.Atoi(v[1])
-			if major != 3 {
-				return
-			}
-			found[i] = &python{path: path, version: f[0], major: major, minor: minor}
-			real[i] = f[1]
-		})
-	}
-	wg.Wait()
-	var ps []python
-	seen := map[string]bool{}
-	for i, p := range found {
-		if p != nil && !seen[real[i]] {
-			seen[real[i]] = true
-			ps = append(ps, *p)
-		}
-	}
-	slices.SortFunc(ps, func(a, b python) int {
-		if c := a.major*1000 + a.minor - b.major*1000 - b.minor; c != 0 {
-			return c
-		}
-		return strings.Compare(a.version+a.path, b.version+b.path)
-	})
-	return ps
-}
+type python = pythons.Interpreter
 
 // pyPeer is a running testdata/peer.py.
 type pyPeer struct {
@@ -116,7 +38,7 @@ func startPython(t *testing.T, py python, script string, args ...string) *pyPeer
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	p := &pyPeer{t: t}
-	p.cmd = exec.CommandContext(ctx, py.path, append([]string{"-I", script}, args...)...)
+	p.cmd = exec.CommandContext(ctx, py.Path, append([]string{"-I", script}, args...)...)
 	p.cmd.WaitDelay = 2 * time.Second
 	p.cmd.Stderr = &p.stderr
 	stdout, err := p.cmd.StdoutPipe()
@@ -178,7 +100,7 @@ func pySession(t *testing.T, c net.Conn, py python) {
 			t.Fatalf("message %d (%d bytes): Python echoed %d bytes, %v", i, n, len(got), err)
 		}
 	}
-	if py.atLeast(3, 8) {
+	if py.AtLeast(3, 8) {
 		// The 64-bit length form, which Python 3.8 and later read for
 		// messages of any size.
 		m := []byte("in the 64-bit form")
@@ -218,7 +140,7 @@ type pyCase struct {
 }
 
 func pyCases(py python) []pyCase {
-	modern := py.atLeast(3, 12)
+	modern := py.AtLeast(3, 12)
 	legacy := Config{AuthKey: keyA, AllowLegacyMD5: true}
 	strict := Config{AuthKey: keyA}
 	if modern {
@@ -252,8 +174,8 @@ func pyCases(py python) []pyCase {
 // TestPython runs every Python 3 interpreter found on the machine against
 // this package, in both directions.
 func TestPython(t *testing.T) {
-	pythons := findPythons()
-	if len(pythons) == 0 {
+	pys := pythons.Find()
+	if len(pys) == 0 {
 		t.Skip("no python3 interpreter found in PATH or in the pyenv versions folder; the interop tests need one")
 	}
 	script, err := filepath.Abs(filepath.Join("testdata", "peer.py"))
@@ -266,14 +188,14 @@ func TestPython(t *testing.T) {
 	slots := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	names := map[string]int{}
-	for _, py := range pythons {
-		name := py.version
+	for _, py := range pys {
+		name := py.Version
 		if names[name]++; names[name] > 1 {
 			name += "#" + strconv.Itoa(names[name])
 		}
 		wg.Go(func() {
 			t.Run(name, func(t *testing.T) {
-				t.Logf("%s (%s)", py.path, py.version)
+				t.Logf("%s (%s)", py.Path, py.Version)
 				var cases sync.WaitGroup
 				for _, c := range pyCases(py) {
 					cases.Go(func() {
