@@ -2,6 +2,7 @@ package hmacauth
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // waitLimit bounds every wait in the tests, so that a broken build fails a
@@ -30,6 +33,14 @@ const waitLimit = 20 * time.Second
 func testKey(id string) Key {
 	return Key{ID: id, Secret: seededBytes(id, MinSecretLen)}
 }
+
+// cmpKeys is the cmp option for comparing Keys: by ID and secret, with a
+// secret printed as its length and SHA-256, never its bytes.
+var cmpKeys = cmp.Transformer("Redact", func(k Key) redactedKey {
+	return redactedKey{k.ID, fmt.Sprintf("%d bytes, SHA-256 %x", len(k.Secret), sha256.Sum256(k.Secret))}
+})
+
+type redactedKey struct{ ID, Secret string }
 
 // seededBytes returns n bytes determined by seed.
 func seededBytes(seed string, n int) []byte {

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // b64 encodes a test key's secret as a key file holds it.
@@ -27,14 +29,8 @@ func TestParseKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Key{a, b, c}
-	if len(keys) != len(want) {
-		t.Fatalf("got %d keys, want %d", len(keys), len(want))
-	}
-	for i := range want {
-		if keys[i].ID != want[i].ID || !bytes.Equal(keys[i].Secret, want[i].Secret) {
-			t.Errorf("key %d = %v, want %v", i, keys[i], want[i])
-		}
+	if diff := cmp.Diff([]Key{a, b, c}, keys, cmpKeys); diff != "" {
+		t.Errorf("ParseKeys mismatch (-want +got):\n%s", diff)
 	}
 }
 
@@ -116,8 +112,10 @@ func TestLoadKeysMode(t *testing.T) {
 		writeKeyFile(t, path, tc.perm, a)
 		keys, err := LoadKeys(path)
 		if tc.ok {
-			if err != nil || len(keys) != 1 || keys[0].ID != "a" {
-				t.Errorf("mode %v: LoadKeys = %v, %v; want key a", tc.perm, keys, err)
+			if err != nil {
+				t.Errorf("mode %v: LoadKeys: %v", tc.perm, err)
+			} else if diff := cmp.Diff([]Key{a}, keys, cmpKeys); diff != "" {
+				t.Errorf("mode %v: LoadKeys mismatch (-want +got):\n%s", tc.perm, diff)
 			}
 			continue
 		}

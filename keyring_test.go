@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func mustKeyring(t testing.TB, keys ...Key) *Keyring {
@@ -129,8 +131,8 @@ func TestKeyringCopiesKeys(t *testing.T) {
 	k.Secret[0] ^= 0xff // the caller reuses its buffer
 	keys[0].ID = "changed"
 	got := r.Keys()
-	if len(got) != 1 || got[0].ID != "key-a" || !bytes.Equal(got[0].Secret, orig) {
-		t.Fatalf("Keys after changing the input = %v, want key-a with the original secret", got)
+	if diff := cmp.Diff([]Key{{ID: "key-a", Secret: orig}}, got, cmpKeys); diff != "" {
+		t.Fatalf("Keys after changing the input, mismatch (-want +got):\n%s", diff)
 	}
 	got[0].Secret[0] ^= 0xff
 	if again := r.Keys(); !bytes.Equal(again[0].Secret, orig) {

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 var updateVectors = flag.Bool("update", false, "rewrite testdata/vectors/hmacauth1.json from the implementation")
@@ -231,27 +234,23 @@ func TestVectors(t *testing.T) {
 		t.Fatalf("%v (run go test -run TestVectors -update to create it)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("the implementation no longer matches %s:\n%s\nIf the wire format or key schedule changed on purpose, that is a new protocol version: update PROTOCOL.md, then run go test -run TestVectors -update.",
-			vectorsFile, firstDiff(string(want), string(got)))
+		t.Errorf("the implementation no longer matches %s (-file +code):\n%s\nIf the wire format or key schedule changed on purpose, that is a new protocol version: update PROTOCOL.md, then run go test -run TestVectors -update.",
+			vectorsFile, vectorsDiff(want, f))
 	}
 }
 
-// firstDiff describes the first lines where want and got differ.
-func firstDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < max(len(w), len(g)); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			return fmt.Sprintf("line %d:\n  file: %s\n  code: %s", i+1, strings.TrimSpace(wl), strings.TrimSpace(gl))
-		}
+// vectorsDiff describes how the vectors got differ from the file's, field
+// by field, or line by line if only the file's layout differs.
+func vectorsDiff(file []byte, got vectorFile) string {
+	var want vectorFile
+	if err := json.Unmarshal(file, &want); err != nil {
+		return fmt.Sprintf("the file does not parse: %v", err)
 	}
-	return "no line differs"
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		return diff
+	}
+	b, _ := json.MarshalIndent(got, "", "  ")
+	return cmp.Diff(string(file), string(b)+"\n")
 }
 
 // afterHandshake is application data the client sends right behind its

@@ -3,6 +3,7 @@ module github.com/hmacauth/hmacauth/grpcauth
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/hmacauth/hmacauth v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0

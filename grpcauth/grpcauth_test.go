@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/hmacauth/hmacauth"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -136,18 +137,19 @@ func TestUnaryAndStreamingSeeKeyID(t *testing.T) {
 	cancel()
 
 	ids, infos := s.get()
-	if len(ids) != 2 || ids[0] != "svc-a" || ids[1] != "svc-a" {
-		t.Fatalf("handlers saw key IDs %q, want [svc-a svc-a]", ids)
+	if diff := cmp.Diff([]string{"svc-a", "svc-a"}, ids); diff != "" {
+		t.Fatalf("handlers saw key IDs (-want +got):\n%s", diff)
 	}
-	for _, ai := range infos {
-		info, ok := ai.(AuthInfo)
-		if !ok {
-			t.Fatalf("peer AuthInfo is %T, want grpcauth.AuthInfo", ai)
-		}
-		if info.AuthType() != "hmacauth" || info.KeyID != "svc-a" || info.Mode != hmacauth.ModeAuth ||
-			info.SecurityLevel != credentials.NoSecurity {
-			t.Errorf("AuthInfo = %+v, want hmacauth, svc-a, ModeAuth, NoSecurity", info)
-		}
+	want := AuthInfo{
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity},
+		KeyID:          "svc-a",
+		Mode:           hmacauth.ModeAuth,
+	}
+	if diff := cmp.Diff([]credentials.AuthInfo{want, want}, infos); diff != "" {
+		t.Errorf("peer AuthInfo mismatch (-want +got):\n%s", diff)
+	}
+	if at := want.AuthType(); at != "hmacauth" {
+		t.Errorf("AuthType() = %q, want hmacauth", at)
 	}
 }
 
