@@ -128,6 +128,49 @@ class AsyncioTests(unittest.TestCase):
 
         self.run_async(main())
 
+    def test_slow_reader_paused_backpressure_and_eof(self) -> None:
+        # A reader that does not read pauses the TCP transport (the buffer
+        # stays bounded) and the server's clean close is acted on only after
+        # every buffered byte was delivered.
+        n = 4 << 20
+
+        async def main(mode: Mode) -> None:
+            k = make_key()
+            done = asyncio.Event()
+
+            async def cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                writer.write(b"x" * n)
+                writer.close()
+                await writer.wait_closed()
+                done.set()
+
+            srv = await hmacauth.start_server(cb, "127.0.0.1", 0, Context([k], mode))
+            port = srv.sockets[0].getsockname()[1]
+            reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([k], mode))
+            proto = writer.get_extra_info("hmacauth")
+            # Not reading: wait until the server has sent all and closed, or
+            # until this side's TCP transport stopped reading.
+            for _ in range(int(WAIT / 0.01)):
+                if done.is_set() or not proto._tcp.is_reading():
+                    break
+                await asyncio.sleep(0.01)
+            self.assertLess(len(proto._buf), 1 << 20, "buffered while the application did not read")
+            got = 0
+            while True:
+                d = await asyncio.wait_for(reader.read(1 << 16), WAIT)
+                if not d:
+                    break
+                got += len(d)
+            self.assertEqual(got, n)
+            writer.close()
+            srv.close()
+            await srv.wait_closed()
+
+        for mode, fs in modes():
+            if not fs:
+                with self.subTest(mode=str(mode)):
+                    self.run_async(main(mode))
+
     def test_1000_connections_good_and_bad(self) -> None:
         async def main() -> None:
             k = make_key()

@@ -70,12 +70,21 @@ class _AppTransport(asyncio.Transport):
         return self._p._closing
 
     def pause_reading(self) -> None:
-        self._p._paused = True
+        # The TCP transport is paused too: else it keeps reading and the
+        # buffer grows without bound while the application does not read.
+        if not self._p._paused:
+            self._p._paused = True
+            if not self._p._tcp_eof:  # after EOF there is nothing to pause (and resuming would read the EOF again)
+                self._p._tcp_paused = True
+                self._p._tcp.pause_reading()
 
     def resume_reading(self) -> None:
         if self._p._paused:
             self._p._paused = False
-            self._p._process()
+            if self._p._tcp_paused:
+                self._p._tcp_paused = False
+                self._p._tcp.resume_reading()
+            self._p._resumed()
 
     def is_reading(self) -> bool:
         return not self._p._paused
@@ -129,6 +138,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._app_transport: Optional[_AppTransport] = None
         self._timer: Optional[asyncio.TimerHandle] = None
         self._paused = False
+        self._tcp_paused = False
         self._closing = False
         self._write_closed = False
         self._eof = False
@@ -239,6 +249,9 @@ class _HmacAuthProtocol(asyncio.Protocol):
         if self._state == "failed":
             return
         self._buf += data
+        self._feed()
+
+    def _feed(self) -> None:
         try:
             self._process()
         except HmacAuthError as e:
@@ -367,6 +380,21 @@ class _HmacAuthProtocol(asyncio.Protocol):
             return False
         if self._state != "app":
             return False
+        if self._paused:
+            # The data still buffered goes first: the end of stream is acted
+            # on once the application resumes reading and has it all.
+            return True
+        return self._eof_in_app()
+
+    def _resumed(self) -> None:
+        self._feed()
+        if self._tcp_eof and not self._paused and self._state == "app" and not self._tcp.is_closing():
+            if not self._eof_in_app():
+                self._tcp.close()
+
+    def _eof_in_app(self) -> Optional[bool]:
+        """Acts on the TCP end of stream after the handshake; returns
+        whether the transport stays open (as eof_received)."""
         if self._mode == Mode.AUTH:
             return self._app.eof_received()
         if not self._eof:
