@@ -171,6 +171,36 @@ class AsyncioTests(unittest.TestCase):
                 with self.subTest(mode=str(mode)):
                     self.run_async(main(mode))
 
+    @needs_crypto
+    def test_nothing_buffered_after_close_record(self) -> None:
+        # PROTOCOL 9.3: after a close record the reader reads nothing more;
+        # what a peer sends after it is dropped, not buffered.
+        k = make_key()
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([k], Mode.SEALED))
+
+        def serve() -> None:
+            c, _ = ln.accept()
+            try:
+                c._send_close_record()
+                junk = b"\x01" * (1 << 20)
+                for _ in range(16):
+                    c._sock.sendall(junk)
+            finally:
+                c.close()
+
+        async def main() -> None:
+            th = Thread(serve)
+            reader, writer = await hmacauth.open_connection(*ln.address, Context([k], Mode.SEALED))
+            self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
+            await asyncio.get_running_loop().run_in_executor(None, th.join_result)
+            self.assertLess(len(writer.get_extra_info("hmacauth")._buf), 1 << 20)
+            writer.close()
+
+        try:
+            self.run_async(main())
+        finally:
+            ln.close()
+
     def test_1000_connections_good_and_bad(self) -> None:
         async def main() -> None:
             k = make_key()

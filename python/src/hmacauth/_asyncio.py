@@ -248,6 +248,8 @@ class _HmacAuthProtocol(asyncio.Protocol):
             return
         if self._state == "failed":
             return
+        if self._state == "app" and self._eof:
+            return  # after a close record (or a record error) nothing more is read (PROTOCOL 9.3)
         self._buf += data
         self._feed()
 
