@@ -201,6 +201,26 @@ class AsyncioTests(unittest.TestCase):
         finally:
             ln.close()
 
+    def test_connection_state_after_close_refuses_export(self) -> None:
+        async def main() -> None:
+            k = make_key()
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context([k]))
+            port = srv.sockets[0].getsockname()[1]
+            reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([k]))
+            before = writer.get_extra_info("connection_state")
+            writer.close()
+            await writer.wait_closed()
+            # A state taken before close keeps its own copy and still exports.
+            self.assertEqual(len(before.export_keying_material(b"tok", b"", 16)), 16)
+            after = writer.get_extra_info("connection_state")
+            self.assertTrue(after.handshake_complete)
+            with self.assertRaises(hmacauth.ExportError):
+                after.export_keying_material(b"tok", b"", 16)
+            srv.close()
+            await srv.wait_closed()
+
+        self.run_async(main())
+
     def test_1000_connections_good_and_bad(self) -> None:
         async def main() -> None:
             k = make_key()

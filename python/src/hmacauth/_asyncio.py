@@ -139,6 +139,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._paused = False
         self._tcp_paused = False
+        self._cleared = False
         self._closing = False
         self._write_closed = False
         self._eof = False
@@ -476,6 +477,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._tcp.abort()
 
     def _clear(self) -> None:
+        self._cleared = True
         if self._res is not None:
             s = self._res.secret
             for i in range(len(s)):
@@ -486,7 +488,9 @@ class _HmacAuthProtocol(asyncio.Protocol):
 
         if self._res is None:
             return ConnectionState()
-        return ConnectionState(self._res, bytes(self._res.secret))
+        # After close the secret is zeroed: a state without it refuses to
+        # export (ExportError), as the socket class's.
+        return ConnectionState(self._res, None if self._cleared else bytes(self._res.secret))
 
 
 class _Caps:
