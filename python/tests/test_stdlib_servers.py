@@ -72,6 +72,38 @@ class MixInTests(unittest.TestCase):
                     srv.server_close()
                     t.join(WAIT)
 
+    def test_http_connection_close_response(self) -> None:
+        # HTTP/1.0 with Connection: close: http.client closes its socket while
+        # the response (a makefile reader) still reads it; the records must
+        # still be read until the reader is closed too.
+        class Closing(Handler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = b"y" * 300000
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                k = make_key()
+                srv = HTTPServer(("127.0.0.1", 0), Closing)
+                srv.hmacauth_context = Context([k], mode, forward_secrecy=fs)
+                t = serve(srv)
+                try:
+                    conn = hmacauth.HTTPConnection("127.0.0.1", srv.server_address[1], context=Context([k]), timeout=WAIT)
+                    conn.request("GET", "/")
+                    r = conn.getresponse()
+                    self.assertTrue(r.will_close)
+                    self.assertEqual(r.read(), b"y" * 300000)
+                    conn.close()
+                finally:
+                    srv.shutdown()
+                    srv.server_close()
+                    t.join(WAIT)
+
     def test_xmlrpc_server(self) -> None:
         k = make_key()
         srv = XMLRPCServer(("127.0.0.1", 0), logRequests=False)

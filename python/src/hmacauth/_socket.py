@@ -159,6 +159,7 @@ class HmacAuthSocket:
         self._write_closed = False
         self._pending: List[memoryview] = []
         self._closed = False
+        self._real_closed = False
         self._io_refs = 0
         self._hs_lock = threading.Lock()
         self._secret_lock = threading.Lock()
@@ -417,7 +418,7 @@ class HmacAuthSocket:
         """Reads records up to the next one with data and returns its
         payload (in out, if given and large enough, in ModeSealed), or None
         at the end of the stream."""
-        if self._closed:
+        if self._real_closed:
             raise OSError(errno.EBADF, "hmacauth: read after close")
         if self._rerr is not None:
             raise self._rerr
@@ -478,7 +479,7 @@ class HmacAuthSocket:
                 else:
                     self._reset_seen = True
                     raise
-            if m == 0 and self._closed:
+            if m == 0 and self._real_closed:
                 raise OSError(errno.EBADF, "hmacauth: read after close (close was called while this read waited)")
             if m == 0:
                 if self._rend == self._rstart:
@@ -523,7 +524,7 @@ class HmacAuthSocket:
             raise
 
     def _check_write(self) -> None:
-        if self._closed:
+        if self._real_closed:
             raise OSError(errno.EBADF, "hmacauth: write after close")
         if self._write_closed:
             raise OSError(errno.EPIPE, "hmacauth: write after shutdown(SHUT_WR) or close")
@@ -610,6 +611,9 @@ class HmacAuthSocket:
             self._real_close()
 
     def _real_close(self) -> None:
+        if self._real_closed:
+            return
+        self._real_closed = True
         if self._res is not None and self._mode != Mode.AUTH and not self._write_closed:
             if self._wlock.acquire(blocking=False):
                 try:
