@@ -4,6 +4,7 @@ hypothesis where it is installed)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -102,6 +103,50 @@ class Probes(unittest.TestCase):
                 else:
                     self.assertEqual(len(got), 108)  # a ServerHello, then the end
                 self.assertFalse(reset, "the server reset the connection")
+
+    def test_replayed_client_hello_in_flight_refused(self) -> None:
+        """PROTOCOL.md 7.2 step 3: a second ClientHello with the nonce of a
+        server handshake still in flight is a replay, refused without a
+        ServerHello, whichever server of the process it reaches."""
+        ch = good_client_hello()
+        ctx = Context([make_key()])
+        ls = listener()
+        with ls:
+            first = Thread(lambda: ctx.wrap_socket(ls.accept()[0], server_side=True))
+            with socket.create_connection(ls.getsockname()) as a:
+                a.settimeout(WAIT)
+                a.sendall(ch)
+                self.assertEqual(len(recv_exactly(a, 108)), 108)  # a ServerHello: the handshake is in flight
+                # The threaded server class.
+                err, got, reset = serve_once(Context([make_key()]), ch)
+                self.assertIsInstance(err, hmacauth.AuthFailed)
+                self.assertIn("still in flight: a replay of a recorded ClientHello", str(err))
+                self.assertEqual(got, b"")
+                # The asyncio server.
+                events: list = []
+
+                async def replay() -> bytes:
+                    srv = await hmacauth.start_server(
+                        lambda r, w: None, "127.0.0.1", 0, Context([make_key()], on_handshake=events.append))
+                    try:
+                        r, w = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+                        w.write(ch)
+                        got = await asyncio.wait_for(r.read(), WAIT)
+                        w.close()
+                        return got
+                    finally:
+                        srv.close()
+                        await srv.wait_closed()
+
+                self.assertEqual(asyncio.run(replay()), b"")
+                self.assertEqual(len(events), 1)
+                self.assertIsInstance(events[0].error, hmacauth.AuthFailed)
+                self.assertIn("still in flight", str(events[0].error))
+            with self.assertRaises(hmacauth.AuthFailed):
+                first.join_result()
+        # Once that handshake ended, its nonce is free again.
+        err, got, _ = serve_once(ctx, ch)
+        self.assertIn("closed the connection instead of proving", str(err))
 
     def test_postgres_ssl_request_refused_at_once(self) -> None:
         """PostgreSQL's 8-byte SSLRequest waits for an answer: it is refused

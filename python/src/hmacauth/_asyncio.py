@@ -234,6 +234,10 @@ class _HmacAuthProtocol(asyncio.Protocol):
             self._on_done(self._peer, key_id, time.monotonic() - self._started, err)
 
     def _cancel_timer(self) -> None:
+        """Ends what a handshake in flight holds: its timer, its slot, its
+        claim on the client nonce."""
+        if self._server and self._hs is not None:
+            self._hs.release()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

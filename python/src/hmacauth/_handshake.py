@@ -192,6 +192,21 @@ class ClientNonces:
         with self._lock:
             return n in self._set
 
+    def claim(self, n: bytes) -> bool:
+        """Adds n and reports whether it was absent."""
+        with self._lock:
+            if n in self._set:
+                return False
+            self._set.add(n)
+            return True
+
+
+# The client nonces of the server handshakes in flight in this process
+# (PROTOCOL.md 7.2, step 3): a ClientHello is sent once, so a second one with
+# the nonce of a handshake still running is a replay, whichever server of the
+# process it reaches. Process-wide, as the Go implementation's serverNonces.
+_server_nonces = ClientNonces()
+
 
 class Result:
     """What a successful handshake established."""
@@ -351,6 +366,14 @@ class ServerHandshake:
         self.chosen_mode = 0
         self.pair: Optional[KeyPair] = None
         self.result: Optional[Result] = None
+        self._claimed = b""
+
+    def release(self) -> None:
+        """Ends this handshake's claim on its client nonce (call it when the
+        handshake ends, whichever way)."""
+        if self._claimed:
+            _server_nonces.discard(self._claimed)
+            self._claimed = b""
 
     def client_hello(self, ch: bytes) -> bytes:
         ch = bytes(ch)
@@ -389,6 +412,14 @@ class ServerHandshake:
                 "a connection this process dialed was sent back to it (reflection); a client and a server in one "
                 "process that mean to connect need a Context each" % quote(key_id)
             )
+        # Refused before any work that a replay would make the server do or
+        # hold (a ServerHello, a handshake slot waiting for a ClientFinished).
+        if not _server_nonces.claim(nonce):
+            raise AuthFailed(
+                "the ClientHello for key ID %s carries the client nonce of a handshake still in flight: a replay of a "
+                "recorded ClientHello" % quote(key_id)
+            )
+        self._claimed = nonce
         self.ks = ks
         self.ch = ch
         mode = max(cmode, self.mode)

@@ -302,26 +302,29 @@ class HmacAuthSocket:
         if n < CLIENT_HELLO_LEN:
             raise ProtocolError("the client closed the connection after %d bytes, before a whole ClientHello" % n)
         try:
-            sh = hs.client_hello(ch)
-        finally:
-            self._claimed_key_id = hs.key_id
-        self._hs_send(sh, deadline, "sending the ServerHello")
-        cf = bytearray(CLIENT_FINISHED_LEN)
-        mv = memoryview(cf)
-        n = 0
-        while n < CLIENT_FINISHED_LEN:
-            self._op_timeout(deadline)
             try:
-                m = self._sock.recv_into(mv[n:])
-            except _CLOSED_BY_PEER:
-                m = 0
-            if m == 0:
-                raise AuthFailed(
-                    "the client closed the connection instead of proving key %s: it did not accept this server's proof "
-                    "(different secret?), or it replayed a ClientHello" % quote(hs.key_id)
-                )
-            n += m
-        return hs.client_finished(cf)
+                sh = hs.client_hello(ch)
+            finally:
+                self._claimed_key_id = hs.key_id
+            self._hs_send(sh, deadline, "sending the ServerHello")
+            cf = bytearray(CLIENT_FINISHED_LEN)
+            mv = memoryview(cf)
+            n = 0
+            while n < CLIENT_FINISHED_LEN:
+                self._op_timeout(deadline)
+                try:
+                    m = self._sock.recv_into(mv[n:])
+                except _CLOSED_BY_PEER:
+                    m = 0
+                if m == 0:
+                    raise AuthFailed(
+                        "the client closed the connection instead of proving key %s: it did not accept this server's proof "
+                        "(different secret?), or it replayed a ClientHello" % quote(hs.key_id)
+                    )
+                n += m
+            return hs.client_finished(cf)
+        finally:
+            hs.release()
 
     def _setup(self, res: Result) -> None:
         self._mode = Mode(res.mode)
