@@ -81,6 +81,22 @@ class Modes(unittest.TestCase):
                     self.assertEqual(recv_all(s), b"last words")
                     self.assertEqual(s.recv(10), b"")
 
+    def test_state_and_result_not_picklable(self) -> None:
+        # Both hold the session secret: a pickle (to a file, a queue, a
+        # cache) would carry it away.
+        import copy
+        import pickle
+
+        c, s = pair(Context([make_key()]), Context([make_key()]))
+        with c, s:
+            st = c.connection_state()
+            for obj in (st, c._res):
+                with self.subTest(type=type(obj).__name__):
+                    with self.assertRaises(TypeError):
+                        pickle.dumps(obj)
+                    with self.assertRaises(TypeError):
+                        copy.copy(obj)
+
     def test_makefile(self) -> None:
         for mode, fs in modes():
             with self.subTest(mode=str(mode), fs=fs):

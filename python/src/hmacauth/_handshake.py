@@ -222,6 +222,9 @@ class Result:
     def __repr__(self) -> str:
         return "Result(key_id=%r, mode=%d, flags=%d, secret redacted)" % (self.key_id, self.mode, self.flags)
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's handshake Result is not picklable: it holds the session secret")
+
 
 def session_secret(ks: KeySchedule, transcript: bytes, dh: bytes) -> bytes:
     th = hashlib.sha256(transcript).digest()

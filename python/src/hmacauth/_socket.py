@@ -114,6 +114,9 @@ class ConnectionState:
             )
         return export(self._secret, label, context, length)
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth.ConnectionState is not picklable: it holds the session secret")
+
     def __repr__(self) -> str:
         return "hmacauth.ConnectionState(handshake_complete=%r, key_id=%r, mode=%s, forward_secrecy=%r)" % (
             self.handshake_complete,
