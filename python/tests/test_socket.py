@@ -97,6 +97,35 @@ class Modes(unittest.TestCase):
                     with self.assertRaises(TypeError):
                         copy.copy(obj)
 
+    @needs_crypto
+    def test_send_would_block_takes_sealed_record(self) -> None:
+        # A record sealed by send goes out (first, at the next write) even if
+        # the socket would block: send returns its length, and the caller,
+        # who retries only what send did not take, duplicates nothing.
+        c, s = pair(Context([make_key()], Mode.SEALED), Context([make_key()], Mode.SEALED))
+        with c, s:
+            c.setblocking(False)
+            sent = []
+            for i in range(100000):
+                m = (b"%08d" % i) * 1024
+                try:
+                    n = c.send(m)
+                except BlockingIOError:
+                    break
+                self.assertEqual(n, len(m))
+                sent.append(m)
+            else:
+                self.fail("send never would block")
+            reader = Thread(lambda: recv_all(s))
+            c.setblocking(True)
+            c.settimeout(WAIT)
+            c.sendall(m)  # the one that would block, again
+            sent.append(m)
+            c.shutdown(socket.SHUT_WR)
+            got = reader.join_result()
+            self.assertEqual(len(got), sum(map(len, sent)))
+            self.assertTrue(got == b"".join(sent), "the stream differs from what was sent")
+
     def test_makefile(self) -> None:
         for mode, fs in modes():
             with self.subTest(mode=str(mode), fs=fs):

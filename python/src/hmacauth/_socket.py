@@ -536,7 +536,12 @@ class HmacAuthSocket:
             raise OSError(errno.EPIPE, "hmacauth: write after shutdown(SHUT_WR) or close")
 
     def send(self, data: Any, flags: int = 0) -> int:
-        """Sends one record of up to 256 KiB of data; returns its length."""
+        """Sends one record of up to 256 KiB of data; returns its length.
+        Once the record is sealed its data is taken: if the socket would
+        block or times out before all of it went out, send still returns
+        its length and the rest goes out first at the next write (a retry
+        of the same data would send it twice). It raises BlockingIOError or
+        a timeout only when nothing of data was taken."""
         self._need()
         if self._mode == Mode.AUTH:
             return self._sock.send(data, flags)
@@ -548,10 +553,17 @@ class HmacAuthSocket:
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
-            self._send_buffers(self._sealer.seal(REC_DATA, chunk))
+            try:
+                self._send_buffers(self._sealer.seal(REC_DATA, chunk))
+            except (BlockingIOError, InterruptedError, socket.timeout):
+                pass  # the unsent rest is in self._pending
             return len(chunk)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        """Sends all of data. As socket.sendall, on a timeout or error there
+        is no telling how much was taken: the records already sealed go out
+        first at the next write, so sending the same data again would
+        duplicate part of it; after a timeout, close the connection."""
         self._need()
         if self._mode == Mode.AUTH:
             self._sock.sendall(data, flags)
