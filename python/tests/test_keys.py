@@ -60,6 +60,29 @@ class ParseTests(unittest.TestCase):
         self.assertEqual(keys[1].secret, SECRET)
         self.assertEqual(len(keys[2].secret), 40)
 
+    def test_format_as_go_refuses(self) -> None:
+        # As keyfile.go: only the first '#' of a line can start a comment,
+        # and only at the line's start or after a blank; base64 whose length
+        # is not a multiple of 4 has no padding.
+        sec = base64.b64encode(bytes(range(32))).decode()
+        self.assertEqual(parse_keys("a %s # note" % sec)[0].id, "a")
+        self.assertEqual(parse_keys("a#b %s" % sec)[0].id, "a#b")
+        with self.assertRaisesRegex(ConfigError, "has 4 fields"):
+            parse_keys("a#b %s   # note" % sec)
+        raw = base64.b64encode(bytes(range(34))).decode()  # 48 characters, no padding
+        self.assertEqual(len(parse_keys("k " + raw[:46])[0].secret), 34)
+        with self.assertRaisesRegex(ConfigError, "not valid base64"):
+            parse_keys("k " + raw[:46] + "=")  # 47 characters with padding
+        with self.assertRaisesRegex(ConfigError, "not valid base64"):
+            parse_keys("k " + raw[:44] + "A=")
+        from hmacauth._keys import _decode_secret
+
+        for bad in ("AA=", "A=", "AAAAA=", "AAAAAA="):
+            with self.subTest(s=bad), self.assertRaises(ValueError):
+                _decode_secret(bad)
+        for good, want in (("AA", b"\0"), ("AA==", b"\0"), ("AAA", b"\0\0"), ("AAA=", b"\0\0")):
+            self.assertEqual(_decode_secret(good), want)
+
     def test_errors_name_the_line_never_the_secret(self) -> None:
         cases = [
             ("a %s extra\n" % B64, ConfigError, "line 1: has 3 fields"),

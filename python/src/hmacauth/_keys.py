@@ -102,7 +102,11 @@ class Key:
 
 
 def _decode_secret(s: str) -> bytes:
+    # As keyfile.go's decodeSecret: padded base64 when the length is a
+    # multiple of 4, else unpadded (no '=' at all).
     if len(s) % 4 != 0:
+        if "=" in s:
+            raise ValueError("padding in base64 whose length is not a multiple of 4")
         s += "=" * (-len(s) % 4)
         if s.endswith("==="):
             raise ValueError("bad length")
@@ -127,10 +131,10 @@ def parse_keys(data: Union[bytes, str], name: str = "key list") -> List[Key]:
     keys: List[Key] = []
     line_of = {}
     for n, line in enumerate(data.split(b"\n"), 1):
+        # As keyfile.go: only the line's first '#' starts a comment, and only
+        # at the start of the line or after a blank.
         i = line.find(b"#")
-        while i > 0 and line[i - 1] not in b" \t":
-            i = line.find(b"#", i + 1)
-        if i >= 0:
+        if i == 0 or (i > 0 and line[i - 1] in b" \t"):
             line = line[:i]
         fields = [f for f in line.replace(b"\t", b" ").replace(b"\r", b" ").split(b" ") if f]
         if not fields:
@@ -173,8 +177,9 @@ def parse_keys(data: Union[bytes, str], name: str = "key list") -> List[Key]:
 
 def load_keys(path: Union[str, "os.PathLike[str]"]) -> List[Key]:
     """Reads a key file in the Go package's format: one key per line, the key
-    ID, blanks, then the secret in standard base64 with or without padding;
-    '#' starts a comment at the start of a line or after a blank.
+    ID, blanks, then the secret in standard base64 with or without padding
+    (padding only when the length is a multiple of 4); a line's first '#'
+    starts a comment if it is at the start of the line or after a blank.
 
     The file must not be writable by its group or accessible by other users
     (mode & 0o027 == 0), and on Unix it must be owned by the effective user
