@@ -109,6 +109,39 @@ class ListenerTests(unittest.TestCase):
             ln.close()
             self.assertFalse(ln._thread.is_alive(), "the accept loop still waits for a slot")
 
+    def test_close_ends_handshakes_in_flight(self) -> None:
+        # Without a handshake timeout a silent client's handshake would wait
+        # for ever: close ends it, and its connection is closed.
+        events = []
+        ended = threading.Event()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            events.append(ev)
+            ended.set()
+
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()], handshake_timeout=None, on_handshake=record))
+        with socket.create_connection(ln.address) as silent:
+            silent.settimeout(WAIT)
+            # No event marks a handshake that started: poll, bounded.
+            deadline = time.monotonic() + WAIT
+            while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            ln.close()
+            self.assertEqual(silent.recv(10), b"")  # closed by the server, not left open
+            self.assertTrue(ended.wait(WAIT))
+            self.assertIsInstance(events[0].error, hmacauth.HmacAuthError)
+
+    def test_per_ip_bucket_is_ipv6_64(self) -> None:
+        # As the Go package: one IPv6 host commonly has a whole /64.
+        from hmacauth._server import _ip_key
+
+        self.assertEqual(_ip_key(("2001:db8:1:2::1", 1, 0, 0)), _ip_key(("2001:db8:1:2:ffff::9", 2, 0, 0)))
+        self.assertNotEqual(_ip_key(("2001:db8:1:2::1", 1, 0, 0)), _ip_key(("2001:db8:1:3::1", 1, 0, 0)))
+        self.assertEqual(_ip_key(("::ffff:192.0.2.1", 1, 0, 0)), _ip_key(("192.0.2.1", 1)))
+        self.assertNotEqual(_ip_key(("192.0.2.1", 1)), _ip_key(("192.0.2.2", 1)))
+        self.assertNotEqual(_ip_key(("fe80::1%eth0", 1, 0, 2)), _ip_key(("fe80::1%eth1", 1, 0, 3)))
+        self.assertEqual(_ip_key("/tmp/unix.sock"), "")
+
     def test_close_ends_accept(self) -> None:
         ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()]))
         t = Thread(lambda: ln.accept())

@@ -164,8 +164,10 @@ class _HmacAuthProtocol(asyncio.Protocol):
                 pass
         self._started = time.monotonic()
         if self._caps is not None:
-            ip = self._peer[0] if isinstance(self._peer, tuple) else ""
-            shed = self._caps.take(ip)
+            from ._server import _ip_key
+
+            ip = _ip_key(self._peer)
+            shed = self._caps.take(ip, self._peer)
             if shed is not None:
                 self._state = "failed"
                 transport.close()
@@ -507,13 +509,15 @@ class _Caps:
         self.max_total = ctx.max_handshakes
         self.max_per_ip = ctx.max_handshakes_per_ip
 
-    def take(self, ip: str) -> Optional[BaseException]:
-        from ._server import ConnectionShed
+    def take(self, ip: str, peer: Any) -> Optional[BaseException]:
+        """Takes a slot for a connection from peer, whose per-IP bucket
+        (for IPv6, its /64) is ip."""
+        from ._server import ConnectionShed, _shed_per_ip
 
         if self.total >= self.max_total:
             return ConnectionShed("%d handshakes are in flight (max_handshakes)" % self.total)
         if ip and self.max_per_ip > 0 and self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return ConnectionShed("%s already has %d handshakes in flight (max_handshakes_per_ip)" % (ip, self.max_per_ip))
+            return _shed_per_ip(peer, self.max_per_ip)
         self.total += 1
         if ip:
             self.per_ip[ip] = self.per_ip.get(ip, 0) + 1

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import logging
 import socket
 import threading
 import time
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Set, Tuple
 
 from ._context import Context
 from ._errors import HmacAuthError
@@ -81,16 +82,45 @@ def server_handshake(ctx: Context, sock: socket.socket, addr: Any) -> Optional[H
     return conn
 
 
+def _ip_key(addr: Any) -> str:
+    """The bucket of a remote address for the per-IP cap, as the Go
+    package's: the IPv4 address (also when written IPv4-mapped in IPv6), or
+    the /64 of an IPv6 address with its zone, since one IPv6 host is
+    commonly given a whole /64; "" (not capped) for an address without an
+    IP."""
+    if not isinstance(addr, tuple) or not addr or not isinstance(addr[0], str):
+        return ""
+    host, _, zone = addr[0].partition("%")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return addr[0]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        net = ipaddress.IPv6Network((int(ip) >> 64 << 64, 64))
+        return str(net) + ("%" + zone if zone else "")
+    return str(ip)
+
+
+def _shed_per_ip(addr: Any, cap: int) -> "ConnectionShed":
+    return ConnectionShed(
+        "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (max_handshakes_per_ip)"
+        % (addr[0] if isinstance(addr, tuple) and addr else addr, cap))
+
+
 class Listener:
     """Accepts on a listening socket and runs each handshake in a thread of
     its own, bounded by the context's handshake timeout, so a silent client
-    never stalls another. accept() returns only authenticated connections.
+    does not stall another while slots are free (unlike the Go Listener, it
+    evicts none when all are taken: silent clients can hold every slot
+    until their timeout). accept() returns only authenticated connections.
 
     Caps (from the Context): max_handshakes at once, counting authenticated
     connections that wait for accept (at the cap the Listener stops
     accepting until a slot frees); max_handshakes_per_ip in flight from one
-    IP (more are closed at once); accept_queue connections waiting for
-    accept.
+    IP, for IPv6 per /64 (more are closed at once); accept_queue
+    connections waiting for accept.
     """
 
     def __init__(self, sock: socket.socket, context: Context) -> None:
@@ -100,6 +130,7 @@ class Listener:
         self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
         self._per_ip: Dict[str, int] = {}
+        self._inflight: Set[socket.socket] = set()  # the connections of the handshakes in flight, closed by close()
         self._closed = False
         self._err: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._loop, name="hmacauth-listener", daemon=True)
@@ -129,7 +160,7 @@ class Listener:
                         self._err = e
                     self._cond.notify_all()
                 return
-            ip = addr[0] if isinstance(addr, tuple) else ""
+            ip = _ip_key(addr)
             with self._cond:
                 if self._closed:
                     raw.close()
@@ -141,11 +172,11 @@ class Listener:
                     shed = False
                     if ip:
                         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+                    self._inflight.add(raw)
             if shed:
                 raw.close()
                 self._release_slot()
-                _report(ctx, HandshakeEvent(addr, "", 0.0, ConnectionShed(
-                    "%s already has %d handshakes in flight (max_handshakes_per_ip)" % (ip, per_ip_cap))))
+                _report(ctx, HandshakeEvent(addr, "", 0.0, _shed_per_ip(addr, per_ip_cap)))
                 continue
             threading.Thread(target=self._handshake, args=(raw, addr, ip), daemon=True).start()
 
@@ -160,6 +191,7 @@ class Listener:
             conn = server_handshake(self.context, raw, addr)
         finally:
             with self._cond:
+                self._inflight.discard(raw)
                 if ip:
                     n = self._per_ip.get(ip, 1) - 1
                     if n:
@@ -212,16 +244,24 @@ class Listener:
         return self._sock.getsockname()[:2]
 
     def close(self) -> None:
-        """Stops accepting, closes the listening socket and the connections
-        that wait for accept. Handshakes in flight end within their
-        timeout, and their connections are closed."""
+        """Stops accepting, closes the listening socket, the connections
+        that wait for accept and those of the handshakes in flight (which
+        then fail at once, as a handshake with a closed connection)."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             ready = list(self._ready)
             self._ready.clear()
+            inflight = list(self._inflight)
             self._cond.notify_all()
+        for raw in inflight:
+            try:
+                # Wakes the handshake's thread blocked in recv (close alone
+                # does not); that thread closes the socket.
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept on Linux
         except OSError:
