@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 const (
@@ -20,6 +21,8 @@ const (
 	targetCheckTTL = time.Second
 	// targetCheckTimeout bounds one check (and -connect-timeout too).
 	targetCheckTimeout = 2 * time.Second
+	// statusMaxConns bounds the status server's connections.
+	statusMaxConns = 16
 )
 
 // statusServer serves -status: GET /_status (the tunnel's health, JSON,
@@ -70,14 +73,19 @@ func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-status: %w", err)
 	}
-	s := &statusServer{t: t, ln: ln}
+	// A few probers and scrapers at once; more wait in the backlog, so that
+	// the status port cannot take the file descriptors the tunnel needs.
+	s := &statusServer{t: t, ln: netutil.LimitListener(ln, statusMaxConns)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_status", s.serveStatus)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(t.metrics.reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Timeout: 10 * time.Second}))
+		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Timeout: 10 * time.Second, MaxRequestsInFlight: 4}))
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		MaxHeaderBytes:    16 << 10,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(t.log.Handler(), slog.LevelDebug),
 	}
@@ -96,7 +104,7 @@ func (s *statusServer) close() { s.srv.Close() }
 
 // checkTarget returns the error of a TCP dial of the target, at most
 // targetCheckTTL old, and when that dial was made.
-func (s *statusServer) checkTarget(ctx context.Context) (time.Time, error) {
+func (s *statusServer) checkTarget() (time.Time, error) {
 	s.checkMu.Lock()
 	defer s.checkMu.Unlock()
 	if time.Since(s.checkedAt) < targetCheckTTL {
@@ -104,12 +112,11 @@ func (s *statusServer) checkTarget(ctx context.Context) (time.Time, error) {
 	}
 	d := s.t.dialer
 	d.Timeout = min(d.Timeout, targetCheckTimeout)
-	c, err := d.DialContext(ctx, s.t.targetNet, s.t.targetAddr)
+	// Not the prober's context: a prober that hangs up must not void the
+	// cache, or probers would set the rate of dials to the target.
+	c, err := d.DialContext(s.t.ctx, s.t.targetNet, s.t.targetAddr)
 	if err == nil {
 		c.Close()
-	} else if ctx.Err() != nil {
-		// The prober went away: not the target's fault, and not cached.
-		return time.Now(), err
 	}
 	s.checkedAt, s.targetErr = time.Now(), err
 	return s.checkedAt, err
@@ -117,7 +124,7 @@ func (s *statusServer) checkTarget(ctx context.Context) (time.Time, error) {
 
 func (s *statusServer) serveStatus(w http.ResponseWriter, r *http.Request) {
 	t := s.t
-	checked, err := s.checkTarget(r.Context())
+	checked, err := s.checkTarget()
 	rep := statusReport{
 		OK:            true,
 		Status:        "ok",
