@@ -548,6 +548,7 @@ func (t *tunnel) acceptLoop() error {
 		}
 		backoff = 0
 		t.wg.Add(1)
+		t.serving.Add(1) // here, not in serve: live() counts it at once
 		go t.serve(c)
 	}
 }
@@ -600,7 +601,6 @@ func (t *tunnel) closeAll() {
 func (t *tunnel) serve(accepted net.Conn) {
 	defer func() { <-t.slots }()
 	defer t.wg.Done()
-	t.serving.Add(1)
 	defer t.serving.Add(-1)
 	if !t.track(accepted) {
 		return
