@@ -1,7 +1,6 @@
 package hmacauth
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -36,10 +35,8 @@ func findInteropPythons() []pythons.Interpreter {
 
 // interopPeer is a running interop_peer.py.
 type interopPeer struct {
+	*pythons.Process
 	t      *testing.T
-	cmd    *exec.Cmd
-	out    *bufio.Reader
-	stderr bytes.Buffer
 	events []string // the EVENT lines, "<class> <key ID>"
 }
 
@@ -49,36 +46,16 @@ func startInteropPeer(t *testing.T, py pythons.Interpreter, args ...string) *int
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	p := &interopPeer{t: t}
-	p.cmd = exec.CommandContext(ctx, py.Path, append([]string{"-I", script}, args...)...)
-	p.cmd.WaitDelay = 2 * time.Second
-	p.cmd.Stderr = &p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	p.out = bufio.NewReader(stdout)
-	if err := p.cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		io.Copy(io.Discard, p.out)
-		p.cmd.Wait()
-	})
-	return p
+	return &interopPeer{Process: pythons.Start(t, py, 2*time.Minute, script, args...), t: t}
 }
 
 // line returns the next line the peer printed, collecting EVENT lines.
 func (p *interopPeer) line() string {
 	p.t.Helper()
 	for {
-		l, err := p.out.ReadString('\n')
+		l, err := p.Out.ReadString('\n')
 		if err != nil {
-			p.t.Fatalf("the Python peer ended without a result (%v); stderr:\n%s", err, p.stderr.String())
+			p.t.Fatalf("the Python peer ended without a result (%v); stderr:\n%s", err, p.Stderr())
 		}
 		l = strings.TrimSpace(l)
 		if ev, ok := strings.CutPrefix(l, "EVENT "); ok {
@@ -94,7 +71,7 @@ func (p *interopPeer) addr() string {
 	l := p.line()
 	a, ok := strings.CutPrefix(l, "ADDR ")
 	if !ok {
-		p.t.Fatalf("the Python listener printed %q; stderr:\n%s", l, p.stderr.String())
+		p.t.Fatalf("the Python listener printed %q; stderr:\n%s", l, p.Stderr())
 	}
 	return a
 }
@@ -112,7 +89,7 @@ func (p *interopPeer) result() (map[string]string, string) {
 		return m, ""
 	}
 	if !strings.HasPrefix(l, "ERR ") {
-		p.t.Fatalf("the Python peer printed %q; stderr:\n%s", l, p.stderr.String())
+		p.t.Fatalf("the Python peer printed %q; stderr:\n%s", l, p.Stderr())
 	}
 	return nil, l
 }

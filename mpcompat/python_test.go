@@ -1,18 +1,14 @@
 package mpcompat
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/hmacauth/hmacauth/internal/pythons"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,41 +22,19 @@ type python = pythons.Interpreter
 
 // pyPeer is a running testdata/peer.py.
 type pyPeer struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	out    *bufio.Reader
-	stderr bytes.Buffer
-	once   sync.Once
-	result string
+	*pythons.Process
+	t *testing.T
 }
 
 func startPython(t *testing.T, py python, script string, args ...string) *pyPeer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	p := &pyPeer{t: t}
-	p.cmd = exec.CommandContext(ctx, py.Path, append([]string{"-I", script}, args...)...)
-	p.cmd.WaitDelay = 2 * time.Second
-	p.cmd.Stderr = &p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.out = bufio.NewReader(stdout)
-	if err := p.cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel() // kills the process if it still runs
-		p.wait()
-	})
-	return p
+	return &pyPeer{Process: pythons.Start(t, py, bound, script, args...), t: t}
 }
 
 // addr reads the address a listening peer printed.
 func (p *pyPeer) addr() string {
 	p.t.Helper()
-	line, err := p.out.ReadString('\n')
+	line, err := p.Out.ReadString('\n')
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "ADDR ")
 	if err != nil || !ok {
 		p.t.Fatalf("python listener printed %q (%v); stderr: %s", line, err, p.wait())
@@ -71,16 +45,12 @@ func (p *pyPeer) addr() string {
 // wait waits for the peer to exit and returns its result line, or its
 // stderr if it printed none.
 func (p *pyPeer) wait() string {
-	p.once.Do(func() {
-		out, _ := io.ReadAll(p.out)
-		err := p.cmd.Wait()
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		p.result = lines[len(lines)-1]
-		if p.result == "" {
-			p.result = fmt.Sprintf("no result (%v); stderr: %s", err, p.stderr.String())
-		}
-	})
-	return p.result
+	out, err := p.Wait()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if result := lines[len(lines)-1]; result != "" {
+		return result
+	}
+	return fmt.Sprintf("no result (%v); stderr: %s", err, p.Stderr())
 }
 
 // pySession drives peer.py's message loop from the Go side.

@@ -4,7 +4,10 @@
 package pythons
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -105,3 +109,73 @@ var Find = sync.OnceValue(func() []Interpreter {
 	})
 	return ps
 })
+
+// Process is a Python script run by a test, whose standard output the test
+// reads line by line.
+type Process struct {
+	Out *bufio.Reader // standard output
+
+	cmd    *exec.Cmd
+	stderr lockedBuffer
+	once   sync.Once
+	rest   string
+	err    error
+}
+
+// Start runs script with args under py in isolated mode (-I). The process
+// is killed when timeout has passed or when the test ends.
+func Start(t testing.TB, py Interpreter, timeout time.Duration, script string, args ...string) *Process {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	p := &Process{cmd: exec.CommandContext(ctx, py.Path, append([]string{"-I", script}, args...)...)}
+	p.cmd.WaitDelay = 2 * time.Second
+	p.cmd.Stderr = &p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	p.Out = bufio.NewReader(stdout)
+	if err := p.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel() // kills the process if it still runs
+		p.Wait()
+	})
+	return p
+}
+
+// Stderr returns what the process has written to its standard error so far.
+func (p *Process) Stderr() string { return p.stderr.String() }
+
+// Wait reads the rest of the process's standard output, waits for it to
+// exit, and returns that output and the exit error. Later calls return the
+// same.
+func (p *Process) Wait() (rest string, err error) {
+	p.once.Do(func() {
+		b, _ := io.ReadAll(p.Out)
+		p.rest, p.err = string(b), p.cmd.Wait()
+	})
+	return p.rest, p.err
+}
+
+// lockedBuffer is a bytes.Buffer that the process's stderr copier writes
+// while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
