@@ -228,10 +228,11 @@ class HmacAuthSocket:
         except OSError as e:
             raise type(e)(e.errno, "%s: %s" % (step, e.strerror or e)) from None
 
-    def _hs_read(self, buf: bytearray, deadline: Optional[float], want: int, name: str) -> int:
-        """Reads exactly len(buf) bytes, checking the header as it arrives.
-        Returns len(buf), or the number read before an end of stream (a
-        reset counts as one)."""
+    def _hs_read(self, buf: bytearray, deadline: Optional[float], want: Optional[int], name: str) -> int:
+        """Reads exactly len(buf) bytes, checking the header of message type
+        want as it arrives (none for want None: the ClientFinished has no
+        header). Returns len(buf), or the number read before an end of
+        stream (a reset counts as one)."""
         mv = memoryview(buf)
         n = 0
         while n < len(buf):
@@ -243,7 +244,7 @@ class HmacAuthSocket:
             if m == 0:
                 return n
             n += m
-            if n - m < HEADER_LEN:
+            if want is not None and n - m < HEADER_LEN:
                 check_header(mv[: min(n, HEADER_LEN)], want, name)
         return n
 
@@ -311,20 +312,11 @@ class HmacAuthSocket:
                 self._claimed_key_id = hs.key_id
             self._hs_send(sh, deadline, "sending the ServerHello")
             cf = bytearray(CLIENT_FINISHED_LEN)
-            mv = memoryview(cf)
-            n = 0
-            while n < CLIENT_FINISHED_LEN:
-                self._op_timeout(deadline)
-                try:
-                    m = self._sock.recv_into(mv[n:])
-                except _CLOSED_BY_PEER:
-                    m = 0
-                if m == 0:
-                    raise AuthFailed(
-                        "the client closed the connection instead of proving key %s: it did not accept this server's proof "
-                        "(different secret?), or it replayed a ClientHello" % quote(hs.key_id)
-                    )
-                n += m
+            if self._hs_read(cf, deadline, None, "ClientFinished") < CLIENT_FINISHED_LEN:
+                raise AuthFailed(
+                    "the client closed the connection instead of proving key %s: it did not accept this server's proof "
+                    "(different secret?), or it replayed a ClientHello" % quote(hs.key_id)
+                )
             return hs.client_finished(cf)
         finally:
             hs.release()
