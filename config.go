@@ -1,6 +1,7 @@
 package hmacauth
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -176,9 +177,9 @@ func (c *Config) LogValue() slog.Value {
 		slog.Bool("forward_secrecy", c.ForwardSecrecy),
 		slog.Duration("key_share_lifetime", netx.Timeout(c.KeyShareLifetime, DefaultKeyShareLifetime)),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
-		slog.Int("max_handshakes", netx.OrDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
-		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
+		slog.Int("max_handshakes", cmp.Or(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", cmp.Or(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", cmp.Or(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // String describes c by its key IDs and mode, never a secret.

@@ -1,11 +1,10 @@
 package hmacauth
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"time"
 
@@ -50,10 +49,15 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	l := &Listener{config: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
-		MaxInFlight: netx.OrDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
-		MaxPerIP:    netx.OrDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
-		QueueLen:    netx.OrDefault(cfg.AcceptQueue, DefaultAcceptQueue),
-		OnShed:      l.shed,
+		MaxInFlight: cmp.Or(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    cmp.Or(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    cmp.Or(cfg.AcceptQueue, DefaultAcceptQueue),
+		Refuse:      closeRefused,
+		Name:        "hmacauth",
+		ClaimAttr:   "key_id",
+		ErrShed:     ErrShed,
+		Logger:      cfg.Logger,
+		Report:      l.report,
 	})
 	return l, nil
 }
@@ -137,28 +141,24 @@ func (l *Listener) Stats() ListenerStats {
 	return s
 }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
+// handshake runs the server handshake on a connection the engine
+// accepted. The claim it reports is the key ID the client proved or, on
+// failure, the one it named (from the error).
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, string, error) {
 	c := Server(raw, l.config)
-	err := c.HandshakeContext(ctx)
-	d := time.Since(c.handshakeStarted)
-	report := func(err error) {
-		if errors.Is(err, acceptor.ErrEvicted) {
-			err = errorf(ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
-				raw.RemoteAddr(), d.Round(time.Millisecond), netx.OrDefault(l.config.MaxHandshakes, DefaultMaxHandshakes))
-		}
-		l.counters.record(d, err)
-		l.report(HandshakeEvent{
-			RemoteAddr: raw.RemoteAddr(),
-			KeyID:      c.claimedKeyID,
-			Duration:   d,
-			Err:        err,
-		})
+	if err := c.HandshakeContext(ctx); err != nil {
+		return nil, claimedKeyID(err), err
 	}
-	if err != nil {
-		closeRefused(ctx, raw)
-		return nil, report, err
+	return c, c.KeyID(), nil
+}
+
+// report counts a connection the engine handled and passes it to
+// Config.OnHandshake; the engine has logged it.
+func (l *Listener) report(ev acceptor.Event) {
+	l.counters.record(ev.Duration, ev.Err)
+	if l.config.OnHandshake != nil {
+		l.config.OnHandshake(HandshakeEvent{RemoteAddr: ev.RemoteAddr, KeyID: ev.Claim, Duration: ev.Duration, Err: ev.Err})
 	}
-	return c, report, nil
 }
 
 // Bounds of the reading closeRefused does before it closes a refused
@@ -193,33 +193,6 @@ func closeRefused(ctx context.Context, raw net.Conn) {
 	stop := netx.Interrupt(ctx, raw)
 	io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
 	stop()
-}
-
-// shed reports a connection closed for the per-IP cap; the engine calls it
-// off its accept loop.
-func (l *Listener) shed(remote net.Addr) {
-	l.report(HandshakeEvent{
-		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.config.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-	})
-}
-
-func (l *Listener) report(ev HandshakeEvent) {
-	if lg := l.config.Logger; lg != nil {
-		attrs := []slog.Attr{
-			slog.String("remote", ev.RemoteAddr.String()),
-			slog.String("key_id", ev.KeyID),
-			slog.Duration("duration", ev.Duration),
-		}
-		if ev.Err != nil {
-			lg.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
-		} else {
-			lg.LogAttrs(context.Background(), slog.LevelDebug, "hmacauth: accepted connection", attrs...)
-		}
-	}
-	if l.config.OnHandshake != nil {
-		l.config.OnHandshake(ev)
-	}
 }
 
 // String names the Listener by its address, never its Config's secrets.
