@@ -310,23 +310,6 @@ func (h *handshake) sharedSecret(peer []byte) ([]byte, error) {
 	return x25519(h.priv, peer)
 }
 
-// sessionSecret derives the session secret from the whole transcript:
-// HKDF-Extract(salt = SHA-256(transcript), session key || DH), which is one
-// HMAC keyed with the salt (RFC 5869, section 2.2).
-func (h *handshake) sessionSecret(sched *keySchedule, dh []byte) []byte {
-	th := sha256.Sum256(h.transcript[:])
-	secret := new([sha256.Size]byte)
-	macTo(secret, th[:], sched.session, dh)
-	return secret[:]
-}
-
-// mac returns HMAC-SHA256(key, parts...) appended to dst.
-func mac(dst []byte, key *macKey, parts ...[]byte) []byte {
-	var out [macLen]byte
-	macTo(&out, key[:], parts...)
-	return append(dst, out[:]...)
-}
-
 func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
 
 // writeClientHello fills the ClientHello for key sched.
@@ -520,7 +503,7 @@ func (h *handshake) runClient(rw io.ReadWriter, sched *keySchedule, p hsParams) 
 	if _, err := rw.Write(h.cf()); err != nil {
 		return hsResult{}, ioError("sending the ClientFinished", err)
 	}
-	return hsResult{keyID: sched.id, mode: sh.mode, flags: sh.flags, secret: h.sessionSecret(sched, dh)}, nil
+	return hsResult{keyID: sched.id, mode: sh.mode, flags: sh.flags, secret: sessionSecret(sched, h.transcript[:], dh)}, nil
 }
 
 // runServer runs the server side of the handshake on rw. On failure the
@@ -569,7 +552,7 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 	if err != nil {
 		return res, err
 	}
-	res.mode, res.flags, res.secret = sh.mode, sh.flags, h.sessionSecret(sched, dh)
+	res.mode, res.flags, res.secret = sh.mode, sh.flags, sessionSecret(sched, h.transcript[:], dh)
 	return res, nil
 }
 

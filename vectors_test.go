@@ -312,7 +312,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 		t.Errorf("%s: client and server disagree: client %+v, server %+v", vc.name, cres, sres)
 	}
 
-	ks := deriveKeySchedule(vc.key)
+	sched := deriveKeySchedule(vc.key)
 	prk, err := hkdf.Extract(sha256.New, vc.key.Secret, []byte(protocolLabel))
 	if err != nil {
 		t.Fatal(err)
@@ -331,7 +331,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 			ClientHelloKey:    expandLabel(prk, "client hello", macLen),
 			ServerHelloKey:    expandLabel(prk, "server finished", macLen),
 			ClientFinishedKey: expandLabel(prk, "client finished", macLen),
-			SessionKey:        ks.session,
+			SessionKey:        sched.session,
 		},
 		Messages: vectorMessages{
 			ClientHello:    ch.ch(),
