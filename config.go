@@ -64,19 +64,11 @@ type Config struct {
 
 	// KeyShareLifetime is how long this side uses one X25519 key share for
 	// the handshakes it runs with forward secrecy, and remembers the X25519
-	// results computed with it; then the key share is dropped. A recorded
-	// session is safe from a later theft of the shared secret either way.
-	// Against an attacker who reads the process's memory, who gets the
-	// keys of every open connection anyway, reuse exposes as well the
-	// ended sessions of the last KeyShareLifetime (and of a handshake still
-	// in flight with an older key share, which holds it until it ends,
-	// within HandshakeTimeout; a server handshake without any deadline
-	// makes a key share of its own). Reuse turns four X25519 operations per
-	// connection into a few per lifetime (SECURITY.md, BENCHMARKS.md); it
-	// also lets an observer of the wire tell that two connections within
-	// one lifetime come from the same Config.
-	// Zero means DefaultKeyShareLifetime (1 s); a negative value means a
-	// new key share for every handshake.
+	// results computed with it; then the key share is dropped (a handshake
+	// in flight keeps the one it started with until it ends). Zero means
+	// DefaultKeyShareLifetime (1 s); a negative value means a new key share
+	// for every handshake. SECURITY.md ("Key share reuse") says what reuse
+	// exposes and BENCHMARKS.md what it saves.
 	KeyShareLifetime time.Duration
 
 	// HandshakeTimeout bounds one handshake, on either side, in addition to

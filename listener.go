@@ -15,25 +15,23 @@ import (
 // Listener is a net.Listener whose Accept returns only connections whose
 // client proved a key of the Config, as *Conn with the handshake done.
 //
-// Handshakes run concurrently, one goroutine each, off the goroutine that
-// accepts from the inner listener, each bounded by Config.HandshakeTimeout,
-// so a slow or silent client never delays another. A failed handshake is
-// never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed with no byte sent, by an
-// orderly close after draining what the client sent (at most 64 KiB
-// within 500 ms; PROTOCOL.md section 7.2), and the failure goes to
-// Config.Logger and Config.OnHandshake, after that drain. Temporary errors
-// of the inner listener are retried with backoff.
+// Handshakes run concurrently, each on its own goroutine and bounded by
+// Config.HandshakeTimeout. A failed handshake is never returned from
+// Accept (http.Server.Serve and grpc.Server.Serve stop on such errors):
+// the connection is closed with no byte sent, by an orderly close after
+// draining what the client sent (at most 64 KiB within 500 ms; PROTOCOL.md
+// section 7.2), and the failure goes to Config.Logger and
+// Config.OnHandshake, after that drain. Temporary errors of the inner
+// listener are retried with backoff.
 //
-// Work is bounded: at most Config.MaxHandshakes connections are in
-// handshake or wait for a place in the accept queue (Config.AcceptQueue
-// more may wait in it), at most Config.MaxHandshakesPerIP of them
-// from one IP or IPv6 /64 (more are closed at once), and when the
-// application stops calling Accept the Listener stops accepting from the
-// inner listener. When every slot is taken by a handshake, a new
-// connection evicts the handshake that has made the least progress for
-// the longest (see Config.MaxHandshakes), so that clients that connect and
-// stall cannot lock out clients that hold a key.
+// At most Config.MaxHandshakes connections are in handshake or wait for a
+// place in the accept queue (Config.AcceptQueue more may wait in it), at
+// most Config.MaxHandshakesPerIP of them from one IP or IPv6 /64 (more are
+// closed at once); when every slot is taken by a handshake, a new
+// connection evicts the one that has made the least progress for the
+// longest (see Config.MaxHandshakes). When the application stops calling
+// Accept, the Listener stops accepting from the inner listener.
+// SECURITY.md says what these bounds protect against.
 type Listener struct {
 	al       *acceptor.Listener
 	config   *Config
@@ -66,18 +64,13 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 // Listener over it.
 //
 // On Linux, a TCP socket made by Listen has TCP_DEFER_ACCEPT set to
-// Config.HandshakeTimeout (rounded up to whole seconds, and by the kernel to
+// Config.HandshakeTimeout, rounded up to whole seconds (and by the kernel to
 // its next SYN-ACK retransmission: 1, 3, 7, 15, 31, ... s): the kernel hands
-// a connection to the Listener only once the client's ClientHello bytes
-// have arrived. A client that connects and sends nothing waits in the
-// kernel's SYN queue, without a file descriptor, a goroutine or a handshake
-// slot. When the deferral ends the kernel completes the connection and
-// Config.HandshakeTimeout bounds it from then on, so a silent client is
-// refused after the deferral plus the handshake timeout (7 s + 5 s with the
-// default timeout), and only then reported to Config.OnHandshake. With no
-// handshake timeout (negative), nothing is set. NewListener does not change
-// the options of the listener it is given; there, silent clients are
-// bounded by the caps and the handshake timeout alone.
+// a connection to the Listener only once the client's first bytes have
+// arrived, or when the deferral ends, and Config.HandshakeTimeout bounds it
+// from then on. With no handshake timeout (negative), nothing is set.
+// NewListener leaves the options of the listener it is given as they are.
+// SECURITY.md says what the deferral bounds.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if err := cfg.checkListener(); err != nil {
 		return nil, err
