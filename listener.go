@@ -44,6 +44,11 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	if err := cfg.checkListener(); err != nil {
 		return nil, err
 	}
+	return newListener(inner, cfg), nil
+}
+
+// newListener is NewListener for a cfg that passed checkListener.
+func newListener(inner net.Listener, cfg *Config) *Listener {
 	l := &Listener{config: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
@@ -57,7 +62,7 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 		Logger:      cfg.Logger,
 		Report:      l.report,
 	})
-	return l, nil
+	return l
 }
 
 // Listen listens on the network address (as net.Listen does) and returns a
@@ -80,12 +85,7 @@ func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := NewListener(inner, cfg)
-	if err != nil {
-		inner.Close()
-		return nil, err
-	}
-	return l, nil
+	return newListener(inner, cfg), nil
 }
 
 // Accept waits for and returns the next authenticated connection, a *Conn.

@@ -37,6 +37,11 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	return newListener(inner, cfg), nil
+}
+
+// newListener is NewListener for a cfg that passed check.
+func newListener(inner net.Listener, cfg *Config) *Listener {
 	l := &Listener{cfg: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
@@ -49,7 +54,7 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 		Logger:      cfg.Logger,
 		Report:      l.report,
 	})
-	return l, nil
+	return l
 }
 
 // Listen listens on the network address (as net.Listen does; "tcp" and
@@ -67,12 +72,7 @@ func Listen(network, address string, authKey []byte) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := NewListener(inner, cfg)
-	if err != nil {
-		inner.Close()
-		return nil, err
-	}
-	return l, nil
+	return newListener(inner, cfg), nil
 }
 
 // Accept waits for and returns the next authenticated connection. After
