@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,10 +46,8 @@ type Conn struct {
 
 	// Deadlines set through the Conn, restored after the handshake, which
 	// sets its own.
-	dlMu             sync.Mutex
-	readDL, writeDL  time.Time
-	claimedKeyID     string // for server-side logs of a failed handshake
-	handshakeStarted time.Time
+	dlMu            sync.Mutex
+	readDL, writeDL time.Time
 
 	// The record layer of ModeIntegrity and ModeSealed. rp holds limits a
 	// test may set before the handshake; rp.chacha set then makes this
@@ -102,29 +98,35 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 }
 
 func (c *Conn) handshake(ctx context.Context) (err error) {
-	c.handshakeStarted = time.Now()
+	start := time.Now()
 	keys, err := c.config.check()
 	if err != nil {
 		return err
 	}
+	var claimed string // the key ID a client named, for a Listener's report
+	defer func() {
+		if err != nil {
+			err = handshakeError(c.isClient, c.conn.RemoteAddr(), claimed, err)
+		}
+	}()
 	if ctx.Err() != nil {
-		return c.wrapErr(contextError(ctx))
+		return contextError(ctx)
 	}
 
 	c.dlMu.Lock()
 	userRead, userWrite := c.readDL, c.writeDL
 	c.dlMu.Unlock()
 	dl := netx.Earliest(netx.Earliest(userRead, userWrite),
-		netx.HandshakeDeadline(ctx, c.handshakeStarted, c.config.handshakeTimeout()))
+		netx.HandshakeDeadline(ctx, start, c.config.handshakeTimeout()))
 	if !dl.IsZero() {
 		if err := c.conn.SetDeadline(dl); err != nil {
-			return c.wrapErr(ioError("setting the handshake deadline", err))
+			return ioError("setting the handshake deadline", err)
 		}
 	}
 	stop := netx.Interrupt(ctx, c.conn)
 	defer func() {
 		if stop() {
-			err = c.wrapErr(contextError(ctx))
+			err = contextError(ctx)
 		}
 	}()
 	defer func() {
@@ -147,7 +149,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		h.shares, h.shareLifetime = c.config.keyShares()
 	}
 	p := hsParams{
-		mode:   byte(c.config.Mode),
+		mode:   c.config.Mode,
 		fs:     c.config.ForwardSecrecy,
 		chacha: c.rp.chacha || !hasAESGCMHardware,
 	}
@@ -156,50 +158,17 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	} else {
 		p.progress = func() { acceptor.Progress(ctx) }
 		c.res, err = h.runServer(c.conn, keys, p)
-		c.claimedKeyID = c.res.keyID
+		claimed = c.res.keyID
 	}
 	if err != nil {
 		c.res = hsResult{}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
-		}
-		return c.wrapErr(err)
+		return netx.TimedOut(err, ErrHandshakeTimeout, start)
 	}
-	if c.res.mode != byte(ModeAuth) {
+	if c.res.mode != ModeAuth {
 		c.initRecords()
 	}
 	return nil
 }
-
-// contextError explains why a done ctx ended the handshake.
-func contextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
-	}
-	return fmt.Errorf("handshake abandoned: %w", context.Cause(ctx))
-}
-
-// wrapErr adds the peer's address and this side's role to a handshake error.
-func (c *Conn) wrapErr(err error) error {
-	return &handshakeError{client: c.isClient, addr: c.conn.RemoteAddr(), err: err}
-}
-
-// handshakeError is a handshake failure with the peer it happened with.
-type handshakeError struct {
-	client bool
-	addr   net.Addr
-	err    error
-}
-
-func (e *handshakeError) Error() string {
-	peer := "client"
-	if e.client {
-		peer = "server"
-	}
-	return fmt.Sprintf("hmacauth: handshake with %s %s: %s", peer, e.addr, strings.TrimPrefix(e.err.Error(), "hmacauth: "))
-}
-
-func (e *handshakeError) Unwrap() error { return e.err }
 
 // KeyID returns the ID of the key the peer proved, or "" before a
 // successful handshake.

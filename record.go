@@ -392,13 +392,13 @@ func (hc *halfConn) clearKeys() {
 // records reports whether the connection runs the record layer. It is false
 // before the handshake and in ModeAuth.
 func (c *Conn) records() bool {
-	return c.hsDone.Load() && c.hsErr == nil && c.res.mode != byte(ModeAuth)
+	return c.hsDone.Load() && c.hsErr == nil && c.res.mode != ModeAuth
 }
 
 // initRecords sets up the record layer after a successful handshake.
 func (c *Conn) initRecords() {
 	p := &c.rp
-	p.sealed = c.res.mode == byte(ModeSealed)
+	p.sealed = c.res.mode == ModeSealed
 	p.chacha = c.res.flags&flagChaCha20 != 0
 	if p.recordSize <= 0 || p.recordSize > maxRecordPayload {
 		p.recordSize = defaultRecordSize
