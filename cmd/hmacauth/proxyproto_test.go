@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -433,4 +435,66 @@ func TestProxyProtocolFlags(t *testing.T) {
 	if r.code != exitUsage || !strings.Contains(r.stderr, "not defined") {
 		t.Errorf("client -proxy-protocol: exit %d, stderr %q; want a usage error", r.code, r.stderr)
 	}
+}
+
+// FuzzReadProxyHeader feeds readProxyHeader (go-proxyproto's parser and
+// the proxiedConn around it) arbitrary bytes over loopback TCP: it either
+// refuses with errProxyHeader or returns a connection whose bytes, through
+// Read or through WriteTo, are exactly those after a header of at most
+// maxProxyHeader bytes that go-proxyproto parses alone too.
+func FuzzReadProxyHeader(f *testing.F) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 64<<10 {
+			return
+		}
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A reset at the end leaves no TIME_WAIT behind to use up the
+		// ephemeral ports over many runs.
+		defer c.Close()
+		defer c.(*net.TCPConn).SetLinger(0)
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := c.Write(data)
+			c.(*net.TCPConn).CloseWrite()
+			wrote <- err
+		}()
+		defer func() { <-wrote }()
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		pc, err := readProxyHeader(s, 5*time.Second)
+		if err != nil {
+			if !errors.Is(err, errProxyHeader) {
+				t.Fatalf("refusal %v is not errProxyHeader", err)
+			}
+			return
+		}
+		s.SetReadDeadline(time.Now().Add(bound))
+		var rest bytes.Buffer
+		if len(data)%2 == 0 {
+			_, err = io.Copy(&rest, pc) // WriteTo
+		} else {
+			_, err = io.Copy(&rest, struct{ io.Reader }{pc}) // Read
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(data) - rest.Len()
+		if n < 0 || n > maxProxyHeader || !bytes.Equal(data[n:], rest.Bytes()) {
+			t.Fatalf("after a header of %d bytes the connection gave %q; the input was %q", n, rest.Bytes(), data)
+		}
+		if _, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(data[:n]))); err != nil {
+			t.Fatalf("the %d header bytes %q do not parse alone: %v", n, data[:n], err)
+		}
+	})
 }
