@@ -137,6 +137,34 @@ func TestProxyProtocolToTarget(t *testing.T) {
 	}
 }
 
+// TestProxyProtocolUnixListen checks the header of a server that listens
+// on a Unix socket: "PROXY UNKNOWN" with v1, an AF_UNIX header with the key
+// ID with v2.
+func TestProxyProtocolUnixListen(t *testing.T) {
+	for _, v := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			target, headers := startHeaderReader(t, "127.0.0.1")
+			keys, cfg := ppKeys(t)
+			sock := "unix:" + filepath.Join(t.TempDir(), "s.sock")
+			startTunnel(t, "server", "server", "-listen", sock, "-target", target, "-keys", keys, "-proxy-protocol", fmt.Sprintf("v%d", v))
+			c, _ := hmacDial(t, sock, cfg, "")
+			checkEcho(t, c, "over a Unix socket")
+			h := recvHeader(t, headers)
+			want := proxyproto.UNSPEC
+			if v == 2 {
+				want = proxyproto.UnixStream
+			}
+			if h.Version != v || h.TransportProtocol != want {
+				t.Errorf("header version %d, transport %v; want %d, %v", h.Version, h.TransportProtocol, v, want)
+			}
+			tlvs, _ := h.TLVs()
+			if v == 2 && (len(tlvs) != 1 || tlvs[0].Type != tlvKeyID || string(tlvs[0].Value) != "pp-key") {
+				t.Errorf("v2 TLVs %+v, want one key ID TLV with pp-key", tlvs)
+			}
+		})
+	}
+}
+
 // freeAddr returns host:port with a port free at the time of the call, for
 // programs that cannot report the port they were given.
 func freeAddr(t *testing.T, host string) string {
@@ -431,7 +459,13 @@ func TestProxyProtocolFlags(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q", describe(tc.flags), r.code, r.stderr, exitUsage, tc.want)
 		}
 	}
-	r := runBin(t, "client", "-listen", "127.0.0.1:0", "-target", "127.0.0.1:1", "-keys", keys, "-proxy-protocol", "v1")
+	r := runBin(t, "server", "-h")
+	for _, flag := range []string{"-proxy-protocol", "-accept-proxy-protocol", "-proxy-protocol-from"} {
+		if !strings.Contains(r.stderr, "\n  "+flag+" ") && !strings.Contains(r.stderr, "\n  "+flag+"\n") {
+			t.Errorf("server -h does not list %s", flag)
+		}
+	}
+	r = runBin(t, "client", "-listen", "127.0.0.1:0", "-target", "127.0.0.1:1", "-keys", keys, "-proxy-protocol", "v1")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "not defined") {
 		t.Errorf("client -proxy-protocol: exit %d, stderr %q; want a usage error", r.code, r.stderr)
 	}
