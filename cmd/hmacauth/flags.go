@@ -77,10 +77,13 @@ type tunnelOptions struct {
 	connectTimeout          time.Duration
 	keepAlive               net.KeepAliveConfig
 	drainTimeout            time.Duration
-	watchKeys               time.Duration  // poll the key file this often; 0: only on SIGHUP
-	status                  string         // ADDR of the status server; "": none
-	proxyProtocol           byte           // server: PROXY header version sent to -target; 0: none
-	acceptProxyFrom         []netip.Prefix // server: read a PROXY header from these networks; nil: none
+	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
+	status                  string        // ADDR of the status server; "": none
+
+	// Server: the PROXY header version sent to -target (0: none), and the
+	// networks a PROXY header is read from (nil: none).
+	proxyProtocol   byte
+	acceptProxyFrom []netip.Prefix
 }
 
 // tunnelFlags are the command line of server and client: the options, and

@@ -301,6 +301,10 @@ func (l *proxyListener) readHeader(c net.Conn) {
 	pc, err := readProxyHeader(c, l.timeout)
 	l.track(c, false)
 	if err != nil {
+		if l.ctx.Err() != nil {
+			c.Close() // Close cut it: not a refusal
+			return
+		}
 		l.refuse(c, c.RemoteAddr(), err)
 		return
 	}

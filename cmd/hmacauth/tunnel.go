@@ -79,9 +79,12 @@ type tunnel struct {
 	waits   capWaits     // the accept loop waiting for a slot (capped)
 
 	metrics *metrics
-	proxyIn *proxyListener // under ln with -accept-proxy-protocol; else nil
-	keys    keyReloads     // the last load of the key file
-	status  *statusServer  // nil without -status
+	keys    keyReloads    // the last load of the key file
+	status  *statusServer // nil without -status
+
+	// proxyIn reads the PROXY headers under ln (-accept-proxy-protocol);
+	// nil without.
+	proxyIn *proxyListener
 
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
