@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -78,6 +79,11 @@ type tunnelOptions struct {
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 	status                  string        // ADDR of the status server; "": none
+
+	// Server: the PROXY header version sent to -target (0: none), and the
+	// networks a PROXY header is read from (nil: none).
+	proxyProtocol   byte
+	acceptProxyFrom []netip.Prefix
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -93,6 +99,10 @@ type tunnelFlags struct {
 	showVersion  bool
 	unsafeTarget bool // server: allow a -target off this host
 	unsafeListen bool // client: allow a -listen off this host
+	// -proxy-protocol, -accept-proxy-protocol, -proxy-protocol-from;
+	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
+	proxyProtocolName, proxyFrom string
+	acceptProxy                  bool
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -116,6 +126,9 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		// One client tunnel carries every connection of its host, so a
 		// per-IP cap is off unless asked for.
 		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP (for IPv6, one /64); more are closed at once (0: no cap)")
+		fset.StringVar(&f.proxyProtocolName, "proxy-protocol", "", "send the target a PROXY protocol header of `VERSION` v1 or v2 with the client's address before any byte; v2 adds the authenticated key ID as TLV 0xE5 (see README)")
+		fset.BoolVar(&f.acceptProxy, "accept-proxy-protocol", false, "read a PROXY protocol header (v1 or v2) from a TCP load balancer before the handshake, so that the per-IP cap, the logs and -proxy-protocol see the real client; needs -proxy-protocol-from")
+		fset.StringVar(&f.proxyFrom, "proxy-protocol-from", "", "with -accept-proxy-protocol, the `NETWORKS` (CIDR or addresses, comma-separated) of the load balancers trusted to send the header; connections from elsewhere are refused")
 	}
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
@@ -148,6 +161,9 @@ func (f *tunnelFlags) validate(r role) error {
 	var err error
 	if o.mode, err = parseMode(f.modeName); err != nil {
 		return fmt.Errorf("-mode: %w", err)
+	}
+	if err := f.validateProxy(r); err != nil {
+		return err
 	}
 	switch {
 	case o.maxConns < 1:

@@ -75,6 +75,12 @@ func (t *tunnel) serve(accepted net.Conn) {
 		state = c.ConnectionState()
 		back = c
 	}
+	if t.opts.proxyProtocol != 0 {
+		if err := t.sendProxyHeader(up, accepted, state.KeyID); err != nil {
+			log(slog.LevelError, "closing the connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
+			return
+		}
+	}
 	t.handOff(accepted, up)
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
 		slog.String("mode", state.Mode.String()), slog.Bool("fs", state.ForwardSecrecy))
@@ -189,7 +195,7 @@ func abort(c net.Conn) {
 	if hc, ok := c.(*hmacauth.Conn); ok {
 		raw = hc.NetConn()
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
+	if tc, ok := raw.(interface{ SetLinger(int) error }); ok { // also a proxiedConn
 		tc.SetLinger(0)
 	}
 	raw.Close()

@@ -82,6 +82,10 @@ type tunnel struct {
 	keys    keyReloads    // the last load of the key file
 	status  *statusServer // nil without -status
 
+	// proxyIn reads the PROXY headers under ln (-accept-proxy-protocol);
+	// nil without.
+	proxyIn *proxyListener
+
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
 	// which closeAll closes; pipe ends the forwarding ones itself.
@@ -122,6 +126,9 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	t.capped = &capListener{Listener: t.ln, slots: make(chan struct{}, o.maxConns), quit: quit,
 		full: func() { t.waits.reached(t.log, t.opts.maxConns, t.live()) }}
 	t.metrics = newMetrics(t)
+	if t.proxyIn != nil {
+		t.metrics.reg.MustRegister(t.proxyIn.collector())
+	}
 	t.keys.m = t.metrics
 	t.keys.loaded("start", nil)
 	if o.status != "" {
@@ -144,7 +151,7 @@ const defaultKeepAlive = 15 * time.Second
 // listen listens on -listen: for a server, a *hmacauth.Listener.
 func (t *tunnel) listen() (net.Listener, error) {
 	network, address := parseAddr(t.opts.listen)
-	if t.role == roleServer && network == "tcp" {
+	if t.role == roleServer && network == "tcp" && t.opts.acceptProxyFrom == nil {
 		// hmacauth.Listen also has the kernel defer each connection until
 		// its ClientHello has arrived (TCP_DEFER_ACCEPT on Linux).
 		ln, err := hmacauth.Listen(network, address, t.config)
@@ -156,6 +163,10 @@ func (t *tunnel) listen() (net.Listener, error) {
 	ln, err := listen(t.ctx, t.opts.listen, t.opts.keepAlive)
 	if err != nil || t.role == roleClient {
 		return ln, err
+	}
+	if t.opts.acceptProxyFrom != nil {
+		t.proxyIn = newProxyListener(ln, t.opts.acceptProxyFrom, t.opts.handshakeTimeout, t.opts.maxConns, t.log)
+		ln = t.proxyIn
 	}
 	hl, err := hmacauth.NewListener(ln, t.config)
 	if err != nil {
