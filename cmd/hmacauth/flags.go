@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -78,6 +79,10 @@ type tunnelOptions struct {
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 	status                  string        // ADDR of the status server; "": none
+	// proxy is the -connect-proxy of a client, nil when none is given or
+	// NO_PROXY excludes the target (proxyBypassed).
+	proxy         *connectProxy
+	proxyBypassed bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -93,6 +98,7 @@ type tunnelFlags struct {
 	showVersion  bool
 	unsafeTarget bool // server: allow a -target off this host
 	unsafeListen bool // client: allow a -listen off this host
+	connectProxy string
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -106,6 +112,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 		fset.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
+		fset.StringVar(&f.connectProxy, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&f.modeName, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -166,6 +173,11 @@ func (f *tunnelFlags) validate(r role) error {
 		return fmt.Errorf("-watch-keys is %v; it must not be negative (0: reload only on SIGHUP)", o.watchKeys)
 	case f.keepAlive < 0:
 		return fmt.Errorf("-keepalive is %v; it must not be negative (0 turns keepalives off)", f.keepAlive)
+	}
+	if f.connectProxy != "" {
+		if err := o.setConnectProxy(f.connectProxy, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
+			return fmt.Errorf("-connect-proxy: %w", err)
+		}
 	}
 	// Probes every period after a period of silence; the probe count stays
 	// the system's (Count -1), which spares a system call per connection.
