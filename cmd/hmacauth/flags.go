@@ -83,6 +83,7 @@ type tunnelOptions struct {
 	// NO_PROXY excludes the target (proxyBypassed).
 	proxy         *connectProxy
 	proxyBypassed bool
+	noSandbox     bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -130,6 +131,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
+	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory and a few system files, write nowhere, and connect only to the target's (or proxy's) port")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&f.showVersion, "version", false, "print the version and exit")

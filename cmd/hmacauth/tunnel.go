@@ -49,6 +49,7 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot start", "role", string(r), "err", err.Error())
 		return exitFail
 	}
+	t.sandbox()
 	return t.run(sigc)
 }
 
