@@ -107,8 +107,14 @@ func (p *connectProxy) dial(ctx context.Context, d *net.Dialer, target string) (
 	}
 	if err != nil {
 		c.Close()
-		if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("%w (no answer within -connect-timeout, or stopping)", ctx.Err())
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline is ctx's, and may pass first.
+			switch ctx.Err() {
+			case nil, context.DeadlineExceeded:
+				err = fmt.Errorf("%w: no complete answer from the proxy within -connect-timeout", context.DeadlineExceeded)
+			default:
+				err = fmt.Errorf("%w: the tunnel is stopping", ctx.Err())
+			}
 		}
 		return nil, fmt.Errorf("CONNECT %s through the proxy %s: %w", target, p.addr, err)
 	}
