@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -84,6 +85,11 @@ type tunnelOptions struct {
 	// networks a PROXY header is read from (nil: none).
 	proxyProtocol   byte
 	acceptProxyFrom []netip.Prefix
+	// proxy is the -connect-proxy of a client, nil when none is given or
+	// NO_PROXY excludes the target (proxyBypassed).
+	proxy         *connectProxy
+	proxyBypassed bool
+	noSandbox     bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -103,6 +109,7 @@ type tunnelFlags struct {
 	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
 	proxyProtocolName, proxyFrom string
 	acceptProxy                  bool
+	connectProxy string
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -116,6 +123,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 		fset.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
+		fset.StringVar(&f.connectProxy, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&f.modeName, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -136,6 +144,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
+	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory and a few system files, write nowhere, and connect only to the target's (or proxy's) port")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -182,6 +191,11 @@ func (f *tunnelFlags) validate(r role) error {
 		return fmt.Errorf("-watch-keys is %v; it must not be negative (0: reload only on SIGHUP)", o.watchKeys)
 	case f.keepAlive < 0:
 		return fmt.Errorf("-keepalive is %v; it must not be negative (0 turns keepalives off)", f.keepAlive)
+	}
+	if f.connectProxy != "" {
+		if err := o.setConnectProxy(f.connectProxy, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
+			return fmt.Errorf("-connect-proxy: %w", err)
+		}
 	}
 	// Probes every period after a period of silence; the probe count stays
 	// the system's (Count -1), which spares a system call per connection.

@@ -50,7 +50,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 		dialFailed = "cannot connect to the target; closing the connection"
 	}
 	dialStart := time.Now()
-	up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+	up, err := t.dialTarget(t.ctx, &t.dialer)
 	t.metrics.dialed(time.Since(dialStart), err)
 	if err != nil {
 		log(slog.LevelError, dialFailed, slog.String("key_id", state.KeyID), slog.Any("err", err))

@@ -114,7 +114,7 @@ func (s *statusServer) checkTarget() (time.Time, error) {
 	d.Timeout = min(d.Timeout, targetCheckTimeout)
 	// Not the prober's context: a prober that hangs up must not void the
 	// cache, or probers would set the rate of dials to the target.
-	c, err := d.DialContext(s.t.ctx, s.t.targetNet, s.t.targetAddr)
+	c, err := s.t.dialTarget(s.t.ctx, &d)
 	if err == nil {
 		c.Close()
 	}

@@ -43,11 +43,13 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	// whoever waits for it may signal at once.
 	sigc, stopSignals := notifySignals()
 	defer stopSignals()
+	logConnectProxy(logger.With("role", string(r)), &f.tunnelOptions)
 	t, err := newTunnel(r, f.tunnelOptions, logger.With("role", string(r)))
 	if err != nil {
 		logger.Error("cannot start", "role", string(r), "err", err.Error())
 		return exitFail
 	}
+	t.sandbox()
 	return t.run(sigc)
 }
 
