@@ -109,7 +109,7 @@ type tunnelFlags struct {
 	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
 	proxyProtocolName, proxyFrom string
 	acceptProxy                  bool
-	connectProxy string
+	connectProxy                 string
 }
 
 // register defines the flags of role r in fset, each stored into f.
