@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -34,9 +33,16 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 			stop()
 			<-watched
 		}()
+		first := true // the watcher's first load is the file just read at start
 		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys,
-			Logger:  slog.New(newWatchObserver(t.log.Handler(), &t.keys)),
-			OnError: func(err error) { t.keys.loaded("watch", err) }}
+			Logger:  t.log,
+			OnError: func(err error) { t.keys.loaded("watch", err) },
+			OnReload: func([]string) {
+				if !first {
+					t.keys.loaded("watch", nil)
+				}
+				first = false
+			}}
 		go func() {
 			defer close(watched)
 			// Run logs the reloads and the later errors itself; it

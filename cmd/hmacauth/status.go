@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,57 +190,4 @@ func (k *keyReloads) last() reloadReport {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.rep
-}
-
-// watchLogged is the message with which hmacauth.KeyFileWatcher logs a
-// successful load (at Info); it has no other way to tell one.
-const watchLogged = "hmacauth: loaded key file"
-
-// watchObserver is the handler of a KeyFileWatcher's Logger: it passes
-// every record on to the tunnel's logs, and records the watcher's
-// successful loads (its failures come through OnError). Its first load is
-// the file the tunnel has just read, not a reload.
-type watchObserver struct {
-	slog.Handler
-	keys  *keyReloads
-	first *bool // shared by the handlers WithAttrs and WithGroup derive
-	mu    *sync.Mutex
-}
-
-func newWatchObserver(h slog.Handler, k *keyReloads) slog.Handler {
-	return &watchObserver{Handler: h, keys: k, first: new(bool), mu: new(sync.Mutex)}
-}
-
-// Enabled is true at Info, whatever the tunnel logs, so that no load goes
-// unseen.
-func (o *watchObserver) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelInfo || o.Handler.Enabled(ctx, l)
-}
-
-func (o *watchObserver) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelInfo && r.Message == watchLogged {
-		o.mu.Lock()
-		first := !*o.first
-		*o.first = true
-		o.mu.Unlock()
-		if !first {
-			o.keys.loaded("watch", nil)
-		}
-	}
-	if !o.Handler.Enabled(ctx, r.Level) {
-		return nil
-	}
-	return o.Handler.Handle(ctx, r)
-}
-
-func (o *watchObserver) WithAttrs(as []slog.Attr) slog.Handler {
-	c := *o
-	c.Handler = o.Handler.WithAttrs(as)
-	return &c
-}
-
-func (o *watchObserver) WithGroup(name string) slog.Handler {
-	c := *o
-	c.Handler = o.Handler.WithGroup(name)
-	return &c
 }

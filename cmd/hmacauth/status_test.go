@@ -346,7 +346,7 @@ func TestStatusWatchKeys(t *testing.T) {
 	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys,
 		"-status", "127.0.0.1:0", "-watch-keys", "20ms")
 	addr := server.statusAddr()
-	server.waitLog(watchLogged, nil) // the watcher's first read, before the change
+	server.waitLog("hmacauth: loaded key file", nil) // the watcher's first read, before the change
 	writeKeys(t, keys, newKey(t, "b"))
 	deadline := time.Now().Add(bound)
 	for {
