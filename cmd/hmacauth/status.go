@@ -115,6 +115,14 @@ func (s *statusServer) checkTarget() (time.Time, error) {
 	// cache, or probers would set the rate of dials to the target.
 	c, err := d.DialContext(s.t.ctx, s.t.targetNet, s.t.targetAddr)
 	if err == nil {
+		if tc, ok := c.(*net.TCPConn); ok && s.t.role == roleClient {
+			// A client's target is the hmacauth server, which would take a
+			// connection closed before its ClientHello for a refusal of the
+			// protocol. One reset before any byte it never sees: its kernel
+			// drops it before it is accepted (TCP_DEFER_ACCEPT, Linux);
+			// elsewhere it counts under "other", not "protocol".
+			tc.SetLinger(0)
+		}
 		c.Close()
 	}
 	s.checkedAt, s.targetErr = time.Now(), err

@@ -367,3 +367,32 @@ func TestStatusWatchKeys(t *testing.T) {
 		t.Errorf("key_reloads_total{result=ok} is %v, want 1", ok)
 	}
 }
+
+// TestStatusClientCheckQuiet checks that a client's check of its target,
+// the hmacauth server, is not one of the server's refusals: it connects
+// and resets without writing, which the server's kernel drops before the
+// server accepts it (TCP_DEFER_ACCEPT), where a plain close would be
+// accepted and refused as a protocol error.
+func TestStatusClientCheckQuiet(t *testing.T) {
+	p := startPair(t, startEcho(t), []string{"-status", "127.0.0.1:0"}, []string{"-status", "127.0.0.1:0"})
+	sAddr, cAddr := p.server.statusAddr(), p.client.statusAddr()
+	if code, rep, body := statusOf(t, cAddr); code != http.StatusOK || !rep.TargetOK {
+		t.Fatalf("client /_status: %d %s", code, body)
+	}
+	// The check's connection was made before this one, and a refusal of
+	// it would end at its first read, where this one takes round trips:
+	// once this one is through, a refusal would have been counted.
+	checkEcho(t, dial(t, p.client.addr), "after the check")
+	m := scrape(t, sAddr)
+	if n := m.value("hmacauth_tunnel_connections_accepted_total"); n != 1 {
+		t.Errorf("server accepted %v connections, want 1", n)
+	}
+	for _, reason := range []string{reasonProtocol, reasonOther, reasonTimeout, reasonAuth} {
+		if n := m.value("hmacauth_tunnel_connections_refused_total", "reason", reason); n != 0 {
+			t.Errorf("the client's target check cost the server %v refusals (%s)", n, reason)
+		}
+	}
+	if rs := p.server.find("hmacauth: refused connection", nil); len(rs) > 0 {
+		t.Errorf("the server logged the client's target check as a refusal: %v", rs)
+	}
+}
