@@ -30,9 +30,12 @@ const tunnelUsage = `Usage: hmacauth %[1]s -listen ADDR -target ADDR -keys FILE 
 %[2]s
 
 An ADDR is host:port, or a Unix socket path: "unix:PATH", or any value
-containing a "/". The key file holds one key per line, "ID BASE64SECRET"
-(blank lines and # comments allowed), must not be readable by other users
-(mode 0600 or 0640); make one with "hmacauth keygen -o FILE".
+containing a "/". A -listen or -status ADDR may also be "systemd:NAME":
+the listening socket systemd passed under NAME (socket activation; NAME
+is the socket unit's FileDescriptorName=, see contrib/systemd). The key
+file holds one key per line, "ID BASE64SECRET" (blank lines and #
+comments allowed), must not be readable by other users (mode 0600 or
+0640); make one with "hmacauth keygen -o FILE".
 %[3]s
 
 Signals: SIGTERM or SIGINT stops accepting (a server still finishes the
@@ -84,6 +87,10 @@ type tunnelOptions struct {
 	// networks a PROXY header is read from (nil: none).
 	proxyProtocol   byte
 	acceptProxyFrom []netip.Prefix
+
+	// Client without -unsafe-listen: a socket systemd passes (-listen
+	// systemd:NAME) must be on this host, which only the socket tells.
+	localListenOnly bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -155,6 +162,10 @@ func (f *tunnelFlags) validate(r role) error {
 			return fmt.Errorf("-%s is required", fl.name)
 		}
 	}
+	if network, _ := parseAddr(o.target); network == "systemd" {
+		return fmt.Errorf("-target %s: a target is connected to, so it cannot be a socket systemd passes (systemd:NAME is for -listen and -status)", o.target)
+	}
+	o.localListenOnly = r == roleClient && !f.unsafeListen
 	if msg := checkSafe(r, o, f.unsafeTarget, f.unsafeListen); msg != "" {
 		return errors.New(msg)
 	}
@@ -217,7 +228,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // parseAddr splits a command-line ADDR into a network and an address.
+// The network "systemd" names a socket systemd passes (see listenOn).
 func parseAddr(s string) (network, address string) {
+	if name, ok := strings.CutPrefix(s, systemdPrefix); ok {
+		return "systemd", name
+	}
 	if p, ok := strings.CutPrefix(s, "unix:"); ok {
 		return "unix", p
 	}

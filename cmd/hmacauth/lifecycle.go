@@ -55,16 +55,30 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 	}
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- t.acceptLoop() }()
+	t.notify.ready()
+	notified := make(chan struct{})
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notified)
+		t.notify.run(notifyDone)
+	}()
+	defer func() {
+		close(notifyDone)
+		<-notified
+	}()
 	for {
 		select {
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
+				t.notify.reloading()
 				t.reload()
+				t.notify.ready()
 				continue
 			}
 			return t.stop(sig, sigc, acceptDone)
 		case err := <-acceptDone:
 			t.log.Error("accepting connections failed; closing all connections", "err", err.Error())
+			t.notify.stopping()
 			t.ln.Close()
 			t.closeAll()
 			t.wg.Wait()
@@ -79,6 +93,7 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 // connections its Listener had queued.
 func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan error) int {
 	close(t.stopping)
+	t.notify.stopping()
 	shutDone := make(chan struct{})
 	if hl, ok := t.ln.(*hmacauth.Listener); ok {
 		// closeAll cancels t.ctx, which ends the Shutdown as a Close.

@@ -68,7 +68,7 @@ type reloadReport struct {
 
 // newStatusServer listens on addr; serve starts serving.
 func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
-	ln, err := listen(t.ctx, addr, t.opts.keepAlive)
+	ln, err := t.listenOn("-status", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-status: %w", err)
 	}
