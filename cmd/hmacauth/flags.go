@@ -82,6 +82,7 @@ type tunnelOptions struct {
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 	status                  string        // ADDR of the status server; "": none
+	statusPprof             bool          // serve /debug/pprof/ on the status server
 
 	// Server: the PROXY header version sent to -target (0: none), and the
 	// networks a PROXY header is read from (nil: none).
@@ -143,6 +144,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
+	fset.BoolVar(&o.statusPprof, "status-pprof", false, "also serve Go's profiler, /debug/pprof/, on the -status server (unauthenticated, as the rest of it; off by default)")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -164,6 +166,9 @@ func (f *tunnelFlags) validate(r role) error {
 	}
 	if network, _ := parseAddr(o.target); network == "systemd" {
 		return fmt.Errorf("-target %s: a target is connected to, so it cannot be a socket systemd passes (systemd:NAME is for -listen and -status)", o.target)
+	}
+	if o.statusPprof && o.status == "" {
+		return errors.New("-status-pprof serves on the -status server: give -status ADDR too")
 	}
 	o.localListenOnly = r == roleClient && !f.unsafeListen
 	if msg := checkSafe(r, o, f.unsafeTarget, f.unsafeListen); msg != "" {

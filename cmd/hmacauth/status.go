@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -79,6 +80,17 @@ func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
 	mux.HandleFunc("GET /_status", s.serveStatus)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(t.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Timeout: 10 * time.Second, MaxRequestsInFlight: 4}))
+	if t.opts.statusPprof {
+		// Index also serves the named profiles: /debug/pprof/heap and so on.
+		// A profile or trace of ?seconds=N extends its own write deadline
+		// past the server's WriteTimeout by N.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -396,3 +396,30 @@ func TestStatusClientCheckQuiet(t *testing.T) {
 		t.Errorf("the server logged the client's target check as a refusal: %v", rs)
 	}
 }
+
+// TestStatusPprof checks that /debug/pprof/ is served only with
+// -status-pprof, and that a CPU profile runs through it.
+func TestStatusPprof(t *testing.T) {
+	target := startEcho(t)
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "pprof"))
+	off := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status", "127.0.0.1:0")
+	if code, _ := get(t, off.statusAddr(), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ without -status-pprof: %d, want 404", code)
+	}
+	on := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status", "127.0.0.1:0", "-status-pprof")
+	addr := on.statusAddr()
+	if code, body := get(t, addr, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(string(body), "goroutine") {
+		t.Errorf("GET /debug/pprof/ with -status-pprof: %d %q", code, body)
+	}
+	if code, body := get(t, addr, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(string(body), "acceptLoop") {
+		t.Errorf("GET /debug/pprof/goroutine?debug=1: %d, no acceptLoop in %q", code, body)
+	}
+	// A profile is gzipped protobuf.
+	if code, body := get(t, addr, "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+		t.Errorf("GET /debug/pprof/profile?seconds=1: %d, %d bytes, want a gzipped profile", code, len(body))
+	}
+	r := runBin(t, "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status-pprof")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "give -status ADDR too") {
+		t.Errorf("-status-pprof without -status: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
