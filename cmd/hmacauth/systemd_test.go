@@ -302,3 +302,136 @@ func TestSystemdActivationRefused(t *testing.T) {
 			"it cannot be a socket systemd passes")
 	})
 }
+
+// shortDir returns a new directory with a short path, removed at the end
+// of the test: a Unix socket's path holds at most 108 bytes, and
+// t.TempDir's can be longer.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// waitText waits for s in the process's standard error.
+func (p *proc) waitText(s string) {
+	p.t.Helper()
+	timeout := time.After(bound)
+	for !strings.Contains(p.logs(), s) {
+		select {
+		case <-p.more:
+		case <-p.done:
+			if strings.Contains(p.logs(), s) {
+				return
+			}
+			p.t.Fatalf("%s exited (status %d) without writing %q; stderr:\n%s", p.name, p.exitCode, s, p.logs())
+		case <-timeout:
+			p.t.Fatalf("%s did not write %q within %v; stderr:\n%s", p.name, s, bound, p.logs())
+		}
+	}
+}
+
+// lookSystemd returns the path of a systemd tool, or skips the test:
+// .ci/run installs the systemd package where it is missing.
+func lookSystemd(t *testing.T, tool string) string {
+	t.Helper()
+	path, err := exec.LookPath(tool)
+	if err != nil {
+		t.Skipf("%s not found (Debian package systemd, which .ci/run installs): %v", tool, err)
+	}
+	return path
+}
+
+// TestSystemdSocketActivate runs a server tunnel under systemd's own
+// socket activator, systemd-socket-activate, which listens on the -listen
+// and -status Unix sockets, names them as FileDescriptorName= would, and
+// execs the tunnel on the first connection, as systemd starts a service on
+// its socket's first connection.
+func TestSystemdSocketActivate(t *testing.T) {
+	activate := lookSystemd(t, "systemd-socket-activate")
+	dir := shortDir(t)
+	listenSock, statusSock := filepath.Join(dir, "listen.sock"), filepath.Join(dir, "status.sock")
+	keys := writeKeys(t, filepath.Join(dir, "k.keys"), newKey(t, "sd"))
+	n := listenNotify(t)
+	cmd := command("-l", listenSock, "-l", statusSock, "--fdname=listen:status", "-E", "NOTIFY_SOCKET="+n.path,
+		"-E", "GORACE", binPath, // the child has only the variables named
+		"server", "-log-format", "json", "-log-level", "debug",
+		"-listen", "systemd:listen", "-status", "systemd:status", "-target", startEcho(t), "-keys", keys)
+	cmd.Path, cmd.Args[0] = activate, activate
+	p := startProc(t, "systemd-socket-activate", cmd)
+	p.waitText("Listening on " + statusSock)
+
+	// The first connection starts the tunnel, which then serves it.
+	client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", "unix:"+listenSock, "-keys", keys)
+	c := dial(t, client.addr)
+	checkEcho(t, c, "through the tunnel systemd-socket-activate started")
+	if rec := p.waitLog("listening", nil); rec.str("addr") != listenSock {
+		t.Errorf("the tunnel listens on %q, want the socket passed as \"listen\", %s", rec.str("addr"), listenSock)
+	}
+	if ready := n.next(t, 0); ready["READY"] != "1" || !strings.HasPrefix(ready["STATUS"], "server "+listenSock+" => ") {
+		t.Errorf("first notification %q, want READY=1 and a STATUS naming the socket", ready)
+	}
+	if code, rep, body := statusOf(t, "unix:"+statusSock); code != http.StatusOK || !rep.OK {
+		t.Errorf("/_status on the status socket passed: %d %s", code, body)
+	}
+	c.Close()
+	p.signal(syscall.SIGTERM)
+	if stopping := n.next(t, 1); stopping["STOPPING"] != "1" {
+		t.Errorf("after SIGTERM %q, want STOPPING=1", stopping)
+	}
+	if code := p.wait(); code != 0 {
+		t.Errorf("exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestSystemdUnits checks the unit files of contrib/systemd with
+// systemd-analyze verify, instantiated as hmacauth@test, in a root of their
+// own that holds the binary under test where ExecStart= looks for it: any
+// warning fails the test.
+func TestSystemdUnits(t *testing.T) {
+	analyze := lookSystemd(t, "systemd-analyze")
+	root := t.TempDir()
+	units := filepath.Join(root, "etc", "systemd", "system")
+	copyFile := func(dst, src string, perm os.FileMode) {
+		t.Helper()
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(dst), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(dst, b, perm)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(filepath.Join(root, "usr", "local", "bin", "hmacauth"), binPath, 0o755)
+	copyFile(filepath.Join(root, "bin", "kill"), "/bin/kill", 0o755) // ExecReload=
+	// The targets the units depend on.
+	sys := "/usr/lib/systemd/system"
+	ents, err := os.ReadDir(sys)
+	if err != nil {
+		t.Skipf("no system units to verify against in %s: %v", sys, err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".target") && e.Type().IsRegular() {
+			copyFile(filepath.Join(root, sys, e.Name()), filepath.Join(sys, e.Name()), 0o644)
+		}
+	}
+	var args []string
+	for _, u := range []string{"hmacauth@.service", "hmacauth@.socket", "hmacauth-status@.socket"} {
+		copyFile(filepath.Join(units, u), filepath.Join("..", "..", "contrib", "systemd", u), 0o644)
+		inst := strings.Replace(u, "@", "@test", 1)
+		if err := os.Symlink(u, filepath.Join(units, inst)); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, inst)
+	}
+	out, err := exec.Command(analyze, append([]string{"verify", "--root=" + root}, args...)...).CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
