@@ -31,9 +31,12 @@ const tunnelUsage = `Usage: hmacauth %[1]s -listen ADDR -target ADDR -keys FILE 
 %[2]s
 
 An ADDR is host:port, or a Unix socket path: "unix:PATH", or any value
-containing a "/". The key file holds one key per line, "ID BASE64SECRET"
-(blank lines and # comments allowed), must not be readable by other users
-(mode 0600 or 0640); make one with "hmacauth keygen -o FILE".
+containing a "/". A -listen or -status ADDR may also be "systemd:NAME":
+the listening socket systemd passed under NAME (socket activation; NAME
+is the socket unit's FileDescriptorName=, see contrib/systemd). The key
+file holds one key per line, "ID BASE64SECRET" (blank lines and #
+comments allowed), must not be readable by other users (mode 0600 or
+0640); make one with "hmacauth keygen -o FILE".
 %[3]s
 
 Signals: SIGTERM or SIGINT stops accepting (a server still finishes the
@@ -80,6 +83,7 @@ type tunnelOptions struct {
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 	status                  string        // ADDR of the status server; "": none
+	statusPprof             bool          // serve /debug/pprof/ on the status server
 
 	// Server: the PROXY header version sent to -target (0: none), and the
 	// networks a PROXY header is read from (nil: none).
@@ -90,6 +94,10 @@ type tunnelOptions struct {
 	proxy         *connectProxy
 	proxyBypassed bool
 	noSandbox     bool
+
+	// Client without -unsafe-listen: a socket systemd passes (-listen
+	// systemd:NAME) must be on this host, which only the socket tells.
+	localListenOnly bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -145,6 +153,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
 	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory and a few system files, write nowhere, and connect only to the target's (or proxy's) port")
+	fset.BoolVar(&o.statusPprof, "status-pprof", false, "also serve Go's profiler, /debug/pprof/, on the -status server (unauthenticated, as the rest of it; off by default)")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -164,6 +173,13 @@ func (f *tunnelFlags) validate(r role) error {
 			return fmt.Errorf("-%s is required", fl.name)
 		}
 	}
+	if network, _ := parseAddr(o.target); network == "systemd" {
+		return fmt.Errorf("-target %s: a target is connected to, so it cannot be a socket systemd passes (systemd:NAME is for -listen and -status)", o.target)
+	}
+	if o.statusPprof && o.status == "" {
+		return errors.New("-status-pprof serves on the -status server: give -status ADDR too")
+	}
+	o.localListenOnly = r == roleClient && !f.unsafeListen
 	if msg := checkSafe(r, o, f.unsafeTarget, f.unsafeListen); msg != "" {
 		return errors.New(msg)
 	}
@@ -231,7 +247,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // parseAddr splits a command-line ADDR into a network and an address.
+// The network "systemd" names a socket systemd passes (see listenOn).
 func parseAddr(s string) (network, address string) {
+	if name, ok := strings.CutPrefix(s, systemdPrefix); ok {
+		return "systemd", name
+	}
 	if p, ok := strings.CutPrefix(s, "unix:"); ok {
 		return "unix", p
 	}

@@ -88,6 +88,9 @@ type tunnel struct {
 	// nil without.
 	proxyIn *proxyListener
 
+	activated *activatedSockets // passed by systemd; nil unless an ADDR is systemd:NAME
+	notify    *notifier         // tells systemd the tunnel's state
+
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
 	// which closeAll closes; pipe ends the forwarding ones itself.
@@ -114,6 +117,12 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	t.config = o.newConfig(ring, log)
 	t.targetNet, t.targetAddr = parseAddr(o.target)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if o.usesActivation() {
+		if t.activated, err = takeActivated(); err != nil {
+			t.cancel()
+			return nil, err
+		}
+	}
 	if t.ln, err = t.listen(); err != nil {
 		t.cancel()
 		return nil, err
@@ -141,6 +150,10 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		}
 		log.Info("serving /_status and /metrics", "addr", t.status.ln.Addr().String())
 	}
+	if t.activated != nil {
+		t.activated.closeRest(log)
+	}
+	t.notify = newNotifier(t)
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
 	return t, nil
@@ -162,7 +175,7 @@ func (t *tunnel) listen() (net.Listener, error) {
 		}
 		return ln, nil
 	}
-	ln, err := listen(t.ctx, t.opts.listen, t.opts.keepAlive)
+	ln, err := t.listenOn("-listen", t.opts.listen)
 	if err != nil || t.role == roleClient {
 		return ln, err
 	}
