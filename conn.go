@@ -1,7 +1,11 @@
 package hmacauth
 
 import (
+	"bytes"
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,27 +41,31 @@ type Conn struct {
 
 	hsMu   sync.Mutex
 	hsDone atomic.Bool
-
-	readClosed atomic.Bool // CloseRead was called
-	closed     atomic.Bool // Close was called: secrets are cleared as soon as nothing uses them
-	hsErr      error
-	res        hsResult
+	hsErr  error
+	res    hsResult
 	// secretMu guards res.secret after the handshake: Close clears it
 	// while ConnectionState may be copying it.
-	secretMu sync.Mutex
-
-	// Deadlines set through the Conn, restored after the handshake, which
-	// sets its own.
-	dlMu             sync.Mutex
-	readDL, writeDL  time.Time
+	secretMu         sync.Mutex
 	claimedKeyID     string // for server-side logs of a failed handshake
 	handshakeStarted time.Time
 
-	// The record layer of ModeIntegrity and ModeSealed. rp holds limits a
-	// test may set before the handshake; rp.chacha set then makes this
-	// side act as if its CPU had no AES hardware.
-	rp      recordParams
-	in, out halfConn
+	// rl is the record layer of ModeIntegrity and ModeSealed, installed
+	// by a successful handshake; nil in ModeAuth.
+	rl *recordLayer
+
+	// Close and CloseRead during a handshake find no record layer yet:
+	// the handshake passes them on when it ends.
+	closed     atomic.Bool
+	readClosed atomic.Bool
+	// Deadlines set through the Conn, restored after the handshake, which
+	// sets its own.
+	dlMu            sync.Mutex
+	readDL, writeDL time.Time
+
+	// Test hooks, set before the handshake; zero in production.
+	testingOnlyNoAES          bool   // ask for ChaCha20-Poly1305, as a CPU without AES hardware does
+	testingOnlyRecordSize     int    // instead of defaultRecordSize
+	testingOnlyKeyUpdateBytes uint64 // instead of keyUpdateBytes
 }
 
 // Client returns a Conn for the client side of conn, which will prove
@@ -93,9 +101,25 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		return c.hsErr
 	}
 	c.hsErr = c.handshake(ctx)
+	if c.hsErr != nil {
+		clear(c.res.secret)
+		c.res = hsResult{}
+	} else if Mode(c.res.mode) != ModeAuth {
+		c.rl = newRecordLayer(c.conn, c.res.secret, recordParams{
+			client:     c.isClient,
+			sealed:     Mode(c.res.mode) == ModeSealed,
+			chacha:     c.res.flags&flagChaCha20 != 0,
+			recordSize: c.testingOnlyRecordSize,
+			updateAt:   c.testingOnlyKeyUpdateBytes,
+		})
+	}
 	c.hsDone.Store(true)
+	// Close and CloseRead may have run during the handshake, before there
+	// was a record layer to tell, and left the secrets alone.
+	if c.rl != nil && c.readClosed.Load() {
+		c.rl.setReadClosed()
+	}
 	if c.closed.Load() {
-		// Close ran during the handshake and left the secrets alone.
 		c.clearSecrets()
 	}
 	return c.hsErr
@@ -149,7 +173,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	p := hsParams{
 		mode:   byte(c.config.Mode),
 		fs:     c.config.ForwardSecrecy,
-		chacha: c.rp.chacha || !hasAESGCMHardware,
+		chacha: c.testingOnlyNoAES || !hasAESGCMHardware,
 	}
 	if c.isClient {
 		c.res, err = h.runClient(c.conn, keys.first, p)
@@ -158,17 +182,18 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		c.res, err = h.runServer(c.conn, keys, p)
 		c.claimedKeyID = c.res.keyID
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return c.timeoutError(err)
+	}
 	if err != nil {
-		c.res = hsResult{}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
-		}
 		return c.wrapErr(err)
 	}
-	if c.res.mode != byte(ModeAuth) {
-		c.initRecords()
-	}
 	return nil
+}
+
+// timeoutError explains a handshake that a deadline ended with err.
+func (c *Conn) timeoutError(err error) error {
+	return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
 }
 
 // contextError explains why a done ctx ended the handshake.
@@ -210,6 +235,98 @@ func (c *Conn) KeyID() string {
 	return c.res.keyID
 }
 
+// ConnectionState describes an established connection.
+type ConnectionState struct {
+	// HandshakeComplete is true once the handshake succeeded; the other
+	// fields are zero until then.
+	HandshakeComplete bool
+	// KeyID is the ID of the key both sides proved.
+	KeyID string
+	// Mode is the mode the connection runs at: the stronger of the two
+	// sides' Config.Mode. Both sides report the same.
+	Mode Mode
+	// ForwardSecrecy is true when an ephemeral X25519 exchange was mixed
+	// into the session keys.
+	ForwardSecrecy bool
+
+	secret []byte
+}
+
+// String describes the state without the session secret, so that printing
+// a ConnectionState (fmt's %v prints unexported fields) does not leak it.
+func (cs ConnectionState) String() string {
+	return fmt.Sprintf("hmacauth.ConnectionState{HandshakeComplete: %v, KeyID: %q, Mode: %v, ForwardSecrecy: %v}",
+		cs.HandshakeComplete, cs.KeyID, cs.Mode, cs.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print the secret either.
+func (cs ConnectionState) GoString() string { return cs.String() }
+
+// Format prints String for every verb, so that none shows the secret.
+func (cs ConnectionState) Format(f fmt.State, _ rune) { io.WriteString(f, cs.String()) }
+
+// ConnectionState returns the state of the connection. It holds its own
+// copy of the session secret, so its exporter keeps working after Close;
+// a ConnectionState taken after Close has none, and its exporter fails.
+func (c *Conn) ConnectionState() ConnectionState { return c.connectionState(true) }
+
+// connectionState is ConnectionState, with a copy of the session secret
+// only if withSecret: a copy is never cleared, so what only prints the
+// state (String, LogValue) takes none.
+func (c *Conn) connectionState(withSecret bool) ConnectionState {
+	if !c.hsDone.Load() || c.hsErr != nil {
+		return ConnectionState{}
+	}
+	cs := ConnectionState{
+		HandshakeComplete: true,
+		KeyID:             c.res.keyID,
+		Mode:              Mode(c.res.mode),
+		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
+	}
+	if withSecret {
+		c.secretMu.Lock()
+		cs.secret = bytes.Clone(c.res.secret) // nil after Close
+		c.secretMu.Unlock()
+	}
+	return cs
+}
+
+// clearSessionSecret overwrites the session secret with zeros at Close.
+// The handshake is done: nothing else writes c.res.
+func (c *Conn) clearSessionSecret() {
+	c.secretMu.Lock()
+	clear(c.res.secret)
+	c.res.secret = nil
+	c.secretMu.Unlock()
+}
+
+// ExportKeyingMaterial returns length bytes derived from the session
+// secret, the label and the context, in the manner of RFC 5705: both sides
+// of a connection get the same bytes, no other connection does, and they
+// reveal nothing about the keys. A nil and an empty context are the same,
+// as in TLS 1.3 (RFC 8446, section 7.5) and unlike RFC 5705: do not use a
+// label both with and without a context. The exporter is defined in
+// PROTOCOL.md section 8. Errors wrap ErrExport.
+func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	if !cs.HandshakeComplete {
+		return nil, errorf(ErrExport, "ExportKeyingMaterial before a successful handshake")
+	}
+	if cs.secret == nil {
+		return nil, fmt.Errorf("%w: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", ErrExport, net.ErrClosed)
+	}
+	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
+		return nil, errorf(ErrExport, "label of %d bytes, context of %d bytes, length %d: label and context must be under 64 KiB and length 0 to %d",
+			len(label), len(context), length, 255*sha256.Size)
+	}
+	exp := expandLabel(cs.secret, "exporter", sha256.Size)
+	info := make([]byte, 0, 4+len(label)+len(context))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(label)))
+	info = append(info, label...)
+	info = binary.BigEndian.AppendUint16(info, uint16(len(context)))
+	info = append(info, context...)
+	return hkdf.Expand(sha256.New, exp, string(info), length)
+}
+
 // NetConn returns the underlying connection. Writing to it or reading from
 // it directly bypasses the handshake.
 func (c *Conn) NetConn() net.Conn { return c.conn }
@@ -219,8 +336,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.readRecordData(b)
+	if c.rl != nil {
+		return c.rl.Read(b)
 	}
 	return c.conn.Read(b)
 }
@@ -230,8 +347,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.writeRecordData(b)
+	if c.rl != nil {
+		return c.rl.Write(b)
 	}
 	return c.conn.Write(b)
 }
@@ -242,14 +359,14 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.readFromRecords(r)
+	if c.rl != nil {
+		return c.rl.ReadFrom(r)
 	}
 	if src, ok := r.(*Conn); ok {
 		if err := src.Handshake(); err != nil {
 			return 0, err
 		}
-		if !src.records() {
+		if src.rl == nil {
 			r = src.conn
 		}
 	}
@@ -265,8 +382,8 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.writeToRecords(w)
+	if c.rl != nil {
+		return c.rl.WriteTo(w)
 	}
 	if rf, ok := w.(io.ReaderFrom); ok {
 		return rf.ReadFrom(c.conn)
@@ -288,8 +405,8 @@ func (c *Conn) Close() error {
 	c.closed.Store(true)
 	var recErr error
 	if c.hsDone.Load() {
-		if c.records() {
-			recErr = c.closeRecords()
+		if c.rl != nil {
+			recErr = c.rl.close(c.loadWriteDeadline())
 		}
 		c.clearSessionSecret()
 	}
@@ -309,18 +426,15 @@ func (c *Conn) CloseWrite() error {
 	if err := c.Handshake(); err != nil {
 		return err
 	}
-	if c.records() {
-		c.out.mu.Lock()
-		err := c.closeRecordWrite()
-		c.unlockOut()
-		if err != nil {
+	if c.rl != nil {
+		if err := c.rl.closeWrite(); err != nil {
 			return err
 		}
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	if c.records() {
+	if c.rl != nil {
 		return nil
 	}
 	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
@@ -333,6 +447,9 @@ func (c *Conn) CloseRead() error {
 		// In a record mode, the end of stream that follows is this side's
 		// doing, not a cut by an attacker.
 		c.readClosed.Store(true)
+		if c.hsDone.Load() && c.rl != nil {
+			c.rl.setReadClosed()
+		}
 		return cr.CloseRead()
 	}
 	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
@@ -366,6 +483,12 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	defer c.dlMu.Unlock()
 	c.writeDL = t
 	return c.conn.SetWriteDeadline(t)
+}
+
+func (c *Conn) loadWriteDeadline() time.Time {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	return c.writeDL
 }
 
 // String describes the connection: its side, addresses, and the key ID and
@@ -430,4 +553,14 @@ func (c *Conn) handshakeState() (string, ConnectionState) {
 		return "failed", ConnectionState{}
 	}
 	return "complete", c.connectionState(false)
+}
+
+// clearSecrets clears every secret of a connection that Close closed while
+// its handshake ran: the handshake has just finished, and Close did not
+// find the secrets yet.
+func (c *Conn) clearSecrets() {
+	if c.rl != nil {
+		c.rl.clear()
+	}
+	c.clearSessionSecret()
 }
