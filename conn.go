@@ -57,10 +57,10 @@ type Conn struct {
 	// the handshake passes them on when it ends.
 	closed     atomic.Bool
 	readClosed atomic.Bool
-	// Deadlines set through the Conn, restored after the handshake, which
-	// sets its own.
-	dlMu            sync.Mutex
-	readDL, writeDL time.Time
+	// writeDeadline is the write deadline set through the Conn, which
+	// also bounds Close's close record.
+	wdMu          sync.Mutex
+	writeDeadline time.Time
 
 	// Test hooks, set before the handshake; zero in production.
 	testingOnlyNoAES          bool   // ask for ChaCha20-Poly1305, as a CPU without AES hardware does
@@ -89,8 +89,9 @@ func (c *Conn) Handshake() error {
 // HandshakeContext runs the handshake if it has not run yet. It returns
 // when the peer has proven the key and this side has sent its own proof, or
 // when ctx is done, the handshake times out, or the peer fails. Deadlines
-// set on the Conn before the call also bound the handshake, and are in
-// force again after it. The connection is not closed on failure.
+// set on the Conn also bound the handshake, which leaves them in force; if
+// ctx or Config.HandshakeTimeout ends it, the underlying connection's
+// deadline is left in the past. The connection is not closed on failure.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsDone.Load() {
 		return c.hsErr
@@ -125,6 +126,10 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	return c.hsErr
 }
 
+// errHandshakeTimeout is the cause of the context that
+// Config.HandshakeTimeout ends.
+var errHandshakeTimeout = errors.New("hmacauth: Config.HandshakeTimeout passed")
+
 func (c *Conn) handshake(ctx context.Context) (err error) {
 	c.handshakeStarted = time.Now()
 	keys, err := c.config.check()
@@ -135,28 +140,25 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		return c.wrapErr(contextError(ctx))
 	}
 
-	c.dlMu.Lock()
-	userRead, userWrite := c.readDL, c.writeDL
-	c.dlMu.Unlock()
-	dl := netx.Earliest(netx.Earliest(userRead, userWrite),
-		netx.HandshakeDeadline(ctx, c.handshakeStarted, c.config.handshakeTimeout()))
-	if !dl.IsZero() {
-		if err := c.conn.SetDeadline(dl); err != nil {
-			return c.wrapErr(ioError("setting the handshake deadline", err))
-		}
+	// The timeout and ctx interrupt the handshake's I/O by moving the
+	// connection's deadline into the past, so that the handshake sets no
+	// deadline of its own and those the user set stay untouched.
+	if t := c.config.handshakeTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, c.handshakeStarted.Add(t), errHandshakeTimeout)
+		defer cancel()
 	}
 	stop := netx.Interrupt(ctx, c.conn)
 	defer func() {
-		if stop() {
-			err = c.wrapErr(contextError(ctx))
+		if !stop() {
+			return
 		}
-	}()
-	defer func() {
-		if !dl.IsZero() {
-			c.dlMu.Lock()
-			c.conn.SetReadDeadline(c.readDL)
-			c.conn.SetWriteDeadline(c.writeDL)
-			c.dlMu.Unlock()
+		if context.Cause(ctx) != errHandshakeTimeout {
+			err = c.wrapErr(contextError(ctx))
+		} else if err == nil {
+			// Done just as the time ran out, which left the deadline in
+			// the past.
+			err = c.timeoutError(os.ErrDeadlineExceeded)
 		}
 	}()
 
@@ -167,7 +169,9 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// hold a shared key share, and with it the sessions of its lifetime,
 	// without bound (a replayed ClientHello, then silence): it makes a key
 	// share of its own, which serves no other session (PROTOCOL.md 7.3).
-	if c.isClient || !dl.IsZero() {
+	// Only ctx's deadline counts: the handshake does not see the
+	// connection's.
+	if _, bounded := ctx.Deadline(); c.isClient || bounded {
 		h.shares, h.shareLifetime = c.config.keyShares()
 	}
 	p := hsParams{
@@ -463,32 +467,31 @@ func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines. A zero value means none.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.readDL, c.writeDL = t, t
+	c.storeWriteDeadline(t)
 	return c.conn.SetDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline. A zero value means none.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.readDL = t
 	return c.conn.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline. A zero value means none.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.writeDL = t
+	c.storeWriteDeadline(t)
 	return c.conn.SetWriteDeadline(t)
 }
 
+func (c *Conn) storeWriteDeadline(t time.Time) {
+	c.wdMu.Lock()
+	c.writeDeadline = t
+	c.wdMu.Unlock()
+}
+
 func (c *Conn) loadWriteDeadline() time.Time {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	return c.writeDL
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
+	return c.writeDeadline
 }
 
 // String describes the connection: its side, addresses, and the key ID and
