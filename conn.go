@@ -410,7 +410,7 @@ func (c *Conn) Close() error {
 	var recErr error
 	if c.hsDone.Load() {
 		if c.rl != nil {
-			recErr = c.rl.close(c.loadWriteDeadline())
+			recErr = c.rl.shutdown(c.loadWriteDeadline())
 		}
 		c.clearSessionSecret()
 	}
@@ -563,7 +563,7 @@ func (c *Conn) handshakeState() (string, ConnectionState) {
 // find the secrets yet.
 func (c *Conn) clearSecrets() {
 	if c.rl != nil {
-		c.rl.clear()
+		c.rl.wipe()
 	}
 	c.clearSessionSecret()
 }

@@ -95,7 +95,7 @@ type recordLayer struct {
 
 	in, out halfConn
 
-	// closed is set by close and clear: each direction is ended, its
+	// closed is set by shutdown and wipe: each direction is ended, its
 	// secrets cleared, as soon as no Read or Write holds it.
 	closed atomic.Bool
 	// readClosed is set by CloseRead: the end of stream that follows is
@@ -368,7 +368,7 @@ var (
 	errWriteAfterClose = fmt.Errorf("hmacauth: write after Close: %w", net.ErrClosed)
 )
 
-// close and clear end each direction of the record layer and clear its
+// shutdown and wipe end each direction of the record layer and clear its
 // keys, but must neither wait for nor race with a Read or Write in
 // progress on another goroutine (Close is what breaks it). So they set
 // rl.closed and end a direction only if they can take its lock at once
@@ -422,9 +422,9 @@ func (hc *halfConn) tryEnd(end func(*halfConn)) {
 	}
 }
 
-// clear ends both directions and clears their secrets without sending the
+// wipe ends both directions and clears their secrets without sending the
 // close record, for a Conn closed while its handshake ran.
-func (rl *recordLayer) clear() {
+func (rl *recordLayer) wipe() {
 	rl.closed.Store(true)
 	rl.in.tryEnd((*halfConn).endRead)
 	rl.out.tryEnd((*halfConn).endWrite)
@@ -834,11 +834,11 @@ func (rl *recordLayer) closeWrite() error {
 // setReadClosed records that CloseRead shut down the reading side.
 func (rl *recordLayer) setReadClosed() { rl.readClosed.Store(true) }
 
-// close sends the close record, by writeDeadline (zero: none) or within
+// shutdown sends the close record, by writeDeadline (zero: none) or within
 // closeNotifyTimeout, unless a Write is in progress on another goroutine:
 // then Close is breaking that Write, and must not wait for it. It ends both
-// directions as clear does.
-func (rl *recordLayer) close(writeDeadline time.Time) error {
+// directions as wipe does.
+func (rl *recordLayer) shutdown(writeDeadline time.Time) error {
 	rl.closed.Store(true)
 	rl.in.tryEnd((*halfConn).endRead)
 	hc := &rl.out

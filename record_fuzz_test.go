@@ -134,7 +134,7 @@ func FuzzRecordRoundTrip(f *testing.F) {
 		if n, err := w.Write(data); n != len(data) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
-		if err := w.rl.close(time.Time{}); err != nil {
+		if err := w.rl.shutdown(time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		rc := &memConn{r: bytes.NewReader(wc.w.Bytes()), chunk: chunk}
