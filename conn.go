@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +44,7 @@ type Conn struct {
 	res    hsResult
 	// secretMu guards res.secret after the handshake: Close clears it
 	// while ConnectionState may be copying it.
-	secretMu         sync.Mutex
-	claimedKeyID     string // for server-side logs of a failed handshake
-	handshakeStarted time.Time
+	secretMu sync.Mutex
 
 	// rl is the record layer of ModeIntegrity and ModeSealed, installed
 	// by a successful handshake; nil in ModeAuth.
@@ -105,10 +102,10 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsErr != nil {
 		clear(c.res.secret)
 		c.res = hsResult{}
-	} else if Mode(c.res.mode) != ModeAuth {
+	} else if c.res.mode != ModeAuth {
 		c.rl = newRecordLayer(c.conn, c.res.secret, recordParams{
 			client:     c.isClient,
-			sealed:     Mode(c.res.mode) == ModeSealed,
+			sealed:     c.res.mode == ModeSealed,
 			chacha:     c.res.flags&flagChaCha20 != 0,
 			recordSize: c.testingOnlyRecordSize,
 			updateAt:   c.testingOnlyKeyUpdateBytes,
@@ -131,13 +128,19 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 var errHandshakeTimeout = errors.New("hmacauth: Config.HandshakeTimeout passed")
 
 func (c *Conn) handshake(ctx context.Context) (err error) {
-	c.handshakeStarted = time.Now()
+	start := time.Now()
 	keys, err := c.config.check()
 	if err != nil {
 		return err
 	}
+	var claimed string // the key ID a client named, for a Listener's report
+	defer func() {
+		if err != nil {
+			err = handshakeError(c.isClient, c.conn.RemoteAddr(), claimed, err)
+		}
+	}()
 	if ctx.Err() != nil {
-		return c.wrapErr(contextError(ctx))
+		return contextError(ctx)
 	}
 
 	// The timeout and ctx interrupt the handshake's I/O by moving the
@@ -145,7 +148,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// deadline of its own and those the user set stay untouched.
 	if t := c.config.handshakeTimeout(); t > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(ctx, c.handshakeStarted.Add(t), errHandshakeTimeout)
+		ctx, cancel = context.WithDeadlineCause(ctx, start.Add(t), errHandshakeTimeout)
 		defer cancel()
 	}
 	stop := netx.Interrupt(ctx, c.conn)
@@ -154,11 +157,11 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 			return
 		}
 		if context.Cause(ctx) != errHandshakeTimeout {
-			err = c.wrapErr(contextError(ctx))
+			err = contextError(ctx)
 		} else if err == nil {
 			// Done just as the time ran out, which left the deadline in
 			// the past.
-			err = c.timeoutError(os.ErrDeadlineExceeded)
+			err = netx.TimedOut(os.ErrDeadlineExceeded, ErrHandshakeTimeout, start)
 		}
 	}()
 
@@ -175,7 +178,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		h.shares, h.shareLifetime = c.config.keyShares()
 	}
 	p := hsParams{
-		mode:   byte(c.config.Mode),
+		mode:   c.config.Mode,
 		fs:     c.config.ForwardSecrecy,
 		chacha: c.testingOnlyNoAES || !hasAESGCMHardware,
 	}
@@ -184,51 +187,13 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	} else {
 		p.progress = func() { acceptor.Progress(ctx) }
 		c.res, err = h.runServer(c.conn, keys, p)
-		c.claimedKeyID = c.res.keyID
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return c.timeoutError(err)
+		claimed = c.res.keyID
 	}
 	if err != nil {
-		return c.wrapErr(err)
+		return netx.TimedOut(err, ErrHandshakeTimeout, start)
 	}
 	return nil
 }
-
-// timeoutError explains a handshake that a deadline ended with err.
-func (c *Conn) timeoutError(err error) error {
-	return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
-}
-
-// contextError explains why a done ctx ended the handshake.
-func contextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
-	}
-	return fmt.Errorf("handshake abandoned: %w", context.Cause(ctx))
-}
-
-// wrapErr adds the peer's address and this side's role to a handshake error.
-func (c *Conn) wrapErr(err error) error {
-	return &handshakeError{client: c.isClient, addr: c.conn.RemoteAddr(), err: err}
-}
-
-// handshakeError is a handshake failure with the peer it happened with.
-type handshakeError struct {
-	client bool
-	addr   net.Addr
-	err    error
-}
-
-func (e *handshakeError) Error() string {
-	peer := "client"
-	if e.client {
-		peer = "server"
-	}
-	return fmt.Sprintf("hmacauth: handshake with %s %s: %s", peer, e.addr, strings.TrimPrefix(e.err.Error(), "hmacauth: "))
-}
-
-func (e *handshakeError) Unwrap() error { return e.err }
 
 // KeyID returns the ID of the key the peer proved, or "" before a
 // successful handshake.
@@ -284,7 +249,7 @@ func (c *Conn) connectionState(withSecret bool) ConnectionState {
 	cs := ConnectionState{
 		HandshakeComplete: true,
 		KeyID:             c.res.keyID,
-		Mode:              Mode(c.res.mode),
+		Mode:              c.res.mode,
 		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
 	}
 	if withSecret {

@@ -41,7 +41,7 @@ func recordConn(mc *memConn, mode Mode, chacha, client bool) *Conn {
 
 func recordConnSecret(mc *memConn, mode Mode, chacha, client bool, secret []byte) *Conn {
 	c := &Conn{conn: mc, isClient: client}
-	c.res = hsResult{keyID: "fuzz", mode: byte(mode), secret: secret}
+	c.res = hsResult{keyID: "fuzz", mode: mode, secret: secret}
 	if chacha {
 		c.res.flags |= flagChaCha20
 	}

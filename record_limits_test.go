@@ -38,7 +38,7 @@ func newTestRecordWriter(t testing.TB, c *Conn) *testRecordWriter {
 	w := &testRecordWriter{
 		t:      t,
 		c:      c,
-		sealed: c.res.mode == byte(ModeSealed),
+		sealed: c.res.mode == ModeSealed,
 		chacha: c.res.flags&flagChaCha20 != 0,
 		secret: expandLabel(c.res.secret, label, 32),
 	}

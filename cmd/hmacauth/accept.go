@@ -43,3 +43,37 @@ func sleep(d time.Duration, done <-chan struct{}) bool {
 		return false
 	}
 }
+
+// acceptLoop accepts connections until the listener is closed; t.capped
+// holds a -max-conns slot for each, which serve gives back.
+func (t *tunnel) acceptLoop() error {
+	var backoff time.Duration
+	for {
+		c, err := t.capped.Accept()
+		if err != nil {
+			if errors.Is(err, errCapQuit) {
+				return nil
+			}
+			select {
+			case <-t.stopping:
+				return nil
+			default:
+			}
+			if !isTemporary(err) {
+				return err
+			}
+			// Out of file descriptors, say: wait for connections to end
+			// rather than spin or quit.
+			backoff = acceptBackoff(backoff)
+			t.log.Warn("accept failed; retrying", "err", err.Error(), "retry_in", backoff.String())
+			if !sleep(backoff, t.capped.quit) {
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		t.wg.Add(1)
+		t.serving.Add(1) // here, not in serve: live() counts it at once
+		go t.serve(c)
+	}
+}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 )
@@ -14,7 +16,7 @@ const capLogEvery = 10 * time.Second
 // which an operator would otherwise see only as clients that hang. Each
 // wait is counted; it is logged at Info at most once per capLogEvery,
 // with the number of waits since the last record. Only the accept loop
-// calls reached.
+// (capListener.Accept) calls reached.
 type capWaits struct {
 	total atomic.Uint64 // every wait, for the metrics
 
@@ -40,3 +42,50 @@ func (w *capWaits) reached(log *slog.Logger, maxConns int, live int64) {
 		"max_conns", maxConns, "live", live, "waits", w.unlogged, "total_waits", w.total.Load())
 	w.logged, w.unlogged = t, 0
 }
+
+// errCapQuit is capListener.Accept's error when its quit channel ends a
+// wait for a slot.
+var errCapQuit = errors.New("stopped waiting for a free -max-conns slot")
+
+// capListener accepts at most cap(slots) connections at once, as
+// netutil.LimitListener does, with two differences the tunnel needs.
+// LimitListener hands out each connection wrapped in a type of its own
+// that gives the slot back on Close, which would hide the *hmacauth.Conn a
+// server's serve reads the handshake's state from, the *net.TCPConn whose
+// SetLinger abort resets and whose CloseWrite passes on a half-close, and
+// the io.ReaderFrom and io.WriterTo that let io.Copy splice; here the
+// connection is handed out as accepted and serve gives the slot back with
+// release. And LimitListener waits for a slot unseen, where Accept calls
+// full first, which counts and logs the wait (capWaits).
+type capListener struct {
+	net.Listener
+	slots chan struct{}
+	// quit ends a wait for a slot (Accept returns errCapQuit) and
+	// acceptLoop's backoff after a temporary Accept error.
+	quit <-chan struct{}
+	full func() // called when Accept must wait for a slot
+}
+
+// Accept waits for a free slot, then accepts a connection, which holds the
+// slot until release.
+func (l *capListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		l.full()
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.quit:
+			return nil, errCapQuit
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	return c, nil
+}
+
+// release gives back the slot of a connection Accept returned.
+func (l *capListener) release() { <-l.slots }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"log/slog"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -41,3 +44,29 @@ func TestCapWaitsRateLimited(t *testing.T) {
 		t.Errorf("total waits %d, want 6", n)
 	}
 }
+
+func TestTunnelMaxConns(t *testing.T) {
+	p := startPair(t, startEcho(t), nil, []string{"-max-conns", "1"})
+	first := dial(t, p.client.addr)
+	checkEcho(t, first, "first")
+	second := dial(t, p.client.addr) // waits in the listen backlog
+	io.WriteString(second, "second")
+	second.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := second.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) && !isTimeout(err) {
+		t.Fatalf("a connection over -max-conns was served while the first is open: read %d, %v", n, err)
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(bound))
+	b := make([]byte, len("second"))
+	if _, err := io.ReadFull(second, b); err != nil || string(b) != "second" {
+		t.Fatalf("after the first connection closed: got %q, %v", b, err)
+	}
+	// The client said it waited, once: the second wait came less than
+	// capLogEvery after the first.
+	if rs := p.client.find(capReachedMsg, nil); len(rs) != 1 || rs[0]["level"] != "INFO" || rs[0]["max_conns"] != 1.0 {
+		t.Errorf("records %q: %v, want one at INFO with max_conns 1", capReachedMsg, rs)
+	}
+}
+
+// capReachedMsg is the message of capWaits' record.
+const capReachedMsg = "-max-conns reached: new connections wait in the listen backlog until one ends; raise -max-conns if this is not expected"

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,64 +123,6 @@ func TestTunnelModes(t *testing.T) {
 	}
 }
 
-// TestTunnelHalfClose checks that an end of stream crosses the tunnel in
-// both directions, each while the other direction still carries data.
-func TestTunnelHalfClose(t *testing.T) {
-	for _, mode := range []string{"auth", "sealed"} {
-		t.Run(mode, func(t *testing.T) { testHalfClose(t, []string{"-mode", mode}) })
-	}
-}
-
-func testHalfClose(t *testing.T, flags []string) {
-	t.Run("client first", func(t *testing.T) {
-		// The target answers only after it has read to the end of stream.
-		target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-			b, err := io.ReadAll(c)
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "read %d bytes: %s", len(b), b)
-			c.(*net.TCPConn).CloseWrite()
-		})
-		p := startPair(t, target, flags, flags)
-		c := dial(t, p.client.addr)
-		io.WriteString(c, "request")
-		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(c)
-		if err != nil || string(got) != "read 7 bytes: request" {
-			t.Fatalf("after half-closing: got %q, %v; want the target's answer then EOF", got, err)
-		}
-	})
-	t.Run("target first", func(t *testing.T) {
-		// The target greets, half-closes, then reads to the end of stream.
-		received := make(chan string, 1)
-		target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-			io.WriteString(c, "greeting")
-			c.(*net.TCPConn).CloseWrite()
-			b, _ := io.ReadAll(c)
-			received <- string(b)
-		})
-		p := startPair(t, target, flags, flags)
-		c := dial(t, p.client.addr)
-		got, err := io.ReadAll(c)
-		if err != nil || string(got) != "greeting" {
-			t.Fatalf("reading from a target that half-closed: got %q, %v; want the greeting then EOF", got, err)
-		}
-		io.WriteString(c, "data after the target's end of stream")
-		c.(*net.TCPConn).CloseWrite()
-		select {
-		case r := <-received:
-			if r != "data after the target's end of stream" {
-				t.Fatalf("target received %q", r)
-			}
-		case <-time.After(bound):
-			t.Fatal("the target never saw the client's end of stream")
-		}
-	})
-}
-
 func TestTunnelWrongKey(t *testing.T) {
 	dir := t.TempDir()
 	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), newKey(t, "app"))
@@ -269,155 +210,9 @@ func TestListenUnixSocketFile(t *testing.T) {
 	}
 }
 
-func TestTunnelMaxConns(t *testing.T) {
-	p := startPair(t, startEcho(t), nil, []string{"-max-conns", "1"})
-	first := dial(t, p.client.addr)
-	checkEcho(t, first, "first")
-	second := dial(t, p.client.addr) // waits in the listen backlog
-	io.WriteString(second, "second")
-	second.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if n, err := second.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) && !isTimeout(err) {
-		t.Fatalf("a connection over -max-conns was served while the first is open: read %d, %v", n, err)
-	}
-	first.Close()
-	second.SetReadDeadline(time.Now().Add(bound))
-	b := make([]byte, len("second"))
-	if _, err := io.ReadFull(second, b); err != nil || string(b) != "second" {
-		t.Fatalf("after the first connection closed: got %q, %v", b, err)
-	}
-	// The client said it waited, once: the second wait came less than
-	// capLogEvery after the first.
-	if rs := p.client.find(capReachedMsg, nil); len(rs) != 1 || rs[0]["level"] != "INFO" || rs[0]["max_conns"] != 1.0 {
-		t.Errorf("records %q: %v, want one at INFO with max_conns 1", capReachedMsg, rs)
-	}
-}
-
-// capReachedMsg is the message of capWaits' record.
-const capReachedMsg = "-max-conns reached: new connections wait in the listen backlog until one ends; raise -max-conns if this is not expected"
-
 func isTimeout(err error) bool {
 	ne, ok := errors.AsType[net.Error](err)
 	return ok && ne.Timeout()
-}
-
-func TestTunnelSIGTERMDrain(t *testing.T) {
-	for _, who := range []string{"client", "server"} {
-		t.Run(who, func(t *testing.T) {
-			p := startPair(t, startEcho(t), nil, nil)
-			stopped := p.client
-			if who == "server" {
-				stopped = p.server
-			}
-			live := dial(t, p.client.addr)
-			checkEcho(t, live, "before")
-
-			// SIGINT (Ctrl-C) stops as SIGTERM does.
-			sig := syscall.SIGTERM
-			if who == "client" {
-				sig = syscall.SIGINT
-			}
-			stopped.signal(sig)
-			rec := stopped.waitLog("stopping: no longer accepting; draining live connections", nil)
-			if rec["live"] != float64(1) || rec.str("signal") != sig.String() {
-				t.Errorf("stopping on %v with %v live connections, want %v and 1", rec["signal"], rec["live"], sig)
-			}
-			// New connections are refused: by the kernel at a stopped client,
-			// by the client tunnel closing them at a stopped server.
-			if who == "client" {
-				if c, err := net.DialTimeout("tcp", p.client.addr, bound); err == nil {
-					c.Close()
-					t.Fatal("the stopping client tunnel still accepts connections")
-				}
-			} else {
-				waitRefused(t, func() bool {
-					c := dial(t, p.client.addr)
-					defer c.Close()
-					if got, err := roundTrip(c, "served?"); err == nil && got == "served?" {
-						return false
-					}
-					checkRefused(t, c)
-					return true
-				})
-			}
-			// The live connection still works both ways, to its end.
-			checkEcho(t, live, "during the drain")
-			live.(*net.TCPConn).CloseWrite()
-			if rest, err := io.ReadAll(live); err != nil || len(rest) != 0 {
-				t.Fatalf("end of the drained connection: %q, %v", rest, err)
-			}
-			if code := stopped.wait(); code != 0 {
-				t.Fatalf("%s exited %d after draining, want 0", who, code)
-			}
-			stopped.waitLog("stopped: all connections finished", nil)
-		})
-	}
-	t.Run("drain timeout", func(t *testing.T) {
-		p := startPair(t, startEcho(t), []string{"-drain-timeout", "100ms"}, nil)
-		live := dial(t, p.client.addr)
-		checkEcho(t, live, "before")
-		p.server.signal(syscall.SIGTERM)
-		if code := p.server.wait(); code != 0 {
-			t.Fatalf("server exited %d after the drain timeout, want 0", code)
-		}
-		p.server.waitLog("drain timeout: closing live connections", nil)
-		// The connection the server closed is closed at the client too.
-		if n, err := live.Read(make([]byte, 1)); err == nil {
-			t.Fatalf("read %d bytes from a connection closed at the drain timeout", n)
-		} else if isTimeout(err) {
-			t.Fatal("the connection closed at the drain timeout stays open at the client")
-		}
-	})
-}
-
-func TestTunnelSIGHUPReload(t *testing.T) {
-	dir := t.TempDir()
-	oldKey, newK := newKey(t, "old"), newKey(t, "new")
-	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), oldKey)
-	oldKeys := writeKeys(t, filepath.Join(dir, "old.keys"), oldKey)
-	newKeys := writeKeys(t, filepath.Join(dir, "new.keys"), newK)
-	target := startEcho(t)
-	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", serverKeys)
-	oldClient := startTunnel(t, "old client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", oldKeys)
-	newClient := startTunnel(t, "new client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", newKeys)
-
-	live := dial(t, oldClient.addr)
-	checkEcho(t, live, "old key, before the reload")
-	checkRefused(t, dial(t, newClient.addr))
-
-	reloads := 0
-	reload := func() logRecord {
-		t.Helper()
-		reloads++
-		server.signal(syscall.SIGHUP)
-		n := 0
-		return server.waitLog("keys reloaded", func(logRecord) bool { n++; return n == reloads })
-	}
-	// Rotate: the server takes the new key and drops the old one.
-	writeKeys(t, serverKeys, newK)
-	rec := reload()
-	if ids, _ := rec["keys"].([]any); !slices.Equal(ids, []any{"new"}) {
-		t.Errorf("reloaded keys %v, want [new]", rec["keys"])
-	}
-	checkEcho(t, dial(t, newClient.addr), "new key after the reload")
-	checkRefused(t, dial(t, oldClient.addr))
-	oldClient.waitLog("handshake with the server failed; closing the local connection", nil)
-	// The connection made with the old key is not touched.
-	checkEcho(t, live, "old key, after the reload")
-
-	// A broken key file keeps the keys in use.
-	writeKeysRaw(t, serverKeys, "new not-base64!\n")
-	server.signal(syscall.SIGHUP)
-	rec = server.waitLog("key reload failed; keeping the current keys", nil)
-	if !strings.Contains(errField(rec), "line 1") {
-		t.Errorf("reload error %q does not name the line", errField(rec))
-	}
-	checkEcho(t, dial(t, newClient.addr), "new key after a failed reload")
-
-	// The client side reloads too.
-	writeKeys(t, oldKeys, newK)
-	oldClient.signal(syscall.SIGHUP)
-	oldClient.waitLog("keys reloaded", nil)
-	checkEcho(t, dial(t, oldClient.addr), "client moved to the new key")
 }
 
 func writeKeysRaw(t testing.TB, path, content string) {
@@ -465,64 +260,6 @@ func chmod(t *testing.T, path string, mode os.FileMode) string {
 func writeKeysRawPath(t *testing.T, path, content string) string {
 	writeKeysRaw(t, path, content)
 	return path
-}
-
-func TestBadFlags(t *testing.T) {
-	base := []string{"-listen", "127.0.0.1:0", "-target", "127.0.0.1:1", "-keys", "k.keys"}
-	with := func(cmd string, extra ...string) []string {
-		return append(append([]string{cmd}, base...), extra...)
-	}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{nil, "no command given"},
-		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"server"}, "-listen is required"},
-		{[]string{"client", "-listen", "127.0.0.1:0", "-target", "127.0.0.1:1"}, "-keys is required"},
-		{with("client", "-bogus"), "flag provided but not defined: -bogus"},
-		{with("server", "-mode", "fast"), `unknown mode "fast"`},
-		{with("server", "-max-conns", "0"), "-max-conns is 0"},
-		{with("server", "-max-handshakes-per-ip", "-1"), "-max-handshakes-per-ip is -1"},
-		{with("client", "-max-handshakes-per-ip", "4"), "flag provided but not defined: -max-handshakes-per-ip"},
-		{with("server", "-handshake-timeout", "0s"), "-handshake-timeout is 0s"},
-		{with("server", "-connect-timeout", "soon"), "invalid value"},
-		{with("client", "-log-format", "xml"), `unknown format "xml"`},
-		{with("client", "-watch-keys", "-1s"), "-watch-keys is -1s"},
-		{with("client", "-key-share-lifetime", "-1s"), "-key-share-lifetime is -1s"},
-		{with("client", "-log-level", "loud"), `unknown level "loud"`},
-		{with("client", "stray"), `unexpected argument "stray"`},
-		{[]string{"keygen", "-force"}, "-force needs -o FILE"},
-		{[]string{"keygen", "-id", "has space"}, "printable ASCII"},
-		{[]string{"demo", "now"}, `unexpected argument "now"`},
-	} {
-		r := runBin(t, tc.args...)
-		if r.code != exitUsage {
-			t.Errorf("%s: exit %d, want %d", describe(tc.args), r.code, exitUsage)
-		}
-		if !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "Usage:") {
-			t.Errorf("%s: stderr %q; want %q and the usage", describe(tc.args), r.stderr, tc.want)
-		}
-	}
-}
-
-func TestHelpAndVersion(t *testing.T) {
-	for _, args := range [][]string{{"-version"}, {"server", "-version"}, {"client", "-version"}} {
-		r := runBin(t, args...)
-		if r.code != 0 || !strings.HasPrefix(r.stdout, "hmacauth ") || !strings.Contains(r.stdout, "go1.") {
-			t.Errorf("%s: exit %d, stdout %q; want 0 and \"hmacauth VERSION ... goX\"", describe(args), r.code, r.stdout)
-		}
-	}
-	r := runBin(t, "server", "-h")
-	for _, flag := range []string{"-listen", "-target", "-keys", "-mode", "-fs", "-key-share-lifetime", "-max-conns", "-handshake-timeout",
-		"-connect-timeout", "-keepalive", "-drain-timeout", "-watch-keys", "-max-handshakes-per-ip", "-unsafe-target", "-status", "-log-format", "-log-level", "-version", "SIGHUP", "unix:"} {
-		if !strings.Contains(r.stderr, flag) {
-			t.Errorf("server -h does not mention %s", flag)
-		}
-	}
-	if r.code != 0 {
-		t.Errorf("server -h exited %d, want 0", r.code)
-	}
 }
 
 // TestTunnelTargetDown: when the server cannot reach its target, the
@@ -596,21 +333,4 @@ func TestTunnelPerIPCap(t *testing.T) {
 	stalled.Close()
 	// The concurrent test covers the default: 32 handshakes at once from
 	// one IP all succeed.
-}
-
-// TestTunnelWatchKeys: with -watch-keys, replacing the key file is enough.
-func TestTunnelWatchKeys(t *testing.T) {
-	dir := t.TempDir()
-	oldKey, newK := newKey(t, "old"), newKey(t, "new")
-	serverKeys := writeKeys(t, filepath.Join(dir, "server.keys"), oldKey)
-	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", serverKeys, "-watch-keys", "20ms")
-	client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", server.addr, "-keys", writeKeys(t, filepath.Join(dir, "new.keys"), newK))
-	checkRefused(t, dial(t, client.addr))
-
-	writeKeys(t, serverKeys, oldKey, newK)
-	server.waitLog("hmacauth: loaded key file", func(r logRecord) bool {
-		ids, _ := r["key_ids"].([]any)
-		return slices.Equal(ids, []any{"old", "new"})
-	})
-	checkEcho(t, dial(t, client.addr), "picked up without a signal")
 }
