@@ -74,8 +74,8 @@ type Config struct {
 	// HandshakeTimeout bounds one handshake, on either side, in addition to
 	// any context or connection deadline. Zero means
 	// DefaultHandshakeTimeout (5 s); a negative value means no bound (a
-	// server handshake without any deadline then makes its own X25519 key
-	// share, see KeyShareLifetime).
+	// server handshake whose context has no deadline then makes its own
+	// X25519 key share, see KeyShareLifetime).
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting

@@ -94,7 +94,7 @@ func TestServerHelloErrorPrecedence(t *testing.T) {
 			cfg := &Config{Keys: []Key{protoKey()}}
 			rc, rs := pipeTCP(t)
 			c := Client(rc, cfg)
-			c.rp.chacha = tc.chacha
+			c.testingOnlyNoAES = tc.chacha
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
