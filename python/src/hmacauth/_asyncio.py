@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union, cast
 
 from ._context import Context, Mode
 from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
@@ -93,7 +93,7 @@ class _AppTransport(asyncio.Transport):
         self._p._tcp.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._p._tcp.get_write_buffer_size()
+        return int(self._p._tcp.get_write_buffer_size())
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "hmacauth":
@@ -103,7 +103,7 @@ class _AppTransport(asyncio.Transport):
         return self._p._tcp.get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._p._app = protocol
+        self._p._app = cast(asyncio.Protocol, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._p._app
@@ -154,7 +154,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
     # -- the handshake ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tcp = transport
+        self._tcp = cast(asyncio.Transport, transport)
         self._peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -191,6 +191,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         else:
             kw = {"rand": rand} if rand else {}
             ks = ctx._keyset.first
+            assert ks is not None  # a KeySet is never empty
             self._hs = ClientHandshake(
                 ks, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
                 shares=ctx._shares if lifetime else None, share_lifetime=lifetime or 0.0, **kw,
@@ -425,7 +426,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
             err = ProtocolError("the server closed the connection in the middle of its ServerHello")
         self._fail(err)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._cancel_timer()
         if self._state == "sh":
             if isinstance(exc, ConnectionResetError):
@@ -547,11 +548,16 @@ async def open_connection(
     gives the ConnectionState (key_id, mode, exporter)."""
     if context is None:
         raise TypeError("open_connection needs an hmacauth Context")
+    ctx = context
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     app = asyncio.StreamReaderProtocol(reader, loop=loop)
     waiter: "asyncio.Future[_AppTransport]" = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: _HmacAuthProtocol(context, False, app, waiter), host, port, **kwds)
+    # host and port are None when kwds has sock=, which the stub's
+    # overloads of create_connection cannot express with Optional.
+    transport, _ = await loop.create_connection(
+        lambda: _HmacAuthProtocol(ctx, False, app, waiter), host, port, **kwds  # type: ignore[arg-type]
+    )
     try:
         app_transport = await waiter
     except BaseException:

@@ -6,11 +6,14 @@ import enum
 import platform
 import socket
 import threading
-from typing import Any, Callable, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
 
 from ._errors import ConfigError
 from ._handshake import ClientNonces, KeySet, KeyShares
 from ._keys import Key
+
+if TYPE_CHECKING:
+    from ._socket import HmacAuthSocket
 
 __all__ = [
     "Mode",
@@ -177,7 +180,7 @@ class Context:
     def __reduce__(self):  # type: ignore[no-untyped-def]
         raise TypeError("hmacauth.Context is not picklable: it holds secrets")
 
-    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True) -> Any:
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True) -> "HmacAuthSocket":
         """Runs the handshake on the connected socket sock (unless
         do_handshake_on_connect is false: then call do_handshake()) and
         returns an HmacAuthSocket that takes over sock. On a failed
