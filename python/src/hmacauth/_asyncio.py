@@ -10,7 +10,7 @@ import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, Union, cast
 
 from ._context import Context, Mode
-from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
+from ._errors import AuthFailed, ConfigError, HandshakeTimeout, HmacAuthError, ProtocolError, quote
 from ._handshake import (
     CLIENT_FINISHED_LEN,
     CLIENT_HELLO_LEN,
@@ -188,17 +188,22 @@ class _HmacAuthProtocol(asyncio.Protocol):
         ctx = self._ctx
         lifetime = ctx.key_share_lifetime
         rand = ctx._testing_only_rand
+        try:
+            keyset = ctx._keyset
+        except ConfigError as e:  # an empty Keyring
+            self._fail(e)
+            return
         if self._server:
             kw: Dict[str, Any] = {"rand": rand} if rand else {}
             self._hs = ServerHandshake(
-                ctx._keyset, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
+                keyset, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
                 shares=ctx._shares if lifetime and ctx.handshake_timeout is not None else None,
                 share_lifetime=lifetime or 0.0, nonces=ctx._nonces, **kw,
             )
             self._state = "ch"
         else:
             kw = {"rand": rand} if rand else {}
-            ks = ctx._keyset.first
+            ks = keyset.first
             assert ks is not None  # a KeySet is never empty
             self._hs = ClientHandshake(
                 ks, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
