@@ -276,6 +276,35 @@ class AsyncioTests(unittest.TestCase):
             with self.subTest(serve_forever=forever):
                 self.run_async(main(forever))
 
+    def test_keyring(self) -> None:
+        # The server takes the Keyring's keys at each handshake; an empty
+        # Keyring fails a handshake with ConfigError, on either side.
+        async def main() -> None:
+            old, new = make_key("old"), make_key("new")
+            ring = hmacauth.Keyring([old])
+            events = []
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, Context(keyring=ring, on_handshake=events.append))
+            port = srv.sockets[0].getsockname()[1]
+            with self.assertRaises(hmacauth.AuthFailed):
+                await hmacauth.open_connection("127.0.0.1", port, Context([new]))
+            ring.set([old, new])
+            reader, writer = await hmacauth.open_connection("127.0.0.1", port, Context([new]))
+            self.assertEqual(writer.get_extra_info("connection_state").key_id, "new")
+            writer.close()
+            await writer.wait_closed()
+            with self.assertRaises(hmacauth.ConfigError):
+                await hmacauth.open_connection("127.0.0.1", port, Context(keyring=hmacauth.Keyring()))
+            srv.close()
+            await srv.wait_closed()
+            empty = await hmacauth.start_server(echo, "127.0.0.1", 0, Context(keyring=hmacauth.Keyring(), on_handshake=events.append))
+            with self.assertRaises(hmacauth.AuthFailed):
+                await hmacauth.open_connection("127.0.0.1", empty.sockets[0].getsockname()[1], Context([old]))
+            empty.close()
+            await empty.wait_closed()
+            self.assertIsInstance(events[-1].error, hmacauth.ConfigError)
+
+        self.run_async(main())
+
     def test_1000_connections_good_and_bad(self) -> None:
         async def main() -> None:
             k = make_key()
