@@ -9,7 +9,7 @@ import hmac
 import secrets
 import threading
 import time
-from typing import Callable, Dict, Iterable, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
 
 from ._errors import AuthFailed, ConfigError, ExportError, ProtocolError, quote
 from ._keys import MAX_KEY_ID_LEN, Key
@@ -120,7 +120,7 @@ def check_header(b: bytes, want: int, name: str) -> None:
 
 # X25519 comes from the 'cryptography' package, imported only when a
 # handshake uses forward secrecy.
-def _x25519():  # type: ignore[no-untyped-def]
+def _x25519() -> Tuple[Any, Any, Any, Any]:
     try:
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -150,7 +150,7 @@ class KeyPair:
             raise ProtocolError("X25519 share is a low-order point") from None
         if dh == bytes(32):
             raise ProtocolError("X25519 share is a low-order point")
-        return dh
+        return bytes(dh)
 
 
 class KeyShares:

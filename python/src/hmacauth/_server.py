@@ -241,7 +241,8 @@ class Listener:
 
     @property
     def address(self) -> Tuple[str, int]:
-        return self._sock.getsockname()[:2]
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
 
     def close(self) -> None:
         """Stops accepting, closes the listening socket, the connections
