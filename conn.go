@@ -88,7 +88,10 @@ func (c *Conn) Handshake() error {
 // when ctx is done, the handshake times out, or the peer fails. Deadlines
 // set on the Conn also bound the handshake, which leaves them in force; if
 // ctx or Config.HandshakeTimeout ends it, the underlying connection's
-// deadline is left in the past. The connection is not closed on failure.
+// deadline is left in the past. The connection is not closed on failure,
+// except one that refuses deadlines (its SetDeadline fails, as on
+// x/crypto/ssh channels): ctx or the timeout ending the handshake closes
+// it, the only way to end its pending I/O, as crypto/tls does.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsDone.Load() {
 		return c.hsErr
@@ -162,6 +165,10 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 			// Done just as the time ran out, which left the deadline in
 			// the past.
 			err = netx.TimedOut(os.ErrDeadlineExceeded, ErrHandshakeTimeout, start)
+		} else if !errors.Is(err, ErrHandshakeTimeout) {
+			// The connection refused deadlines, so Interrupt closed it:
+			// its I/O failed with the close, not a deadline.
+			err = fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(start).Round(time.Millisecond), err)
 		}
 	}()
 
