@@ -470,7 +470,7 @@ func makeRecordVectors(t *testing.T) []recordVector {
 		}
 		mc := &memConn{}
 		c := recordConnSecret(mc, mode, chacha, true, secret)
-		c.rl.updateAt = 10
+		c.rl.testingOnlyKeyUpdateBytes = 10
 		for _, p := range vectorPayloads {
 			c.Write([]byte(p))
 		}

@@ -33,17 +33,21 @@ func Earliest(a, b time.Time) time.Time {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // Interrupt arranges that ctx being done interrupts conn's pending and
-// future I/O, by moving its deadline into the past. The returned stop
-// undoes the arrangement and reports whether ctx interrupted the I/O; it
-// returns only once an interruption has finished, so the caller may then
-// set deadlines safely.
+// future I/O, by moving its deadline into the past; a conn that refuses
+// deadlines (its SetDeadline fails, as on x/crypto/ssh channels) it closes
+// instead, as crypto/tls does, since nothing else unblocks its I/O. The
+// returned stop undoes the arrangement and reports whether ctx interrupted
+// the I/O; it returns only once an interruption has finished, so the
+// caller may then set deadlines safely.
 func Interrupt(ctx context.Context, conn net.Conn) (stop func() (interrupted bool)) {
 	if ctx.Done() == nil {
 		return func() bool { return false }
 	}
 	done := make(chan struct{})
 	stopFunc := context.AfterFunc(ctx, func() {
-		conn.SetDeadline(aLongTimeAgo)
+		if conn.SetDeadline(aLongTimeAgo) != nil {
+			conn.Close()
+		}
 		close(done)
 	})
 	return func() bool {
