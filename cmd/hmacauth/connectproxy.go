@@ -29,12 +29,12 @@ const maxConnectResponse = 16 << 10
 // Refusals of the CONNECT exchange; errors.Is matches the errors of
 // connectProxy.dial against them.
 var (
-	errProxyAuth      = errors.New("the proxy requires authentication")
-	errProxyForbidden = errors.New("the proxy refused the CONNECT (403 Forbidden)")
-	errProxyGateway   = errors.New("the proxy could not connect to the target")
-	errProxyRefused   = errors.New("the proxy refused the CONNECT")
-	errProxyNotHTTP   = errors.New("the proxy's answer is not HTTP")
-	errProxyTooLarge  = errors.New("the proxy's answer to CONNECT is too large")
+	errConnectAuth      = errors.New("the proxy requires authentication")
+	errConnectForbidden = errors.New("the proxy refused the CONNECT (403 Forbidden)")
+	errConnectGateway   = errors.New("the proxy could not connect to the target")
+	errConnectRefused   = errors.New("the proxy refused the CONNECT")
+	errConnectNotHTTP   = errors.New("the proxy's answer is not HTTP")
+	errConnectTooLarge  = errors.New("the proxy's answer to CONNECT is too large")
 )
 
 // connectProxy reaches the client's target through an HTTP proxy with
@@ -160,11 +160,11 @@ func readConnectResponse(r io.Reader, sentAuth bool) ([]byte, error) {
 		case errors.As(err, &ne) && ne.Timeout():
 			return nil, err
 		case lr.N == 0:
-			return nil, fmt.Errorf("%w: more than %d bytes without the end of its header", errProxyTooLarge, maxConnectResponse)
+			return nil, fmt.Errorf("%w: more than %d bytes without the end of its header", errConnectTooLarge, maxConnectResponse)
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return nil, fmt.Errorf("%w: the proxy closed the connection before the end of its answer; is -connect-proxy the address of an HTTP proxy?", errProxyNotHTTP)
+			return nil, fmt.Errorf("%w: the proxy closed the connection before the end of its answer; is -connect-proxy the address of an HTTP proxy?", errConnectNotHTTP)
 		}
-		return nil, fmt.Errorf("%w (%v); is -connect-proxy the address of an HTTP proxy (not SOCKS, not TLS)?", errProxyNotHTTP, err)
+		return nil, fmt.Errorf("%w (%v); is -connect-proxy the address of an HTTP proxy (not SOCKS, not TLS)?", errConnectNotHTTP, err)
 	}
 	// The body of a refusal is not read: the connection is closed.
 	status := resp.Status
@@ -176,16 +176,16 @@ func readConnectResponse(r io.Reader, sentAuth bool) ([]byte, error) {
 		return rest, nil
 	case (code == http.StatusProxyAuthRequired || code == http.StatusUnauthorized) && sentAuth:
 		// tinyproxy refuses wrong credentials with 401.
-		return nil, fmt.Errorf("%w: it refused the credentials given (%s); check the user and password in -connect-proxy or %s", errProxyAuth, status, proxyAuthEnv)
+		return nil, fmt.Errorf("%w: it refused the credentials given (%s); check the user and password in -connect-proxy or %s", errConnectAuth, status, proxyAuthEnv)
 	case code == http.StatusProxyAuthRequired:
-		return nil, fmt.Errorf("%w (%s): give credentials as -connect-proxy http://user:password@host:port or in %s=user:password", errProxyAuth, status, proxyAuthEnv)
+		return nil, fmt.Errorf("%w (%s): give credentials as -connect-proxy http://user:password@host:port or in %s=user:password", errConnectAuth, status, proxyAuthEnv)
 	case code == http.StatusForbidden:
-		return nil, fmt.Errorf("%w: its rules do not allow this target; the proxy must allow CONNECT to the target's port (tinyproxy: ConnectPort; squid: SSL_ports and http_access)", errProxyForbidden)
+		return nil, fmt.Errorf("%w: its rules do not allow this target; the proxy must allow CONNECT to the target's port (tinyproxy: ConnectPort; squid: SSL_ports and http_access)", errConnectForbidden)
 	case code == http.StatusInternalServerError, code == http.StatusBadGateway, code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
 		// tinyproxy answers an unreachable target with 500.
-		return nil, fmt.Errorf("%w (%s): is the hmacauth server at -target listening, and reachable from the proxy's host?", errProxyGateway, status)
+		return nil, fmt.Errorf("%w (%s): is the hmacauth server at -target listening, and reachable from the proxy's host?", errConnectGateway, status)
 	}
-	return nil, fmt.Errorf("%w: %s", errProxyRefused, status)
+	return nil, fmt.Errorf("%w: %s", errConnectRefused, status)
 }
 
 // prefixConn is a connection whose first bytes were read already.
@@ -292,14 +292,14 @@ func (o *tunnelOptions) setConnectProxy(raw, envAuth, noProxyList string) error 
 		o.proxyBypassed = true
 		return nil
 	}
-	o.proxy = p
+	o.connectProxy = p
 	return nil
 }
 
 // dialTarget connects to the target with d, through the -connect-proxy of
 // a client that has one.
 func (t *tunnel) dialTarget(ctx context.Context, d *net.Dialer) (net.Conn, error) {
-	if p := t.opts.proxy; p != nil {
+	if p := t.opts.connectProxy; p != nil {
 		return p.dial(ctx, d, t.targetAddr)
 	}
 	return d.DialContext(ctx, t.targetNet, t.targetAddr)
@@ -309,8 +309,8 @@ func (t *tunnel) dialTarget(ctx context.Context, d *net.Dialer) (net.Conn, error
 // or excluded from one (never the credentials).
 func logConnectProxy(log *slog.Logger, o *tunnelOptions) {
 	switch {
-	case o.proxy != nil:
-		log.Info("reaching the server through an HTTP proxy (CONNECT)", "proxy", o.proxy.addr, "target", o.target, "proxy_auth", o.proxy.auth != "")
+	case o.connectProxy != nil:
+		log.Info("reaching the server through an HTTP proxy (CONNECT)", "proxy", o.connectProxy.addr, "target", o.target, "proxy_auth", o.connectProxy.auth != "")
 	case o.proxyBypassed:
 		log.Info("NO_PROXY lists the target: connecting to it directly, not through -connect-proxy", "target", o.target)
 	}

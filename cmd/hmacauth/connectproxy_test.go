@@ -190,17 +190,17 @@ func TestConnectProxyTinyproxy(t *testing.T) {
 	t.Run("407 without credentials", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, serverPort, "alice", "s3cret")
-		refused(t, client(t, "http://"+tp.addr), errProxyAuth, proxyAuthEnv)
+		refused(t, client(t, "http://"+tp.addr), errConnectAuth, proxyAuthEnv)
 	})
 	t.Run("407 with wrong credentials", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, serverPort, "alice", "s3cret")
-		refused(t, client(t, "http://alice:wrong@"+tp.addr), errProxyAuth, "refused the credentials")
+		refused(t, client(t, "http://alice:wrong@"+tp.addr), errConnectAuth, "refused the credentials")
 	})
 	t.Run("403 port not allowed", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, "1", "", "")
-		refused(t, client(t, "http://"+tp.addr), errProxyForbidden, "ConnectPort")
+		refused(t, client(t, "http://"+tp.addr), errConnectForbidden, "ConnectPort")
 	})
 }
 
@@ -362,12 +362,12 @@ func TestConnectProxyExchange(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 Connection established\r\nX-A: b\r\n\r\nearly bytes")
 			io.Copy(c, c)
 		}, nil},
-		{"407", write("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=x\r\nContent-Length: 3\r\n\r\nno\n"), errProxyAuth},
-		{"403", write("HTTP/1.0 403 Forbidden\r\n\r\n"), errProxyForbidden},
-		{"502", write("HTTP/1.1 502 Bad Gateway\r\n\r\n"), errProxyGateway},
-		{"418", write("HTTP/1.1 418 I'm a teapot\r\n\r\n"), errProxyRefused},
-		{"not HTTP", write("SSH-2.0-OpenSSH_9.2\r\n"), errProxyNotHTTP},
-		{"closed", func(net.Conn) {}, errProxyNotHTTP},
+		{"407", write("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=x\r\nContent-Length: 3\r\n\r\nno\n"), errConnectAuth},
+		{"403", write("HTTP/1.0 403 Forbidden\r\n\r\n"), errConnectForbidden},
+		{"502", write("HTTP/1.1 502 Bad Gateway\r\n\r\n"), errConnectGateway},
+		{"418", write("HTTP/1.1 418 I'm a teapot\r\n\r\n"), errConnectRefused},
+		{"not HTTP", write("SSH-2.0-OpenSSH_9.2\r\n"), errConnectNotHTTP},
+		{"closed", func(net.Conn) {}, errConnectNotHTTP},
 		{"endless header", func(c net.Conn) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\n")
 			for range 2 * maxConnectResponse / 16 {
@@ -375,7 +375,7 @@ func TestConnectProxyExchange(t *testing.T) {
 					return
 				}
 			}
-		}, errProxyTooLarge},
+		}, errConnectTooLarge},
 		{"silence", func(c net.Conn) { io.Copy(io.Discard, c) }, context.DeadlineExceeded},
 	} {
 		t.Run(c.name, func(t *testing.T) {

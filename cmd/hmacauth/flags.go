@@ -89,9 +89,9 @@ type tunnelOptions struct {
 	// networks a PROXY header is read from (nil: none).
 	proxyProtocol   byte
 	acceptProxyFrom []netip.Prefix
-	// proxy is the -connect-proxy of a client, nil when none is given or
-	// NO_PROXY excludes the target (proxyBypassed).
-	proxy         *connectProxy
+	// connectProxy is the -connect-proxy of a client, nil when none is
+	// given or NO_PROXY excludes the target (proxyBypassed).
+	connectProxy  *connectProxy
 	proxyBypassed bool
 	noSandbox     bool
 
@@ -117,7 +117,7 @@ type tunnelFlags struct {
 	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
 	proxyProtocolName, proxyFrom string
 	acceptProxy                  bool
-	connectProxy                 string
+	connectProxyURL              string
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -131,7 +131,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 		fset.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
-		fset.StringVar(&f.connectProxy, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
+		fset.StringVar(&f.connectProxyURL, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&f.modeName, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -208,8 +208,8 @@ func (f *tunnelFlags) validate(r role) error {
 	case f.keepAlive < 0:
 		return fmt.Errorf("-keepalive is %v; it must not be negative (0 turns keepalives off)", f.keepAlive)
 	}
-	if f.connectProxy != "" {
-		if err := o.setConnectProxy(f.connectProxy, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
+	if f.connectProxyURL != "" {
+		if err := o.setConnectProxy(f.connectProxyURL, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
 			return fmt.Errorf("-connect-proxy: %w", err)
 		}
 	}

@@ -96,8 +96,8 @@ func (t *tunnel) sandboxRules() (read sandboxPaths, ports []uint16) {
 		read.files = append(read.files, "/proc/stat")
 	}
 	dialed := t.opts.target
-	if t.opts.proxy != nil {
-		dialed = t.opts.proxy.addr
+	if t.opts.connectProxy != nil {
+		dialed = t.opts.connectProxy.addr
 	}
 	if network, address := parseAddr(dialed); network == "tcp" {
 		host, port, err := net.SplitHostPort(address)

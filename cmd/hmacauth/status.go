@@ -83,9 +83,10 @@ func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
 	if t.opts.statusPprof {
 		// Index also serves the named profiles: /debug/pprof/heap and so on.
 		// A profile or trace of ?seconds=N extends its own write deadline
-		// past the server's WriteTimeout by N.
+		// past the server's WriteTimeout by N. No pprof.Cmdline: the
+		// command line may hold the -connect-proxy password, and the
+		// status port shows no secret (Index answers 404 for it).
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
