@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -52,6 +53,14 @@ func parseConnectProxy(raw, envAuth string) (*connectProxy, error) {
 	if err != nil {
 		// url's error repeats the URL, which may hold a password.
 		return nil, errors.New("not a URL; use http://host:port or http://user:password@host:port")
+	}
+	if u.User == nil {
+		if _, rest, ok := strings.Cut(raw, "//"); ok && strings.Contains(rest, "@") {
+			// url took the password's "/", "#" or "?" for the end of the
+			// host: the rest of the URL, password included, is a path,
+			// query or fragment, which no message may repeat.
+			return nil, errors.New("the URL has an '@' but no user:password before the host: percent-encode / # ? in the password (%2F %23 %3F), or give the credentials in " + proxyAuthEnv)
+		}
 	}
 	switch {
 	case u.Scheme == "https":
@@ -212,13 +221,11 @@ func (c *prefixConn) CloseWrite() error {
 	return nil
 }
 
-// noProxyEnv returns the NO_PROXY setting of the environment: NO_PROXY, or
-// no_proxy when that is unset, as curl and Go's net/http read them.
+// noProxyEnv returns the NO_PROXY setting of the environment: no_proxy,
+// or NO_PROXY when that is unset or empty, as curl and Go's
+// golang.org/x/net/http/httpproxy read them.
 func noProxyEnv() string {
-	if v, ok := os.LookupEnv("NO_PROXY"); ok {
-		return v
-	}
-	return os.Getenv("no_proxy")
+	return cmp.Or(os.Getenv("no_proxy"), os.Getenv("NO_PROXY"))
 }
 
 // noProxy reports whether target (host:port) is excluded from the proxy by
@@ -242,7 +249,7 @@ func noProxy(list, target string) bool {
 			return true
 		}
 		if pfx, err := netip.ParsePrefix(e); err == nil {
-			if ipErr == nil && pfx.Contains(hostIP.Unmap()) {
+			if ipErr == nil && unmapPrefix(pfx).Contains(hostIP.Unmap()) {
 				return true
 			}
 			continue

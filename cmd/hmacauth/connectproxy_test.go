@@ -108,10 +108,12 @@ func startTinyproxy(t *testing.T, connectPort, user, pass string) *tinyproxyProc
 }
 
 // clearProxyEnv gives the test's processes no NO_PROXY and no credentials
-// of the environment it runs in.
+// of the environment it runs in: unset, not empty, as a process started
+// without them sees them (t.Setenv restores them at the end).
 func clearProxyEnv(t *testing.T) {
 	for _, k := range []string{"NO_PROXY", "no_proxy", proxyAuthEnv} {
 		t.Setenv(k, "")
+		os.Unsetenv(k)
 	}
 }
 
@@ -228,6 +230,19 @@ func TestConnectProxyNoProxy(t *testing.T) {
 			checkEcho(t, dial(t, c.addr), "direct")
 		})
 	}
+	// no_proxy alone, and no_proxy before NO_PROXY, as curl and Go's
+	// httpproxy read them.
+	for _, env := range [][]string{{"no_proxy", "127.0.0.0/8"}, {"no_proxy", "127.0.0.1", "NO_PROXY", "example.com"}} {
+		t.Run("listed "+strings.Join(env, "="), func(t *testing.T) {
+			clearProxyEnv(t)
+			for i := 0; i < len(env); i += 2 {
+				t.Setenv(env[i], env[i+1])
+			}
+			c := client(t)
+			c.waitLog("NO_PROXY lists the target: connecting to it directly, not through -connect-proxy", nil)
+			checkEcho(t, dial(t, c.addr), "direct")
+		})
+	}
 	for _, list := range []string{"", "example.com", "127.0.0.2", "127.0.0.1:1"} {
 		t.Run("not listed "+list, func(t *testing.T) {
 			clearProxyEnv(t)
@@ -270,6 +285,9 @@ func TestNoProxy(t *testing.T) {
 		{"a.test,b.test c.test", "c.test:1", true},
 		{"127.0.0.1", "localhost:1", false},
 		{"127.0.0.1", "127.0.0.2:1", false},
+		{"::ffff:10.0.0.0/104", "10.1.2.3:1", true},
+		{"::ffff:10.0.0.0/104", "11.1.2.3:1", false},
+		{"::ffff:10.0.0.0/104", "[::ffff:10.1.2.3]:1", true},
 	} {
 		if got := noProxy(c.list, c.target); got != c.want {
 			t.Errorf("noProxy(%q, %q) = %v, want %v", c.list, c.target, got, c.want)
@@ -293,6 +311,10 @@ func TestParseConnectProxy(t *testing.T) {
 		{url: "http://alice:s3cret@proxy:3128", env: "bob:x", wantErr: "in one place"},
 		{url: "http://proxy:3128", env: "nocolon", wantErr: "user:password"},
 		{url: "http://alice:s3cret@proxy:3128\x7f", wantErr: "not a URL"},
+		// url.Parse ends the host at the password's '#' or '?'.
+		{url: "http://alice:1234#s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
+		{url: "http://alice:1234?s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
+		{url: "http://alice:1234/s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
 	} {
 		p, err := parseConnectProxy(c.url, c.env)
 		switch {

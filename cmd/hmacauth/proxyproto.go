@@ -89,12 +89,27 @@ func parseNetworks(s string) ([]netip.Prefix, error) {
 			}
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
-		out = append(out, p.Masked())
+		if p.Addr().Is4In6() && p.Bits() < 96 {
+			return nil, fmt.Errorf("-proxy-protocol-from: %q mixes IPv4-mapped and other IPv6 addresses; give the IPv4 network itself (::ffff:10.0.0.0/104 is 10.0.0.0/8)", f)
+		}
+		out = append(out, unmapPrefix(p).Masked())
 	}
 	if len(out) == 0 {
 		return nil, errors.New("-proxy-protocol-from lists no network")
 	}
 	return out, nil
+}
+
+// unmapPrefix returns p with an IPv4-mapped IPv6 network
+// (::ffff:10.0.0.0/104) as the IPv4 network it maps (10.0.0.0/8), since
+// the addresses it is matched against are unmapped. A 4-in-6 prefix of
+// fewer than 96 bits, which holds other IPv6 addresses too, is returned
+// as it is.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // validateProxy checks the PROXY protocol flags of role r and sets their

@@ -440,6 +440,26 @@ func TestAcceptProxyProtocol(t *testing.T) {
 	}
 }
 
+// TestParseNetworks checks that an IPv4-mapped network of
+// -proxy-protocol-from matches the IPv4 addresses it maps, as they are
+// matched unmapped, and that one that also holds other IPv6 addresses is
+// refused.
+func TestParseNetworks(t *testing.T) {
+	nets, err := parseNetworks("::ffff:10.0.0.0/104, ::ffff:192.0.2.1, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &proxyListener{trusted: nets}
+	for addr, want := range map[string]bool{"10.1.2.3": true, "11.1.2.3": false, "192.0.2.1": true, "192.0.2.2": false, "fd00::1": true, "::ffff:10.9.9.9": true} {
+		if got := l.isTrusted(&net.TCPAddr{IP: net.ParseIP(addr), Port: 1}); got != want {
+			t.Errorf("%s trusted by %v: %v, want %v", addr, nets, got, want)
+		}
+	}
+	if _, err := parseNetworks("::ffff:0:0/90"); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
+		t.Errorf("parseNetworks(::ffff:0:0/90): %v, want a refusal of the mixed network", err)
+	}
+}
+
 // TestProxyProtocolFlags checks the refusals of the PROXY protocol flags.
 func TestProxyProtocolFlags(t *testing.T) {
 	keys, _ := ppKeys(t)
