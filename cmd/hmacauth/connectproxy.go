@@ -1,5 +1,10 @@
 package main
 
+// -connect-proxy: a client tunnel reaches its server through an HTTP proxy
+// with CONNECT, its credentials from the URL or HMACAUTH_PROXY_AUTH, and
+// NO_PROXY's exclusions. net/http reads the proxy's answer; the hmacauth
+// handshake then runs through the tunnel end to end.
+
 import (
 	"bufio"
 	"cmp"
@@ -132,8 +137,8 @@ func (p *connectProxy) dial(ctx context.Context, d *net.Dialer, target string) (
 }
 
 // connect runs the CONNECT exchange on c, a connection to the proxy, and
-// returns the tunnel: c itself, or c behind the bytes that came after the
-// proxy's header.
+// returns the tunnel: c itself, or a *proxiedConn that first hands out the
+// bytes that came after the proxy's header.
 func (p *connectProxy) connect(c net.Conn, target string) (net.Conn, error) {
 	var req strings.Builder
 	fmt.Fprintf(&req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
@@ -148,10 +153,14 @@ func (p *connectProxy) connect(c net.Conn, target string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(rest) > 0 {
-		return &prefixConn{Conn: c, prefix: rest}, nil
+	if len(rest) == 0 {
+		return c, nil
 	}
-	return c, nil
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("the connection to the proxy is a %T, not TCP", c)
+	}
+	return &proxiedConn{TCPConn: tc, early: rest}, nil
 }
 
 // readConnectResponse reads the proxy's answer to CONNECT from r and
@@ -195,30 +204,6 @@ func readConnectResponse(r io.Reader, sentAuth bool) ([]byte, error) {
 		return nil, fmt.Errorf("%w (%s): is the hmacauth server at -target listening, and reachable from the proxy's host?", errConnectGateway, status)
 	}
 	return nil, fmt.Errorf("%w: %s", errConnectRefused, status)
-}
-
-// prefixConn is a connection whose first bytes were read already.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(b []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
-
-// CloseWrite half-closes the connection underneath, as pipe does with the
-// plain *net.TCPConn.
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }
 
 // noProxyEnv returns the NO_PROXY setting of the environment: no_proxy,

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -490,4 +491,39 @@ func FuzzReadConnectResponse(f *testing.F) {
 			t.Fatalf("accepted %q", data)
 		}
 	})
+}
+
+// TestConnectProxyAbortResets checks that a tunnel through the proxy whose
+// answer came with bytes of the target is reset when the forwarding aborts
+// it (abort), as a plain TCP connection is, not closed with a FIN that the
+// server would take for an end of stream.
+func TestConnectProxyAbortResets(t *testing.T) {
+	readErr := make(chan error, 1)
+	addr, reqs := fakeProxy(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\nearly")
+		_, err := io.Copy(io.Discard, c)
+		readErr <- err
+	})
+	p, err := parseConnectProxy("http://"+addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{Timeout: bound}
+	conn, err := p.dial(context.Background(), &d, "127.0.0.1:1")
+	<-reqs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := conn.(*proxiedConn); !ok {
+		t.Fatalf("the tunnel with early bytes is a %T, want a *proxiedConn", conn)
+	}
+	abort(conn)
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the proxy read %v from the aborted tunnel, want a reset (ECONNRESET)", err)
+		}
+	case <-time.After(bound):
+		t.Fatal("the proxy saw no end of the aborted tunnel")
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -51,6 +52,11 @@ var (
 	errProxyHeader = errors.New("PROXY protocol: no valid PROXY header (v1 or v2) at the start of the connection within -handshake-timeout; check that the load balancer sends one (HAProxy send-proxy or send-proxy-v2, nginx proxy_protocol on)")
 	// errProxySend: the header could not be written to the target.
 	errProxySend = errors.New("PROXY protocol: cannot send the PROXY header to the target")
+	// errProxyHealthCheck: a load balancer's health check, not a client:
+	// a connection closed before its first byte, or closed after a header
+	// with the LOCAL command (v2) or UNKNOWN (v1). Logged at debug, not
+	// counted as a refusal.
+	errProxyHealthCheck = errors.New("PROXY protocol: a load balancer's health check (closed before any byte, or after a LOCAL or UNKNOWN header)")
 )
 
 // Refusal reasons, the "reason" label of proxy_protocol_refused_total.
@@ -185,10 +191,14 @@ type proxyListener struct {
 	log     *slog.Logger
 	slots   chan struct{}
 
-	ready  chan net.Conn // connections whose header was read
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	ready chan net.Conn // connections whose header was read
+	// tempErrs hands a temporary error of the inner Accept (EMFILE) to
+	// Accept, so that the hmacauth.Listener above backs off, counts it
+	// (accept_retries_total) and logs it, as with a plain listener.
+	tempErrs chan error
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	wg       sync.WaitGroup
 
 	untrusted, badHeader atomic.Uint64 // refusals, by reason
 
@@ -198,7 +208,7 @@ type proxyListener struct {
 
 func newProxyListener(inner net.Listener, trusted []netip.Prefix, timeout time.Duration, maxConns int, log *slog.Logger) *proxyListener {
 	l := &proxyListener{inner: inner, trusted: trusted, timeout: timeout, log: log,
-		slots: make(chan struct{}, maxConns), ready: make(chan net.Conn), conns: make(map[net.Conn]struct{})}
+		slots: make(chan struct{}, maxConns), ready: make(chan net.Conn), tempErrs: make(chan error), conns: make(map[net.Conn]struct{})}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -206,11 +216,14 @@ func newProxyListener(inner net.Listener, trusted []netip.Prefix, timeout time.D
 }
 
 // Accept returns the next connection whose PROXY header was read, a
-// *proxiedConn.
+// *proxiedConn, or a temporary error of the inner listener, which the
+// caller retries after a backoff.
 func (l *proxyListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
+	case err := <-l.tempErrs:
+		return nil, err
 	case <-l.ctx.Done():
 		return nil, context.Cause(l.ctx)
 	}
@@ -233,9 +246,11 @@ func (l *proxyListener) Close() error {
 // Addr returns the inner listener's address.
 func (l *proxyListener) Addr() net.Addr { return l.inner.Addr() }
 
+// acceptLoop accepts connections and starts the reading of their header.
+// A temporary error goes to Accept; the loop waits until it is taken, so
+// that the caller's backoff paces the retries.
 func (l *proxyListener) acceptLoop() {
 	defer l.wg.Done()
-	var backoff time.Duration
 	for {
 		select {
 		case l.slots <- struct{}{}:
@@ -249,16 +264,16 @@ func (l *proxyListener) acceptLoop() {
 				return
 			}
 			if isTemporary(err) {
-				backoff = acceptBackoff(backoff)
-				if sleep(backoff, l.ctx.Done()) {
+				select {
+				case l.tempErrs <- err:
 					continue
+				case <-l.ctx.Done():
+					return
 				}
-				return
 			}
 			l.cancel(fmt.Errorf("accept on %s: %w", l.inner.Addr(), err))
 			return
 		}
-		backoff = 0
 		if !l.isTrusted(c.RemoteAddr()) {
 			<-l.slots
 			l.refuse(c, c.RemoteAddr(), errProxyUntrusted)
@@ -330,12 +345,17 @@ func (l *proxyListener) readHeader(c net.Conn) {
 	}
 }
 
-// refuse closes c, refused for err, and logs and counts it.
+// refuse closes c, refused for err, and logs and counts it; a health
+// check is logged at debug only.
 func (l *proxyListener) refuse(c net.Conn, remote net.Addr, err error) {
 	c.Close()
-	if errors.Is(err, errProxyUntrusted) {
+	switch {
+	case errors.Is(err, errProxyHealthCheck):
+		l.log.Debug("load balancer health check", "remote", remote.String())
+		return
+	case errors.Is(err, errProxyUntrusted):
 		l.untrusted.Add(1)
-	} else {
+	default:
 		l.badHeader.Add(1)
 	}
 	l.log.Info("refused connection before the handshake", "remote", remote.String(), "reason", err.Error())
@@ -344,7 +364,10 @@ func (l *proxyListener) refuse(c net.Conn, remote net.Addr, err error) {
 // readProxyHeader reads the PROXY header at the start of c, within timeout
 // and maxProxyHeader bytes, and returns c with the header's addresses. A
 // header with the LOCAL command (a load balancer's health check) or
-// without addresses keeps c's own.
+// UNKNOWN (v1) keeps c's own addresses; other headers must carry TCP
+// addresses (a v2 header may also name UDP or Unix sockets, which no
+// client of a TCP listener has). A connection closed before its first
+// byte, or after a LOCAL or UNKNOWN header, is errProxyHealthCheck.
 func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -355,17 +378,30 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	}
 	// bufio reads past the header what has arrived (the start of the
 	// ClientHello), which Read hands out first.
-	br := bufio.NewReaderSize(io.LimitReader(c, maxProxyHeader), 256)
+	lr := &io.LimitedReader{R: c, N: maxProxyHeader}
+	br := bufio.NewReaderSize(lr, 256)
 	h, err := proxyproto.Read(br)
-	if err == nil {
-		err = c.SetReadDeadline(time.Time{})
-	}
 	if err != nil {
+		if lr.N == maxProxyHeader && (errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, syscall.ECONNRESET)) {
+			return nil, errProxyHealthCheck
+		}
 		return nil, fmt.Errorf("%w: %w", errProxyHeader, err)
 	}
-	pc := &proxiedConn{TCPConn: tc, remote: c.RemoteAddr(), local: c.LocalAddr()}
-	if h.Command.IsProxy() && h.SourceAddr != nil && h.DestinationAddr != nil {
+	pc := &proxiedConn{TCPConn: tc}
+	switch {
+	case h.Command.IsProxy() && (h.TransportProtocol == proxyproto.TCPv4 || h.TransportProtocol == proxyproto.TCPv6):
 		pc.remote, pc.local = h.SourceAddr, h.DestinationAddr
+	case h.Command.IsLocal(), h.TransportProtocol.IsUnspec():
+		// A health check closes here; a client's bytes follow. Waiting
+		// for the first of them costs nothing: the Listener reads it next.
+		if _, err := br.Peek(1); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return nil, errProxyHealthCheck
+		}
+	default:
+		return nil, fmt.Errorf("%w: the header names a %s connection, not TCP; check the load balancer's configuration", errProxyHeader, transportName(h.TransportProtocol))
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("%w: %w", errProxyHeader, err)
 	}
 	if n := br.Buffered(); n > 0 {
 		pc.early, _ = br.Peek(n)
@@ -373,17 +409,34 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	return pc, nil
 }
 
-// proxiedConn is a TCP connection whose PROXY header has been read: it
-// reports the client's addresses from the header and first hands out the
-// bytes read past it. It keeps the *net.TCPConn's methods (CloseWrite,
-// SetLinger, ReadFrom with splice) that the Listener and the forwarding use.
-type proxiedConn struct {
-	*net.TCPConn
-	remote, local net.Addr
-	early         []byte // read past the header; Read returns them first
+// transportName names a PROXY v2 address family and protocol for a
+// refusal.
+func transportName(p proxyproto.AddressFamilyAndProtocol) string {
+	switch {
+	case p.IsUnix() && p.IsStream():
+		return "Unix stream"
+	case p.IsUnix():
+		return "Unix datagram"
+	case p.IsDatagram():
+		return "UDP"
+	}
+	return fmt.Sprintf("0x%02X", byte(p))
 }
 
-// Read reads what came after the header.
+// proxiedConn is a TCP connection some of whose first bytes were read
+// already: past a PROXY header (-accept-proxy-protocol), or past a
+// proxy's answer to CONNECT (-connect-proxy). Read and WriteTo hand those
+// bytes out first. remote and local, when set, are the client's addresses
+// from the PROXY header. It keeps the *net.TCPConn's methods (CloseWrite,
+// SetLinger, ReadFrom with splice) that the Listener and the forwarding
+// use: abort resets it as a plain TCP connection.
+type proxiedConn struct {
+	*net.TCPConn
+	remote, local net.Addr // nil: the TCPConn's
+	early         []byte   // read already; Read returns them first
+}
+
+// Read hands out the bytes read already, then reads the connection.
 func (c *proxiedConn) Read(b []byte) (int, error) {
 	if len(c.early) > 0 {
 		n := copy(b, c.early)
@@ -393,8 +446,8 @@ func (c *proxiedConn) Read(b []byte) (int, error) {
 	return c.TCPConn.Read(b)
 }
 
-// WriteTo copies what came after the header to w, so that io.Copy does not
-// skip the early bytes through the *net.TCPConn's WriteTo.
+// WriteTo copies the bytes read already, then the connection, to w, so
+// that io.Copy does not skip them through the *net.TCPConn's WriteTo.
 func (c *proxiedConn) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	if len(c.early) > 0 {
@@ -408,17 +461,31 @@ func (c *proxiedConn) WriteTo(w io.Writer) (int64, error) {
 	return n + m, err
 }
 
-// RemoteAddr returns the client's address from the PROXY header.
-func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
+// RemoteAddr returns the client's address from the PROXY header, or the
+// connection's own.
+func (c *proxiedConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.TCPConn.RemoteAddr()
+}
 
-// LocalAddr returns the address the client connected to, from the header.
-func (c *proxiedConn) LocalAddr() net.Addr { return c.local }
+// LocalAddr returns the address the client connected to, from the PROXY
+// header, or the connection's own.
+func (c *proxiedConn) LocalAddr() net.Addr {
+	if c.local != nil {
+		return c.local
+	}
+	return c.TCPConn.LocalAddr()
+}
 
 // collector exports the refusals as proxy_protocol_refused_total.
 func (l *proxyListener) collector() prometheus.Collector {
 	return proxyCollector{l}
 }
 
+// proxyCollector is the Prometheus collector of a proxyListener's
+// refusals: it reads its counters at each scrape.
 type proxyCollector struct{ l *proxyListener }
 
 var descProxyRefused = prometheus.NewDesc(metricsNS+"_proxy_protocol_refused_total",
