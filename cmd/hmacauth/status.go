@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 )
@@ -135,6 +136,15 @@ func (s *statusServer) checkTarget() (time.Time, error) {
 			// drops it before it is accepted (TCP_DEFER_ACCEPT, Linux);
 			// elsewhere it counts under "other", not "protocol".
 			tc.SetLinger(0)
+		}
+		if v := s.t.opts.proxyProtocol; v != 0 && s.t.role == roleServer {
+			// A target that reads a PROXY header (nginx proxy_protocol)
+			// would log a connection without one as an error: the check
+			// says it is a health check, LOCAL (v2) or UNKNOWN (v1).
+			if b, err := (&proxyproto.Header{Version: v, Command: proxyproto.LOCAL}).Format(); err == nil {
+				c.SetWriteDeadline(time.Now().Add(d.Timeout))
+				c.Write(b)
+			}
 		}
 		c.Close()
 	}

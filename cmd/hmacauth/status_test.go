@@ -429,3 +429,23 @@ func TestStatusPprof(t *testing.T) {
 		t.Errorf("-status-pprof without -status: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestStatusTargetCheckProxyProtocol checks that with -proxy-protocol the
+// target check of /_status sends the target a health check header, LOCAL
+// (v2) or UNKNOWN (v1), which go-proxyproto's reader (as nginx) takes, not
+// a connection without a header.
+func TestStatusTargetCheckProxyProtocol(t *testing.T) {
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "pp"))
+	for _, v := range []string{"v1", "v2"} {
+		t.Run(v, func(t *testing.T) {
+			target, headers := startHeaderReader(t, "127.0.0.1")
+			p := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys,
+				"-status", "127.0.0.1:0", "-proxy-protocol", v)
+			waitStatus(t, p.statusAddr(), http.StatusOK)
+			h := recvHeader(t, headers)
+			if !h.Command.IsLocal() || h.Version != v[1]-'0' {
+				t.Errorf("the target check sent a header of version %d, command %v; want %s LOCAL", h.Version, h.Command, v)
+			}
+		})
+	}
+}
