@@ -136,7 +136,9 @@ func (f *tunnelFlags) validateProxy(r role) error {
 	case f.proxyFrom == "":
 		return errors.New("-accept-proxy-protocol needs -proxy-protocol-from: the networks of the load balancers trusted to send the header (anyone else could claim any address)")
 	}
-	if network, _ := parseAddr(o.listen); network != "tcp" {
+	// A socket systemd passes (systemd:NAME) is checked once taken
+	// (tunnel.listen).
+	if network, _ := parseAddr(o.listen); network != "tcp" && network != "systemd" {
 		return errors.New("-accept-proxy-protocol needs a TCP -listen address: the source networks of a Unix socket cannot be checked")
 	}
 	o.acceptProxyFrom, err = parseNetworks(f.proxyFrom)

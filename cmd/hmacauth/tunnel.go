@@ -180,6 +180,11 @@ func (t *tunnel) listen() (net.Listener, error) {
 		return ln, err
 	}
 	if t.opts.acceptProxyFrom != nil {
+		if _, ok := ln.Addr().(*net.TCPAddr); !ok {
+			ln.Close()
+			return nil, fmt.Errorf("-listen %s: the socket systemd passed is %s %s, not TCP, and -accept-proxy-protocol checks the source network of each connection: "+
+				"give the socket unit a host:port ListenStream=", t.opts.listen, ln.Addr().Network(), ln.Addr())
+		}
 		t.proxyIn = newProxyListener(ln, t.opts.acceptProxyFrom, t.opts.handshakeTimeout, t.opts.maxConns, t.log)
 		ln = t.proxyIn
 	}
