@@ -88,6 +88,10 @@ type tunnel struct {
 	// nil without.
 	proxyIn *proxyListener
 
+	// sandboxDirs are the directories the sandbox lets the process read
+	// (Linux); nil when it is not applied.
+	sandboxDirs []string
+
 	activated *activatedSockets // passed by systemd; nil unless an ADDR is systemd:NAME
 	notify    *notifier         // tells systemd the tunnel's state
 
