@@ -214,7 +214,7 @@ func endStopped(c net.Conn, finished bool) {
 // copyHalf copies src to dst until src ends, then half-closes dst so the
 // peer sees the end of stream too.
 func copyHalf(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
+	n, err := copyStream(dst, src)
 	if err != nil {
 		return n, err
 	}
@@ -222,4 +222,60 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		return n, cw.CloseWrite()
 	}
 	return n, nil
+}
+
+// smallCopyBuffer is the buffer copyStream forwards small messages through;
+// a read that fills it marks a bulk transfer.
+const smallCopyBuffer = 16 << 10
+
+// smallBufPool holds copyStream's buffers, so that a connection does not
+// allocate one per direction.
+var smallBufPool = sync.Pool{New: func() any { return new([smallCopyBuffer]byte) }}
+
+// copyStream copies src to dst until src ends, as io.Copy does (an end of
+// stream is not an error), with a read and a write per message through a
+// pooled buffer until a read fills the buffer, then with io.Copy for the
+// rest of the stream. io.Copy between TCP connections splices: each chunk
+// goes socket -> pipe -> socket, which keeps bulk data out of this process
+// but costs more per message than a read and a write (an extra pipe, and
+// splicing is the kernel's slower path for a few bytes), and request/
+// response traffic such as Redis or PostgreSQL queries is all small
+// messages. With an *hmacauth.Conn, io.Copy is also what moves bulk data in
+// full-size records (see hmacauth.Conn's ReadFrom).
+func copyStream(dst, src net.Conn) (int64, error) {
+	buf := smallBufPool.Get().(*[smallCopyBuffer]byte)
+	// It held the stream's bytes: cleared before another connection takes
+	// it, as the record layer's pooled buffers are.
+	release := func() {
+		if buf != nil {
+			clear(buf[:])
+			smallBufPool.Put(buf)
+			buf = nil
+		}
+	}
+	defer release()
+	var total int64
+	for {
+		n, rerr := src.Read(buf[:])
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			total += int64(m)
+			if werr == nil && m != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		case n == len(buf):
+			release()
+			m, err := io.Copy(dst, src)
+			return total + m, err
+		}
+	}
 }
