@@ -269,13 +269,18 @@ for r in $(seq "$rounds"); do
 done
 
 # --- summary -------------------------------------------------------------
-# median of the numbers on stdin.
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-# spread prints "median [min-max]" of the numbers on stdin.
+# median prints the median of the numbers on stdin with format $1, or "-"
+# if there are none.
+median() {
+	grep -v '^-$' | sort -g | awk -v f="$1" '{ a[NR] = $1 }
+		END { if (NR == 0) print "-"; else printf f "\n", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# spread prints "median [min-max]" of the ratios on stdin, or "-".
 spread() {
 	local v
 	v=$(sort -g)
-	printf '%s [%s-%s]' "$(echo "$v" | median)" "$(echo "$v" | head -1)" "$(echo "$v" | tail -1)"
+	if [ -z "$v" ]; then echo -; return; fi
+	printf '%s [%.2f-%.2f]' "$(echo "$v" | median %.2f)" "$(echo "$v" | head -1)" "$(echo "$v" | tail -1)"
 }
 
 echo
@@ -286,15 +291,26 @@ for w in redis pg; do
 	echo
 	printf '%-12s %10s %9s  %-22s %-22s\n' "$w" rate cpu "rate / spiped" "cpu / spiped"
 	for ch in "${chains[@]}"; do
-		rate=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $4 }' "$out" | median)
-		cpu=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $5 }' "$out" | median)
+		rate=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $4 }' "$out" | median %.0f)
+		cpu=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $5 }' "$out" | median %.1f)
 		rr=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { r[$1] = $4 } $2 == w && $3 == "spiped" { s[$1] = $4 }
 			END { for (k in r) if (k in s) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
-		cr="-"
-		if [ "$ch" != direct ]; then
-			cr=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { r[$1] = $5 } $2 == w && $3 == "spiped" { s[$1] = $5 }
-				END { for (k in r) if (k in s && s[k] > 0) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
-		fi
+		cr=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { r[$1] = $5 } $2 == w && $3 == "spiped" { s[$1] = $5 }
+			END { for (k in r) if (k in s && r[k] != "-" && s[k] > 0) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
 		printf '%-12s %10s %9s  %-22s %-22s\n' "$ch" "$rate" "$cpu" "$rr" "$cr"
 	done
 done
+
+if [ -n "$base" ]; then
+	echo
+	echo "This build against $base, per round: median [min-max]."
+	for w in redis pg; do
+		for m in auth sealed; do
+			rr=$(awk -v w=$w -v c=$m -v b="$m@base" '$2 == w && $3 == c { r[$1] = $4 } $2 == w && $3 == b { s[$1] = $4 }
+				END { for (k in r) if (k in s) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+			cr=$(awk -v w=$w -v c=$m -v b="$m@base" '$2 == w && $3 == c { r[$1] = $5 } $2 == w && $3 == b { s[$1] = $5 }
+				END { for (k in r) if (k in s && s[k] > 0) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+			printf '%-6s %-7s rate %-20s cpu %s\n' "$w" "$m" "$rr" "$cr"
+		done
+	done
+fi

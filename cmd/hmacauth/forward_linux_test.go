@@ -18,22 +18,7 @@ import (
 // the copy runs, which costs more per small message than a read and a
 // write.
 func TestPipeSplicesOnlyBulk(t *testing.T) {
-	// The target echoes through a small buffer of its own: io.Copy here
-	// would splice, in this process, through pipes of its own.
-	target := startTarget(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
-		buf := make([]byte, 4<<10)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if _, err := c.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
+	target := startTarget(t, "tcp", "127.0.0.1:0", echoSmall)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +84,23 @@ func TestPipeSplicesOnlyBulk(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("pipe: %v", err)
+	}
+}
+
+// echoSmall echoes through a small buffer: io.Copy would splice, in this
+// process, through pipes of its own.
+func echoSmall(c net.Conn) {
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
