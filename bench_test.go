@@ -556,7 +556,7 @@ func runBenchHelper(job string) error {
 				c.Close()
 			}
 		}()
-		ks := deriveKeySchedule(benchKey)
+		sched := deriveKeySchedule(benchKey)
 		for range n {
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -565,7 +565,7 @@ func runBenchHelper(job string) error {
 			conns = append(conns, c)
 			if param("STAGE") == "serverhello" {
 				h := &handshake{}
-				if err := h.writeClientHello(ks, hsParams{}); err != nil {
+				if err := h.writeClientHello(sched, hsParams{}); err != nil {
 					return err
 				}
 				if _, err := c.Write(h.ch()); err != nil {
@@ -604,11 +604,11 @@ func BenchmarkServerHandshakeCompute(b *testing.B) {
 				b.Fatal(err)
 			}
 			copy(sv.ch(), cl.ch())
-			ch, ks, err := sv.readClientHello(keys)
+			ch, sched, err := sv.readClientHello(keys)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := sv.writeServerHello(ks, ch, p); err != nil {
+			if _, err := sv.writeServerHello(sched, ch, p); err != nil {
 				b.Fatal(err)
 			}
 			copy(cl.sh(), sv.sh())

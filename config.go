@@ -1,6 +1,7 @@
 package hmacauth
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,26 +64,18 @@ type Config struct {
 
 	// KeyShareLifetime is how long this side uses one X25519 key share for
 	// the handshakes it runs with forward secrecy, and remembers the X25519
-	// results computed with it; then the key share is dropped. A recorded
-	// session is safe from a later theft of the shared secret either way.
-	// Against an attacker who reads the process's memory, who gets the
-	// keys of every open connection anyway, reuse exposes as well the
-	// ended sessions of the last KeyShareLifetime (and of a handshake still
-	// in flight with an older key share, which holds it until it ends,
-	// within HandshakeTimeout; a server handshake without any deadline
-	// makes a key share of its own). Reuse turns four X25519 operations per
-	// connection into a few per lifetime (SECURITY.md, BENCHMARKS.md); it
-	// also lets an observer of the wire tell that two connections within
-	// one lifetime come from the same Config.
-	// Zero means DefaultKeyShareLifetime (1 s); a negative value means a
-	// new key share for every handshake.
+	// results computed with it; then the key share is dropped (a handshake
+	// in flight keeps the one it started with until it ends). Zero means
+	// DefaultKeyShareLifetime (1 s); a negative value means a new key share
+	// for every handshake. SECURITY.md ("Key share reuse") says what reuse
+	// exposes and BENCHMARKS.md what it saves.
 	KeyShareLifetime time.Duration
 
 	// HandshakeTimeout bounds one handshake, on either side, in addition to
 	// any context or connection deadline. Zero means
 	// DefaultHandshakeTimeout (5 s); a negative value means no bound (a
-	// server handshake without any deadline then makes its own X25519 key
-	// share, see KeyShareLifetime).
+	// server handshake whose context has no deadline then makes its own
+	// X25519 key share, see KeyShareLifetime).
 	HandshakeTimeout time.Duration
 
 	// MaxHandshakes caps the handshakes a Listener runs at once, counting
@@ -176,9 +169,9 @@ func (c *Config) LogValue() slog.Value {
 		slog.Bool("forward_secrecy", c.ForwardSecrecy),
 		slog.Duration("key_share_lifetime", netx.Timeout(c.KeyShareLifetime, DefaultKeyShareLifetime)),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
-		slog.Int("max_handshakes", netx.OrDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
-		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
+		slog.Int("max_handshakes", cmp.Or(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", cmp.Or(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", cmp.Or(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // String describes c by its key IDs and mode, never a secret.

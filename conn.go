@@ -1,14 +1,17 @@
 package hmacauth
 
 import (
+	"bytes"
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,27 +40,29 @@ type Conn struct {
 
 	hsMu   sync.Mutex
 	hsDone atomic.Bool
-
-	readClosed atomic.Bool // CloseRead was called
-	closed     atomic.Bool // Close was called: secrets are cleared as soon as nothing uses them
-	hsErr      error
-	res        hsResult
+	hsErr  error
+	res    hsResult
 	// secretMu guards res.secret after the handshake: Close clears it
 	// while ConnectionState may be copying it.
 	secretMu sync.Mutex
 
-	// Deadlines set through the Conn, restored after the handshake, which
-	// sets its own.
-	dlMu             sync.Mutex
-	readDL, writeDL  time.Time
-	claimedKeyID     string // for server-side logs of a failed handshake
-	handshakeStarted time.Time
+	// rl is the record layer of ModeIntegrity and ModeSealed, installed
+	// by a successful handshake; nil in ModeAuth.
+	rl *recordLayer
 
-	// The record layer of ModeIntegrity and ModeSealed. rp holds limits a
-	// test may set before the handshake; rp.chacha set then makes this
-	// side act as if its CPU had no AES hardware.
-	rp      recordParams
-	in, out halfConn
+	// Close and CloseRead during a handshake find no record layer yet:
+	// the handshake passes them on when it ends.
+	closed     atomic.Bool
+	readClosed atomic.Bool
+	// writeDeadline is the write deadline set through the Conn, which
+	// also bounds Close's close record.
+	wdMu          sync.Mutex
+	writeDeadline time.Time
+
+	// Test hooks, set before the handshake; zero in production.
+	testingOnlyNoAES          bool   // ask for ChaCha20-Poly1305, as a CPU without AES hardware does
+	testingOnlyRecordSize     int    // instead of defaultRecordSize
+	testingOnlyKeyUpdateBytes uint64 // instead of keyUpdateBytes
 }
 
 // Client returns a Conn for the client side of conn, which will prove
@@ -81,8 +86,9 @@ func (c *Conn) Handshake() error {
 // HandshakeContext runs the handshake if it has not run yet. It returns
 // when the peer has proven the key and this side has sent its own proof, or
 // when ctx is done, the handshake times out, or the peer fails. Deadlines
-// set on the Conn before the call also bound the handshake, and are in
-// force again after it. The connection is not closed on failure.
+// set on the Conn also bound the handshake, which leaves them in force; if
+// ctx or Config.HandshakeTimeout ends it, the underlying connection's
+// deadline is left in the past. The connection is not closed on failure.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsDone.Load() {
 		return c.hsErr
@@ -93,46 +99,69 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		return c.hsErr
 	}
 	c.hsErr = c.handshake(ctx)
+	if c.hsErr != nil {
+		clear(c.res.secret)
+		c.res = hsResult{}
+	} else if c.res.mode != ModeAuth {
+		c.rl = newRecordLayer(c.conn, c.res.secret, recordParams{
+			client:     c.isClient,
+			sealed:     c.res.mode == ModeSealed,
+			chacha:     c.res.flags&flagChaCha20 != 0,
+			recordSize: c.testingOnlyRecordSize,
+			updateAt:   c.testingOnlyKeyUpdateBytes,
+		})
+	}
 	c.hsDone.Store(true)
+	// Close and CloseRead may have run during the handshake, before there
+	// was a record layer to tell, and left the secrets alone.
+	if c.rl != nil && c.readClosed.Load() {
+		c.rl.setReadClosed()
+	}
 	if c.closed.Load() {
-		// Close ran during the handshake and left the secrets alone.
 		c.clearSecrets()
 	}
 	return c.hsErr
 }
 
+// errHandshakeTimeout is the cause of the context that
+// Config.HandshakeTimeout ends.
+var errHandshakeTimeout = errors.New("hmacauth: Config.HandshakeTimeout passed")
+
 func (c *Conn) handshake(ctx context.Context) (err error) {
-	c.handshakeStarted = time.Now()
+	start := time.Now()
 	keys, err := c.config.check()
 	if err != nil {
 		return err
 	}
+	var claimed string // the key ID a client named, for a Listener's report
+	defer func() {
+		if err != nil {
+			err = handshakeError(c.isClient, c.conn.RemoteAddr(), claimed, err)
+		}
+	}()
 	if ctx.Err() != nil {
-		return c.wrapErr(contextError(ctx))
+		return contextError(ctx)
 	}
 
-	c.dlMu.Lock()
-	userRead, userWrite := c.readDL, c.writeDL
-	c.dlMu.Unlock()
-	dl := netx.Earliest(netx.Earliest(userRead, userWrite),
-		netx.HandshakeDeadline(ctx, c.handshakeStarted, c.config.handshakeTimeout()))
-	if !dl.IsZero() {
-		if err := c.conn.SetDeadline(dl); err != nil {
-			return c.wrapErr(ioError("setting the handshake deadline", err))
-		}
+	// The timeout and ctx interrupt the handshake's I/O by moving the
+	// connection's deadline into the past, so that the handshake sets no
+	// deadline of its own and those the user set stay untouched.
+	if t := c.config.handshakeTimeout(); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, start.Add(t), errHandshakeTimeout)
+		defer cancel()
 	}
 	stop := netx.Interrupt(ctx, c.conn)
 	defer func() {
-		if stop() {
-			err = c.wrapErr(contextError(ctx))
+		if !stop() {
+			return
 		}
-	}()
-	defer func() {
-		if !dl.IsZero() {
-			c.dlMu.Lock()
-			c.conn.SetReadDeadline(c.readDL)
-			c.conn.SetWriteDeadline(c.writeDL)
-			c.dlMu.Unlock()
+		if context.Cause(ctx) != errHandshakeTimeout {
+			err = contextError(ctx)
+		} else if err == nil {
+			// Done just as the time ran out, which left the deadline in
+			// the past.
+			err = netx.TimedOut(os.ErrDeadlineExceeded, ErrHandshakeTimeout, start)
 		}
 	}()
 
@@ -143,63 +172,28 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// hold a shared key share, and with it the sessions of its lifetime,
 	// without bound (a replayed ClientHello, then silence): it makes a key
 	// share of its own, which serves no other session (PROTOCOL.md 7.3).
-	if c.isClient || !dl.IsZero() {
+	// Only ctx's deadline counts: the handshake does not see the
+	// connection's.
+	if _, bounded := ctx.Deadline(); c.isClient || bounded {
 		h.shares, h.shareLifetime = c.config.keyShares()
 	}
 	p := hsParams{
-		mode:   byte(c.config.Mode),
+		mode:   c.config.Mode,
 		fs:     c.config.ForwardSecrecy,
-		chacha: c.rp.chacha || !hasAESGCMHardware,
+		chacha: c.testingOnlyNoAES || !hasAESGCMHardware,
 	}
 	if c.isClient {
 		c.res, err = h.runClient(c.conn, keys.first, p)
 	} else {
 		p.progress = func() { acceptor.Progress(ctx) }
 		c.res, err = h.runServer(c.conn, keys, p)
-		c.claimedKeyID = c.res.keyID
+		claimed = c.res.keyID
 	}
 	if err != nil {
-		c.res = hsResult{}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return c.wrapErr(fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(c.handshakeStarted).Round(time.Millisecond), err))
-		}
-		return c.wrapErr(err)
-	}
-	if c.res.mode != byte(ModeAuth) {
-		c.initRecords()
+		return netx.TimedOut(err, ErrHandshakeTimeout, start)
 	}
 	return nil
 }
-
-// contextError explains why a done ctx ended the handshake.
-func contextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
-	}
-	return fmt.Errorf("handshake abandoned: %w", context.Cause(ctx))
-}
-
-// wrapErr adds the peer's address and this side's role to a handshake error.
-func (c *Conn) wrapErr(err error) error {
-	return &handshakeError{client: c.isClient, addr: c.conn.RemoteAddr(), err: err}
-}
-
-// handshakeError is a handshake failure with the peer it happened with.
-type handshakeError struct {
-	client bool
-	addr   net.Addr
-	err    error
-}
-
-func (e *handshakeError) Error() string {
-	peer := "client"
-	if e.client {
-		peer = "server"
-	}
-	return fmt.Sprintf("hmacauth: handshake with %s %s: %s", peer, e.addr, strings.TrimPrefix(e.err.Error(), "hmacauth: "))
-}
-
-func (e *handshakeError) Unwrap() error { return e.err }
 
 // KeyID returns the ID of the key the peer proved, or "" before a
 // successful handshake.
@@ -208,6 +202,98 @@ func (c *Conn) KeyID() string {
 		return ""
 	}
 	return c.res.keyID
+}
+
+// ConnectionState describes an established connection.
+type ConnectionState struct {
+	// HandshakeComplete is true once the handshake succeeded; the other
+	// fields are zero until then.
+	HandshakeComplete bool
+	// KeyID is the ID of the key both sides proved.
+	KeyID string
+	// Mode is the mode the connection runs at: the stronger of the two
+	// sides' Config.Mode. Both sides report the same.
+	Mode Mode
+	// ForwardSecrecy is true when an ephemeral X25519 exchange was mixed
+	// into the session keys.
+	ForwardSecrecy bool
+
+	secret []byte
+}
+
+// String describes the state without the session secret, so that printing
+// a ConnectionState (fmt's %v prints unexported fields) does not leak it.
+func (cs ConnectionState) String() string {
+	return fmt.Sprintf("hmacauth.ConnectionState{HandshakeComplete: %v, KeyID: %q, Mode: %v, ForwardSecrecy: %v}",
+		cs.HandshakeComplete, cs.KeyID, cs.Mode, cs.ForwardSecrecy)
+}
+
+// GoString is like String, so that %#v does not print the secret either.
+func (cs ConnectionState) GoString() string { return cs.String() }
+
+// Format prints String for every verb, so that none shows the secret.
+func (cs ConnectionState) Format(f fmt.State, _ rune) { io.WriteString(f, cs.String()) }
+
+// ConnectionState returns the state of the connection. It holds its own
+// copy of the session secret, so its exporter keeps working after Close;
+// a ConnectionState taken after Close has none, and its exporter fails.
+func (c *Conn) ConnectionState() ConnectionState { return c.connectionState(true) }
+
+// connectionState is ConnectionState, with a copy of the session secret
+// only if withSecret: a copy is never cleared, so what only prints the
+// state (String, LogValue) takes none.
+func (c *Conn) connectionState(withSecret bool) ConnectionState {
+	if !c.hsDone.Load() || c.hsErr != nil {
+		return ConnectionState{}
+	}
+	cs := ConnectionState{
+		HandshakeComplete: true,
+		KeyID:             c.res.keyID,
+		Mode:              c.res.mode,
+		ForwardSecrecy:    c.res.flags&flagForwardSecrecy != 0,
+	}
+	if withSecret {
+		c.secretMu.Lock()
+		cs.secret = bytes.Clone(c.res.secret) // nil after Close
+		c.secretMu.Unlock()
+	}
+	return cs
+}
+
+// clearSessionSecret overwrites the session secret with zeros at Close.
+// The handshake is done: nothing else writes c.res.
+func (c *Conn) clearSessionSecret() {
+	c.secretMu.Lock()
+	clear(c.res.secret)
+	c.res.secret = nil
+	c.secretMu.Unlock()
+}
+
+// ExportKeyingMaterial returns length bytes derived from the session
+// secret, the label and the context, in the manner of RFC 5705: both sides
+// of a connection get the same bytes, no other connection does, and they
+// reveal nothing about the keys. A nil and an empty context are the same,
+// as in TLS 1.3 (RFC 8446, section 7.5) and unlike RFC 5705: do not use a
+// label both with and without a context. The exporter is defined in
+// PROTOCOL.md section 8. Errors wrap ErrExport.
+func (cs ConnectionState) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+	if !cs.HandshakeComplete {
+		return nil, errorf(ErrExport, "ExportKeyingMaterial before a successful handshake")
+	}
+	if cs.secret == nil {
+		return nil, fmt.Errorf("%w: the connection was closed before ConnectionState was called, and Close cleared the session secret; call ConnectionState before Close: %w", ErrExport, net.ErrClosed)
+	}
+	if len(label) > 0xffff || len(context) > 0xffff || length < 0 || length > 255*sha256.Size {
+		return nil, errorf(ErrExport, "label of %d bytes, context of %d bytes, length %d: label and context must be under 64 KiB and length 0 to %d",
+			len(label), len(context), length, 255*sha256.Size)
+	}
+	exp := expandLabel(cs.secret, "exporter", sha256.Size)
+	info := make([]byte, 0, 4+len(label)+len(context))
+	info = binary.BigEndian.AppendUint16(info, uint16(len(label)))
+	info = append(info, label...)
+	info = binary.BigEndian.AppendUint16(info, uint16(len(context)))
+	info = append(info, context...)
+	return hkdf.Expand(sha256.New, exp, string(info), length)
 }
 
 // NetConn returns the underlying connection. Writing to it or reading from
@@ -219,8 +305,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.readRecordData(b)
+	if c.rl != nil {
+		return c.rl.Read(b)
 	}
 	return c.conn.Read(b)
 }
@@ -230,8 +316,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.writeRecordData(b)
+	if c.rl != nil {
+		return c.rl.Write(b)
 	}
 	return c.conn.Write(b)
 }
@@ -242,14 +328,14 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.readFromRecords(r)
+	if c.rl != nil {
+		return c.rl.ReadFrom(r)
 	}
 	if src, ok := r.(*Conn); ok {
 		if err := src.Handshake(); err != nil {
 			return 0, err
 		}
-		if !src.records() {
+		if src.rl == nil {
 			r = src.conn
 		}
 	}
@@ -265,8 +351,8 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if err := c.Handshake(); err != nil {
 		return 0, err
 	}
-	if c.records() {
-		return c.writeToRecords(w)
+	if c.rl != nil {
+		return c.rl.WriteTo(w)
 	}
 	if rf, ok := w.(io.ReaderFrom); ok {
 		return rf.ReadFrom(c.conn)
@@ -288,8 +374,8 @@ func (c *Conn) Close() error {
 	c.closed.Store(true)
 	var recErr error
 	if c.hsDone.Load() {
-		if c.records() {
-			recErr = c.closeRecords()
+		if c.rl != nil {
+			recErr = c.rl.shutdown(c.loadWriteDeadline())
 		}
 		c.clearSessionSecret()
 	}
@@ -309,18 +395,15 @@ func (c *Conn) CloseWrite() error {
 	if err := c.Handshake(); err != nil {
 		return err
 	}
-	if c.records() {
-		c.out.mu.Lock()
-		err := c.closeRecordWrite()
-		c.unlockOut()
-		if err != nil {
+	if c.rl != nil {
+		if err := c.rl.closeWrite(); err != nil {
 			return err
 		}
 	}
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	if c.records() {
+	if c.rl != nil {
 		return nil
 	}
 	return fmt.Errorf("hmacauth: CloseWrite: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
@@ -333,6 +416,9 @@ func (c *Conn) CloseRead() error {
 		// In a record mode, the end of stream that follows is this side's
 		// doing, not a cut by an attacker.
 		c.readClosed.Store(true)
+		if c.hsDone.Load() && c.rl != nil {
+			c.rl.setReadClosed()
+		}
 		return cr.CloseRead()
 	}
 	return fmt.Errorf("hmacauth: CloseRead: %T does not support half-close: %w", c.conn, errors.ErrUnsupported)
@@ -346,26 +432,31 @@ func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines. A zero value means none.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.readDL, c.writeDL = t, t
+	c.storeWriteDeadline(t)
 	return c.conn.SetDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline. A zero value means none.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.readDL = t
 	return c.conn.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline. A zero value means none.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.writeDL = t
+	c.storeWriteDeadline(t)
 	return c.conn.SetWriteDeadline(t)
+}
+
+func (c *Conn) storeWriteDeadline(t time.Time) {
+	c.wdMu.Lock()
+	c.writeDeadline = t
+	c.wdMu.Unlock()
+}
+
+func (c *Conn) loadWriteDeadline() time.Time {
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
+	return c.writeDeadline
 }
 
 // String describes the connection: its side, addresses, and the key ID and
@@ -430,4 +521,14 @@ func (c *Conn) handshakeState() (string, ConnectionState) {
 		return "failed", ConnectionState{}
 	}
 	return "complete", c.connectionState(false)
+}
+
+// clearSecrets clears every secret of a connection that Close closed while
+// its handshake ran: the handshake has just finished, and Close did not
+// find the secrets yet.
+func (c *Conn) clearSecrets() {
+	if c.rl != nil {
+		c.rl.wipe()
+	}
+	c.clearSessionSecret()
 }

@@ -217,6 +217,27 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 			t.Errorf("Read after clearing the deadline: %v", err)
 		}
 	})
+	// A deadline set on the underlying connection, as grpc.Server sets
+	// one before the handshake and lifts it once the HTTP/2 preface has
+	// arrived, is left in force too.
+	t.Run("underlying deadline kept", func(t *testing.T) {
+		cfg, scfg := configWith(k), configWith(k)
+		cfg.HandshakeTimeout, scfg.HandshakeTimeout = time.Minute, time.Minute
+		rc, rs := pipeTCP(t)
+		if err := rs.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		cc, sc := Client(rc, cfg), Server(rs, scfg)
+		if cerr, serr := handshakeBoth(cc, sc); cerr != nil || serr != nil {
+			t.Fatal(cerr, serr)
+		}
+		// Should the deadline be gone, this byte ends the Read instead.
+		late := time.AfterFunc(waitLimit, func() { cc.Write([]byte("z")) })
+		defer late.Stop()
+		if _, err := sc.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read = %v, want the underlying connection's deadline to fire", err)
+		}
+	})
 	t.Run("user deadline bounds handshake", func(t *testing.T) {
 		cfg := configWith(k)
 		cfg.HandshakeTimeout = time.Minute

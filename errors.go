@@ -1,9 +1,11 @@
 package hmacauth
 
 import (
+	"context"
 	"errors"
-	"fmt"
 	"net"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Sentinel errors. Every error returned by this package that refuses a peer,
@@ -30,7 +32,7 @@ var (
 	// ErrHandshakeTimeout means the handshake did not finish within
 	// Config.HandshakeTimeout or the deadline of its context or connection.
 	// It is a net.Error whose Timeout method reports true.
-	ErrHandshakeTimeout error = timeoutError{}
+	ErrHandshakeTimeout error = netx.TimeoutError("hmacauth: handshake timed out")
 
 	// ErrWeakKey means a key's secret is shorter than MinSecretLen bytes.
 	ErrWeakKey = errors.New("hmacauth: weak key")
@@ -61,18 +63,31 @@ var (
 	ErrShed = errors.New("hmacauth: connection shed")
 )
 
-// timeoutError is the type of ErrHandshakeTimeout. Temporary reports false
-// so that a server loop never mistakes it for a transient accept failure.
-type timeoutError struct{}
-
-func (timeoutError) Error() string   { return "hmacauth: handshake timed out" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return false }
-
-var _ net.Error = timeoutError{}
-
 // errorf formats a refusal: the sentinel first, then the details, so that
 // the message reads "hmacauth: authentication failed: <details>".
 func errorf(sentinel error, format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+	return netx.Errorf(sentinel, format, args...)
+}
+
+// contextError explains why a done ctx ended the handshake.
+func contextError(ctx context.Context) error { return netx.ContextError(ctx, ErrHandshakeTimeout) }
+
+// handshakeError adds the peer's role and address to a handshake failure,
+// and on a server the key ID the client named, if any, for a Listener's
+// report (claimedKeyID).
+func handshakeError(isClient bool, addr net.Addr, claimed string, err error) error {
+	peer := "client"
+	if isClient {
+		peer = "server"
+	}
+	return &netx.HandshakeError{Pkg: "hmacauth", Peer: peer, Addr: addr, Claim: claimed, Err: err}
+}
+
+// claimedKeyID returns the key ID a client named before its handshake
+// failed with err, or "".
+func claimedKeyID(err error) string {
+	if he, ok := errors.AsType[*netx.HandshakeError](err); ok {
+		return he.Claim
+	}
+	return ""
 }

@@ -35,7 +35,7 @@ func TestNoVerbPrintsSecret(t *testing.T) {
 				}
 				secrets := [][]byte{k.Secret, cc.res.secret, plaintext[1:]}
 				if mode != ModeAuth {
-					secrets = append(secrets, cc.in.secret[:], cc.out.secret[:])
+					secrets = append(secrets, cc.rl.in.secret[:], cc.rl.out.secret[:])
 				}
 				cs := cc.ConnectionState()
 				out := printedEveryWay(cc, sc, cs, &cs, cfg)

@@ -50,7 +50,7 @@ func fixture(fs bool) *fuzzFixture {
 
 func fuzzHandshake(fs bool) *fuzzFixture {
 	p := hsParams{fs: fs}
-	ks := fuzzKeys.byID[fuzzKey.ID]
+	sched := fuzzKeys.byID[fuzzKey.ID]
 	x := &fuzzFixture{
 		client: handshake{rand: rand.NewChaCha8(seedOf("client"))},
 		server: handshake{rand: rand.NewChaCha8(seedOf("server"))},
@@ -61,16 +61,16 @@ func fuzzHandshake(fs bool) *fuzzFixture {
 			panic(err)
 		}
 	}
-	must(c.writeClientHello(ks, p))
+	must(c.writeClientHello(sched, p))
 	copy(s.ch(), c.ch())
 	ch, sks, err := s.readClientHello(fuzzKeys)
 	must(err)
 	x.chosen, err = s.writeServerHello(sks, ch, hsParams{})
 	must(err)
 	copy(c.sh(), s.sh())
-	csh, err := c.readServerHello(ks, p)
+	csh, err := c.readServerHello(sched, p)
 	must(err)
-	_, err = c.writeClientFinished(ks, csh)
+	_, err = c.writeClientFinished(sched, csh)
 	must(err)
 	copy(s.cf(), c.cf())
 	_, err = s.readClientFinished(sks, x.chosen)
@@ -109,10 +109,10 @@ func FuzzParseClientHello(f *testing.F) {
 		}
 		var h handshake
 		copy(h.ch(), data)
-		m, ks, err := h.readClientHello(fuzzKeys)
+		m, sched, err := h.readClientHello(fuzzKeys)
 		if err != nil {
 			checkRefusal(t, err, ErrProtocol, ErrAuthFailed)
-			if ks != nil {
+			if sched != nil {
 				t.Fatal("key schedule returned with an error")
 			}
 			return
@@ -122,8 +122,8 @@ func FuzzParseClientHello(f *testing.F) {
 		if !bytes.Equal(data, fuzzPlain.ch()) && !bytes.Equal(data, fuzzFS.ch()) && !bytes.Equal(data, seedHello2()) {
 			t.Fatalf("accepted a ClientHello no key holder made: %x", data)
 		}
-		if ks.id != m.keyID {
-			t.Fatalf("key %q found for key ID %q", ks.id, m.keyID)
+		if sched.id != m.keyID {
+			t.Fatalf("key %q found for key ID %q", sched.id, m.keyID)
 		}
 	})
 }

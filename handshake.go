@@ -50,12 +50,12 @@ const (
 	knownFlags         = flagForwardSecrecy | flagChaCha20
 )
 
-// modeMax is the highest mode number this implementation knows.
-const modeMax = 2
+// modeMax is the highest mode this implementation knows.
+const modeMax = ModeSealed
 
 // clientHello is a parsed ClientHello, before its MAC is checked.
 type clientHello struct {
-	mode  byte
+	mode  Mode
 	flags byte
 	keyID string
 	nonce []byte
@@ -112,9 +112,9 @@ func readHeader(r io.Reader, b []byte, want byte, msgName string) (int, error) {
 // describeBytes renders the start of unexpected peer bytes for an error
 // message, quoted and bounded so the peer cannot flood the log.
 func describeBytes(b []byte) string {
-	const max = 16
-	if len(b) > max {
-		return strconv.QuoteToASCII(string(b[:max])) + "..."
+	const shown = 16
+	if len(b) > shown {
+		return strconv.QuoteToASCII(string(b[:shown])) + "..."
 	}
 	return strconv.QuoteToASCII(string(b))
 }
@@ -128,7 +128,7 @@ func parseClientHello(b []byte) (clientHello, error) {
 		return clientHello{}, err
 	}
 	p := b[headerLen:]
-	m := clientHello{mode: p[0], flags: p[1]}
+	m := clientHello{mode: Mode(p[0]), flags: p[1]}
 	n := int(p[2])
 	idField := p[3 : 3+MaxKeyIDLen]
 	if n < 1 || n > MaxKeyIDLen {
@@ -148,14 +148,14 @@ func parseClientHello(b []byte) (clientHello, error) {
 	m.nonce = p[:nonceLen]
 	m.mac = p[nonceLen:]
 	if m.mode > modeMax {
-		return m, errorf(ErrProtocol, "client asks for mode %d, which this server does not know", m.mode)
+		return m, errorf(ErrProtocol, "client asks for mode %d, which this server does not know", uint8(m.mode))
 	}
 	return m, nil
 }
 
 // serverHello is a parsed ServerHello, before its MAC is checked.
 type serverHello struct {
-	mode  byte
+	mode  Mode
 	flags byte
 	nonce []byte
 	share []byte
@@ -172,7 +172,7 @@ func parseServerHello(b []byte) (serverHello, error) {
 	}
 	p := b[headerLen:]
 	return serverHello{
-		mode:  p[0],
+		mode:  Mode(p[0]),
 		flags: p[1],
 		nonce: p[2 : 2+nonceLen],
 		share: p[2+nonceLen : 2+nonceLen+shareLen],
@@ -199,7 +199,7 @@ func parseClientFinished(b []byte) (clientFinished, error) {
 
 // hsParams is what one side asks of a connection.
 type hsParams struct {
-	mode   byte // the least this side accepts
+	mode   Mode // the least this side accepts
 	fs     bool // this side wants forward secrecy
 	chacha bool // this side has no AES hardware: records use ChaCha20-Poly1305
 	// progress, if set, is called by the server once the ClientHello has
@@ -210,7 +210,7 @@ type hsParams struct {
 // hsResult is what a successful handshake established.
 type hsResult struct {
 	keyID  string
-	mode   byte
+	mode   Mode
 	flags  byte
 	secret []byte // session secret; see "Key schedule" in PROTOCOL.md
 }
@@ -281,12 +281,12 @@ func (h *handshake) random(b []byte) error {
 // h.shares, or a new key for this handshake alone.
 func (h *handshake) share(dst []byte) error {
 	if h.shares != nil {
-		ks, err := h.shares.get(h.shareLifetime)
+		share, err := h.shares.get(h.shareLifetime)
 		if err != nil {
 			return err
 		}
-		h.reused = ks
-		copy(dst, ks.priv.PublicKey().Bytes())
+		h.reused = share
+		copy(dst, share.priv.PublicKey().Bytes())
 		return nil
 	}
 	var seed [32]byte
@@ -310,41 +310,24 @@ func (h *handshake) sharedSecret(peer []byte) ([]byte, error) {
 	return x25519(h.priv, peer)
 }
 
-// sessionSecret derives the session secret from the whole transcript:
-// HKDF-Extract(salt = SHA-256(transcript), session key || DH), which is one
-// HMAC keyed with the salt (RFC 5869, section 2.2).
-func (h *handshake) sessionSecret(ks *keySchedule, dh []byte) []byte {
-	th := sha256.Sum256(h.transcript[:])
-	secret := new([sha256.Size]byte)
-	macTo(secret, th[:], ks.session, dh)
-	return secret[:]
-}
-
-// mac returns HMAC-SHA256(key, parts...) appended to dst.
-func mac(dst []byte, key *macKey, parts ...[]byte) []byte {
-	var out [macLen]byte
-	macTo(&out, key[:], parts...)
-	return append(dst, out[:]...)
-}
-
 func isZero(b []byte) bool { return subtle.ConstantTimeCompare(b, make([]byte, len(b))) == 1 }
 
-// writeClientHello fills the ClientHello for key ks.
-func (h *handshake) writeClientHello(ks *keySchedule, p hsParams) error {
+// writeClientHello fills the ClientHello for key sched.
+func (h *handshake) writeClientHello(sched *keySchedule, p hsParams) error {
 	b := h.ch()
 	copy(b, magic)
 	b[len(magic)] = version1
 	b[len(magic)+1] = msgClientHello
 	q := b[headerLen:]
-	q[0] = p.mode
+	q[0] = byte(p.mode)
 	q[1] = clientFlags(p)
-	q[2] = byte(len(ks.id))
-	copy(q[3:3+MaxKeyIDLen], ks.id)
+	q[2] = byte(len(sched.id))
+	copy(q[3:3+MaxKeyIDLen], sched.id)
 	q = q[3+MaxKeyIDLen:]
 	if err := h.random(q[:nonceLen]); err != nil {
 		return err
 	}
-	mac(q[nonceLen:nonceLen], &ks.hello, b[:clientHelloLen-macLen])
+	mac(q[nonceLen:nonceLen], &sched.hello, b[:clientHelloLen-macLen])
 	return nil
 }
 
@@ -358,20 +341,20 @@ func (h *handshake) readClientHello(keys *keySet) (clientHello, *keySchedule, er
 	}
 	// The MAC is computed even for an unknown key ID, with another key, so
 	// that the time to refuse does not tell a stranger which IDs exist.
-	ks := keys.byID[m.keyID]
-	macKey := &keys.first.hello
-	if ks != nil {
-		macKey = &ks.hello
+	sched := keys.byID[m.keyID]
+	key := &keys.first.hello
+	if sched != nil {
+		key = &sched.hello
 	}
 	var want [macLen]byte
-	ok := hmac.Equal(mac(want[:0], macKey, b[:clientHelloLen-macLen]), m.mac)
+	ok := hmac.Equal(mac(want[:0], key, b[:clientHelloLen-macLen]), m.mac)
 	switch {
-	case ks == nil:
+	case sched == nil:
 		return m, nil, errorf(ErrAuthFailed, "client names key ID %q, which this server does not have", m.keyID)
 	case !ok:
 		return m, nil, errorf(ErrAuthFailed, "client's ClientHello MAC for key ID %q is wrong: it holds a different secret", m.keyID)
 	}
-	return m, ks, nil
+	return m, sched, nil
 }
 
 func clientFlags(p hsParams) byte {
@@ -389,7 +372,7 @@ func clientFlags(p hsParams) byte {
 // ServerHello. The connection runs at the stronger of both sides' modes and
 // uses forward secrecy if either side asks for it, and ChaCha20-Poly1305
 // rather than AES-256-GCM if either side lacks AES hardware.
-func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams) (serverHello, error) {
+func (h *handshake) writeServerHello(sched *keySchedule, ch clientHello, p hsParams) (serverHello, error) {
 	m := serverHello{mode: max(ch.mode, p.mode)}
 	if ch.flags&flagForwardSecrecy != 0 || p.fs {
 		m.flags |= flagForwardSecrecy
@@ -402,7 +385,7 @@ func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams
 	b[len(magic)] = version1
 	b[len(magic)+1] = msgServerHello
 	q := b[headerLen:]
-	q[0], q[1] = m.mode, m.flags
+	q[0], q[1] = byte(m.mode), m.flags
 	q = q[2:]
 	if err := h.random(q[:nonceLen]); err != nil {
 		return m, err
@@ -412,28 +395,28 @@ func (h *handshake) writeServerHello(ks *keySchedule, ch clientHello, p hsParams
 			return m, err
 		}
 	}
-	mac(q[nonceLen+shareLen:nonceLen+shareLen], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen])
+	mac(q[nonceLen+shareLen:nonceLen+shareLen], &sched.serverHello, h.ch(), b[:serverHelloLen-macLen])
 	return m, nil
 }
 
 // readServerHello checks the ServerHello in h.sh() against what the client asked.
-func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, error) {
+func (h *handshake) readServerHello(sched *keySchedule, p hsParams) (serverHello, error) {
 	b := h.sh()
 	m, err := parseServerHello(b)
 	if err != nil {
 		return m, err
 	}
 	var want [macLen]byte
-	if !hmac.Equal(mac(want[:0], &ks.serverHello, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
-		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", ks.id)
+	if !hmac.Equal(mac(want[:0], &sched.serverHello, h.ch(), b[:serverHelloLen-macLen]), m.mac) {
+		return m, errorf(ErrAuthFailed, "the server did not prove key %q: it holds a different secret for that ID, or it is not the server you meant", sched.id)
 	}
 	switch {
 	case m.flags&^knownFlags != 0:
 		return m, errorf(ErrProtocol, "ServerHello sets unknown flags %#02x", m.flags&^knownFlags)
 	case m.mode > modeMax:
-		return m, errorf(ErrProtocol, "server chose mode %d, which this client does not know (it knows modes 0 to %d): the server is newer than this client, or broken", m.mode, modeMax)
+		return m, errorf(ErrProtocol, "server chose mode %d, which this client does not know (it knows modes 0 to %d): the server is newer than this client, or broken", uint8(m.mode), uint8(modeMax))
 	case m.mode < p.mode:
-		return m, errorf(ErrProtocol, "server chose %v, but this client asked for at least %v", Mode(m.mode), Mode(p.mode))
+		return m, errorf(ErrProtocol, "server chose %v, but this client asked for at least %v", m.mode, p.mode)
 	case p.fs && m.flags&flagForwardSecrecy == 0:
 		return m, errorf(ErrProtocol, "server did not agree to forward secrecy, which this client asked for")
 	case p.chacha && m.flags&flagChaCha20 == 0:
@@ -445,7 +428,7 @@ func (h *handshake) readServerHello(ks *keySchedule, p hsParams) (serverHello, e
 }
 
 // writeClientFinished fills the ClientFinished and returns the DH secret.
-func (h *handshake) writeClientFinished(ks *keySchedule, sh serverHello) ([]byte, error) {
+func (h *handshake) writeClientFinished(sched *keySchedule, sh serverHello) ([]byte, error) {
 	b := h.cf()
 	b[0] = msgClientFinished
 	var dh []byte
@@ -458,20 +441,20 @@ func (h *handshake) writeClientFinished(ks *keySchedule, sh serverHello) ([]byte
 			return nil, err
 		}
 	}
-	mac(b[1+shareLen:1+shareLen], &ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
+	mac(b[1+shareLen:1+shareLen], &sched.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen])
 	return dh, nil
 }
 
 // readClientFinished checks the ClientFinished in h.cf() and returns the DH secret.
-func (h *handshake) readClientFinished(ks *keySchedule, sh serverHello) ([]byte, error) {
+func (h *handshake) readClientFinished(sched *keySchedule, sh serverHello) ([]byte, error) {
 	b := h.cf()
 	m, err := parseClientFinished(b)
 	if err != nil {
 		return nil, err
 	}
 	var want [macLen]byte
-	if !hmac.Equal(mac(want[:0], &ks.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen]), m.mac) {
-		return nil, errorf(ErrAuthFailed, "client's proof for key ID %q is wrong (a replayed ClientHello?)", ks.id)
+	if !hmac.Equal(mac(want[:0], &sched.clientFin, h.ch(), h.sh(), b[:clientFinishedLen-macLen]), m.mac) {
+		return nil, errorf(ErrAuthFailed, "client's proof for key ID %q is wrong (a replayed ClientHello?)", sched.id)
 	}
 	if sh.flags&flagForwardSecrecy == 0 {
 		if !isZero(m.share) {
@@ -483,8 +466,8 @@ func (h *handshake) readClientFinished(ks *keySchedule, sh serverHello) ([]byte,
 }
 
 // runClient runs the client side of the handshake on rw.
-func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hsResult, error) {
-	if err := h.writeClientHello(ks, p); err != nil {
+func (h *handshake) runClient(rw io.ReadWriter, sched *keySchedule, p hsParams) (hsResult, error) {
+	if err := h.writeClientHello(sched, p); err != nil {
 		return hsResult{}, err
 	}
 	if h.owner != nil {
@@ -497,61 +480,42 @@ func (h *handshake) runClient(rw io.ReadWriter, ks *keySchedule, p hsParams) (hs
 	if _, err := rw.Write(h.ch()); err != nil {
 		return hsResult{}, ioError("sending the ClientHello", err)
 	}
-	b := h.sh()
-	n, err := readHeader(rw, b, msgServerHello, "ServerHello")
-	if errors.Is(err, ErrProtocol) {
-		return hsResult{}, err
-	}
-	if err != nil {
-		if n == 0 && isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrAuthFailed, "the server closed the connection without a word: closed during the handshake (wrong key, shed, or the server stopping); check that it has key ID %q with the same secret", ks.id)
+	err := readMessage(rw, h.sh(), msgServerHello, "ServerHello", func(n int) error {
+		switch {
+		case n == 0:
+			return errorf(ErrAuthFailed, "the server closed the connection without a word: closed during the handshake (wrong key, shed, or the server stopping); check that it has key ID %q with the same secret", sched.id)
+		case n < headerLen:
+			return errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(h.sh()[:n]))
 		}
-		if n > 0 && isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrProtocol, "the server sent %s and closed: it does not speak hmacauth", describeBytes(b[:n]))
-		}
-		return hsResult{}, ioError("reading the ServerHello", err)
-	}
-	if _, err := io.ReadFull(rw, b[n:]); err != nil {
-		if isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrProtocol, "the server closed the connection in the middle of its ServerHello")
-		}
-		return hsResult{}, ioError("reading the ServerHello", err)
-	}
-	sh, err := h.readServerHello(ks, p)
+		return errorf(ErrProtocol, "the server closed the connection in the middle of its ServerHello")
+	})
 	if err != nil {
 		return hsResult{}, err
 	}
-	dh, err := h.writeClientFinished(ks, sh)
+	sh, err := h.readServerHello(sched, p)
+	if err != nil {
+		return hsResult{}, err
+	}
+	dh, err := h.writeClientFinished(sched, sh)
 	if err != nil {
 		return hsResult{}, err
 	}
 	if _, err := rw.Write(h.cf()); err != nil {
 		return hsResult{}, ioError("sending the ClientFinished", err)
 	}
-	return hsResult{keyID: ks.id, mode: sh.mode, flags: sh.flags, secret: h.sessionSecret(ks, dh)}, nil
+	return hsResult{keyID: sched.id, mode: sh.mode, flags: sh.flags, secret: sessionSecret(sched, h.transcript[:], dh)}, nil
 }
 
 // runServer runs the server side of the handshake on rw. On failure the
 // result still carries the key ID the client claimed, for the logs.
 func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsResult, error) {
-	b := h.ch()
-	n, err := readHeader(rw, b, msgClientHello, "ClientHello")
-	if errors.Is(err, ErrProtocol) {
+	err := readMessage(rw, h.ch(), msgClientHello, "ClientHello", func(n int) error {
+		return errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n)
+	})
+	if err != nil {
 		return hsResult{}, err
 	}
-	if err != nil {
-		if isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n)
-		}
-		return hsResult{}, ioError("reading the ClientHello", err)
-	}
-	if m, err := io.ReadFull(rw, b[n:]); err != nil {
-		if isClosedByPeer(err) {
-			return hsResult{}, errorf(ErrProtocol, "the client closed the connection after %d bytes, before a whole ClientHello", n+m)
-		}
-		return hsResult{}, ioError("reading the ClientHello", err)
-	}
-	ch, ks, err := h.readClientHello(keys)
+	ch, sched, err := h.readClientHello(keys)
 	if err != nil {
 		return hsResult{keyID: ch.keyID}, err
 	}
@@ -571,25 +535,50 @@ func (h *handshake) runServer(rw io.ReadWriter, keys *keySet, p hsParams) (hsRes
 	if p.progress != nil {
 		p.progress()
 	}
-	sh, err := h.writeServerHello(ks, ch, p)
+	sh, err := h.writeServerHello(sched, ch, p)
 	if err != nil {
 		return res, err
 	}
 	if _, err := rw.Write(h.sh()); err != nil {
 		return res, ioError("sending the ServerHello", err)
 	}
-	if _, err := io.ReadFull(rw, h.cf()); err != nil {
-		if isClosedByPeer(err) {
-			return res, errorf(ErrAuthFailed, "the client closed the connection instead of proving key %q: it did not accept this server's proof (different secret?), or it replayed a ClientHello", ch.keyID)
-		}
-		return res, ioError("reading the ClientFinished", err)
-	}
-	dh, err := h.readClientFinished(ks, sh)
+	err = readMessage(rw, h.cf(), msgClientFinished, "ClientFinished", func(int) error {
+		return errorf(ErrAuthFailed, "the client closed the connection instead of proving key %q: it did not accept this server's proof (different secret?), or it replayed a ClientHello", ch.keyID)
+	})
 	if err != nil {
 		return res, err
 	}
-	res.mode, res.flags, res.secret = sh.mode, sh.flags, h.sessionSecret(ks, dh)
+	dh, err := h.readClientFinished(sched, sh)
+	if err != nil {
+		return res, err
+	}
+	res.mode, res.flags, res.secret = sh.mode, sh.flags, sessionSecret(sched, h.transcript[:], dh)
 	return res, nil
+}
+
+// readMessage reads the handshake message b, of type typ, from r. A
+// ClientHello's or ServerHello's header is checked as it arrives (see
+// readHeader); a ClientFinished has none. If the peer closes the
+// connection before the whole message, closed explains it, given the
+// number of bytes that came.
+func readMessage(r io.Reader, b []byte, typ byte, name string, closed func(n int) error) error {
+	n := 0
+	var err error
+	if typ != msgClientFinished {
+		n, err = readHeader(r, b, typ, name)
+	}
+	if err == nil {
+		var m int
+		m, err = io.ReadFull(r, b[n:])
+		n += m
+	}
+	switch {
+	case err == nil, errors.Is(err, ErrProtocol):
+		return err
+	case isClosedByPeer(err):
+		return closed(n)
+	}
+	return ioError("reading the "+name, err)
 }
 
 // ioError wraps an I/O failure during the handshake with the step it broke.

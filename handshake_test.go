@@ -246,3 +246,59 @@ func TestReplayInFlightRefused(t *testing.T) {
 	ev.waitFrom(t, first.LocalAddr())
 	answered(rawDial(t, s.Addr(), ""))
 }
+
+// TestReadMessage checks the one reader of handshake messages over
+// loopback TCP: a whole message, a wrong header refused at its first
+// wrong byte, and a close before the whole message explained by the
+// caller's closed, given the bytes that came.
+func TestReadMessage(t *testing.T) {
+	t.Parallel()
+	sh := make([]byte, serverHelloLen)
+	copy(sh, magic)
+	sh[len(magic)], sh[len(magic)+1] = version1, msgServerHello
+	for _, tc := range []struct {
+		name   string
+		typ    byte
+		msgLen int
+		send   []byte
+		close  bool
+		want   error // nil: the message is read whole
+		closed int   // bytes closed is told of; -1: closed is not called
+	}{
+		{name: "whole ServerHello", typ: msgServerHello, msgLen: serverHelloLen, send: sh, closed: -1},
+		{name: "close at once", typ: msgServerHello, msgLen: serverHelloLen, close: true, want: errClosedEarly, closed: 0},
+		{name: "close in the header", typ: msgServerHello, msgLen: serverHelloLen, send: sh[:3], close: true, want: errClosedEarly, closed: 3},
+		{name: "close after the header", typ: msgServerHello, msgLen: serverHelloLen, send: sh[:headerLen+5], close: true, want: errClosedEarly, closed: headerLen + 5},
+		{name: "HTTP instead", typ: msgServerHello, msgLen: serverHelloLen, send: []byte("HTTP/1.1 400"), want: ErrProtocol, closed: -1},
+		{name: "ClientHello type", typ: msgServerHello, msgLen: serverHelloLen, send: []byte(magic + "\x01\x01"), want: ErrProtocol, closed: -1},
+		{name: "ClientFinished, no header", typ: msgClientFinished, msgLen: clientFinishedLen, send: bytes.Repeat([]byte{msgClientFinished}, clientFinishedLen), closed: -1},
+		{name: "ClientFinished cut", typ: msgClientFinished, msgLen: clientFinishedLen, send: []byte{msgClientFinished}, close: true, want: errClosedEarly, closed: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, s := pipeTCP(t)
+			c.SetDeadline(time.Now().Add(waitLimit))
+			s.Write(tc.send)
+			if tc.close {
+				s.Close()
+			}
+			closed := -1
+			b := make([]byte, tc.msgLen)
+			err := readMessage(c, b, tc.typ, "message", func(n int) error {
+				closed = n
+				return errClosedEarly
+			})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("readMessage = %v, want %v", err, tc.want)
+			}
+			if closed != tc.closed {
+				t.Errorf("closed told of %d bytes, want %d (-1: not called)", closed, tc.closed)
+			}
+			if tc.want == nil && !bytes.Equal(b, tc.send) {
+				t.Errorf("read %q, want %q", b, tc.send)
+			}
+		})
+	}
+}
+
+var errClosedEarly = errors.New("closed early")

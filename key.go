@@ -1,9 +1,7 @@
 package hmacauth
 
 import (
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -94,34 +92,6 @@ func checkKeyID(id string) error {
 	}
 	return nil
 }
-
-// keySchedule holds the values derived from one key that do not depend on a
-// connection; see "Key schedule" in PROTOCOL.md.
-type keySchedule struct {
-	id          string
-	hello       macKey // proves the ClientHello (no oracle for strangers)
-	serverHello macKey // proves the ServerHello (K_sh; its label says "server finished")
-	clientFin   macKey // client's proof
-	session     []byte // input to the session secret
-}
-
-func deriveKeySchedule(k Key) *keySchedule {
-	prk, err := hkdf.Extract(sha256.New, k.Secret, []byte(protocolLabel))
-	if err != nil {
-		panic(err) // unreachable: SHA-256 accepts any input
-	}
-	expand := func(label string) []byte { return expandLabel(prk, label, sha256.Size) }
-	return &keySchedule{
-		id:          k.ID,
-		hello:       macKey(expand("client hello")),
-		serverHello: macKey(expand("server finished")),
-		clientFin:   macKey(expand("client finished")),
-		session:     expand("session"),
-	}
-}
-
-// macKey is the HMAC-SHA256 key of one handshake message.
-type macKey [sha256.Size]byte
 
 // keySet is a validated list of keys with their schedules.
 type keySet struct {

@@ -20,14 +20,8 @@ const maxCachedSecrets = 256
 // the lifetime; then a timer drops it, with the X25519 results computed
 // with it, so that it is not kept past its lifetime even when no handshake
 // comes to replace it. (A handshake that started with it keeps it until it
-// ends, at most HandshakeTimeout later.)
-//
-// Reuse costs forward secrecy nothing against the theft of a shared secret
-// (a key share's private half never leaves memory). Against an attacker who
-// reads this process's memory, who gets the keys of every open connection
-// anyway, it exposes in addition the ended sessions made with a key share
-// still held: those of the last lifetime, plus those of a handshake still
-// in flight. SECURITY.md says the same for users.
+// ends, at most HandshakeTimeout later.) SECURITY.md says what reuse
+// exposes.
 type keyShares struct {
 	cur atomic.Pointer[keyShare]
 }
@@ -53,8 +47,8 @@ func (s *keyShares) get(lifetime time.Duration) (*keyShare, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks := &keyShare{priv: priv, expires: now.Add(lifetime), secrets: make(map[[shareLen]byte][]byte)}
-	if !s.cur.CompareAndSwap(old, ks) {
+	share := &keyShare{priv: priv, expires: now.Add(lifetime), secrets: make(map[[shareLen]byte][]byte)}
+	if !s.cur.CompareAndSwap(old, share) {
 		// Another handshake made one at the same time: use that one,
 		// so that its lifetime bounds this handshake's key share too.
 		if cur := s.cur.Load(); cur != nil && now.Before(cur.expires) {
@@ -62,47 +56,47 @@ func (s *keyShares) get(lifetime time.Duration) (*keyShare, error) {
 		}
 		// That one has already expired (a very short lifetime, or a
 		// late timer): this key share serves this handshake alone.
-		ks.drop()
-		return ks, nil
+		share.drop()
+		return share, nil
 	}
 	time.AfterFunc(lifetime, func() {
-		s.cur.CompareAndSwap(ks, nil)
-		ks.drop()
+		s.cur.CompareAndSwap(share, nil)
+		share.drop()
 	})
-	return ks, nil
+	return share, nil
 }
 
-// drop forgets the results computed with ks; handshakes still holding ks
+// drop forgets the results computed with share; handshakes still holding it
 // finish without remembering theirs.
-func (ks *keyShare) drop() {
-	ks.mu.Lock()
-	ks.dropped = true
-	clear(ks.secrets)
-	ks.secrets = nil
-	ks.mu.Unlock()
+func (share *keyShare) drop() {
+	share.mu.Lock()
+	share.dropped = true
+	clear(share.secrets)
+	share.secrets = nil
+	share.mu.Unlock()
 }
 
-// sharedSecret returns X25519(ks, peer), computed once per peer share while
-// ks lives: a peer that reuses its key share too costs one X25519 per pair
+// sharedSecret returns X25519(share, peer), computed once per peer share while
+// share lives: a peer that reuses its key share too costs one X25519 per pair
 // of key shares rather than one per handshake. The result may be shared
 // with other handshakes: callers must not modify it.
-func (ks *keyShare) sharedSecret(peer []byte) ([]byte, error) {
+func (share *keyShare) sharedSecret(peer []byte) ([]byte, error) {
 	k := [shareLen]byte(peer)
-	ks.mu.Lock()
-	dh, ok := ks.secrets[k]
-	ks.mu.Unlock()
+	share.mu.Lock()
+	dh, ok := share.secrets[k]
+	share.mu.Unlock()
 	if ok {
 		return dh, nil
 	}
-	dh, err := x25519(ks.priv, peer)
+	dh, err := x25519(share.priv, peer)
 	if err != nil {
 		return nil, err
 	}
-	ks.mu.Lock()
-	if !ks.dropped && len(ks.secrets) < maxCachedSecrets {
-		ks.secrets[k] = dh
+	share.mu.Lock()
+	if !share.dropped && len(share.secrets) < maxCachedSecrets {
+		share.secrets[k] = dh
 	}
-	ks.mu.Unlock()
+	share.mu.Unlock()
 	return dh, nil
 }
 

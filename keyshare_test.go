@@ -96,13 +96,13 @@ func TestKeyShareReuse(t *testing.T) {
 				t.Errorf("%d handshakes gave %d distinct session secrets", n, len(exports))
 			}
 			if tc.reuse {
-				ks := scfg.shares.cur.Load()
-				if ks == nil {
+				share := scfg.shares.cur.Load()
+				if share == nil {
 					t.Fatal("the server keeps no key share")
 				}
-				ks.mu.Lock()
-				cached := len(ks.secrets)
-				ks.mu.Unlock()
+				share.mu.Lock()
+				cached := len(share.secrets)
+				share.mu.Unlock()
 				if cached != 1 {
 					t.Errorf("the server's key share remembers %d X25519 results after %d handshakes with one client key share, want 1", cached, n)
 				}
@@ -161,11 +161,11 @@ func TestKeyShareExpires(t *testing.T) {
 
 func TestKeyShareSecrets(t *testing.T) {
 	var shares keyShares
-	ks, err := shares.get(time.Hour)
+	share, err := shares.get(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ks.drop)
+	t.Cleanup(share.drop)
 	// Concurrent first uses agree on one key share: those that lose the
 	// race to install theirs take the winner's.
 	var racing keyShares
@@ -190,8 +190,8 @@ func TestKeyShareSecrets(t *testing.T) {
 			t.Errorf("concurrent first get %d: key share %p, want the installed one, %p", i, g, winner)
 		}
 	}
-	if got, err := shares.get(time.Hour); err != nil || got != ks {
-		t.Errorf("a later get: %p, %v; want %p", got, err, ks)
+	if got, err := shares.get(time.Hour); err != nil || got != share {
+		t.Errorf("a later get: %p, %v; want %p", got, err, share)
 	}
 
 	// More distinct peers than the cache holds: every result is right, and
@@ -201,20 +201,20 @@ func TestKeyShareSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := peer.ECDH(ks.priv.PublicKey())
+		want, err := peer.ECDH(share.priv.PublicKey())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for range 2 { // computed, then (while the cache has room) remembered
-			got, err := ks.sharedSecret(peer.PublicKey().Bytes())
+			got, err := share.sharedSecret(peer.PublicKey().Bytes())
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("peer %d: X25519 result %x, %v; want %x", i, got, err, want)
 			}
 		}
 	}
-	ks.mu.Lock()
-	n := len(ks.secrets)
-	ks.mu.Unlock()
+	share.mu.Lock()
+	n := len(share.secrets)
+	share.mu.Unlock()
 	if n != maxCachedSecrets {
 		t.Errorf("the key share remembers %d results, want the bound %d", n, maxCachedSecrets)
 	}
@@ -246,12 +246,12 @@ func TestKeyShareExpiredNotReused(t *testing.T) {
 	var shares keyShares
 	stale := &keyShare{expires: time.Now().Add(-time.Second), secrets: map[[shareLen]byte][]byte{}}
 	shares.cur.Store(stale)
-	ks, err := shares.get(time.Hour)
+	share, err := shares.get(time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ks.drop)
-	if ks == stale || shares.cur.Load() != ks {
+	t.Cleanup(share.drop)
+	if share == stale || shares.cur.Load() != share {
 		t.Error("an expired key share was handed out again")
 	}
 }

@@ -1,11 +1,10 @@
 package hmacauth
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"time"
 
@@ -16,25 +15,23 @@ import (
 // Listener is a net.Listener whose Accept returns only connections whose
 // client proved a key of the Config, as *Conn with the handshake done.
 //
-// Handshakes run concurrently, one goroutine each, off the goroutine that
-// accepts from the inner listener, each bounded by Config.HandshakeTimeout,
-// so a slow or silent client never delays another. A failed handshake is
-// never returned from Accept (http.Server.Serve and grpc.Server.Serve stop
-// on such errors): the connection is closed with no byte sent, by an
-// orderly close after draining what the client sent (at most 64 KiB
-// within 500 ms; PROTOCOL.md section 7.2), and the failure goes to
-// Config.Logger and Config.OnHandshake, after that drain. Temporary errors
-// of the inner listener are retried with backoff.
+// Handshakes run concurrently, each on its own goroutine and bounded by
+// Config.HandshakeTimeout. A failed handshake is never returned from
+// Accept (http.Server.Serve and grpc.Server.Serve stop on such errors):
+// the connection is closed with no byte sent, by an orderly close after
+// draining what the client sent (at most 64 KiB within 500 ms; PROTOCOL.md
+// section 7.2), and the failure goes to Config.Logger and
+// Config.OnHandshake, after that drain. Temporary errors of the inner
+// listener are retried with backoff.
 //
-// Work is bounded: at most Config.MaxHandshakes connections are in
-// handshake or wait for a place in the accept queue (Config.AcceptQueue
-// more may wait in it), at most Config.MaxHandshakesPerIP of them
-// from one IP or IPv6 /64 (more are closed at once), and when the
-// application stops calling Accept the Listener stops accepting from the
-// inner listener. When every slot is taken by a handshake, a new
-// connection evicts the handshake that has made the least progress for
-// the longest (see Config.MaxHandshakes), so that clients that connect and
-// stall cannot lock out clients that hold a key.
+// At most Config.MaxHandshakes connections are in handshake or wait for a
+// place in the accept queue (Config.AcceptQueue more may wait in it), at
+// most Config.MaxHandshakesPerIP of them from one IP or IPv6 /64 (more are
+// closed at once); when every slot is taken by a handshake, a new
+// connection evicts the one that has made the least progress for the
+// longest (see Config.MaxHandshakes). When the application stops calling
+// Accept, the Listener stops accepting from the inner listener.
+// SECURITY.md says what these bounds protect against.
 type Listener struct {
 	al       *acceptor.Listener
 	config   *Config
@@ -47,33 +44,38 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	if err := cfg.checkListener(); err != nil {
 		return nil, err
 	}
+	return newListener(inner, cfg), nil
+}
+
+// newListener is NewListener for a cfg that passed checkListener.
+func newListener(inner net.Listener, cfg *Config) *Listener {
 	l := &Listener{config: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
-		MaxInFlight: netx.OrDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
-		MaxPerIP:    netx.OrDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
-		QueueLen:    netx.OrDefault(cfg.AcceptQueue, DefaultAcceptQueue),
-		OnShed:      l.shed,
+		MaxInFlight: cmp.Or(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    cmp.Or(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    cmp.Or(cfg.AcceptQueue, DefaultAcceptQueue),
+		Refuse:      closeRefused,
+		Name:        "hmacauth",
+		ClaimAttr:   "key_id",
+		ErrShed:     ErrShed,
+		Logger:      cfg.Logger,
+		Report:      l.report,
 	})
-	return l, nil
+	return l
 }
 
 // Listen listens on the network address (as net.Listen does) and returns a
 // Listener over it.
 //
 // On Linux, a TCP socket made by Listen has TCP_DEFER_ACCEPT set to
-// Config.HandshakeTimeout (rounded up to whole seconds, and by the kernel to
+// Config.HandshakeTimeout, rounded up to whole seconds (and by the kernel to
 // its next SYN-ACK retransmission: 1, 3, 7, 15, 31, ... s): the kernel hands
-// a connection to the Listener only once the client's ClientHello bytes
-// have arrived. A client that connects and sends nothing waits in the
-// kernel's SYN queue, without a file descriptor, a goroutine or a handshake
-// slot. When the deferral ends the kernel completes the connection and
-// Config.HandshakeTimeout bounds it from then on, so a silent client is
-// refused after the deferral plus the handshake timeout (7 s + 5 s with the
-// default timeout), and only then reported to Config.OnHandshake. With no
-// handshake timeout (negative), nothing is set. NewListener does not change
-// the options of the listener it is given; there, silent clients are
-// bounded by the caps and the handshake timeout alone.
+// a connection to the Listener only once the client's first bytes have
+// arrived, or when the deferral ends, and Config.HandshakeTimeout bounds it
+// from then on. With no handshake timeout (negative), nothing is set.
+// NewListener leaves the options of the listener it is given as they are.
+// SECURITY.md says what the deferral bounds.
 func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if err := cfg.checkListener(); err != nil {
 		return nil, err
@@ -83,12 +85,7 @@ func Listen(network, address string, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := NewListener(inner, cfg)
-	if err != nil {
-		inner.Close()
-		return nil, err
-	}
-	return l, nil
+	return newListener(inner, cfg), nil
 }
 
 // Accept waits for and returns the next authenticated connection, a *Conn.
@@ -137,28 +134,24 @@ func (l *Listener) Stats() ListenerStats {
 	return s
 }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
+// handshake runs the server handshake on a connection the engine
+// accepted. The claim it reports is the key ID the client proved or, on
+// failure, the one it named (from the error).
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, string, error) {
 	c := Server(raw, l.config)
-	err := c.HandshakeContext(ctx)
-	d := time.Since(c.handshakeStarted)
-	report := func(err error) {
-		if errors.Is(err, acceptor.ErrEvicted) {
-			err = errorf(ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
-				raw.RemoteAddr(), d.Round(time.Millisecond), netx.OrDefault(l.config.MaxHandshakes, DefaultMaxHandshakes))
-		}
-		l.counters.record(d, err)
-		l.report(HandshakeEvent{
-			RemoteAddr: raw.RemoteAddr(),
-			KeyID:      c.claimedKeyID,
-			Duration:   d,
-			Err:        err,
-		})
+	if err := c.HandshakeContext(ctx); err != nil {
+		return nil, claimedKeyID(err), err
 	}
-	if err != nil {
-		closeRefused(ctx, raw)
-		return nil, report, err
+	return c, c.KeyID(), nil
+}
+
+// report counts a connection the engine handled and passes it to
+// Config.OnHandshake; the engine has logged it.
+func (l *Listener) report(ev acceptor.Event) {
+	l.counters.record(ev.Duration, ev.Err)
+	if l.config.OnHandshake != nil {
+		l.config.OnHandshake(HandshakeEvent{RemoteAddr: ev.RemoteAddr, KeyID: ev.Claim, Duration: ev.Duration, Err: ev.Err})
 	}
-	return c, report, nil
 }
 
 // Bounds of the reading closeRefused does before it closes a refused
@@ -193,33 +186,6 @@ func closeRefused(ctx context.Context, raw net.Conn) {
 	stop := netx.Interrupt(ctx, raw)
 	io.Copy(io.Discard, io.LimitReader(raw, refusalDrainBytes))
 	stop()
-}
-
-// shed reports a connection closed for the per-IP cap; the engine calls it
-// off its accept loop.
-func (l *Listener) shed(remote net.Addr) {
-	l.report(HandshakeEvent{
-		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.config.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-	})
-}
-
-func (l *Listener) report(ev HandshakeEvent) {
-	if lg := l.config.Logger; lg != nil {
-		attrs := []slog.Attr{
-			slog.String("remote", ev.RemoteAddr.String()),
-			slog.String("key_id", ev.KeyID),
-			slog.Duration("duration", ev.Duration),
-		}
-		if ev.Err != nil {
-			lg.LogAttrs(context.Background(), slog.LevelInfo, "hmacauth: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
-		} else {
-			lg.LogAttrs(context.Background(), slog.LevelDebug, "hmacauth: accepted connection", attrs...)
-		}
-	}
-	if l.config.OnHandshake != nil {
-		l.config.OnHandshake(ev)
-	}
 }
 
 // String names the Listener by its address, never its Config's secrets.

@@ -191,7 +191,7 @@ func TestHostileClients(t *testing.T) {
 		{name: "key ID length 255", send: with(idLenOff, 255), want: ErrProtocol},
 		{name: "key ID not printable", send: with(idLenOff+1, ' '), want: ErrProtocol},
 		{name: "key ID padding", send: with(idLenOff+1+MaxKeyIDLen-1, 'x'), want: ErrProtocol},
-		{name: "unknown mode", send: with(modeOff, modeMax+1), want: ErrProtocol, inError: "mode 3"},
+		{name: "unknown mode", send: with(modeOff, byte(modeMax)+1), want: ErrProtocol, inError: "mode 3"},
 		{name: "future version", send: with(versionOff, 2), want: ErrProtocol, inError: "version 2"},
 		{name: "version 0", send: with(versionOff, 0), want: ErrProtocol, inError: "version 0"},
 		{name: "ServerHello first", send: with(typeOff, msgServerHello), want: ErrProtocol},
@@ -1046,4 +1046,51 @@ func TestEvictedWhileDrainingKeepsReason(t *testing.T) {
 	if st := s.Stats(); st.Evicted != 0 {
 		t.Errorf("stats = %+v: a handshake that had failed was counted as evicted", st)
 	}
+}
+
+// TestListenerReportsClaim: a Listener reports the key ID a client named
+// also when its handshake fails after the ClientHello, by a timeout or
+// aborted by Close, and the key ID proven when it succeeds; the report
+// learns it from the handshake's error, not from the Conn.
+func TestListenerReportsClaim(t *testing.T) {
+	t.Parallel()
+	k := testKey("claimed-key")
+	cfg, ev := newTestConfig(k)
+	cfg.HandshakeTimeout = 100 * time.Millisecond
+	s := startEngineEcho(t, cfg)
+
+	checkGoodClient(t, s, configWith(k))
+	e := ev.waitFor(t, "the good client", func(e HandshakeEvent) bool { return e.Err == nil })
+	if e.KeyID != k.ID {
+		t.Errorf("success reported with key ID %q, want %q", e.KeyID, k.ID)
+	}
+
+	stall := rawDial(t, s.Addr(), "")
+	stall.Write(validClientHello(k, "stall"))
+	e = ev.waitFrom(t, stall.LocalAddr())
+	mustBe(t, e.Err, ErrHandshakeTimeout)
+	if e.KeyID != k.ID {
+		t.Errorf("timeout reported with key ID %q, want the claimed %q", e.KeyID, k.ID)
+	}
+
+	cfg2, ev2 := newTestConfig(k)
+	cfg2.HandshakeTimeout = -1
+	l := listenEngine(t, cfg2)
+	aborted := rawDial(t, l.Addr(), "")
+	aborted.Write(validClientHello(k, "aborted"))
+	waitClosedOrServerHello(t, aborted)
+	l.Close()
+	e = ev2.waitFrom(t, aborted.LocalAddr())
+	if e.Err == nil || e.KeyID != k.ID {
+		t.Errorf("handshake aborted by Close reported as %v with key ID %q, want an error with the claimed %q", e.Err, e.KeyID, k.ID)
+	}
+}
+
+// waitClosedOrServerHello waits until the server has answered c's
+// ClientHello (so the server has read the claim), or closed c.
+func waitClosedOrServerHello(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	defer c.SetReadDeadline(time.Time{})
+	io.ReadFull(c, make([]byte, serverHelloLen))
 }

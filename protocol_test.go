@@ -54,12 +54,12 @@ func reset(raw *net.TCPConn) {
 
 // rawServerHello builds a ServerHello answering ch with the given type, mode
 // and flags; the MAC is right unless badMAC.
-func rawServerHello(ks *keySchedule, ch []byte, typ, mode, flags byte, badMAC bool) []byte {
+func rawServerHello(sched *keySchedule, ch []byte, typ, mode, flags byte, badMAC bool) []byte {
 	sh := make([]byte, serverHelloLen)
 	copy(sh, magic)
 	sh[len(magic)], sh[len(magic)+1] = version1, typ
 	sh[headerLen], sh[headerLen+1] = mode, flags
-	mac(sh[:serverHelloLen-macLen], &ks.serverHello, ch, sh[:serverHelloLen-macLen])
+	mac(sh[:serverHelloLen-macLen], &sched.serverHello, ch, sh[:serverHelloLen-macLen])
 	if badMAC {
 		sh[serverHelloLen-1] ^= 1
 	}
@@ -72,7 +72,7 @@ func rawServerHello(ks *keySchedule, ch []byte, typ, mode, flags byte, badMAC bo
 // are wrong too), then mode and flags (ErrProtocol), including the refusal
 // of a ServerHello without the ChaCha20-Poly1305 bit the client asked for.
 func TestServerHelloErrorPrecedence(t *testing.T) {
-	ks := deriveKeySchedule(protoKey())
+	sched := deriveKeySchedule(protoKey())
 	cases := []struct {
 		name             string
 		chacha           bool // the client has no AES hardware
@@ -94,7 +94,7 @@ func TestServerHelloErrorPrecedence(t *testing.T) {
 			cfg := &Config{Keys: []Key{protoKey()}}
 			rc, rs := pipeTCP(t)
 			c := Client(rc, cfg)
-			c.rp.chacha = tc.chacha
+			c.testingOnlyNoAES = tc.chacha
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -102,7 +102,7 @@ func TestServerHelloErrorPrecedence(t *testing.T) {
 				if _, err := io.ReadFull(rs, ch); err != nil {
 					return
 				}
-				rs.Write(rawServerHello(ks, ch, tc.typ, tc.mode, tc.flags, tc.badMAC))
+				rs.Write(rawServerHello(sched, ch, tc.typ, tc.mode, tc.flags, tc.badMAC))
 				io.Copy(io.Discard, rs) // until the client closes
 			}()
 			c.SetDeadline(time.Now().Add(time.Minute)) // a bound, not a synchronisation
@@ -154,7 +154,7 @@ func TestClientHelloErrorPrecedence(t *testing.T) {
 // that must be zeros), then the share (ErrProtocol).
 func TestClientFinishedErrorPrecedence(t *testing.T) {
 	cfg := &Config{Keys: []Key{protoKey()}}
-	ks := deriveKeySchedule(protoKey())
+	sched := deriveKeySchedule(protoKey())
 	for _, tc := range []struct {
 		name   string
 		typ    byte
@@ -170,7 +170,7 @@ func TestClientFinishedErrorPrecedence(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := rawPeer(t, false, cfg, func(raw *net.TCPConn) {
 				h := &handshake{}
-				if err := h.writeClientHello(ks, hsParams{}); err != nil {
+				if err := h.writeClientHello(sched, hsParams{}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -181,7 +181,7 @@ func TestClientFinishedErrorPrecedence(t *testing.T) {
 				}
 				cf := h.cf()
 				cf[0], cf[1] = tc.typ, tc.share
-				mac(cf[:1+shareLen], &ks.clientFin, h.ch(), h.sh(), cf[:1+shareLen])
+				mac(cf[:1+shareLen], &sched.clientFin, h.ch(), h.sh(), cf[:1+shareLen])
 				if tc.badMAC {
 					cf[clientFinishedLen-1] ^= 1
 				}

@@ -265,7 +265,7 @@ func runInteropCase(t *testing.T, py pythons.Interpreter, c interopCase) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(waitLimit))
 	if c.goUpdate > 0 {
-		conn.rp.updateAt = c.goUpdate
+		conn.rl.updateAt = c.goUpdate
 	}
 	sent, got := interopExchange(t, conn, !c.goListens, c.size)
 	res, perr := peer.result()
@@ -291,14 +291,14 @@ func runInteropCase(t *testing.T, py pythons.Interpreter, c interopCase) {
 		t.Fatalf("key ID: Go %q, Python %q", conn.KeyID(), res["key_id"])
 	}
 	if c.pyUpdate > 0 {
-		if conn.in.gen == 0 || res["recv_generations"] == "0" {
-			t.Fatalf("no key update arrived: Go received %d, Python %s", conn.in.gen, res["recv_generations"])
+		if conn.rl.in.gen == 0 || res["recv_generations"] == "0" {
+			t.Fatalf("no key update arrived: Go received %d, Python %s", conn.rl.in.gen, res["recv_generations"])
 		}
-		if want := strconv.Itoa(conn.out.gen); res["recv_generations"] != want {
+		if want := strconv.Itoa(conn.rl.out.gen); res["recv_generations"] != want {
 			t.Fatalf("Python received %s key updates, Go sent %s", res["recv_generations"], want)
 		}
-		if res["send_generations"] != strconv.Itoa(conn.in.gen) {
-			t.Fatalf("Go received %d key updates, Python sent %s", conn.in.gen, res["send_generations"])
+		if res["send_generations"] != strconv.Itoa(conn.rl.in.gen) {
+			t.Fatalf("Go received %d key updates, Python sent %s", conn.rl.in.gen, res["send_generations"])
 		}
 	}
 	if c.probes && !slices.Contains(peer.events, "ProtocolError -") {

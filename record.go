@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hmacauth/hmacauth/internal/netx"
@@ -75,13 +76,70 @@ var hasAESGCMHardware = (cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) ||
 	(cpu.S390X.HasAES && cpu.S390X.HasAESCBC && cpu.S390X.HasAESCTR && (cpu.S390X.HasGHASH || cpu.S390X.HasAESGCM)) ||
 	cpu.PPC64.IsPOWER8
 
-// recordParams is what the handshake decided for the record layer, plus the
-// limits a test may lower.
+// recordLayer is the record layer of a ModeIntegrity or ModeSealed
+// connection: the raw connection, both directions, the parameters the
+// handshake settled and the closed state. A Conn installs it once its
+// handshake has succeeded and hands it every Read, Write and Close from
+// then on; it knows nothing of the handshake.
+type recordLayer struct {
+	conn net.Conn
+	peer string // "server" on a client, "client" on a server, for errors
+
+	sealed bool // encrypt payloads (ModeSealed), else MAC only
+	chacha bool // ChaCha20-Poly1305 instead of AES-256-GCM
+	// recordSize is the largest payload sent in one record, and updateAt
+	// the payload bytes under one key before a key update:
+	// defaultRecordSize and keyUpdateBytes, unless a test lowers them.
+	recordSize int
+	updateAt   uint64
+
+	in, out halfConn
+
+	// closed is set by shutdown and wipe: each direction is ended, its
+	// secrets cleared, as soon as no Read or Write holds it.
+	closed atomic.Bool
+	// readClosed is set by CloseRead: the end of stream that follows is
+	// this side's doing, not a cut by an attacker.
+	readClosed atomic.Bool
+}
+
+// recordParams is what a record layer starts from.
 type recordParams struct {
-	sealed     bool   // encrypt payloads (ModeSealed), else MAC only
-	chacha     bool   // ChaCha20-Poly1305 instead of AES-256-GCM
-	recordSize int    // largest payload sent in one record
-	updateAt   uint64 // payload bytes under one key before a key update
+	client bool // this side is the client: it sends with the c2s keys
+	sealed bool // ModeSealed, else ModeIntegrity
+	chacha bool // the handshake chose ChaCha20-Poly1305
+	// recordSize and updateAt mean defaultRecordSize and keyUpdateBytes
+	// when zero.
+	recordSize int
+	updateAt   uint64
+}
+
+// newRecordLayer returns the record layer of conn, keyed from the session
+// secret.
+func newRecordLayer(conn net.Conn, session []byte, p recordParams) *recordLayer {
+	rl := &recordLayer{
+		conn:       conn,
+		peer:       "client",
+		sealed:     p.sealed,
+		chacha:     p.chacha,
+		recordSize: p.recordSize,
+		updateAt:   p.updateAt,
+	}
+	if rl.recordSize <= 0 || rl.recordSize > maxRecordPayload {
+		rl.recordSize = defaultRecordSize
+	}
+	if rl.updateAt == 0 {
+		rl.updateAt = keyUpdateBytes
+	}
+	out, in := "c2s traffic", "s2c traffic"
+	if p.client {
+		rl.peer = "server"
+	} else {
+		out, in = in, out
+	}
+	rl.out.init(session, out, p.chacha)
+	rl.in.init(session, in, p.chacha)
+	return rl
 }
 
 // halfConn is one direction of the record layer: its keys, its sequence
@@ -114,33 +172,33 @@ type halfConn struct {
 	start, end   int
 	pstart, pend int
 
-	closed bool // write side: the close record is sealed
+	closeSent bool // write side: the close record is sealed
 
 	ctl [recordOverhead]byte // write side: a key update record
 }
 
 // init derives the first traffic secret of a direction from the session
 // secret.
-func (hc *halfConn) init(session []byte, label string, p *recordParams) {
+func (hc *halfConn) init(session []byte, label string, chacha bool) {
 	expandLabelTo(hc.secret[:], session, label)
-	hc.setKeys(p)
+	hc.setKeys(chacha)
 }
 
 // setKeys derives the AEAD key and IV from the current traffic secret.
-func (hc *halfConn) setKeys(p *recordParams) {
+func (hc *halfConn) setKeys(chacha bool) {
 	var key [32]byte
 	expandLabelTo(key[:], hc.secret[:], "key")
 	expandLabelTo(hc.iv[:], hc.secret[:], "iv")
-	hc.aead = newRecordAEAD(key[:], p.chacha)
+	hc.aead = newRecordAEAD(key[:], chacha)
 	clear(key[:])
 	hc.seq, hc.used = 0, 0
 }
 
 // update moves to the next traffic secret (a key update).
-func (hc *halfConn) update(p *recordParams) {
+func (hc *halfConn) update(chacha bool) {
 	expandLabelTo(hc.secret[:], hc.secret[:], "traffic update")
 	hc.gen++
-	hc.setKeys(p)
+	hc.setKeys(chacha)
 }
 
 func newRecordAEAD(key []byte, chacha bool) cipher.AEAD {
@@ -245,8 +303,8 @@ func (hc *halfConn) open(rec []byte, sealed bool, dst []byte) (byte, []byte, err
 
 // needsUpdate reports whether the sender must move to the next key before
 // its next record.
-func (hc *halfConn) needsUpdate(p *recordParams) bool {
-	return hc.used >= p.updateAt || hc.seq >= keyUpdateRecords
+func (hc *halfConn) needsUpdate(updateAt uint64) bool {
+	return hc.used >= updateAt || hc.seq >= keyUpdateRecords
 }
 
 // grow makes buf at least n bytes long, keeping buf[keep:end].
@@ -310,73 +368,66 @@ var (
 	errWriteAfterClose = fmt.Errorf("hmacauth: write after Close: %w", net.ErrClosed)
 )
 
-// Close ends each direction of the record layer and clears its keys, but
-// must neither wait for nor race with a Read or Write in progress on
-// another goroutine (Close is what breaks it). So Close sets c.closed and
-// ends a direction only if it can take its lock at once (TryLock); the
-// Read or Write that held the lock then ends it as it unlocks. Since Close
-// sets c.closed before its TryLock and a holder checks c.closed after its
-// Unlock, one of the two always does it.
+// shutdown and wipe end each direction of the record layer and clear its
+// keys, but must neither wait for nor race with a Read or Write in
+// progress on another goroutine (Close is what breaks it). So they set
+// rl.closed and end a direction only if they can take its lock at once
+// (TryLock); the Read or Write that held the lock then ends it as it
+// unlocks. Since rl.closed is set before the TryLock and a holder checks
+// it after its Unlock, one of the two always does it.
 
 // unlockIn and unlockOut release a direction's lock after a Read or a
-// Write, ending the direction if Close ran meanwhile.
-func (c *Conn) unlockIn() {
-	c.in.mu.Unlock()
-	if c.closed.Load() && c.in.mu.TryLock() {
-		c.endRead()
-		c.in.mu.Unlock()
+// Write, ending the direction if the record layer was closed meanwhile.
+func (rl *recordLayer) unlockIn() {
+	rl.in.mu.Unlock()
+	if rl.closed.Load() && rl.in.mu.TryLock() {
+		rl.in.endRead()
+		rl.in.mu.Unlock()
 	}
 }
 
-func (c *Conn) unlockOut() {
-	c.out.mu.Unlock()
-	if c.closed.Load() && c.out.mu.TryLock() {
-		c.endWrite()
-		c.out.mu.Unlock()
+func (rl *recordLayer) unlockOut() {
+	rl.out.mu.Unlock()
+	if rl.closed.Load() && rl.out.mu.TryLock() {
+		rl.out.endWrite()
+		rl.out.mu.Unlock()
 	}
 }
 
 // endRead, at Close, ends the read side: later Reads fail without touching
 // the buffer or the keys. It gives the buffer back to its pool and clears
-// the keys. c.in.mu is held.
-func (c *Conn) endRead() {
-	hc := &c.in
+// the keys. hc.mu is held.
+func (hc *halfConn) endRead() {
 	hc.err = errReadAfterClose // whatever ended reading before, Close is the reason now
 	hc.putBuffer()
 	hc.start, hc.end, hc.pstart, hc.pend = 0, 0, 0, 0
 	hc.clearKeys()
 }
 
-// endWrite, at Close, ends the write side and clears its keys. c.out.mu is
+// endWrite, at Close, ends the write side and clears its keys. hc.mu is
 // held.
-func (c *Conn) endWrite() {
-	hc := &c.out
+func (hc *halfConn) endWrite() {
 	hc.err = errWriteAfterClose
 	hc.putBuffer()
 	hc.start, hc.end = 0, 0
 	hc.clearKeys()
 }
 
-// tryEndRead ends the read side unless a Read holds it (see unlockIn).
-func (c *Conn) tryEndRead() {
-	if c.in.mu.TryLock() {
-		c.endRead()
-		c.in.mu.Unlock()
+// tryEnd ends a direction with end unless a Read or Write holds it (see
+// unlockIn).
+func (hc *halfConn) tryEnd(end func(*halfConn)) {
+	if hc.mu.TryLock() {
+		end(hc)
+		hc.mu.Unlock()
 	}
 }
 
-// clearSecrets clears every secret of a connection that Close closed while
-// its handshake ran: the handshake has just finished, and Close did not
-// find the secrets yet. c.closed is set.
-func (c *Conn) clearSecrets() {
-	if c.records() {
-		c.tryEndRead()
-		if c.out.mu.TryLock() {
-			c.endWrite()
-			c.out.mu.Unlock()
-		}
-	}
-	c.clearSessionSecret()
+// wipe ends both directions and clears their secrets without sending the
+// close record, for a Conn closed while its handshake ran.
+func (rl *recordLayer) wipe() {
+	rl.closed.Store(true)
+	rl.in.tryEnd((*halfConn).endRead)
+	rl.out.tryEnd((*halfConn).endWrite)
 }
 
 // clearKeys overwrites the traffic secret and IV with zeros and drops the
@@ -389,49 +440,16 @@ func (hc *halfConn) clearKeys() {
 	hc.aead = nil
 }
 
-// records reports whether the connection runs the record layer. It is false
-// before the handshake and in ModeAuth.
-func (c *Conn) records() bool {
-	return c.hsDone.Load() && c.hsErr == nil && c.res.mode != byte(ModeAuth)
-}
-
-// initRecords sets up the record layer after a successful handshake.
-func (c *Conn) initRecords() {
-	p := &c.rp
-	p.sealed = c.res.mode == byte(ModeSealed)
-	p.chacha = c.res.flags&flagChaCha20 != 0
-	if p.recordSize <= 0 || p.recordSize > maxRecordPayload {
-		p.recordSize = defaultRecordSize
-	}
-	if p.updateAt == 0 {
-		p.updateAt = keyUpdateBytes
-	}
-	out, in := "c2s traffic", "s2c traffic"
-	if !c.isClient {
-		out, in = in, out
-	}
-	c.out.init(c.res.secret, out, p)
-	c.in.init(c.res.secret, in, p)
-}
-
-// peerName is "server" on a client and "client" on a server.
-func (c *Conn) peerName() string {
-	if c.isClient {
-		return "server"
-	}
-	return "client"
-}
-
 // integrityError makes the sticky error of a record that failed its check.
-func (c *Conn) integrityError(format string, args ...any) error {
-	return errorf(ErrIntegrity, "from the %s at %s: "+format+"; the connection is no longer usable", append([]any{c.peerName(), c.conn.RemoteAddr()}, args...)...)
+func (rl *recordLayer) integrityError(format string, args ...any) error {
+	return errorf(ErrIntegrity, "from the %s at %s: "+format+"; the connection is no longer usable", append([]any{rl.peer, rl.conn.RemoteAddr()}, args...)...)
 }
 
-// readRecordData reads application data in a record mode.
-func (c *Conn) readRecordData(b []byte) (int, error) {
-	hc := &c.in
+// Read reads application data.
+func (rl *recordLayer) Read(b []byte) (int, error) {
+	hc := &rl.in
 	hc.mu.Lock()
-	defer c.unlockIn()
+	defer rl.unlockIn()
 	for {
 		if hc.pstart < hc.pend {
 			n := copy(b, hc.buf[hc.pstart:hc.pend])
@@ -444,7 +462,7 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		n, err := c.readRecord(b)
+		n, err := rl.readRecord(b)
 		if n > 0 || err != nil {
 			return n, err
 		}
@@ -456,31 +474,31 @@ func (c *Conn) readRecordData(b []byte) (int, error) {
 // length returned; otherwise the payload is left in buf[pstart:pend]. I/O
 // errors, timeouts in particular, leave the bytes received so far in place,
 // so the next call resumes the record.
-func (c *Conn) readRecord(dst []byte) (int, error) {
-	hc := &c.in
+func (rl *recordLayer) readRecord(dst []byte) (int, error) {
+	hc := &rl.in
 	if hc.buf == nil {
 		hc.buf = getBuffer(initialReadBuffer)
 	}
-	if err := c.fill(recordHeaderLen); err != nil {
+	if err := rl.fill(recordHeaderLen); err != nil {
 		return 0, err
 	}
 	typ, n, err := parseRecordHeader(hc.buf[hc.start:])
 	if err != nil {
-		hc.err = c.integrityError("%v", err)
+		hc.err = rl.integrityError("%v", err)
 		return 0, hc.err
 	}
 	total := recordOverhead + n
-	if err := c.fill(total); err != nil {
+	if err := rl.fill(total); err != nil {
 		return 0, err
 	}
 	rec := hc.buf[hc.start : hc.start+total]
 	seq := hc.seq
-	if !c.rp.sealed || len(dst) < n || typ != recordData {
+	if !rl.sealed || len(dst) < n || typ != recordData {
 		dst = nil
 	}
-	typ, payload, err := hc.open(rec, c.rp.sealed, dst)
+	typ, payload, err := hc.open(rec, rl.sealed, dst)
 	if err != nil {
-		hc.err = c.integrityError("record %d (generation %d) failed authentication: it was altered, dropped, reordered, replayed, reflected or injected in transit", seq, hc.gen)
+		hc.err = rl.integrityError("record %d (generation %d) failed authentication: it was altered, dropped, reordered, replayed, reflected or injected in transit", seq, hc.gen)
 		return 0, hc.err
 	}
 	off := hc.start + recordHeaderLen
@@ -492,7 +510,7 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 		hc.useless = 0
 	} else if typ == recordData || typ == recordKeyUpdate {
 		if hc.useless++; hc.useless > maxUselessRecords {
-			hc.err = errorf(ErrProtocol, "the %s sent more than %d records in a row without application data (empty data records or key updates)", c.peerName(), maxUselessRecords)
+			hc.err = errorf(ErrProtocol, "the %s sent more than %d records in a row without application data (empty data records or key updates)", rl.peer, maxUselessRecords)
 			return 0, hc.err
 		}
 	}
@@ -504,18 +522,18 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 		hc.pstart, hc.pend = off, off+len(payload)
 	case recordClose:
 		if len(payload) != 0 {
-			hc.err = errorf(ErrProtocol, "the %s sent a close record with a payload", c.peerName())
+			hc.err = errorf(ErrProtocol, "the %s sent a close record with a payload", rl.peer)
 			return 0, hc.err
 		}
 		hc.err = io.EOF
 	case recordKeyUpdate:
 		if len(payload) != 0 {
-			hc.err = errorf(ErrProtocol, "the %s sent a key update record with a payload", c.peerName())
+			hc.err = errorf(ErrProtocol, "the %s sent a key update record with a payload", rl.peer)
 			return 0, hc.err
 		}
-		hc.update(&c.rp)
+		hc.update(rl.chacha)
 	default:
-		hc.err = errorf(ErrProtocol, "the %s sent a record of unknown type %d", c.peerName(), typ)
+		hc.err = errorf(ErrProtocol, "the %s sent a record of unknown type %d", rl.peer, typ)
 		return 0, hc.err
 	}
 	return 0, nil
@@ -523,8 +541,8 @@ func (c *Conn) readRecord(dst []byte) (int, error) {
 
 // fill reads until buf[start:] holds at least n bytes, n being at most a
 // whole record.
-func (c *Conn) fill(n int) error {
-	hc := &c.in
+func (rl *recordLayer) fill(n int) error {
+	hc := &rl.in
 	if hc.start+n > len(hc.buf) {
 		hc.grow(n, hc.start, recordOverhead+maxRecordPayload)
 		if hc.start+n > len(hc.buf) {
@@ -535,7 +553,7 @@ func (c *Conn) fill(n int) error {
 		}
 	}
 	for hc.end-hc.start < n {
-		k, err := c.conn.Read(hc.buf[hc.end:])
+		k, err := rl.conn.Read(hc.buf[hc.end:])
 		hc.end += k
 		if err == nil {
 			continue
@@ -544,14 +562,14 @@ func (c *Conn) fill(n int) error {
 			return nil // report the error on the next read
 		}
 		if errors.Is(err, io.EOF) {
-			if c.readClosed.Load() {
+			if rl.readClosed.Load() {
 				hc.err = fmt.Errorf("hmacauth: read after CloseRead: %w", net.ErrClosed)
 				return hc.err
 			}
 			if hc.end == hc.start {
-				hc.err = c.integrityError("the connection ended without a close record: the stream was cut (%w)", io.ErrUnexpectedEOF)
+				hc.err = rl.integrityError("the connection ended without a close record: the stream was cut (%w)", io.ErrUnexpectedEOF)
 			} else {
-				hc.err = c.integrityError("the connection ended in the middle of record %d: the stream was cut (%w)", hc.seq, io.ErrUnexpectedEOF)
+				hc.err = rl.integrityError("the connection ended in the middle of record %d: the stream was cut (%w)", hc.seq, io.ErrUnexpectedEOF)
 			}
 			return hc.err
 		}
@@ -560,19 +578,19 @@ func (c *Conn) fill(n int) error {
 	return nil
 }
 
-// writeRecordData writes application data in a record mode.
-func (c *Conn) writeRecordData(b []byte) (int, error) {
-	hc := &c.out
+// Write writes application data.
+func (rl *recordLayer) Write(b []byte) (int, error) {
+	hc := &rl.out
 	hc.mu.Lock()
-	defer c.unlockOut()
-	if err := c.writeReady(); err != nil {
+	defer rl.unlockOut()
+	if err := rl.writeReady(); err != nil {
 		return 0, err
 	}
 	n := 0
 	for len(b) > 0 {
-		m := min(len(b), c.rp.recordSize)
-		hc.grow(recordOverhead+m, 0, recordOverhead+c.rp.recordSize)
-		sent, err := c.writeRecord(recordData, b[:m], m, true)
+		m := min(len(b), rl.recordSize)
+		hc.grow(recordOverhead+m, 0, recordOverhead+rl.recordSize)
+		sent, err := rl.writeRecord(recordData, b[:m], m, true)
 		if sent {
 			n += m
 			b = b[m:]
@@ -585,26 +603,26 @@ func (c *Conn) writeRecordData(b []byte) (int, error) {
 }
 
 // writeReady sends what is left of a record that a deadline interrupted
-// and checks that the write side is still open. hc.mu is held.
-func (c *Conn) writeReady() error {
-	hc := &c.out
+// and checks that the write side is still open. rl.out.mu is held.
+func (rl *recordLayer) writeReady() error {
+	hc := &rl.out
 	if hc.err != nil {
 		return hc.err
 	}
-	if err := c.flush(); err != nil {
+	if err := rl.flush(); err != nil {
 		return err
 	}
-	if hc.closed {
+	if hc.closeSent {
 		return fmt.Errorf("hmacauth: write after CloseWrite or Close: %w", net.ErrClosed)
 	}
 	return nil
 }
 
 // flush writes buf[start:end], the unsent rest of a record.
-func (c *Conn) flush() error {
-	hc := &c.out
+func (rl *recordLayer) flush() error {
+	hc := &rl.out
 	for hc.start < hc.end {
-		k, err := c.conn.Write(hc.buf[hc.start:hc.end])
+		k, err := rl.conn.Write(hc.buf[hc.start:hc.end])
 		hc.start += k
 		if err != nil {
 			return hc.fail(err)
@@ -621,16 +639,16 @@ func (c *Conn) flush() error {
 // with the next write if a deadline cuts it. If not a single byte left and
 // mayUndo is set, the record is forgotten and its sequence number reused:
 // safe, because its ciphertext never left this process.
-func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
-	hc := &c.out
-	if hc.needsUpdate(&c.rp) {
-		if err := c.writeKeyUpdate(); err != nil {
+func (rl *recordLayer) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
+	hc := &rl.out
+	if hc.needsUpdate(rl.updateAt) {
+		if err := rl.writeKeyUpdate(); err != nil {
 			return false, err
 		}
 	}
 	rec := hc.buf[:recordOverhead+n]
-	hc.seal(rec, typ, c.rp.sealed, src)
-	return c.send(rec, n, mayUndo, false)
+	hc.seal(rec, typ, rl.sealed, src)
+	return rl.send(rec, n, mayUndo, false)
 }
 
 // send writes rec, a record with n payload bytes just sealed in buf, or in
@@ -639,13 +657,13 @@ func (c *Conn) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, err
 // record must go before anything else, so it takes buf's place, and a
 // payload waiting there is given up: the caller has not counted it as
 // written.
-func (c *Conn) send(rec []byte, n int, mayUndo, control bool) (sent bool, err error) {
-	hc := &c.out
-	k, err := c.conn.Write(rec)
+func (rl *recordLayer) send(rec []byte, n int, mayUndo, control bool) (sent bool, err error) {
+	hc := &rl.out
+	k, err := rl.conn.Write(rec)
 	if err == nil {
 		return true, nil
 	}
-	if k == 0 && mayUndo && writesAllOrReports(c.conn) {
+	if k == 0 && mayUndo && writesAllOrReports(rl.conn) {
 		hc.seq--
 		hc.used -= uint64(n)
 		return false, hc.fail(err)
@@ -669,10 +687,10 @@ func (hc *halfConn) fail(err error) error {
 }
 
 // writeKeyUpdate sends a key update record and moves to the next key.
-func (c *Conn) writeKeyUpdate() error {
-	sent, err := c.writeControl(recordKeyUpdate, true)
+func (rl *recordLayer) writeKeyUpdate() error {
+	sent, err := rl.writeControl(recordKeyUpdate, true)
 	if sent {
-		c.out.update(&c.rp)
+		rl.out.update(rl.chacha)
 	}
 	return err
 }
@@ -681,10 +699,10 @@ func (c *Conn) writeKeyUpdate() error {
 // the close record, in its own small buffer (ctl): a payload waiting in buf
 // stays where it is, and a connection that never wrote needs no buffer to
 // close. sent and mayUndo are as for writeRecord.
-func (c *Conn) writeControl(typ byte, mayUndo bool) (sent bool, err error) {
-	rec := c.out.ctl[:]
-	c.out.seal(rec, typ, c.rp.sealed, nil)
-	return c.send(rec, 0, mayUndo, true)
+func (rl *recordLayer) writeControl(typ byte, mayUndo bool) (sent bool, err error) {
+	rec := rl.out.ctl[:]
+	rl.out.seal(rec, typ, rl.sealed, nil)
+	return rl.send(rec, 0, mayUndo, true)
 }
 
 // writesAllOrReports reports whether a Write on conn that returns 0 has
@@ -700,28 +718,28 @@ func writesAllOrReports(conn net.Conn) bool {
 	return false
 }
 
-// closeRecordWrite sends the close record once. hc.mu is held.
-func (c *Conn) closeRecordWrite() error {
-	hc := &c.out
-	if hc.closed {
+// closeRecordWrite sends the close record once. rl.out.mu is held.
+func (rl *recordLayer) closeRecordWrite() error {
+	hc := &rl.out
+	if hc.closeSent {
 		if hc.err != nil {
 			return hc.err
 		}
-		return c.flush() // the rest of a close record that a deadline cut
+		return rl.flush() // the rest of a close record that a deadline cut
 	}
-	if err := c.writeReady(); err != nil {
+	if err := rl.writeReady(); err != nil {
 		return err
 	}
-	if hc.needsUpdate(&c.rp) {
-		if err := c.writeKeyUpdate(); err != nil {
+	if hc.needsUpdate(rl.updateAt) {
+		if err := rl.writeKeyUpdate(); err != nil {
 			return err
 		}
 	}
-	sent, err := c.writeControl(recordClose, false)
+	sent, err := rl.writeControl(recordClose, false)
 	if sent {
 		// Even cut short by a deadline, the close record is on its way:
 		// no data may follow it.
-		hc.closed = true
+		hc.closeSent = true
 		if hc.start == hc.end {
 			// All sent: nothing uses the buffer any more.
 			hc.putBuffer()
@@ -730,27 +748,27 @@ func (c *Conn) closeRecordWrite() error {
 	return err
 }
 
-// readFromRecords implements ReadFrom in a record mode: it reads straight
-// into the record buffer, saving a copy.
-func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
-	hc := &c.out
+// ReadFrom reads from r until EOF or an error and sends it as data
+// records. It reads straight into the record buffer, saving a copy.
+func (rl *recordLayer) ReadFrom(r io.Reader) (int64, error) {
+	hc := &rl.out
 	hc.mu.Lock()
-	defer c.unlockOut()
-	if err := c.writeReady(); err != nil {
+	defer rl.unlockOut()
+	if err := rl.writeReady(); err != nil {
 		return 0, err
 	}
 	// Read into as much buffer as the connection already has, at least
 	// initialCopyBuffer, and double it each time a read fills it: a short
 	// connection then never allocates a whole record, a bulk one reaches
 	// full-size records within a few reads.
-	limit := c.rp.recordSize
+	limit := rl.recordSize
 	size := min(max(initialCopyBuffer, len(hc.buf)-recordOverhead), limit)
 	var total int64
 	for {
 		// A key update goes first: if it fails, no byte taken from r
 		// is lost with it.
-		if hc.needsUpdate(&c.rp) {
-			if err := c.writeKeyUpdate(); err != nil {
+		if hc.needsUpdate(rl.updateAt) {
+			if err := rl.writeKeyUpdate(); err != nil {
 				return total, err
 			}
 		}
@@ -760,7 +778,7 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 			size = min(2*size, limit)
 		}
 		if m > 0 {
-			sent, err := c.writeRecord(recordData, nil, m, false)
+			sent, err := rl.writeRecord(recordData, nil, m, false)
 			if sent {
 				total += int64(m)
 			}
@@ -777,12 +795,12 @@ func (c *Conn) readFromRecords(r io.Reader) (int64, error) {
 	}
 }
 
-// writeToRecords implements WriteTo in a record mode: it hands each
-// record's payload to w straight from the record buffer.
-func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
-	hc := &c.in
+// WriteTo writes the data received, until the peer's close record, to w.
+// It hands each record's payload to w straight from the record buffer.
+func (rl *recordLayer) WriteTo(w io.Writer) (int64, error) {
+	hc := &rl.in
 	hc.mu.Lock()
-	defer c.unlockIn()
+	defer rl.unlockIn()
 	var total int64
 	for {
 		if hc.pstart < hc.pend {
@@ -800,32 +818,40 @@ func (c *Conn) writeToRecords(w io.Writer) (int64, error) {
 		if hc.err != nil {
 			return total, hc.err
 		}
-		if _, err := c.readRecord(nil); err != nil {
+		if _, err := rl.readRecord(nil); err != nil {
 			return total, err // a close record is not an error: it sets hc.err to io.EOF
 		}
 	}
 }
 
-// closeRecords sends the close record, unless a Write is in progress on
-// another goroutine: then Close is breaking that Write, and must not wait
-// for it. It ends both directions that no Read or Write holds (see
-// unlockIn); c.closed is set.
-func (c *Conn) closeRecords() error {
-	c.tryEndRead()
-	hc := &c.out
+// closeWrite sends the close record, for CloseWrite.
+func (rl *recordLayer) closeWrite() error {
+	rl.out.mu.Lock()
+	defer rl.unlockOut()
+	return rl.closeRecordWrite()
+}
+
+// setReadClosed records that CloseRead shut down the reading side.
+func (rl *recordLayer) setReadClosed() { rl.readClosed.Store(true) }
+
+// shutdown sends the close record, by writeDeadline (zero: none) or within
+// closeNotifyTimeout, unless a Write is in progress on another goroutine:
+// then Close is breaking that Write, and must not wait for it. It ends both
+// directions as wipe does.
+func (rl *recordLayer) shutdown(writeDeadline time.Time) error {
+	rl.closed.Store(true)
+	rl.in.tryEnd((*halfConn).endRead)
+	hc := &rl.out
 	if !hc.mu.TryLock() {
 		return nil
 	}
 	defer hc.mu.Unlock()
-	defer c.endWrite()
+	defer hc.endWrite()
 	if hc.err != nil {
 		return nil
 	}
-	c.dlMu.Lock()
-	dl := netx.Earliest(c.writeDL, time.Now().Add(closeNotifyTimeout))
-	c.dlMu.Unlock()
-	c.conn.SetWriteDeadline(dl)
-	if err := c.closeRecordWrite(); err != nil {
+	rl.conn.SetWriteDeadline(netx.Earliest(writeDeadline, time.Now().Add(closeNotifyTimeout)))
+	if err := rl.closeRecordWrite(); err != nil {
 		return fmt.Errorf("hmacauth: sending the close record (the connection was closed anyway): %w", err)
 	}
 	return nil

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestReadAfterClose checks that Read after Close fails with net.ErrClosed
@@ -107,7 +109,10 @@ func checkSecretsCleared(t *testing.T, c *Conn, session []byte) {
 		t.Error("the Conn still holds a session secret")
 	}
 	c.secretMu.Unlock()
-	for _, hc := range []*halfConn{&c.in, &c.out} {
+	if c.rl == nil {
+		return
+	}
+	for _, hc := range []*halfConn{&c.rl.in, &c.rl.out} {
 		hc.mu.Lock()
 		if !isZero(hc.secret[:]) || !isZero(hc.iv[:]) || hc.aead != nil {
 			t.Errorf("a traffic secret, IV or AEAD was not cleared: secret zero %v, IV zero %v, AEAD dropped %v", isZero(hc.secret[:]), isZero(hc.iv[:]), hc.aead == nil)
@@ -225,6 +230,63 @@ func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
 				t.Fatal("Close did not run during the handshake")
 			}
 			checkSecretsCleared(t, c, nil) // the bytes are checked through c.res.secret being dropped
+		})
+	}
+}
+
+// closeReadOnFinishedConn is a client's connection that runs CloseRead on
+// its Conn right after the ClientFinished has gone out, while the handshake
+// is still in progress.
+type closeReadOnFinishedConn struct {
+	*net.TCPConn
+	c *Conn
+}
+
+func (w *closeReadOnFinishedConn) Write(b []byte) (int, error) {
+	n, err := w.TCPConn.Write(b)
+	if len(b) == clientFinishedLen {
+		w.c.CloseRead()
+	}
+	return n, err
+}
+
+// TestCloseReadDuringHandshake checks that a CloseRead that runs before the
+// record layer is installed still reaches it: a Read then reports
+// net.ErrClosed, not a stream cut by an attacker.
+func TestCloseReadDuringHandshake(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			rc, rs := pipeTCP(t)
+			cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
+			scfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
+			w := &closeReadOnFinishedConn{TCPConn: rc}
+			c, s := Client(w, cfg), Server(rs, scfg)
+			w.c = c
+			defer c.Close()
+			defer s.Close()
+			if cerr, serr := handshakeBoth(c, s); cerr != nil || serr != nil {
+				t.Fatalf("handshake: client %v, server %v", cerr, serr)
+			}
+			c.SetReadDeadline(time.Now().Add(waitLimit))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) || errors.Is(err, ErrIntegrity) {
+				t.Fatalf("Read after CloseRead = %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
+
+// TestCloseHonorsWriteDeadline checks that a write deadline set on the Conn
+// bounds the close record Close sends, when it comes before Close's own
+// bound: one already past makes Close give up on it at once.
+func TestCloseHonorsWriteDeadline(t *testing.T) {
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, s := connPair(t, pairOptions{mode: mode})
+			defer s.Close()
+			c.SetWriteDeadline(time.Now().Add(-time.Second))
+			if err := c.Close(); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Close after the write deadline passed = %v, want os.ErrDeadlineExceeded", err)
+			}
 		})
 	}
 }

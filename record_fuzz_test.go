@@ -41,12 +41,12 @@ func recordConn(mc *memConn, mode Mode, chacha, client bool) *Conn {
 
 func recordConnSecret(mc *memConn, mode Mode, chacha, client bool, secret []byte) *Conn {
 	c := &Conn{conn: mc, isClient: client}
-	c.res = hsResult{keyID: "fuzz", mode: byte(mode), secret: secret}
+	c.res = hsResult{keyID: "fuzz", mode: mode, secret: secret}
 	if chacha {
 		c.res.flags |= flagChaCha20
 	}
+	c.rl = newRecordLayer(mc, secret, recordParams{client: client, sealed: mode == ModeSealed, chacha: chacha})
 	c.hsDone.Store(true)
-	c.initRecords()
 	return c
 }
 
@@ -65,7 +65,7 @@ func sealRecords(mode Mode, chacha bool, updateAt uint64, closed bool, payloads 
 	mc := &memConn{}
 	c := recordConn(mc, mode, chacha, true)
 	if updateAt > 0 {
-		c.rp.updateAt = updateAt
+		c.rl.updateAt = updateAt
 	}
 	for _, p := range payloads {
 		c.Write(p)
@@ -111,8 +111,8 @@ func FuzzRecordRead(f *testing.F) {
 		if total > len(in) {
 			t.Fatalf("delivered %d bytes from %d", total, len(in))
 		}
-		if len(c.in.buf) > recordOverhead+maxRecordPayload {
-			t.Fatalf("read buffer grew to %d bytes", len(c.in.buf))
+		if len(c.rl.in.buf) > recordOverhead+maxRecordPayload {
+			t.Fatalf("read buffer grew to %d bytes", len(c.rl.in.buf))
 		}
 	})
 }
@@ -127,14 +127,14 @@ func FuzzRecordRoundTrip(f *testing.F) {
 		mode, chacha, chunk := fuzzModeByte(mb)
 		wc := &memConn{}
 		w := recordConn(wc, mode, chacha, true)
-		w.rp.recordSize = max(int(recordSize), 1)
+		w.rl.recordSize = max(int(recordSize), 1)
 		if updateAt > 0 {
-			w.rp.updateAt = uint64(updateAt)
+			w.rl.updateAt = uint64(updateAt)
 		}
 		if n, err := w.Write(data); n != len(data) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
-		if err := w.closeRecords(); err != nil {
+		if err := w.rl.shutdown(time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		rc := &memConn{r: bytes.NewReader(wc.w.Bytes()), chunk: chunk}
@@ -143,8 +143,8 @@ func FuzzRecordRoundTrip(f *testing.F) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("read back %d bytes, %v; want %d bytes", len(got), err, len(data))
 		}
-		if r.in.gen != w.out.gen {
-			t.Fatalf("reader at key generation %d, writer at %d", r.in.gen, w.out.gen)
+		if r.rl.in.gen != w.rl.out.gen {
+			t.Fatalf("reader at key generation %d, writer at %d", r.rl.in.gen, w.rl.out.gen)
 		}
 	})
 }

@@ -38,7 +38,7 @@ func newTestRecordWriter(t testing.TB, c *Conn) *testRecordWriter {
 	w := &testRecordWriter{
 		t:      t,
 		c:      c,
-		sealed: c.res.mode == byte(ModeSealed),
+		sealed: c.res.mode == ModeSealed,
 		chacha: c.res.flags&flagChaCha20 != 0,
 		secret: expandLabel(c.res.secret, label, 32),
 	}
@@ -179,7 +179,7 @@ func TestKeyUpdateBoundaries(t *testing.T) {
 	t.Run("bytes", func(t *testing.T) {
 		mc := &memConn{}
 		c := recordConn(mc, ModeSealed, false, true)
-		c.rp.updateAt = 10
+		c.rl.updateAt = 10
 		for _, p := range []string{"123456789", "abcde", "z"} { // 9 < 10, 14 >= 10
 			if _, err := c.Write([]byte(p)); err != nil {
 				t.Fatal(err)
@@ -198,27 +198,27 @@ func TestKeyUpdateBoundaries(t *testing.T) {
 	t.Run("records", func(t *testing.T) {
 		mc := &memConn{}
 		c := recordConn(mc, ModeIntegrity, true, true)
-		c.out.seq = keyUpdateRecords - 1
+		c.rl.out.seq = keyUpdateRecords - 1
 		for _, p := range []string{"last", "first"} {
 			if _, err := c.Write([]byte(p)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if c.out.gen != 1 || c.out.seq != 1 {
-			t.Errorf("sender at generation %d, seq %d; want 1, 1", c.out.gen, c.out.seq)
+		if c.rl.out.gen != 1 || c.rl.out.seq != 1 {
+			t.Errorf("sender at generation %d, seq %d; want 1, 1", c.rl.out.gen, c.rl.out.seq)
 		}
 		want := []byte{recordData, recordKeyUpdate, recordData}
 		if got := recordTypes(t, mc.w.Bytes()); string(got) != string(want) {
 			t.Fatalf("record types %v, want %v", got, want)
 		}
 		r := recordConn(&memConn{r: bytes.NewReader(mc.w.Bytes())}, ModeIntegrity, true, false)
-		r.in.seq = keyUpdateRecords - 1 // the receiver does not enforce the limit
+		r.rl.in.seq = keyUpdateRecords - 1 // the receiver does not enforce the limit
 		buf := make([]byte, 9)
 		if n, err := io.ReadAtLeast(r, buf, 9); err != nil || string(buf[:n]) != "lastfirst" {
 			t.Fatalf("the receiver read %q, %v", buf[:n], err)
 		}
-		if r.in.gen != 1 || r.in.seq != 1 {
-			t.Errorf("receiver at generation %d, seq %d; want 1, 1", r.in.gen, r.in.seq)
+		if r.rl.in.gen != 1 || r.rl.in.seq != 1 {
+			t.Errorf("receiver at generation %d, seq %d; want 1, 1", r.rl.in.gen, r.rl.in.seq)
 		}
 	})
 }

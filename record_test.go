@@ -75,9 +75,9 @@ func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr 
 		t.Fatal("accept failed")
 	}
 	client, server = Client(raw, cfg), Server(rs, &Config{Keys: cfg.Keys})
-	client.rp.chacha = o.chacha
-	client.rp.recordSize, client.rp.updateAt = o.recordSize, o.updateAt
-	server.rp.recordSize, server.rp.updateAt = o.recordSize, o.updateAt
+	client.testingOnlyNoAES = o.chacha
+	client.testingOnlyRecordSize, client.testingOnlyKeyUpdateBytes = o.recordSize, o.updateAt
+	server.testingOnlyRecordSize, server.testingOnlyKeyUpdateBytes = o.recordSize, o.updateAt
 	cerr, serr = handshakeBoth(client, server)
 	if serr != nil {
 		client.Close()
@@ -108,8 +108,11 @@ func TestModeNegotiation(t *testing.T) {
 					if wantFS := fs != "none"; cs.ForwardSecrecy != wantFS || ss.ForwardSecrecy != wantFS {
 						t.Errorf("forward secrecy: client %v, server %v, want %v", cs.ForwardSecrecy, ss.ForwardSecrecy, wantFS)
 					}
-					if c.rp.chacha != s.rp.chacha {
-						t.Errorf("AEAD: client chacha=%v, server chacha=%v", c.rp.chacha, s.rp.chacha)
+					if cf, sf := c.res.flags&flagChaCha20, s.res.flags&flagChaCha20; cf != sf {
+						t.Errorf("AEAD: client chacha=%v, server chacha=%v", cf != 0, sf != 0)
+					}
+					if want > ModeAuth && c.rl.chacha != s.rl.chacha {
+						t.Errorf("record layers: client chacha=%v, server chacha=%v", c.rl.chacha, s.rl.chacha)
 					}
 					ce, err1 := cs.ExportKeyingMaterial("test", nil, 32)
 					se, err2 := ss.ExportKeyingMaterial("test", nil, 32)
@@ -150,8 +153,8 @@ func TestChaCha20Negotiated(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode, chacha: true})
 			defer c.Close()
 			defer s.Close()
-			if !c.rp.chacha || !s.rp.chacha {
-				t.Fatalf("chacha: client %v, server %v; want both", c.rp.chacha, s.rp.chacha)
+			if !c.rl.chacha || !s.rl.chacha {
+				t.Fatalf("chacha: client %v, server %v; want both", c.rl.chacha, s.rl.chacha)
 			}
 			transfer(t, c, s, 1<<20, 3<<19)
 		})
@@ -285,16 +288,16 @@ func TestReadFromBufferSize(t *testing.T) {
 				}
 			}
 			copyOnce([]byte{'x'})
-			if n := len(c.out.buf); n > recordOverhead+initialCopyBuffer {
+			if n := len(c.rl.out.buf); n > recordOverhead+initialCopyBuffer {
 				t.Fatalf("a 1-byte ReadFrom left a %d-byte send buffer, want at most %d", n, recordOverhead+initialCopyBuffer)
 			}
 			bulk := make([]byte, 4*maxRecordPayload)
 			rand.NewChaCha8([32]byte{3}).Read(bulk)
 			copyOnce(bulk)
-			if n, want := len(c.out.buf), recordOverhead+maxRecordPayload; n != want {
+			if n, want := len(c.rl.out.buf), recordOverhead+maxRecordPayload; n != want {
 				t.Fatalf("after a bulk ReadFrom the send buffer is %d bytes, want a full record's %d", n, want)
 			}
-			if n, want := len(s.in.buf), recordOverhead+maxRecordPayload; n < want {
+			if n, want := len(s.rl.in.buf), recordOverhead+maxRecordPayload; n < want {
 				t.Fatalf("after a bulk ReadFrom the receiver's buffer is %d bytes: no full-size record arrived (want %d)", n, want)
 			}
 		})
@@ -313,11 +316,11 @@ func TestKeyUpdate(t *testing.T) {
 				transfer(t, c, s, 1<<20, 1<<19)
 				// 1 MiB in records of at most 4 KiB, a key update
 				// every 10,000 bytes (at most 3 records).
-				if min(c.out.gen, s.in.gen) < 1<<20/(10_000+4096) {
-					t.Errorf("client sent %d key updates, server saw %d; want about %d", c.out.gen, s.in.gen, 1<<20/10_000)
+				if min(c.rl.out.gen, s.rl.in.gen) < 1<<20/(10_000+4096) {
+					t.Errorf("client sent %d key updates, server saw %d; want about %d", c.rl.out.gen, s.rl.in.gen, 1<<20/10_000)
 				}
-				if c.out.gen != s.in.gen || s.out.gen != c.in.gen {
-					t.Errorf("key generations differ: c->s %d/%d, s->c %d/%d", c.out.gen, s.in.gen, s.out.gen, c.in.gen)
+				if c.rl.out.gen != s.rl.in.gen || s.rl.out.gen != c.rl.in.gen {
+					t.Errorf("key generations differ: c->s %d/%d, s->c %d/%d", c.rl.out.gen, s.rl.in.gen, s.rl.out.gen, c.rl.in.gen)
 				}
 			})
 		}
@@ -467,7 +470,7 @@ func makeRecordVectors(t *testing.T) []recordVector {
 		}
 		mc := &memConn{}
 		c := recordConnSecret(mc, mode, chacha, true, secret)
-		c.rp.updateAt = 10
+		c.rl.updateAt = 10
 		for _, p := range vectorPayloads {
 			c.Write([]byte(p))
 		}
@@ -592,7 +595,7 @@ func TestReadDeadlineMidRecord(t *testing.T) {
 			buf := make([]byte, 2*len(msg))
 			// Until the half record is in the Conn's buffer (at once,
 			// unless the machine is very busy), each Read times out.
-			for i := 0; i < 100 && s.in.end == s.in.start; i++ {
+			for i := 0; i < 100 && s.rl.in.end == s.rl.in.start; i++ {
 				s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 				n, err := s.Read(buf)
 				if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -600,7 +603,7 @@ func TestReadDeadlineMidRecord(t *testing.T) {
 				}
 			}
 			releaseOnce()
-			if s.in.end == s.in.start {
+			if s.rl.in.end == s.rl.in.start {
 				t.Fatal("the first half of the record never arrived: the test did not exercise a cut record")
 			}
 			s.SetReadDeadline(time.Time{})
@@ -630,7 +633,7 @@ func TestWriteDeadlineMidStream(t *testing.T) {
 			if !errors.Is(err, os.ErrDeadlineExceeded) || n == len(want) {
 				t.Fatalf("Write = %d of %d, %v; want a timeout", n, len(want), err)
 			}
-			t.Logf("the deadline fired after %d bytes, %d bytes of a record pending", n, c.out.end-c.out.start)
+			t.Logf("the deadline fired after %d bytes, %d bytes of a record pending", n, c.rl.out.end-c.rl.out.start)
 			got := make(chan []byte, 1)
 			go func() {
 				b, err := io.ReadAll(s)

@@ -99,27 +99,27 @@ type handshakeCounters struct {
 }
 
 // record counts one finished server handshake.
-func (hc *handshakeCounters) record(d time.Duration, err error) {
+func (ctr *handshakeCounters) record(d time.Duration, err error) {
 	switch {
 	case errors.Is(err, ErrShed):
 		// Evicted: the engine counts it (ListenerStats.Evicted).
 	case err == nil:
-		hc.succeeded.Add(1)
-		hc.sumNanos.Add(uint64(max(d, 0)))
+		ctr.succeeded.Add(1)
+		ctr.sumNanos.Add(uint64(max(d, 0)))
 		for i, b := range durationBounds() {
 			if d <= b {
-				hc.buckets[i].Add(1)
+				ctr.buckets[i].Add(1)
 				break
 			}
 		}
 	case errors.Is(err, ErrAuthFailed):
-		hc.auth.Add(1)
+		ctr.auth.Add(1)
 	case errors.Is(err, ErrProtocol):
-		hc.protocol.Add(1)
+		ctr.protocol.Add(1)
 	case errors.Is(err, ErrHandshakeTimeout):
-		hc.timeout.Add(1)
+		ctr.timeout.Add(1)
 	default:
-		hc.other.Add(1)
+		ctr.other.Add(1)
 	}
 }
 
@@ -127,17 +127,17 @@ func (hc *handshakeCounters) record(d time.Duration, err error) {
 // them, so that a snapshot taken while handshakes finish never counts more
 // in a bucket than in Durations.Count (which a Prometheus histogram's
 // buckets must not exceed).
-func (hc *handshakeCounters) fill(s *ListenerStats) {
+func (ctr *handshakeCounters) fill(s *ListenerStats) {
 	var below uint64
-	for i := range hc.buckets {
-		below += hc.buckets[i].Load()
+	for i := range ctr.buckets {
+		below += ctr.buckets[i].Load()
 		s.Durations.Buckets[i] = below
 	}
-	s.Durations.Sum = time.Duration(hc.sumNanos.Load())
-	s.Succeeded = hc.succeeded.Load()
+	s.Durations.Sum = time.Duration(ctr.sumNanos.Load())
+	s.Succeeded = ctr.succeeded.Load()
 	s.Durations.Count = s.Succeeded
-	s.FailedAuth = hc.auth.Load()
-	s.FailedProtocol = hc.protocol.Load()
-	s.FailedTimeout = hc.timeout.Load()
-	s.FailedOther = hc.other.Load()
+	s.FailedAuth = ctr.auth.Load()
+	s.FailedProtocol = ctr.protocol.Load()
+	s.FailedTimeout = ctr.timeout.Load()
+	s.FailedOther = ctr.other.Load()
 }

@@ -128,8 +128,8 @@ var vectorCases = []vectorCase{
 		name:    "auth",
 		comment: "ModeAuth without forward secrecy on both sides: the default configuration",
 		key:     Key{ID: "vector-key-1", Secret: seq(0x00, 32)},
-		client:  hsParams{mode: byte(ModeAuth)},
-		server:  hsParams{mode: byte(ModeAuth)},
+		client:  hsParams{mode: ModeAuth},
+		server:  hsParams{mode: ModeAuth},
 		cNonce:  seq(0x40, 32),
 		sNonce:  seq(0x80, 32),
 	},
@@ -137,8 +137,8 @@ var vectorCases = []vectorCase{
 		name:    "auth-long-id",
 		comment: "a 64-byte key ID (no padding) and a 100-byte secret; the server's least mode is sealed, so the connection runs at mode 2 (handshake only: records are in PROTOCOL.md section 9)",
 		key:     Key{ID: strings.Repeat("0123456789abcdef", 4), Secret: seq(0x20, 100)},
-		client:  hsParams{mode: byte(ModeAuth)},
-		server:  hsParams{mode: byte(ModeSealed)},
+		client:  hsParams{mode: ModeAuth},
+		server:  hsParams{mode: ModeSealed},
 		cNonce:  seq(0xa0, 32),
 		sNonce:  seq(0xc0, 32),
 	},
@@ -146,8 +146,8 @@ var vectorCases = []vectorCase{
 		name:     "fs-client",
 		comment:  "the client asks for forward secrecy, the server does not: the connection uses it",
 		key:      Key{ID: "vector-key-2", Secret: seq(0x11, 32)},
-		client:   hsParams{mode: byte(ModeAuth), fs: true},
-		server:   hsParams{mode: byte(ModeAuth)},
+		client:   hsParams{mode: ModeAuth, fs: true},
+		server:   hsParams{mode: ModeAuth},
 		cNonce:   seq(0x50, 32),
 		cPrivate: seq(0x70, 32),
 		sNonce:   seq(0x90, 32),
@@ -157,8 +157,8 @@ var vectorCases = []vectorCase{
 		name:     "fs-server",
 		comment:  "the server asks for forward secrecy, the client does not; the client's least mode is integrity, the server's auth: the connection runs at mode 1 with forward secrecy",
 		key:      Key{ID: "k", Secret: seq(0xe0, 33)},
-		client:   hsParams{mode: byte(ModeIntegrity)},
-		server:   hsParams{mode: byte(ModeAuth), fs: true},
+		client:   hsParams{mode: ModeIntegrity},
+		server:   hsParams{mode: ModeAuth, fs: true},
 		cNonce:   seq(0x01, 32),
 		cPrivate: seq(0x21, 32),
 		sNonce:   seq(0x41, 32),
@@ -168,8 +168,8 @@ var vectorCases = []vectorCase{
 		name:    "chacha-client",
 		comment: "the client has no AES hardware and asks for ChaCha20-Poly1305 (ClientHello flags 0x02), the server has it: the connection runs at mode 2 with ChaCha20-Poly1305 records",
 		key:     Key{ID: "vector-key-3", Secret: seq(0x33, 32)},
-		client:  hsParams{mode: byte(ModeSealed), chacha: true},
-		server:  hsParams{mode: byte(ModeAuth)},
+		client:  hsParams{mode: ModeSealed, chacha: true},
+		server:  hsParams{mode: ModeAuth},
 		cNonce:  seq(0x13, 32),
 		sNonce:  seq(0x53, 32),
 	},
@@ -177,8 +177,8 @@ var vectorCases = []vectorCase{
 		name:     "chacha-server-fs",
 		comment:  "the client has AES hardware and asks for forward secrecy (ClientHello flags 0x01), the server has no AES hardware: the connection runs at mode 1 with forward secrecy and ChaCha20-Poly1305 records (ServerHello flags 0x03)",
 		key:      Key{ID: "vector-key-4", Secret: seq(0x44, 32)},
-		client:   hsParams{mode: byte(ModeIntegrity), fs: true},
-		server:   hsParams{mode: byte(ModeIntegrity), chacha: true},
+		client:   hsParams{mode: ModeIntegrity, fs: true},
+		server:   hsParams{mode: ModeIntegrity, chacha: true},
 		cNonce:   seq(0x24, 32),
 		cPrivate: seq(0x64, 32),
 		sNonce:   seq(0x84, 32),
@@ -312,7 +312,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 		t.Errorf("%s: client and server disagree: client %+v, server %+v", vc.name, cres, sres)
 	}
 
-	ks := deriveKeySchedule(vc.key)
+	sched := deriveKeySchedule(vc.key)
 	prk, err := hkdf.Extract(sha256.New, vc.key.Secret, []byte(protocolLabel))
 	if err != nil {
 		t.Fatal(err)
@@ -331,7 +331,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 			ClientHelloKey:    expandLabel(prk, "client hello", macLen),
 			ServerHelloKey:    expandLabel(prk, "server finished", macLen),
 			ClientFinishedKey: expandLabel(prk, "client finished", macLen),
-			SessionKey:        ks.session,
+			SessionKey:        sched.session,
 		},
 		Messages: vectorMessages{
 			ClientHello:    ch.ch(),

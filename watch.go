@@ -30,7 +30,8 @@ const DefaultWatchInterval = 5 * time.Second
 // not be noticed at all.
 //
 // A file that cannot be read or parsed leaves the Keyring as it was; the
-// error goes to OnError and Logger, once per change of the file.
+// error goes to OnError and Logger, once per change of the file. Each load
+// that sets the Keyring goes to OnReload and Logger.
 type KeyFileWatcher struct {
 	// Path is the key file.
 	Path string
@@ -42,6 +43,12 @@ type KeyFileWatcher struct {
 	// OnError, if not nil, is called with every error of a reload after
 	// the first; the Keyring keeps its keys.
 	OnError func(error)
+	// OnReload, if not nil, is called with the key IDs after every load
+	// that set the Keyring, Run's first load included; a file that is
+	// replaced by one with the same contents sets nothing and is not
+	// reported. Like OnError, it is called on Run's goroutine, one call
+	// at a time, and should return quickly.
+	OnReload func(keyIDs []string)
 	// Logger, if not nil, receives a record at level Info for each reload
 	// (path and key IDs) and at level Warn for each failed one.
 	Logger *slog.Logger
@@ -131,8 +138,12 @@ func (w *KeyFileWatcher) reload(st *watchState) error {
 		return err
 	}
 	st.sum, st.loaded = sum, true
+	ids := keyIDs(keys)
 	if w.Logger != nil {
-		w.Logger.Info("hmacauth: loaded key file", slog.String("path", w.Path), slog.Any("key_ids", keyIDs(keys)))
+		w.Logger.Info("hmacauth: loaded key file", slog.String("path", w.Path), slog.Any("key_ids", ids))
+	}
+	if w.OnReload != nil {
+		w.OnReload(ids)
 	}
 	return nil
 }

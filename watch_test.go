@@ -103,6 +103,40 @@ func TestKeyFileWatcherRename(t *testing.T) {
 	checkNoSecret(t, out, a.Secret, b.Secret, c.Secret)
 }
 
+// TestKeyFileWatcherOnReload checks that OnReload hears of every load that
+// set the Keyring, the first included, with its key IDs, and of no failed
+// one.
+func TestKeyFileWatcherOnReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys")
+	a, b, c := testKey("a"), testKey("b"), testKey("c")
+	writeKeyFile(t, path, 0o600, a)
+	var mu sync.Mutex
+	var reloads [][]string
+	got := func() [][]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(reloads)
+	}
+	w := &KeyFileWatcher{Path: path, Keyring: new(Keyring), Interval: 5 * time.Millisecond,
+		OnReload: func(ids []string) {
+			mu.Lock()
+			reloads = append(reloads, ids)
+			mu.Unlock()
+		}}
+	errs := runWatcher(t, w)
+	waitFor(t, "the first load reported", func() bool { return len(got()) == 1 })
+	replaceKeyFile(t, path, 0o600, b, a)
+	waitFor(t, "the reload reported", func() bool { return len(got()) == 2 })
+	replaceKeyFile(t, path, 0o644, c) // refused: readable by others
+	waitFor(t, "the error of the open file", func() bool { return len(errs()) == 1 })
+	replaceKeyFile(t, path, 0o600, c)
+	waitFor(t, "the last reload reported", func() bool { return len(got()) == 3 })
+	want := [][]string{{"a"}, {"b", "a"}, {"c"}}
+	if !slices.EqualFunc(got(), want, slices.Equal) {
+		t.Errorf("OnReload heard %q, want %q", got(), want)
+	}
+}
+
 // TestKeyFileWatcherKubernetes swaps a secret volume the way the kubelet
 // does (keys -> ..data/keys, ..data -> ..<timestamp>, swapped by renaming
 // a new ..data symlink over the old one) under a Listener in use.

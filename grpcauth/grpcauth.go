@@ -16,12 +16,10 @@
 package grpcauth
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"github.com/hmacauth/hmacauth"
 	"google.golang.org/grpc/credentials"
@@ -79,7 +77,9 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 }
 
 // ServerHandshake runs the server side of the handshake on raw, bounded by
-// cfg.HandshakeTimeout (which replaces any deadline gRPC set on raw).
+// cfg.HandshakeTimeout and by the deadline gRPC set on raw
+// (grpc.ConnectionTimeout), which the handshake leaves in force for the
+// HTTP/2 preface that follows.
 //
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
@@ -107,15 +107,6 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
 		return conn, newAuthInfo(st), nil
-	}
-	// The handshake restored raw's deadlines as set through conn, which
-	// clears the one grpc.Server set on raw before calling us. Bound the
-	// HTTP/2 preface that gRPC reads next; it clears this deadline when the
-	// transport is up. (The handshake succeeded, so c.cfg is set.)
-	// Config's rule: zero means the default, a negative value no bound.
-	// (grpcauth is a module of its own and uses only the core's public API.)
-	if t := cmp.Or(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
-		conn.SetDeadline(time.Now().Add(t))
 	}
 	return conn, newAuthInfo(conn.ConnectionState()), nil
 }

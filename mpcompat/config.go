@@ -1,6 +1,7 @@
 package mpcompat
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
@@ -186,9 +187,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("digest", c.digest().String()),
 		slog.Bool("allow_legacy_md5", c.AllowLegacyMD5),
 		slog.Duration("handshake_timeout", c.handshakeTimeout()),
-		slog.Int("max_handshakes", netx.OrDefault(c.MaxHandshakes, DefaultMaxHandshakes)),
-		slog.Int("max_handshakes_per_ip", netx.OrDefault(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-		slog.Int("accept_queue", netx.OrDefault(c.AcceptQueue, DefaultAcceptQueue)))
+		slog.Int("max_handshakes", cmp.Or(c.MaxHandshakes, DefaultMaxHandshakes)),
+		slog.Int("max_handshakes_per_ip", cmp.Or(c.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
+		slog.Int("accept_queue", cmp.Or(c.AcceptQueue, DefaultAcceptQueue)))
 }
 
 // String describes c without its authkey.

@@ -2,9 +2,8 @@ package mpcompat
 
 import (
 	"errors"
-	"fmt"
-	"net"
-	"strings"
+
+	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Sentinel errors. Every error this package returns for a refused peer, a
@@ -42,7 +41,7 @@ var (
 	// ErrHandshakeTimeout means the handshake did not finish within
 	// Config.HandshakeTimeout or the deadline of its context. It is a
 	// net.Error whose Timeout method reports true.
-	ErrHandshakeTimeout error = timeoutError{}
+	ErrHandshakeTimeout error = netx.TimeoutError("mpcompat: handshake timed out")
 
 	// ErrConfig means a Config cannot be used: an empty AuthKey, an unknown
 	// Digest, or a negative limit.
@@ -56,30 +55,7 @@ var (
 	ErrShed = errors.New("mpcompat: connection shed")
 )
 
-// timeoutError is the type of ErrHandshakeTimeout. Temporary reports false
-// so that a server loop never mistakes it for a transient accept failure.
-type timeoutError struct{}
-
-func (timeoutError) Error() string   { return "mpcompat: handshake timed out" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return false }
-
-var _ net.Error = timeoutError{}
-
 // errorf formats a refusal as "<sentinel>: <details>".
 func errorf(sentinel error, format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+	return netx.Errorf(sentinel, format, args...)
 }
-
-// handshakeError is a handshake failure with the peer it happened with.
-type handshakeError struct {
-	peer string // "client" or "server"
-	addr net.Addr
-	err  error
-}
-
-func (e *handshakeError) Error() string {
-	return fmt.Sprintf("mpcompat: handshake with %s %s: %s", e.peer, e.addr, strings.TrimPrefix(e.err.Error(), "mpcompat: "))
-}
-
-func (e *handshakeError) Unwrap() error { return e.err }

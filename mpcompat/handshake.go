@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -145,7 +144,6 @@ type handshake struct {
 	conn   net.Conn
 	cfg    *Config
 	server bool
-	start  time.Time // when run began
 	// peerDigest is the digest of the peer's answer to our challenge.
 	peerDigest Digest
 }
@@ -277,22 +275,22 @@ func (h *handshake) answerChallenge() error {
 // Config.HandshakeTimeout. It leaves conn without deadlines. h.cfg has
 // passed check.
 func (h *handshake) run(ctx context.Context) (err error) {
-	h.start = time.Now()
+	start := time.Now()
 	defer func() {
 		if err != nil {
-			err = &handshakeError{peer: h.peer(), addr: h.conn.RemoteAddr(), err: err}
+			err = &netx.HandshakeError{Pkg: "mpcompat", Peer: h.peer(), Addr: h.conn.RemoteAddr(), Err: err}
 		}
 	}()
 	if ctx.Err() != nil {
-		return contextError(ctx)
+		return netx.ContextError(ctx, ErrHandshakeTimeout)
 	}
-	if err := h.conn.SetDeadline(netx.HandshakeDeadline(ctx, h.start, h.cfg.handshakeTimeout())); err != nil {
+	if err := h.conn.SetDeadline(netx.HandshakeDeadline(ctx, start, h.cfg.handshakeTimeout())); err != nil {
 		return fmt.Errorf("mpcompat: setting the handshake deadline: %w", err)
 	}
 	stop := netx.Interrupt(ctx, h.conn)
 	defer func() {
 		if stop() {
-			err = contextError(ctx)
+			err = netx.ContextError(ctx, ErrHandshakeTimeout)
 		}
 		h.conn.SetDeadline(time.Time{})
 	}()
@@ -309,18 +307,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 			err = h.deliverChallenge()
 		}
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(h.start).Round(time.Millisecond), err)
-	}
-	return err
-}
-
-// contextError explains why a done ctx ended the handshake.
-func contextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: the context's deadline passed: %w", ErrHandshakeTimeout, ctx.Err())
-	}
-	return fmt.Errorf("mpcompat: handshake abandoned: %w", context.Cause(ctx))
+	return netx.TimedOut(err, ErrHandshakeTimeout, start)
 }
 
 // ServerHandshake runs the listener side of the handshake on conn, as

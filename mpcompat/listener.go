@@ -1,16 +1,13 @@
 package mpcompat
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"time"
 
 	"github.com/hmacauth/hmacauth/internal/acceptor"
-	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
 // Listener is a net.Listener whose Accept returns only connections whose
@@ -40,15 +37,24 @@ func NewListener(inner net.Listener, cfg *Config) (*Listener, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
+	return newListener(inner, cfg), nil
+}
+
+// newListener is NewListener for a cfg that passed check.
+func newListener(inner net.Listener, cfg *Config) *Listener {
 	l := &Listener{cfg: cfg}
 	l.al = acceptor.New(inner, acceptor.Config{
 		Handshake:   l.handshake,
-		MaxInFlight: netx.OrDefault(cfg.MaxHandshakes, DefaultMaxHandshakes),
-		MaxPerIP:    netx.OrDefault(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
-		QueueLen:    netx.OrDefault(cfg.AcceptQueue, DefaultAcceptQueue),
-		OnShed:      l.shed,
+		MaxInFlight: cmp.Or(cfg.MaxHandshakes, DefaultMaxHandshakes),
+		MaxPerIP:    cmp.Or(cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP),
+		QueueLen:    cmp.Or(cfg.AcceptQueue, DefaultAcceptQueue),
+		Name:        "mpcompat",
+		ClaimAttr:   "digest",
+		ErrShed:     ErrShed,
+		Logger:      cfg.Logger,
+		Report:      l.report,
 	})
-	return l, nil
+	return l
 }
 
 // Listen listens on the network address (as net.Listen does; "tcp" and
@@ -66,12 +72,7 @@ func Listen(network, address string, authKey []byte) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := NewListener(inner, cfg)
-	if err != nil {
-		inner.Close()
-		return nil, err
-	}
-	return l, nil
+	return newListener(inner, cfg), nil
 }
 
 // Accept waits for and returns the next authenticated connection. After
@@ -99,47 +100,21 @@ func (l *Listener) String() string {
 // a verb that does not fit a pointer, such as %s or %q.
 func (l *Listener) Format(f fmt.State, _ rune) { io.WriteString(f, l.String()) }
 
-func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
+// handshake runs the listener side of the handshake on a connection the
+// engine accepted. The claim it reports is the digest of the client's
+// answer.
+func (l *Listener) handshake(ctx context.Context, raw net.Conn) (net.Conn, string, error) {
 	h := handshake{conn: raw, cfg: l.cfg, server: true}
-	err := h.run(ctx)
-	ev := HandshakeEvent{RemoteAddr: raw.RemoteAddr(), Digest: h.peerDigest, Duration: time.Since(h.start), Err: err}
-	report := func(err error) {
-		if errors.Is(err, acceptor.ErrEvicted) {
-			err = errorf(ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
-				raw.RemoteAddr(), ev.Duration.Round(time.Millisecond), netx.OrDefault(l.cfg.MaxHandshakes, DefaultMaxHandshakes))
-		}
-		ev.Err = err
-		l.report(ev)
+	if err := h.run(ctx); err != nil {
+		return nil, string(h.peerDigest), err
 	}
-	if err != nil {
-		return nil, report, err
-	}
-	return raw, report, nil
+	return raw, string(h.peerDigest), nil
 }
 
-// shed reports a connection closed for the per-IP cap; the engine calls it
-// off its accept loop.
-func (l *Listener) shed(remote net.Addr) {
-	l.report(HandshakeEvent{
-		RemoteAddr: remote,
-		Err:        errorf(ErrShed, "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", remote, netx.OrDefault(l.cfg.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)),
-	})
-}
-
-func (l *Listener) report(ev HandshakeEvent) {
-	if lg := l.cfg.Logger; lg != nil {
-		attrs := []slog.Attr{
-			slog.String("remote", ev.RemoteAddr.String()),
-			slog.String("digest", string(ev.Digest)),
-			slog.Duration("duration", ev.Duration),
-		}
-		if ev.Err != nil {
-			lg.LogAttrs(context.Background(), slog.LevelInfo, "mpcompat: refused connection", append(attrs, slog.String("reason", ev.Err.Error()))...)
-		} else {
-			lg.LogAttrs(context.Background(), slog.LevelDebug, "mpcompat: accepted connection", attrs...)
-		}
-	}
+// report passes a connection the engine handled, and has logged, to
+// Config.OnHandshake.
+func (l *Listener) report(ev acceptor.Event) {
 	if l.cfg.OnHandshake != nil {
-		l.cfg.OnHandshake(ev)
+		l.cfg.OnHandshake(HandshakeEvent{RemoteAddr: ev.RemoteAddr, Digest: Digest(ev.Claim), Duration: ev.Duration, Err: ev.Err})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -29,9 +31,12 @@ const tunnelUsage = `Usage: hmacauth %[1]s -listen ADDR -target ADDR -keys FILE 
 %[2]s
 
 An ADDR is host:port, or a Unix socket path: "unix:PATH", or any value
-containing a "/". The key file holds one key per line, "ID BASE64SECRET"
-(blank lines and # comments allowed), must not be readable by other users
-(mode 0600 or 0640); make one with "hmacauth keygen -o FILE".
+containing a "/". A -listen or -status ADDR may also be "systemd:NAME":
+the listening socket systemd passed under NAME (socket activation; NAME
+is the socket unit's FileDescriptorName=, see contrib/systemd). The key
+file holds one key per line, "ID BASE64SECRET" (blank lines and #
+comments allowed), must not be readable by other users (mode 0600 or
+0640); make one with "hmacauth keygen -o FILE".
 %[3]s
 
 Signals: SIGTERM or SIGINT stops accepting (a server still finishes the
@@ -78,6 +83,21 @@ type tunnelOptions struct {
 	drainTimeout            time.Duration
 	watchKeys               time.Duration // poll the key file this often; 0: only on SIGHUP
 	status                  string        // ADDR of the status server; "": none
+	statusPprof             bool          // serve /debug/pprof/ on the status server
+
+	// Server: the PROXY header version sent to -target (0: none), and the
+	// networks a PROXY header is read from (nil: none).
+	proxyProtocol   byte
+	acceptProxyFrom []netip.Prefix
+	// proxy is the -connect-proxy of a client, nil when none is given or
+	// NO_PROXY excludes the target (proxyBypassed).
+	proxy         *connectProxy
+	proxyBypassed bool
+	noSandbox     bool
+
+	// Client without -unsafe-listen: a socket systemd passes (-listen
+	// systemd:NAME) must be on this host, which only the socket tells.
+	localListenOnly bool
 }
 
 // tunnelFlags are the command line of server and client: the options, and
@@ -93,6 +113,11 @@ type tunnelFlags struct {
 	showVersion  bool
 	unsafeTarget bool // server: allow a -target off this host
 	unsafeListen bool // client: allow a -listen off this host
+	// -proxy-protocol, -accept-proxy-protocol, -proxy-protocol-from;
+	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
+	proxyProtocolName, proxyFrom string
+	acceptProxy                  bool
+	connectProxy                 string
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -106,6 +131,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 		fset.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
+		fset.StringVar(&f.connectProxy, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&f.modeName, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -116,6 +142,9 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		// One client tunnel carries every connection of its host, so a
 		// per-IP cap is off unless asked for.
 		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP (for IPv6, one /64); more are closed at once (0: no cap)")
+		fset.StringVar(&f.proxyProtocolName, "proxy-protocol", "", "send the target a PROXY protocol header of `VERSION` v1 or v2 with the client's address before any byte; v2 adds the authenticated key ID as TLV 0xE5 (see README)")
+		fset.BoolVar(&f.acceptProxy, "accept-proxy-protocol", false, "read a PROXY protocol header (v1 or v2) from a TCP load balancer before the handshake, so that the per-IP cap, the logs and -proxy-protocol see the real client; needs -proxy-protocol-from")
+		fset.StringVar(&f.proxyFrom, "proxy-protocol-from", "", "with -accept-proxy-protocol, the `NETWORKS` (CIDR or addresses, comma-separated) of the load balancers trusted to send the header; connections from elsewhere are refused")
 	}
 	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
 	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
@@ -123,6 +152,8 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
+	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory and a few system files, write nowhere, and connect only to the target's (or proxy's) port")
+	fset.BoolVar(&o.statusPprof, "status-pprof", false, "also serve Go's profiler, /debug/pprof/, on the -status server (unauthenticated, as the rest of it; off by default)")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
 	fset.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -142,12 +173,22 @@ func (f *tunnelFlags) validate(r role) error {
 			return fmt.Errorf("-%s is required", fl.name)
 		}
 	}
+	if network, _ := parseAddr(o.target); network == "systemd" {
+		return fmt.Errorf("-target %s: a target is connected to, so it cannot be a socket systemd passes (systemd:NAME is for -listen and -status)", o.target)
+	}
+	if o.statusPprof && o.status == "" {
+		return errors.New("-status-pprof serves on the -status server: give -status ADDR too")
+	}
+	o.localListenOnly = r == roleClient && !f.unsafeListen
 	if msg := checkSafe(r, o, f.unsafeTarget, f.unsafeListen); msg != "" {
 		return errors.New(msg)
 	}
 	var err error
 	if o.mode, err = parseMode(f.modeName); err != nil {
 		return fmt.Errorf("-mode: %w", err)
+	}
+	if err := f.validateProxy(r); err != nil {
+		return err
 	}
 	switch {
 	case o.maxConns < 1:
@@ -166,6 +207,11 @@ func (f *tunnelFlags) validate(r role) error {
 		return fmt.Errorf("-watch-keys is %v; it must not be negative (0: reload only on SIGHUP)", o.watchKeys)
 	case f.keepAlive < 0:
 		return fmt.Errorf("-keepalive is %v; it must not be negative (0 turns keepalives off)", f.keepAlive)
+	}
+	if f.connectProxy != "" {
+		if err := o.setConnectProxy(f.connectProxy, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
+			return fmt.Errorf("-connect-proxy: %w", err)
+		}
 	}
 	// Probes every period after a period of silence; the probe count stays
 	// the system's (Count -1), which spares a system call per connection.
@@ -201,7 +247,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // parseAddr splits a command-line ADDR into a network and an address.
+// The network "systemd" names a socket systemd passes (see listenOn).
 func parseAddr(s string) (network, address string) {
+	if name, ok := strings.CutPrefix(s, systemdPrefix); ok {
+		return "systemd", name
+	}
 	if p, ok := strings.CutPrefix(s, "unix:"); ok {
 		return "unix", p
 	}

@@ -50,7 +50,7 @@ func (t *tunnel) serve(accepted net.Conn) {
 		dialFailed = "cannot connect to the target; closing the connection"
 	}
 	dialStart := time.Now()
-	up, err := t.dialer.DialContext(t.ctx, t.targetNet, t.targetAddr)
+	up, err := t.dialTarget(t.ctx, &t.dialer)
 	t.metrics.dialed(time.Since(dialStart), err)
 	if err != nil {
 		log(slog.LevelError, dialFailed, slog.String("key_id", state.KeyID), slog.Any("err", err))
@@ -74,6 +74,12 @@ func (t *tunnel) serve(accepted net.Conn) {
 		}
 		state = c.ConnectionState()
 		back = c
+	}
+	if t.opts.proxyProtocol != 0 {
+		if err := t.sendProxyHeader(up, accepted, state.KeyID); err != nil {
+			log(slog.LevelError, "closing the connection", slog.String("key_id", state.KeyID), slog.Any("err", err))
+			return
+		}
 	}
 	t.handOff(accepted, up)
 	log(slog.LevelDebug, "connection opened", slog.String("key_id", state.KeyID),
@@ -189,7 +195,7 @@ func abort(c net.Conn) {
 	if hc, ok := c.(*hmacauth.Conn); ok {
 		raw = hc.NetConn()
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
+	if tc, ok := raw.(interface{ SetLinger(int) error }); ok { // also a proxiedConn
 		tc.SetLinger(0)
 	}
 	raw.Close()

@@ -53,7 +53,17 @@ func startTunnel(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	// The caller's flags come last, so they override these.
 	args = append([]string{args[0], "-log-format", "json", "-log-level", "debug"}, args[1:]...)
-	p := &proc{t: t, name: name, cmd: command(args...), more: make(chan struct{}, 1), done: make(chan struct{})}
+	p := startProc(t, name, command(args...))
+	rec := p.waitLog("listening", nil)
+	p.addr = rec.str("addr")
+	return p
+}
+
+// startProc starts cmd, a tunnel command with JSON logs, and returns at
+// once. The process is killed at the end of the test if still running.
+func startProc(t testing.TB, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: cmd, more: make(chan struct{}, 1), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,8 +84,6 @@ func startTunnel(t testing.TB, name string, args ...string) *proc {
 			t.Logf("%s stderr:\n%s", p.name, p.logs())
 		}
 	})
-	rec := p.waitLog("listening", nil)
-	p.addr = rec.str("addr")
 	return p
 }
 

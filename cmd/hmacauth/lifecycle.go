@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -34,9 +33,16 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 			stop()
 			<-watched
 		}()
+		first := true // the watcher's first load is the file just read at start
 		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys,
-			Logger:  slog.New(newWatchObserver(t.log.Handler(), &t.keys)),
-			OnError: func(err error) { t.keys.loaded("watch", err) }}
+			Logger:  t.log,
+			OnError: func(err error) { t.keys.loaded("watch", err) },
+			OnReload: func([]string) {
+				if !first {
+					t.keys.loaded("watch", nil)
+				}
+				first = false
+			}}
 		go func() {
 			defer close(watched)
 			// Run logs the reloads and the later errors itself; it
@@ -49,16 +55,30 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 	}
 	acceptDone := make(chan error, 1)
 	go func() { acceptDone <- t.acceptLoop() }()
+	t.notify.ready()
+	notified := make(chan struct{})
+	notifyDone := make(chan struct{})
+	go func() {
+		defer close(notified)
+		t.notify.run(notifyDone)
+	}()
+	defer func() {
+		close(notifyDone)
+		<-notified
+	}()
 	for {
 		select {
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
+				t.notify.reloading()
 				t.reload()
+				t.notify.ready()
 				continue
 			}
 			return t.stop(sig, sigc, acceptDone)
 		case err := <-acceptDone:
 			t.log.Error("accepting connections failed; closing all connections", "err", err.Error())
+			t.notify.stopping()
 			t.ln.Close()
 			t.closeAll()
 			t.wg.Wait()
@@ -73,6 +93,7 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 // connections its Listener had queued.
 func (t *tunnel) stop(sig os.Signal, sigc <-chan os.Signal, acceptDone <-chan error) int {
 	close(t.stopping)
+	t.notify.stopping()
 	shutDone := make(chan struct{})
 	if hl, ok := t.ln.(*hmacauth.Listener); ok {
 		// closeAll cancels t.ctx, which ends the Shutdown as a Close.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,10 @@ var binPath string
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(forwardEnv); spec != "" {
 		runForwarder(spec) // for the benchmarks; never returns
+	}
+	if slices.ContainsFunc(os.Args[1:], func(a string) bool { return strings.HasPrefix(a, "-test.fuzzworker") }) {
+		// A fuzzing worker runs only a fuzz function, no binary.
+		goleak.VerifyTestMain(m)
 	}
 	dir, err := os.MkdirTemp("", "hmacauth-cmd-test")
 	if err != nil {

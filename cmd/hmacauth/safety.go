@@ -21,7 +21,11 @@ import (
 // listen.
 func onThisHost(addr string, dial bool) error {
 	network, address := parseAddr(addr)
-	if network == "unix" {
+	switch network {
+	case "unix":
+		return nil
+	case "systemd":
+		// Known when systemd passes it: listenOn checks it then.
 		return nil
 	}
 	host, _, err := net.SplitHostPort(address)

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -69,7 +69,7 @@ type reloadReport struct {
 
 // newStatusServer listens on addr; serve starts serving.
 func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
-	ln, err := listen(t.ctx, addr, t.opts.keepAlive)
+	ln, err := t.listenOn("-status", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-status: %w", err)
 	}
@@ -80,6 +80,17 @@ func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
 	mux.HandleFunc("GET /_status", s.serveStatus)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(t.metrics.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(t.log.Handler(), slog.LevelError), Timeout: 10 * time.Second, MaxRequestsInFlight: 4}))
+	if t.opts.statusPprof {
+		// Index also serves the named profiles: /debug/pprof/heap and so on.
+		// A profile or trace of ?seconds=N extends its own write deadline
+		// past the server's WriteTimeout by N.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -114,8 +125,16 @@ func (s *statusServer) checkTarget() (time.Time, error) {
 	d.Timeout = min(d.Timeout, targetCheckTimeout)
 	// Not the prober's context: a prober that hangs up must not void the
 	// cache, or probers would set the rate of dials to the target.
-	c, err := d.DialContext(s.t.ctx, s.t.targetNet, s.t.targetAddr)
+	c, err := s.t.dialTarget(s.t.ctx, &d)
 	if err == nil {
+		if tc, ok := c.(*net.TCPConn); ok && s.t.role == roleClient {
+			// A client's target is the hmacauth server, which would take a
+			// connection closed before its ClientHello for a refusal of the
+			// protocol. One reset before any byte it never sees: its kernel
+			// drops it before it is accepted (TCP_DEFER_ACCEPT, Linux);
+			// elsewhere it counts under "other", not "protocol".
+			tc.SetLinger(0)
+		}
 		c.Close()
 	}
 	s.checkedAt, s.targetErr = time.Now(), err
@@ -191,57 +210,4 @@ func (k *keyReloads) last() reloadReport {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.rep
-}
-
-// watchLogged is the message with which hmacauth.KeyFileWatcher logs a
-// successful load (at Info); it has no other way to tell one.
-const watchLogged = "hmacauth: loaded key file"
-
-// watchObserver is the handler of a KeyFileWatcher's Logger: it passes
-// every record on to the tunnel's logs, and records the watcher's
-// successful loads (its failures come through OnError). Its first load is
-// the file the tunnel has just read, not a reload.
-type watchObserver struct {
-	slog.Handler
-	keys  *keyReloads
-	first *bool // shared by the handlers WithAttrs and WithGroup derive
-	mu    *sync.Mutex
-}
-
-func newWatchObserver(h slog.Handler, k *keyReloads) slog.Handler {
-	return &watchObserver{Handler: h, keys: k, first: new(bool), mu: new(sync.Mutex)}
-}
-
-// Enabled is true at Info, whatever the tunnel logs, so that no load goes
-// unseen.
-func (o *watchObserver) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelInfo || o.Handler.Enabled(ctx, l)
-}
-
-func (o *watchObserver) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelInfo && r.Message == watchLogged {
-		o.mu.Lock()
-		first := !*o.first
-		*o.first = true
-		o.mu.Unlock()
-		if !first {
-			o.keys.loaded("watch", nil)
-		}
-	}
-	if !o.Handler.Enabled(ctx, r.Level) {
-		return nil
-	}
-	return o.Handler.Handle(ctx, r)
-}
-
-func (o *watchObserver) WithAttrs(as []slog.Attr) slog.Handler {
-	c := *o
-	c.Handler = o.Handler.WithAttrs(as)
-	return &c
-}
-
-func (o *watchObserver) WithGroup(name string) slog.Handler {
-	c := *o
-	c.Handler = o.Handler.WithGroup(name)
-	return &c
 }

@@ -346,7 +346,7 @@ func TestStatusWatchKeys(t *testing.T) {
 	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys,
 		"-status", "127.0.0.1:0", "-watch-keys", "20ms")
 	addr := server.statusAddr()
-	server.waitLog(watchLogged, nil) // the watcher's first read, before the change
+	server.waitLog("hmacauth: loaded key file", nil) // the watcher's first read, before the change
 	writeKeys(t, keys, newKey(t, "b"))
 	deadline := time.Now().Add(bound)
 	for {
@@ -365,5 +365,61 @@ func TestStatusWatchKeys(t *testing.T) {
 	m := scrape(t, addr)
 	if ok := m.value("hmacauth_tunnel_key_reloads_total", "result", "ok"); ok != 1 {
 		t.Errorf("key_reloads_total{result=ok} is %v, want 1", ok)
+	}
+}
+
+// TestStatusClientCheckQuiet checks that a client's check of its target,
+// the hmacauth server, is not one of the server's refusals: it connects
+// and resets without writing, which the server's kernel drops before the
+// server accepts it (TCP_DEFER_ACCEPT), where a plain close would be
+// accepted and refused as a protocol error.
+func TestStatusClientCheckQuiet(t *testing.T) {
+	p := startPair(t, startEcho(t), []string{"-status", "127.0.0.1:0"}, []string{"-status", "127.0.0.1:0"})
+	sAddr, cAddr := p.server.statusAddr(), p.client.statusAddr()
+	if code, rep, body := statusOf(t, cAddr); code != http.StatusOK || !rep.TargetOK {
+		t.Fatalf("client /_status: %d %s", code, body)
+	}
+	// The check's connection was made before this one, and a refusal of
+	// it would end at its first read, where this one takes round trips:
+	// once this one is through, a refusal would have been counted.
+	checkEcho(t, dial(t, p.client.addr), "after the check")
+	m := scrape(t, sAddr)
+	if n := m.value("hmacauth_tunnel_connections_accepted_total"); n != 1 {
+		t.Errorf("server accepted %v connections, want 1", n)
+	}
+	for _, reason := range []string{reasonProtocol, reasonOther, reasonTimeout, reasonAuth} {
+		if n := m.value("hmacauth_tunnel_connections_refused_total", "reason", reason); n != 0 {
+			t.Errorf("the client's target check cost the server %v refusals (%s)", n, reason)
+		}
+	}
+	if rs := p.server.find("hmacauth: refused connection", nil); len(rs) > 0 {
+		t.Errorf("the server logged the client's target check as a refusal: %v", rs)
+	}
+}
+
+// TestStatusPprof checks that /debug/pprof/ is served only with
+// -status-pprof, and that a CPU profile runs through it.
+func TestStatusPprof(t *testing.T) {
+	target := startEcho(t)
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "pprof"))
+	off := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status", "127.0.0.1:0")
+	if code, _ := get(t, off.statusAddr(), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ without -status-pprof: %d, want 404", code)
+	}
+	on := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status", "127.0.0.1:0", "-status-pprof")
+	addr := on.statusAddr()
+	if code, body := get(t, addr, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(string(body), "goroutine") {
+		t.Errorf("GET /debug/pprof/ with -status-pprof: %d %q", code, body)
+	}
+	if code, body := get(t, addr, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(string(body), "acceptLoop") {
+		t.Errorf("GET /debug/pprof/goroutine?debug=1: %d, no acceptLoop in %q", code, body)
+	}
+	// A profile is gzipped protobuf.
+	if code, body := get(t, addr, "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+		t.Errorf("GET /debug/pprof/profile?seconds=1: %d, %d bytes, want a gzipped profile", code, len(body))
+	}
+	r := runBin(t, "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status-pprof")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "give -status ADDR too") {
+		t.Errorf("-status-pprof without -status: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

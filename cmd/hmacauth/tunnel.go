@@ -43,11 +43,13 @@ func runTunnel(r role, args []string, stdout, stderr io.Writer) int {
 	// whoever waits for it may signal at once.
 	sigc, stopSignals := notifySignals()
 	defer stopSignals()
+	logConnectProxy(logger.With("role", string(r)), &f.tunnelOptions)
 	t, err := newTunnel(r, f.tunnelOptions, logger.With("role", string(r)))
 	if err != nil {
 		logger.Error("cannot start", "role", string(r), "err", err.Error())
 		return exitFail
 	}
+	t.sandbox()
 	return t.run(sigc)
 }
 
@@ -82,6 +84,13 @@ type tunnel struct {
 	keys    keyReloads    // the last load of the key file
 	status  *statusServer // nil without -status
 
+	// proxyIn reads the PROXY headers under ln (-accept-proxy-protocol);
+	// nil without.
+	proxyIn *proxyListener
+
+	activated *activatedSockets // passed by systemd; nil unless an ADDR is systemd:NAME
+	notify    *notifier         // tells systemd the tunnel's state
+
 	mu sync.Mutex
 	// conns are the connections being set up (dial, client handshake),
 	// which closeAll closes; pipe ends the forwarding ones itself.
@@ -108,6 +117,12 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	t.config = o.newConfig(ring, log)
 	t.targetNet, t.targetAddr = parseAddr(o.target)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if o.usesActivation() {
+		if t.activated, err = takeActivated(); err != nil {
+			t.cancel()
+			return nil, err
+		}
+	}
 	if t.ln, err = t.listen(); err != nil {
 		t.cancel()
 		return nil, err
@@ -122,6 +137,9 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 	t.capped = &capListener{Listener: t.ln, slots: make(chan struct{}, o.maxConns), quit: quit,
 		full: func() { t.waits.reached(t.log, t.opts.maxConns, t.live()) }}
 	t.metrics = newMetrics(t)
+	if t.proxyIn != nil {
+		t.metrics.reg.MustRegister(t.proxyIn.collector())
+	}
 	t.keys.m = t.metrics
 	t.keys.loaded("start", nil)
 	if o.status != "" {
@@ -132,6 +150,10 @@ func newTunnel(r role, o tunnelOptions, log *slog.Logger) (*tunnel, error) {
 		}
 		log.Info("serving /_status and /metrics", "addr", t.status.ln.Addr().String())
 	}
+	if t.activated != nil {
+		t.activated.closeRest(log)
+	}
+	t.notify = newNotifier(t)
 	log.Info("listening", "addr", t.ln.Addr().String(), "target", o.target,
 		"mode", o.mode.String(), "fs", o.forwardSecrecy, "keys", ring.IDs(), "max_conns", o.maxConns)
 	return t, nil
@@ -144,7 +166,7 @@ const defaultKeepAlive = 15 * time.Second
 // listen listens on -listen: for a server, a *hmacauth.Listener.
 func (t *tunnel) listen() (net.Listener, error) {
 	network, address := parseAddr(t.opts.listen)
-	if t.role == roleServer && network == "tcp" {
+	if t.role == roleServer && network == "tcp" && t.opts.acceptProxyFrom == nil {
 		// hmacauth.Listen also has the kernel defer each connection until
 		// its ClientHello has arrived (TCP_DEFER_ACCEPT on Linux).
 		ln, err := hmacauth.Listen(network, address, t.config)
@@ -153,9 +175,13 @@ func (t *tunnel) listen() (net.Listener, error) {
 		}
 		return ln, nil
 	}
-	ln, err := listen(t.ctx, t.opts.listen, t.opts.keepAlive)
+	ln, err := t.listenOn("-listen", t.opts.listen)
 	if err != nil || t.role == roleClient {
 		return ln, err
+	}
+	if t.opts.acceptProxyFrom != nil {
+		t.proxyIn = newProxyListener(ln, t.opts.acceptProxyFrom, t.opts.handshakeTimeout, t.opts.maxConns, t.log)
+		ln = t.proxyIn
 	}
 	hl, err := hmacauth.NewListener(ln, t.config)
 	if err != nil {

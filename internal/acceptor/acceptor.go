@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -28,40 +29,48 @@ import (
 	"github.com/hmacauth/hmacauth/internal/netx"
 )
 
-// ErrEvicted is the cause a Listener reports for a handshake it evicted to
-// make room for a new connection.
-var ErrEvicted = errors.New("evicted under load")
-
 // Handshake upgrades a freshly accepted connection. ctx is cancelled when
 // the Listener closes; the handshake passes it to Progress at each step.
-// It returns the connection to hand to Accept, or an error; the raw
-// connection is closed by the Listener on error.
-//
-// report is called, always, once, with the handshake's final outcome: nil,
-// the error returned, or an error wrapping ErrEvicted when the Listener
-// evicted the handshake (the connection is then closed, even if the
-// handshake went on to succeed). It is called once the handshake's slot for
-// its remote IP is free (and, on error, the raw connection closed), so that
-// whoever hears of the result may at once connect again from the same IP,
-// and before the handshake stops counting in Stats.InFlight, so that a
-// reader of the caller's counters who sees InFlight fall sees the outcome
-// counted.
-type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, report func(err error), err error)
+// It returns the connection to hand to Accept, or an error (the Listener
+// then closes the raw connection), and, either way, what the client
+// claimed to be, for the report: a key ID, a digest, or "".
+type Handshake func(ctx context.Context, raw net.Conn) (c net.Conn, claim string, err error)
 
-// Config configures a Listener. All fields are required except OnShed.
+// Config configures a Listener. Handshake, MaxInFlight, QueueLen and
+// ErrShed are required.
 type Config struct {
 	Handshake   Handshake
 	MaxInFlight int // handshakes running or waiting for Accept
 	MaxPerIP    int // handshakes in flight per IP bucket (see ipKey); <= 0 means no cap
 	QueueLen    int // finished connections waiting for Accept
-	// OnShed is called for a connection closed unread because its remote
-	// IP is over MaxPerIP. It runs on a goroutine of the Listener, not on
-	// the accept loop, one call at a time in the order of the sheds; the
-	// accept loop waits for it only when shedReports calls are pending.
-	OnShed func(remote net.Addr)
+
+	// Refuse, if not nil, closes the raw connection of a failed handshake
+	// in place of Close. It runs on the handshake's goroutine, before the
+	// handshake leaves the pending lists, with the handshake's ctx.
+	Refuse func(ctx context.Context, raw net.Conn)
+
+	// Reporting. Every connection the Listener handles, a handshake or a
+	// connection shed for the per-IP cap, is logged to Logger (if not nil)
+	// and then passed to Report (if not nil). Name prefixes the log
+	// messages ("hmacauth: refused connection"), ClaimAttr names
+	// Event.Claim in them ("key_id"), and ErrShed is the sentinel that
+	// the errors of sheds and evictions wrap.
+	Name      string
+	ClaimAttr string
+	ErrShed   error
+	Logger    *slog.Logger
+	Report    func(Event)
 }
 
-// shedReports is how many OnShed calls may wait for an OnShed that is
+// Event is the report of one connection a Listener handled.
+type Event struct {
+	RemoteAddr net.Addr
+	Claim      string        // as the Handshake returned it; "" for a shed connection
+	Duration   time.Duration // of the handshake; 0 for a shed connection
+	Err        error         // nil if the handshake succeeded
+}
+
+// shedReports is how many reports of sheds may wait for a Report that is
 // slower than the rate of sheds before the accept loop waits for it.
 const shedReports = 256
 
@@ -83,7 +92,9 @@ type Listener struct {
 	cancel context.CancelCauseFunc
 	slots  chan struct{} // one per handshake in flight or waiting
 	queue  chan net.Conn
-	sheds  chan net.Addr // for OnShed; closed by the accept loop
+	sheds  chan net.Addr // reported off the accept loop; closed by it
+	// The log messages: Config.Name and what happened.
+	msgRefused, msgAccepted string
 	// started is signalled when a handshake becomes evictable, for an
 	// accept loop that waits for one.
 	started chan struct{}
@@ -134,12 +145,18 @@ func New(inner net.Listener, cfg Config) *Listener {
 
 		queueClosed: make(chan struct{}),
 		drained:     make(chan struct{}),
+
+		msgRefused:  cfg.Name + ": refused connection",
+		msgAccepted: cfg.Name + ": accepted connection",
 	}
-	if cfg.OnShed != nil {
+	if cfg.Logger != nil || cfg.Report != nil {
+		// Sheds are reported, one at a time and in order, on a goroutine
+		// of their own, so that a slow Report does not stall accepting.
 		l.sheds = make(chan net.Addr, shedReports)
 		l.wg.Go(func() {
 			for a := range l.sheds {
-				cfg.OnShed(a)
+				l.report(Event{RemoteAddr: a, Err: netx.Errorf(cfg.ErrShed,
+					"client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (Config.MaxHandshakesPerIP)", a, cfg.MaxPerIP)})
 			}
 		})
 	}
@@ -445,12 +462,24 @@ func (l *Listener) release(ip netip.Addr) {
 	}
 }
 
+// serve runs one handshake and reports its outcome once the handshake's
+// slot for its remote IP is free (and, on error, the raw connection
+// closed), so that whoever hears of the result may at once connect again
+// from the same IP, and before the handshake stops counting in
+// Stats.InFlight, so that a reader of the caller's counters who sees
+// InFlight fall sees the outcome counted.
 func (l *Listener) serve(p *pending, ip netip.Addr) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
 	raw := p.raw
 	l.track(p)
-	c, report, err := l.cfg.Handshake(context.WithValue(l.ctx, pendingKey{}, p), raw)
+	ctx := context.WithValue(l.ctx, pendingKey{}, p)
+	start := time.Now()
+	c, claim, err := l.cfg.Handshake(ctx, raw)
+	d := time.Since(start)
+	if err != nil && l.cfg.Refuse != nil {
+		l.cfg.Refuse(ctx, raw)
+	}
 	// An evicted handshake fails on its closed connection, or may have
 	// succeeded just before; one that had failed already (and was draining
 	// its refused client) keeps its own reason.
@@ -459,13 +488,14 @@ func (l *Listener) serve(p *pending, ip netip.Addr) {
 			c.Close()
 		}
 		l.evicted.Add(1)
-		err = fmt.Errorf("%w: all %d handshake slots were taken when a new connection arrived, and this handshake had made the least progress for the longest", ErrEvicted, l.cfg.MaxInFlight)
+		err = netx.Errorf(l.cfg.ErrShed, "client %s evicted under load after %v: all %d handshake slots were taken when a new connection arrived, and its handshake had made the least progress for the longest; if honest clients are evicted, raise Config.MaxHandshakes",
+			raw.RemoteAddr(), d.Round(time.Millisecond), l.cfg.MaxInFlight)
 	}
 	if err != nil {
 		raw.Close()
 	}
 	l.release(ip)
-	report(err)
+	l.report(Event{RemoteAddr: raw.RemoteAddr(), Claim: claim, Duration: d, Err: err})
 	if err != nil {
 		l.inFlight.Add(-1)
 		return
@@ -477,6 +507,25 @@ func (l *Listener) serve(p *pending, ip netip.Addr) {
 	case <-l.ctx.Done():
 		l.queued.Add(-1)
 		c.Close()
+	}
+}
+
+// report logs ev and passes it to Config.Report.
+func (l *Listener) report(ev Event) {
+	if lg := l.cfg.Logger; lg != nil {
+		attrs := []slog.Attr{
+			slog.String("remote", ev.RemoteAddr.String()),
+			slog.String(l.cfg.ClaimAttr, ev.Claim),
+			slog.Duration("duration", ev.Duration),
+		}
+		if ev.Err != nil {
+			lg.LogAttrs(context.Background(), slog.LevelInfo, l.msgRefused, append(attrs, slog.String("reason", ev.Err.Error()))...)
+		} else {
+			lg.LogAttrs(context.Background(), slog.LevelDebug, l.msgAccepted, attrs...)
+		}
+	}
+	if l.cfg.Report != nil {
+		l.cfg.Report(ev)
 	}
 }
 

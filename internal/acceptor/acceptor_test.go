@@ -1,12 +1,15 @@
 package acceptor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,29 +26,48 @@ const waitLimit = 10 * time.Second
 // were it wrong, would have acted, short against evictGrace's multiples.
 const quiet = 200 * time.Millisecond
 
-var errRefused = errors.New("client sent no 'y'")
+var (
+	errRefused = errors.New("client sent no 'y'")
+	errShed    = errors.New("test: connection shed")
+)
 
 // testHandshake is a Handshake that reads one byte from the client and
-// succeeds if it is 'y'. It tells started of each handshake that begins,
-// sends each outcome to reports, and counts the handshakes running at once.
+// succeeds if it is 'y', claiming "claim". It tells started of each
+// handshake that begins, sends each outcome the Listener reports to
+// reports (and the whole event to events), and counts the handshakes
+// running at once.
 type testHandshake struct {
 	started    chan net.Addr
 	reports    chan error
+	events     chan Event
 	open, peak atomic.Int64
 	aborted    atomic.Int64 // handshakes that ended with ctx cancelled
 }
 
 func newTestHandshake() *testHandshake {
-	return &testHandshake{started: make(chan net.Addr, 64), reports: make(chan error, 64)}
+	return &testHandshake{started: make(chan net.Addr, 64), reports: make(chan error, 64), events: make(chan Event, 64)}
 }
 
-func (h *testHandshake) run(ctx context.Context, raw net.Conn) (net.Conn, func(error), error) {
+// config completes cfg with the handshake and its reports.
+func (h *testHandshake) config(cfg Config) Config {
+	cfg.Handshake, cfg.ErrShed, cfg.Name, cfg.ClaimAttr = h.run, errShed, "test", "claim"
+	if cfg.Report == nil {
+		cfg.Report = h.report
+	}
+	return cfg
+}
+
+func (h *testHandshake) report(ev Event) {
+	h.events <- ev
+	h.reports <- ev.Err
+}
+
+func (h *testHandshake) run(ctx context.Context, raw net.Conn) (net.Conn, string, error) {
 	n := h.open.Add(1)
 	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
 	}
 	defer h.open.Add(-1)
 	h.started <- raw.RemoteAddr()
-	report := func(err error) { h.reports <- err }
 
 	// A handshake honours ctx, as the real ones do (netx.Interrupt).
 	stop := context.AfterFunc(ctx, func() { raw.SetReadDeadline(time.Unix(1, 0)) })
@@ -53,15 +75,15 @@ func (h *testHandshake) run(ctx context.Context, raw net.Conn) (net.Conn, func(e
 	_, err := io.ReadFull(raw, b[:])
 	if !stop() {
 		h.aborted.Add(1)
-		return nil, report, context.Cause(ctx)
+		return nil, "claim", context.Cause(ctx)
 	}
 	if err != nil {
-		return nil, report, err
+		return nil, "claim", err
 	}
 	if b[0] != 'y' {
-		return nil, report, errRefused
+		return nil, "claim", errRefused
 	}
-	return raw, report, nil
+	return raw, "claim", nil
 }
 
 // countingListener is a real listener that counts the connections its
@@ -176,7 +198,7 @@ func checkStats(t *testing.T, l *Listener, want Stats) {
 func TestMaxInFlight(t *testing.T) {
 	const maxInFlight = 3
 	h := newTestHandshake()
-	l, cl := listen(t, Config{Handshake: h.run, MaxInFlight: maxInFlight, QueueLen: 1})
+	l, cl := listen(t, h.config(Config{MaxInFlight: maxInFlight, QueueLen: 1}))
 	for range maxInFlight {
 		dial(t, l)
 		recv(t, h.started, "a handshake to start")
@@ -188,8 +210,8 @@ func TestMaxInFlight(t *testing.T) {
 	case a := <-h.started:
 		t.Fatalf("handshake for %v started with all %d slots taken and none evicted", a, maxInFlight)
 	case err := <-h.reports:
-		if !errors.Is(err, ErrEvicted) {
-			t.Fatalf("report = %v, want an error wrapping ErrEvicted", err)
+		if !errors.Is(err, errShed) || !strings.Contains(err.Error(), "evicted") {
+			t.Fatalf("report = %v, want an eviction, wrapping Config.ErrShed", err)
 		}
 	case <-time.After(waitLimit):
 		t.Fatalf("timed out after %v waiting for a handshake evicted", waitLimit)
@@ -205,37 +227,43 @@ func TestMaxInFlight(t *testing.T) {
 }
 
 // TestMaxPerIP checks that a connection over its IP's cap is closed
-// unread and reported to OnShed, on a goroutine other than the accept
-// loop's: while OnShed blocks, other connections are still served.
+// unread and reported, with an error wrapping Config.ErrShed, on a
+// goroutine other than the accept loop's: while that Report blocks, other
+// connections are still served.
 func TestMaxPerIP(t *testing.T) {
 	h := newTestHandshake()
-	shed := make(chan net.Addr, 1)
+	shed := make(chan Event, 1)
 	release := make(chan struct{})
-	l, _ := listen(t, Config{Handshake: h.run, MaxInFlight: 8, QueueLen: 8, MaxPerIP: 2,
-		OnShed: func(a net.Addr) {
-			shed <- a
+	l, _ := listen(t, h.config(Config{MaxInFlight: 8, QueueLen: 8, MaxPerIP: 2,
+		Report: func(ev Event) {
+			if !errors.Is(ev.Err, errShed) {
+				h.report(ev)
+				return
+			}
+			shed <- ev
 			<-release
-		}})
-	t.Cleanup(func() { close(release) }) // before l.Close, which waits for OnShed
+		}}))
+	t.Cleanup(func() { close(release) }) // before l.Close, which waits for the report
 	first := dial(t, l)
 	recv(t, h.started, "the first handshake to start")
 	dial(t, l)
 	recv(t, h.started, "the second handshake to start")
 
 	over := dial(t, l) // 127.0.0.1 has two handshakes in flight already
-	if a := recv(t, shed, "OnShed"); a.String() != over.LocalAddr().String() {
-		t.Errorf("OnShed(%v), want the shed client's address %v", a, over.LocalAddr())
+	ev := recv(t, shed, "the shed connection's report")
+	if ev.RemoteAddr.String() != over.LocalAddr().String() || ev.Claim != "" || ev.Duration != 0 || !strings.Contains(ev.Err.Error(), "Config.MaxHandshakesPerIP") {
+		t.Errorf("shed reported as %+v, want the shed client's address %v, no claim nor duration, and a reason that names Config.MaxHandshakesPerIP", ev, over.LocalAddr())
 	}
 	closedByServer(t, over)
 	checkStats(t, l, Stats{InFlight: 2, Shed: 1})
 
-	// OnShed still blocks; the accept loop goes on.
+	// The report still blocks; the accept loop goes on.
 	write(t, first, "y")
 	if err := recv(t, h.reports, "the first handshake's outcome"); err != nil {
 		t.Fatalf("first handshake: %v", err)
 	}
 	next := dial(t, l)
-	if a := recv(t, h.started, "a handshake to start while OnShed blocks"); a.String() != next.LocalAddr().String() {
+	if a := recv(t, h.started, "a handshake to start while the report blocks"); a.String() != next.LocalAddr().String() {
 		t.Errorf("handshake started for %v, want %v", a, next.LocalAddr())
 	}
 }
@@ -247,7 +275,7 @@ func TestMaxPerIP(t *testing.T) {
 func TestBackpressure(t *testing.T) {
 	const maxInFlight, queueLen = 2, 1
 	h := newTestHandshake()
-	l, cl := listen(t, Config{Handshake: h.run, MaxInFlight: maxInFlight, QueueLen: queueLen})
+	l, cl := listen(t, h.config(Config{MaxInFlight: maxInFlight, QueueLen: queueLen}))
 	// A finished connection holds its slot until it is in the queue, so the
 	// Listener holds a full queue and a finished connection in every slot.
 	const held = maxInFlight + queueLen
@@ -279,7 +307,7 @@ func TestBackpressure(t *testing.T) {
 // reaches Accept and is closed.
 func TestFailedHandshake(t *testing.T) {
 	h := newTestHandshake()
-	l, _ := listen(t, Config{Handshake: h.run, MaxInFlight: 4, QueueLen: 4})
+	l, _ := listen(t, h.config(Config{MaxInFlight: 4, QueueLen: 4}))
 	bad := dial(t, l)
 	write(t, bad, "n")
 	if err := recv(t, h.reports, "the failed handshake's outcome"); !errors.Is(err, errRefused) {
@@ -306,7 +334,7 @@ func TestFailedHandshake(t *testing.T) {
 func TestCloseAbortsHandshakes(t *testing.T) {
 	const n = 3
 	h := newTestHandshake()
-	l, _ := listen(t, Config{Handshake: h.run, MaxInFlight: n, QueueLen: 1})
+	l, _ := listen(t, h.config(Config{MaxInFlight: n, QueueLen: 1}))
 	for range n {
 		dial(t, l)
 		recv(t, h.started, "a handshake to start")
@@ -352,7 +380,7 @@ func TestCloseAbortsHandshakes(t *testing.T) {
 func TestCloseClosesQueued(t *testing.T) {
 	const n = 2
 	h := newTestHandshake()
-	l, _ := listen(t, Config{Handshake: h.run, MaxInFlight: n, QueueLen: n})
+	l, _ := listen(t, h.config(Config{MaxInFlight: n, QueueLen: n}))
 	var clients []net.Conn
 	for range n {
 		c := dial(t, l)
@@ -372,7 +400,7 @@ func TestCloseClosesQueued(t *testing.T) {
 // before Accept fails with net.ErrClosed.
 func TestShutdown(t *testing.T) {
 	h := newTestHandshake()
-	l, _ := listen(t, Config{Handshake: h.run, MaxInFlight: 2, QueueLen: 2})
+	l, _ := listen(t, h.config(Config{MaxInFlight: 2, QueueLen: 2}))
 	queued := dial(t, l)
 	write(t, queued, "y")
 	waitFor(t, "a connection to wait for Accept", func() bool { return l.Stats().Queued == 1 })
@@ -449,7 +477,7 @@ func listenFailing(t *testing.T, errs ...error) (*Listener, *testHandshake) {
 		fl.errs <- err
 	}
 	h := newTestHandshake()
-	l := New(fl, Config{Handshake: h.run, MaxInFlight: 2, QueueLen: 2})
+	l := New(fl, h.config(Config{MaxInFlight: 2, QueueLen: 2}))
 	t.Cleanup(func() { l.Close() })
 	return l, h
 }
@@ -530,4 +558,53 @@ func TestIPKey(t *testing.T) {
 			t.Errorf("ipKey(%#v) = %v, want no bucket (not capped)", a, k)
 		}
 	}
+}
+
+// TestReport checks what the Listener reports of each connection: to the
+// Logger, a record at Debug for a success and at Info for a refusal, with
+// the remote address, the claim named by Config.ClaimAttr, the duration
+// and the reason; then the Event to Report, with the claim and duration
+// the handshake took. Refuse runs for a failed handshake before its report.
+func TestReport(t *testing.T) {
+	h := newTestHandshake()
+	// A plain buffer: the Listener logs before it reports, and the test
+	// reads the log only after it has the report.
+	var logs bytes.Buffer
+	refused := make(chan net.Addr, 1)
+	l, _ := listen(t, h.config(Config{MaxInFlight: 4, QueueLen: 4,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Refuse: func(ctx context.Context, raw net.Conn) {
+			refused <- raw.RemoteAddr()
+			raw.Close()
+		}}))
+
+	good := dial(t, l)
+	write(t, good, "y")
+	ev := recv(t, h.events, "the good handshake's report")
+	if ev.Err != nil || ev.Claim != "claim" || ev.Duration <= 0 || ev.RemoteAddr.String() != good.LocalAddr().String() {
+		t.Errorf("success reported as %+v", ev)
+	}
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if out := logs.String(); !strings.Contains(out, `level=DEBUG msg="test: accepted connection" remote=`+good.LocalAddr().String()+" claim=claim duration=") {
+		t.Errorf("success logged as %q", out)
+	}
+
+	bad := dial(t, l)
+	write(t, bad, "n")
+	if a := recv(t, refused, "Refuse"); a.String() != bad.LocalAddr().String() {
+		t.Errorf("Refuse(%v), want the refused client %v", a, bad.LocalAddr())
+	}
+	ev = recv(t, h.events, "the refused handshake's report")
+	if !errors.Is(ev.Err, errRefused) || ev.Claim != "claim" {
+		t.Errorf("refusal reported as %+v", ev)
+	}
+	if out := logs.String(); !strings.Contains(out, `level=INFO msg="test: refused connection" remote=`+bad.LocalAddr().String()+" claim=claim duration=") ||
+		!strings.Contains(out, `reason="client sent no 'y'"`) {
+		t.Errorf("refusal logged as %q", out)
+	}
+	closedByServer(t, bad)
 }

@@ -1,6 +1,3 @@
-// Package netx holds the connection plumbing that package hmacauth and
-// package mpcompat share: dialing under a net.Dialer's bounds, and
-// interrupting a handshake's I/O when its context is done.
 package netx
 
 import (

@@ -3,8 +3,8 @@ package netx
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -55,37 +55,12 @@ func Interrupt(ctx context.Context, conn net.Conn) (stop func() (interrupted boo
 	}
 }
 
-// IsTemporary reports whether an Accept error is worth retrying, as
-// net/http does: EMFILE, ENFILE, ECONNABORTED and the like, and a shortage
-// of kernel buffers or memory. Some are checked for by errno: a connection
-// aborted or reset before it was accepted, wrapped in an *os.SyscallError
-// (as net's accept wraps it), has a Temporary method that reports false,
-// yet only that one client is gone.
-func IsTemporary(err error) bool {
-	for _, errno := range []syscall.Errno{syscall.ECONNABORTED, syscall.ECONNRESET, syscall.ENOBUFS, syscall.ENOMEM} {
-		if errors.Is(err, errno) {
-			return true
-		}
+// ContextError explains why a done ctx ended a handshake: a deadline
+// passed (wrapping timeout, the package's ErrHandshakeTimeout), or the
+// context was cancelled (wrapping its cause).
+func ContextError(ctx context.Context, timeout error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the context's deadline passed: %w", timeout, ctx.Err())
 	}
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
-}
-
-// AcceptBackoff returns how long to wait before retrying an Accept after a
-// temporary error, given the previous wait (zero at first): 5 ms, doubling
-// to at most 1 s, as net/http waits.
-func AcceptBackoff(prev time.Duration) time.Duration {
-	return min(max(2*prev, 5*time.Millisecond), time.Second)
-}
-
-// Sleep waits for d, or until done is closed; it reports whether d passed.
-func Sleep(d time.Duration, done <-chan struct{}) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-done:
-		return false
-	}
+	return fmt.Errorf("handshake abandoned: %w", context.Cause(ctx))
 }
