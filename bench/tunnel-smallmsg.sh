@@ -272,7 +272,7 @@ done
 # median prints the median of the numbers on stdin with format $1, or "-"
 # if there are none.
 median() {
-	grep -v '^-$' | sort -g | awk -v f="$1" '{ a[NR] = $1 }
+	{ grep -v '^-$' || true; } | sort -g | awk -v f="$1" '{ a[NR] = $1 }
 		END { if (NR == 0) print "-"; else printf f "\n", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 # spread prints "median [min-max]" of the ratios on stdin, or "-".
