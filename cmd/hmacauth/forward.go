@@ -111,9 +111,10 @@ var errStopped = errors.New("closed by the stop (drain timeout or second signal)
 // record, so that the peer tunnel does not report a cut. It returns the
 // bytes copied each way and the first error.
 //
-// io.Copy lets the kernel splice between the sockets where the mode keeps
-// bytes as they are (hmacauth.Conn implements io.ReaderFrom and
-// io.WriterTo).
+// Each direction is copied by copyStream: small messages with a read and a
+// write, bulk transfers with io.Copy, which lets the kernel splice between
+// the sockets where the mode keeps bytes as they are (hmacauth.Conn
+// implements io.ReaderFrom and io.WriterTo).
 func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error) {
 	// The first error aborts both connections, which also ends the other
 	// direction's copy; at a forced stop the deadlines below do that. It is
@@ -242,12 +243,12 @@ var smallBufPool = sync.Pool{New: func() any { return new([smallCopyBuffer]byte)
 // stream is not an error), with a read and a write per message through a
 // pooled buffer until a read fills the buffer, then with io.Copy for the
 // rest of the stream. io.Copy between TCP connections splices: each chunk
-// goes socket -> pipe -> socket, which keeps bulk data out of this process
-// but costs more per message than a read and a write (an extra pipe, and
-// splicing is the kernel's slower path for a few bytes), and request/
-// response traffic such as Redis or PostgreSQL queries is all small
-// messages. With an *hmacauth.Conn, io.Copy is also what moves bulk data in
-// full-size records (see hmacauth.Conn's ReadFrom).
+// goes socket -> pipe -> socket, which keeps bulk data out of this process,
+// but it holds a pipe (two file descriptors) per direction for the
+// connection's life and takes three splice calls per message, and
+// request/response traffic such as Redis or PostgreSQL queries is all
+// small messages. With an *hmacauth.Conn, io.Copy is also what moves bulk
+// data in full-size records (see hmacauth.Conn's ReadFrom).
 func copyStream(dst, src net.Conn) (int64, error) {
 	buf := smallBufPool.Get().(*[smallCopyBuffer]byte)
 	// It held the stream's bytes: cleared before another connection takes
