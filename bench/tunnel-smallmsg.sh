@@ -294,9 +294,9 @@ for w in redis pg; do
 		rate=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $4 }' "$out" | median %.0f)
 		cpu=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { print $5 }' "$out" | median %.1f)
 		rr=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { r[$1] = $4 } $2 == w && $3 == "spiped" { s[$1] = $4 }
-			END { for (k in r) if (k in s) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+			END { for (k in r) if (k in s) printf "%.2f\n", r[k] / s[k] }' "$out" | spread)
 		cr=$(awk -v w=$w -v c="$ch" '$2 == w && $3 == c { r[$1] = $5 } $2 == w && $3 == "spiped" { s[$1] = $5 }
-			END { for (k in r) if (k in s && r[k] != "-" && s[k] > 0) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+			END { for (k in r) if (k in s && r[k] != "-" && s[k] > 0) printf "%.2f\n", r[k] / s[k] }' "$out" | spread)
 		printf '%-12s %10s %9s  %-22s %-22s\n' "$ch" "$rate" "$cpu" "$rr" "$cr"
 	done
 done
@@ -307,9 +307,9 @@ if [ -n "$base" ]; then
 	for w in redis pg; do
 		for m in auth sealed; do
 			rr=$(awk -v w=$w -v c=$m -v b="$m@base" '$2 == w && $3 == c { r[$1] = $4 } $2 == w && $3 == b { s[$1] = $4 }
-				END { for (k in r) if (k in s) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+				END { for (k in r) if (k in s) printf "%.2f\n", r[k] / s[k] }' "$out" | spread)
 			cr=$(awk -v w=$w -v c=$m -v b="$m@base" '$2 == w && $3 == c { r[$1] = $5 } $2 == w && $3 == b { s[$1] = $5 }
-				END { for (k in r) if (k in s && s[k] > 0) printf "%.3f\n", r[k] / s[k] }' "$out" | spread)
+				END { for (k in r) if (k in s && s[k] > 0) printf "%.2f\n", r[k] / s[k] }' "$out" | spread)
 			printf '%-6s %-7s rate %-20s cpu %s\n' "$w" "$m" "$rr" "$cr"
 		done
 	done
