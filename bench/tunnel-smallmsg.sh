@@ -75,7 +75,7 @@ cleanup() {
 	[ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 # runpg runs a PostgreSQL server command, as postgres when we are root.
 runpg() {
