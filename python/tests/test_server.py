@@ -206,6 +206,24 @@ class ListenerTests(unittest.TestCase):
                 for so in silent:
                     so.close()
 
+    def test_at_max_handshakes_threads_new_handshakes_still_run(self) -> None:
+        # One silent client holds one of two slots (and its thread); the
+        # other slot serves one good client after another, never with more
+        # than two threads, and none waits for the silent handshake.
+        self._ran_on = []
+        sctx = Context([make_key()], max_handshakes=2, max_handshakes_per_ip=-1, handshake_timeout=WAIT,
+                       on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            with socket.create_connection(ln.address):
+                deadline = time.monotonic() + WAIT
+                while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                start = time.monotonic()
+                for _ in range(20):
+                    self._handshake_threads(ln, 1)
+                    self.assertLessEqual(len(ln._workers), 2)
+                self.assertLess(time.monotonic() - start, WAIT / 2)
+
     def test_close_ends_every_handshake_thread(self) -> None:
         # Idle threads and those of handshakes in flight: none outlives close.
         sctx = Context([make_key()], handshake_timeout=None, max_handshakes_per_ip=-1)

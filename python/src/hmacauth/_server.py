@@ -124,9 +124,9 @@ class Listener:
     until their timeout). accept() returns only authenticated connections.
 
     The handshake threads are kept for the next handshakes: a new handshake
-    goes to an idle one when there is one, else to a new thread, so there
-    are never more than max_handshakes of them and a handshake never waits
-    for another to end. Up to MAX_IDLE_WORKERS idle threads wait up to
+    goes to an idle one when there is one, else to a new thread, never more
+    than max_handshakes of them, and a handshake never waits for another to
+    end. Up to MAX_IDLE_WORKERS idle threads wait up to
     WORKER_IDLE_SECONDS for work before they exit; close() ends them all.
 
     Caps (from the Context): max_handshakes at once, counting authenticated
@@ -203,15 +203,30 @@ class Listener:
 
     def _dispatch(self, raw: socket.socket, addr: Any, ip: str) -> None:
         """Hands a handshake to an idle worker, or to a new one if none is
-        idle: a handshake never waits for another to end."""
+        idle. At max_handshakes workers it queues the handshake instead:
+        the slot it holds means at least one worker is not in a handshake
+        (it is idle, or about to take the next job), so a handshake still
+        never waits for another to end."""
+        job = (raw, addr, ip)
         with self._cond:
-            if self._idle > len(self._jobs):
-                self._jobs.append((raw, addr, ip))
+            if self._idle > len(self._jobs) or len(self._workers) >= self.context.max_handshakes:
+                self._jobs.append(job)
                 self._work.notify()
                 return
-            t = threading.Thread(target=self._worker, args=(raw, addr, ip), name="hmacauth-handshake", daemon=True)
+            t = threading.Thread(target=self._worker, args=job, name="hmacauth-handshake", daemon=True)
             self._workers.add(t)
-        t.start()
+        try:
+            t.start()
+        except RuntimeError:  # no thread to be had: let a worker take it, or drop it
+            with self._cond:
+                self._workers.discard(t)
+                if self._workers:
+                    self._jobs.append(job)
+                    self._work.notify()
+                    return
+            self._forget(raw, ip)
+            raw.close()
+            self._release_slot()
 
     def _worker(self, raw: socket.socket, addr: Any, ip: str) -> None:
         job: Optional[Tuple[socket.socket, Any, str]] = (raw, addr, ip)
@@ -221,12 +236,15 @@ class Listener:
                 self._handshake(*job)
                 job = None
                 with self._cond:
+                    if len(self._jobs) > self._idle:
+                        # Queued for want of a worker (or after close: it
+                        # fails at once, close shut its socket down).
+                        job = self._jobs.popleft()
+                        continue
                     if self._closed or self._idle >= MAX_IDLE_WORKERS:
                         return
                     self._idle += 1
                     deadline = time.monotonic() + self._testing_only_worker_idle
-                    # Jobs queued after close still run (and fail at once:
-                    # close shut their sockets down), so none is left open.
                     while not self._jobs and not self._closed:
                         left = deadline - time.monotonic()
                         if left <= 0:
@@ -240,6 +258,17 @@ class Listener:
                 self._workers.discard(me)
                 self._cond.notify_all()
 
+    def _forget(self, raw: socket.socket, ip: str) -> None:
+        """Ends a connection's handshake accounting (its slot apart)."""
+        with self._cond:
+            self._inflight.discard(raw)
+            if ip:
+                n = self._per_ip.get(ip, 1) - 1
+                if n:
+                    self._per_ip[ip] = n
+                else:
+                    self._per_ip.pop(ip, None)
+
     def _handshake(self, raw: socket.socket, addr: Any, ip: str) -> None:
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -250,14 +279,8 @@ class Listener:
         try:
             conn = server_handshake(self.context, raw, addr)
         finally:
+            self._forget(raw, ip)
             with self._cond:
-                self._inflight.discard(raw)
-                if ip:
-                    n = self._per_ip.get(ip, 1) - 1
-                    if n:
-                        self._per_ip[ip] = n
-                    else:
-                        self._per_ip.pop(ip, None)
                 if conn is not None:
                     while len(self._ready) >= self.context.accept_queue and not self._closed:
                         self._cond.wait()
