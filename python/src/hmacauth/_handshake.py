@@ -62,6 +62,8 @@ def hmac256(key: bytes, *parts: bytes) -> bytes:
 
 def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand with SHA-256 (RFC 5869, 2.3)."""
+    if length <= 32:  # one block: every key, IV and secret of the protocol
+        return hmac256(prk, info, b"\x01")[:length]
     out = bytearray()
     t = b""
     i = 0
