@@ -176,16 +176,16 @@ class ListenerTests(unittest.TestCase):
         # With idle handshake threads about, silent clients take them (and
         # new ones): a good client is still accepted at once.
         self._ran_on = []
-        sctx = Context([make_key()], handshake_timeout=WAIT, max_handshakes_per_ip=-1,
+        # Without a handshake timeout a silent client's handshake never
+        # ends before close: a good client that waited for one would fail
+        # the bounded waits of _handshake_threads.
+        sctx = Context([make_key()], handshake_timeout=None, max_handshakes_per_ip=-1,
                        on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             self._handshake_threads(ln, 2)
             silent = [socket.create_connection(ln.address) for _ in range(4)]
             try:
-                start = time.monotonic()
                 self._handshake_threads(ln, 3)
-                # Far below the silent clients' handshake timeout: they held no one up.
-                self.assertLess(time.monotonic() - start, WAIT / 2)
             finally:
                 for so in silent:
                     so.close()
@@ -211,18 +211,16 @@ class ListenerTests(unittest.TestCase):
         # other slot serves one good client after another, never with more
         # than two threads, and none waits for the silent handshake.
         self._ran_on = []
-        sctx = Context([make_key()], max_handshakes=2, max_handshakes_per_ip=-1, handshake_timeout=WAIT,
+        sctx = Context([make_key()], max_handshakes=2, max_handshakes_per_ip=-1, handshake_timeout=None,
                        on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             with socket.create_connection(ln.address):
                 deadline = time.monotonic() + WAIT
                 while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
                     time.sleep(0.005)
-                start = time.monotonic()
                 for _ in range(20):
                     self._handshake_threads(ln, 1)
                     self.assertLessEqual(len(ln._workers), 2)
-                self.assertLess(time.monotonic() - start, WAIT / 2)
 
     def test_close_ends_every_handshake_thread(self) -> None:
         # Idle threads and those of handshakes in flight: none outlives close.
