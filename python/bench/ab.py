@@ -1,12 +1,14 @@
 """This checkout's hmacauth against another version of it, in one process.
 
     git archive main python/src | tar -x -C /tmp/main
-    python3 python/bench/ab.py /tmp/main/python/src [--rounds 7]
+    python3 python/bench/ab.py /tmp/main/python/src [--rounds 7] [--shape thread|pool|listener|asyncio]
     strace -f -c python3 python/bench/ab.py --count 500 --side sealed   # system calls of 500 connections
 
-The first form measures connections per second with threads (bench.py's
-conns_per_second_threads: the same client and server code as for ssl TLS
-1.3, which runs alongside) for ModeAuth, ModeSealed and ModeSealed with
+The first form measures connections per second (bench.py's
+conns_per_second_threads or conns_per_second_asyncio with the server shape
+of --shape: the same client and server code as for ssl TLS 1.3, which runs
+alongside, except with --shape listener, where each version runs its own
+Listener and TLS the generic thread pool) for ModeAuth, ModeSealed and ModeSealed with
 forward secrecy, both versions interleaved in every round (which goes
 first alternates), and prints the per-round ratios this/other. The other version's package is imported under
 another name from a temporary copy. The second form makes a fixed number
@@ -46,7 +48,16 @@ def side(mod: Any, mode: int, fs: bool) -> bench.Side:
     key = mod.Key.generate("bench")
     c = mod.Context([key], mod.Mode(mode), forward_secrecy=fs)
     s = mod.Context([key], mod.Mode(mode), forward_secrecy=fs)
-    return bench.Side(mod.__name__, lambda so: c.wrap_socket(so), lambda so: s.wrap_socket(so, server_side=True))
+    async def aio_client(host, port):  # type: ignore[no-untyped-def]
+        return await mod.open_connection(host, port, c)
+
+    async def aio_server(cb, host, port):  # type: ignore[no-untyped-def]
+        return await mod.start_server(cb, host, port, s)
+
+    side = bench.Side(mod.__name__, lambda so: c.wrap_socket(so), lambda so: s.wrap_socket(so, server_side=True),
+                      aio_client, aio_server, s)
+    side.listener_class = mod.Listener
+    return side
 
 
 def count(name: str, n: int) -> None:
@@ -70,6 +81,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.0)
     p.add_argument("--count", type=int, help="make this many connections with --side and exit")
     p.add_argument("--side", default="sealed", choices=("tls", "auth", "integrity", "sealed", "sealed_fs"))
+    p.add_argument("--shape", default="thread", choices=("thread", "pool", "listener", "asyncio"),
+                   help="the server's shape, as in bench.py (listener: each version's own Listener; TLS then runs in the pool)")
     args = p.parse_args()
     if args.count:
         count(args.side, args.count)
@@ -88,12 +101,16 @@ def main() -> None:
         if i % 2:
             order = [order[0]] + [k for pair in zip(order[2::2], order[1::2]) for k in pair]
         for k in order:
-            n, elapsed, cpu = bench.conns_per_second_threads(sides[k], args.seconds)
+            if args.shape == "asyncio":
+                n, elapsed, cpu = bench.conns_per_second_asyncio(sides[k], args.seconds)
+            else:
+                shape = "pool" if args.shape == "listener" and k == "tls" else args.shape
+                n, elapsed, cpu = bench.conns_per_second_threads(sides[k], args.seconds, shape)
             res[k].append((n / elapsed, cpu / n))
     import cryptography
 
-    print("Python %s, cryptography %s, %d interleaved rounds, connections/s with threads; medians, [range of the per-round ratios]"
-          % (sys.version.split()[0], cryptography.__version__, args.rounds))
+    print("Python %s, cryptography %s, %d interleaved rounds, connections/s, server shape %s; medians, [range of the per-round ratios]"
+          % (sys.version.split()[0], cryptography.__version__, args.rounds, args.shape))
     print()
     print("| side | conn/s | vs TLS 1.3 | this vs other, rate | this vs other, CPU per connection (less is >1) |")
     print("| --- | ---: | ---: | ---: | ---: |")
