@@ -454,7 +454,8 @@ func TestSystemdSocketActivate(t *testing.T) {
 // TestSystemdUnits checks the unit files of contrib/systemd with
 // systemd-analyze verify, instantiated as hmacauth@test, in a root of their
 // own that holds the binary under test where ExecStart= looks for it: any
-// warning fails the test.
+// warning fails the test. systemd-analyze security --offline then rates the
+// service's exposure.
 func TestSystemdUnits(t *testing.T) {
 	analyze := lookSystemd(t, "systemd-analyze")
 	root := t.TempDir()
@@ -497,6 +498,12 @@ func TestSystemdUnits(t *testing.T) {
 	out, err := exec.Command(analyze, append([]string{"verify", "--root=" + root}, args...)...).CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	// The exposure README.md states, 1.1 ("OK"): --threshold=11 fails
+	// above it.
+	out, err = exec.Command(analyze, "security", "--offline=true", "--threshold=11", "--root="+root, args[0]).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security --offline=true --threshold=11 %s: %v\n%s", args[0], err, out)
 	}
 }
 
