@@ -5,8 +5,8 @@ go 1.26.0
 require (
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/hmacauth/hmacauth v0.0.0-00010101000000-000000000000
-	github.com/pires/go-proxyproto v0.15.0
 	github.com/landlock-lsm/go-landlock v0.11.2
+	github.com/pires/go-proxyproto v0.15.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0

@@ -91,12 +91,21 @@ func runBin(t *testing.T, args ...string) result {
 	return r
 }
 
-// command returns an exec.Cmd running the binary under test. A binary built
+// command returns an exec.Cmd running the binary under test, with the
+// test's environment but the variables a service manager sets for its
+// service: so that tests run under a Type=notify unit (or with sockets
+// passed) cannot tell that manager READY=1 or STOPPING=1, nor take its
+// sockets. Tests that want them set them on the command. A binary built
 // with -race exits at once (not after the race detector's default second)
 // and with status 66 on the first race.
 func command(args ...string) *exec.Cmd {
 	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 halt_on_error=1")
+	supervisor := []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(supervisor, name)
+	})
+	cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	return cmd
 }
 

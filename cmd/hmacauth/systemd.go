@@ -28,8 +28,9 @@ import (
 //   - Notification, when NOTIFY_SOCKET is set (Type=notify): READY=1 once
 //     the listener is up and serving, RELOADING=1 with MONOTONIC_USEC
 //     then READY=1 around a SIGHUP reload, STOPPING=1 when the drain
-//     begins, a one-line STATUS= with each of those and every
-//     statusRefresh when it changed, and WATCHDOG=1 every half
+//     begins, a one-line STATUS= with READY=1 and STOPPING=1 (not with
+//     RELOADING=1) and on its own every statusRefresh when it changed,
+//     and WATCHDOG=1 every half
 //     WATCHDOG_USEC when systemd asks for it (WATCHDOG_PID, if set, is
 //     this process).
 
@@ -39,6 +40,11 @@ const systemdPrefix = "systemd:"
 // statusRefresh is how often STATUS= is sent again when it changed (the
 // live connection count, mostly).
 const statusRefresh = 10 * time.Second
+
+// testingOnlyStatusRefreshEnv, a duration, replaces statusRefresh in the
+// tests' binary (systemd_testingonly.go, -tags testingonly), so that the
+// tests see the refresh without waiting 10 s. Other builds do not read it.
+const testingOnlyStatusRefreshEnv = "HMACAUTH_TESTING_ONLY_STATUS_REFRESH"
 
 // activatedSockets are the listening sockets systemd passed, by name.
 type activatedSockets struct {
@@ -109,7 +115,7 @@ func (t *tunnel) listenOn(flag, addr string) (net.Listener, error) {
 		return nil, err
 	}
 	if flag == "-listen" && t.opts.localListenOnly {
-		if err := onThisHost(ln.Addr().String(), false); err != nil {
+		if err := passedOnThisHost(ln.Addr()); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("-listen %s: the socket systemd passed is %v; whoever connects to a client tunnel uses its key, "+
 				"so it listens only on this host: bind the socket unit to loopback, or give -unsafe-listen", addr, err)
@@ -121,6 +127,19 @@ func (t *tunnel) listenOn(flag, addr string) (net.Listener, error) {
 		return keepAliveListener{tl, t.opts.keepAlive}, nil
 	}
 	return ln, nil
+}
+
+// passedOnThisHost reports whether a socket systemd passed listens only on
+// this host. The address's type decides, not its string: an abstract Unix
+// socket's, "@name", is no host:port.
+func passedOnThisHost(a net.Addr) error {
+	switch a := a.(type) {
+	case *net.UnixAddr:
+		return nil
+	case *net.TCPAddr:
+		return onThisHost(a.String(), false)
+	}
+	return fmt.Errorf("%s %q, neither TCP nor a Unix socket", a.Network(), a.String())
 }
 
 // keepAliveListener sets the -keepalive configuration on each connection
@@ -146,6 +165,7 @@ type notifier struct {
 	t        *tunnel
 	on       bool          // NOTIFY_SOCKET is set
 	watchdog time.Duration // WATCHDOG_USEC for this process; 0: none
+	refresh  time.Duration // how often STATUS= is refreshed: statusRefresh
 
 	mu         sync.Mutex
 	lastStatus string
@@ -153,7 +173,8 @@ type notifier struct {
 }
 
 func newNotifier(t *tunnel) *notifier {
-	n := &notifier{t: t, on: os.Getenv("NOTIFY_SOCKET") != ""}
+	n := &notifier{t: t, on: os.Getenv("NOTIFY_SOCKET") != "", refresh: statusRefresh}
+	n.testingOnlySetRefresh()
 	if !n.on {
 		return n
 	}
@@ -245,7 +266,7 @@ func (n *notifier) run(done <-chan struct{}) {
 		ping = tk.C
 		n.send("WATCHDOG=1")
 	}
-	refresh := time.NewTicker(statusRefresh)
+	refresh := time.NewTicker(n.refresh)
 	defer refresh.Stop()
 	for {
 		select {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +53,7 @@ type notifySocket struct {
 
 	mu      sync.Mutex
 	msgs    []map[string]string // every message but a bare WATCHDOG=1
-	pings   int                 // WATCHDOG=1 messages
+	pings   []time.Time         // when each WATCHDOG=1 message was read
 	more    chan struct{}       // signalled after each message
 	readErr error
 }
@@ -88,7 +89,7 @@ func listenNotify(t *testing.T) *notifySocket {
 				msg[key] = val
 			}
 			if len(msg) == 1 && msg["WATCHDOG"] == "1" {
-				n.pings++
+				n.pings = append(n.pings, time.Now())
 			} else {
 				n.msgs = append(n.msgs, msg)
 			}
@@ -148,6 +149,31 @@ func (n *notifySocket) next(t *testing.T, i int) map[string]string {
 	return msg
 }
 
+// flush returns every message sent before it was called, bare WATCHDOG=1
+// left out: it sends one of its own and waits for that to come back
+// (datagrams on a Unix socket keep their order).
+func (n *notifySocket) flush(t *testing.T) []map[string]string {
+	t.Helper()
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("TEST_FLUSH=1")); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []map[string]string
+	n.waitFor(t, "the test's own TEST_FLUSH=1", func() bool {
+		i := slices.IndexFunc(n.msgs, func(m map[string]string) bool { return m["TEST_FLUSH"] == "1" })
+		if i < 0 {
+			return false
+		}
+		msgs = append(msgs, n.msgs[:i]...)
+		return true
+	})
+	return msgs
+}
+
 // states returns the messages so far, for failure reports.
 func (n *notifySocket) states() []map[string]string {
 	n.mu.Lock()
@@ -162,6 +188,7 @@ func (n *notifySocket) states() []map[string]string {
 // start, watchdog pings, RELOADING with MONOTONIC_USEC then READY around
 // SIGHUP, STOPPING at SIGTERM.
 func TestSystemdActivation(t *testing.T) {
+	const watchdog = 300 * time.Millisecond // WATCHDOG_USEC
 	for _, r := range []role{roleServer, roleClient} {
 		t.Run(string(r), func(t *testing.T) {
 			target := startEcho(t)
@@ -184,7 +211,7 @@ func TestSystemdActivation(t *testing.T) {
 			n := listenNotify(t)
 			// Given in the "wrong" order, so that names, not positions, decide.
 			cmd := activated(t, []net.Listener{lns[1], lns[0]}, []string{"status", "listen"},
-				[]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=200000"},
+				[]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=" + strconv.Itoa(int(watchdog/time.Microsecond))},
 				string(r), "-log-format", "json", "-log-level", "debug",
 				"-listen", "systemd:listen", "-target", target, "-keys", keys, "-status", "systemd:status")
 			p := startProc(t, "activated "+string(r), cmd)
@@ -228,7 +255,18 @@ func TestSystemdActivation(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			n.waitFor(t, "two watchdog pings", func() bool { return n.pings >= 2 })
+			// Pings every half WATCHDOG_USEC: their mean spacing, within
+			// loose bounds that a loaded machine keeps (a late read
+			// stretches one gap and shortens the next).
+			var pings []time.Time
+			n.waitFor(t, "five watchdog pings", func() bool {
+				pings = slices.Clone(n.pings)
+				return len(pings) >= 5
+			})
+			if mean := pings[len(pings)-1].Sub(pings[0]) / time.Duration(len(pings)-1); mean < watchdog/4 || mean > watchdog {
+				t.Errorf("watchdog pings %v apart on average, want about half WATCHDOG_USEC (%v), between %v and %v",
+					mean, watchdog/2, watchdog/4, watchdog)
+			}
 
 			before, _ := monotonicUsec()
 			p.signal(syscall.SIGHUP)
@@ -416,7 +454,8 @@ func TestSystemdSocketActivate(t *testing.T) {
 // TestSystemdUnits checks the unit files of contrib/systemd with
 // systemd-analyze verify, instantiated as hmacauth@test, in a root of their
 // own that holds the binary under test where ExecStart= looks for it: any
-// warning fails the test.
+// warning fails the test. systemd-analyze security --offline then rates the
+// service's exposure.
 func TestSystemdUnits(t *testing.T) {
 	analyze := lookSystemd(t, "systemd-analyze")
 	root := t.TempDir()
@@ -460,4 +499,104 @@ func TestSystemdUnits(t *testing.T) {
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	// The exposure README.md states, 1.1 ("OK"): --threshold=11 fails
+	// above it.
+	out, err = exec.Command(analyze, "security", "--offline=true", "--threshold=11", "--root="+root, args[0]).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security --offline=true --threshold=11 %s: %v\n%s", args[0], err, out)
+	}
+}
+
+// TestSystemdNotNotifiedFromTestEnv runs the tests as if under a
+// Type=notify unit with a watchdog and passed sockets: the variables are
+// in the test's own environment, and a child that command starts without
+// setting them must not see them, or it would tell that service manager
+// READY=1 and STOPPING=1 for a tunnel of the tests.
+func TestSystemdNotNotifiedFromTestEnv(t *testing.T) {
+	n := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", n.path)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", "")
+	t.Setenv("LISTEN_FDS", "1")
+	t.Setenv("LISTEN_FDNAMES", "listen")
+	t.Setenv("LISTEN_PID", "")
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "sd"))
+	p := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exited %d after SIGTERM, want 0", code)
+	}
+	n.mu.Lock()
+	pings := len(n.pings)
+	n.mu.Unlock()
+	if msgs := n.flush(t); len(msgs) > 0 || pings > 0 {
+		t.Errorf("a tunnel started without NOTIFY_SOCKET of its own notified the test's: %q and %d watchdog pings", msgs, pings)
+	}
+}
+
+// TestSystemdStatusRefresh checks that STATUS= is sent again, on its own,
+// when the live connection count changes, with the refresh period cut from
+// 10 s to 50 ms in the tests' binary.
+func TestSystemdStatusRefresh(t *testing.T) {
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "sd"))
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys)
+	n := listenNotify(t)
+	cmd := command("client", "-log-format", "json", "-log-level", "debug",
+		"-listen", "127.0.0.1:0", "-target", server.addr, "-keys", keys)
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+n.path, testingOnlyStatusRefreshEnv+"=50ms")
+	p := startProc(t, "client", cmd)
+	p.addr = p.waitLog("listening", nil).str("addr")
+	prefix := "client " + p.addr + " => " + server.addr + ", "
+	if ready := n.next(t, 0); ready["READY"] != "1" || ready["STATUS"] != prefix+"0 live connections" {
+		t.Fatalf("first notification %q, want READY=1 and STATUS=%q", ready, prefix+"0 live connections")
+	}
+	// The next message that is a STATUS= alone, after message i.
+	statusAfter := func(i int, want string) int {
+		t.Helper()
+		for ; ; i++ {
+			msg := n.next(t, i+1)
+			if len(msg) != 1 || msg["STATUS"] == "" {
+				t.Fatalf("message %d is %q, want STATUS=%q alone", i+1, msg, want)
+			}
+			if msg["STATUS"] == want {
+				return i + 1
+			}
+		}
+	}
+	c := dial(t, p.addr)
+	checkEcho(t, c, "through the client")
+	i := statusAfter(0, prefix+"1 live connections")
+	c.Close()
+	statusAfter(i, prefix+"0 live connections")
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(); code != 0 {
+		t.Errorf("exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestSystemdActivationAbstract passes a client an abstract Unix socket
+// (ListenStream=@name), whose address "@name" is no host:port: it is on
+// this host, and the client serves on it.
+func TestSystemdActivationAbstract(t *testing.T) {
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "sd"))
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keys)
+	name := "@hmacauth-test-" + strconv.Itoa(os.Getpid())
+	ln, err := net.Listen("unix", name)
+	if err != nil {
+		t.Skipf("no abstract Unix sockets here: %v", err)
+	}
+	defer ln.Close()
+	p := startProc(t, "activated client", activated(t, []net.Listener{ln}, []string{"listen"}, nil,
+		"client", "-log-format", "json", "-log-level", "debug", "-listen", "systemd:listen", "-target", server.addr, "-keys", keys))
+	if got := p.waitLog("listening", nil).str("addr"); got != name {
+		t.Errorf("listening on %q, want the abstract socket passed, %q", got, name)
+	}
+	ln.Close()
+	c, err := net.DialTimeout("unix", name, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(bound))
+	checkEcho(t, c, "through a client on an abstract Unix socket")
 }
