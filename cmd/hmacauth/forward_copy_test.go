@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestCopyStreamSplicesOnlyBulk checks that copyStream forwards
+// request/response traffic with reads and writes and hands a bulk transfer
+// to the destination's ReadFrom, which between two TCP connections
+// splices: io.Copy holds a pipe per direction and takes three splice calls
+// per message, which costs more per small message than a read and a write.
+// The destination records whether its ReadFrom ran, so the test reads no
+// process-wide state (open pipes come and go with Go's splice pipe pool).
+func TestCopyStreamSplicesOnlyBulk(t *testing.T) {
+	pair := func() (near, far *net.TCPConn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			c.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		c.SetDeadline(time.Now().Add(bound))
+		s.SetDeadline(time.Now().Add(bound))
+		return c.(*net.TCPConn), s.(*net.TCPConn)
+	}
+	client, src := pair()
+	dst, reader := pair()
+	rec := &readFromRecorder{TCPConn: dst}
+	done := make(chan error, 1)
+	go func() {
+		_, err := copyStream(rec, src)
+		done <- err
+	}()
+
+	buf := make([]byte, 64)
+	for i := range 20 {
+		msg := []byte(strings.Repeat("q", i+1))
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(reader, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+			t.Fatalf("round trip %d: got %q, %v; want %q", i, buf[:len(msg)], err, msg)
+		}
+	}
+	if rec.used.Load() {
+		t.Error("20 small messages went through ReadFrom (a splice); want a read and a write each")
+	}
+
+	// A megabyte at once: a read fills the buffer, and the rest splices.
+	bulk := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(bulk))
+		io.ReadFull(reader, b)
+		got <- b
+	}()
+	if _, err := client.Write(bulk); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, bulk) {
+		t.Fatal("the bulk transfer came through altered or cut")
+	}
+	if !rec.used.Load() {
+		t.Error("a 1 MiB transfer did not go through ReadFrom; want it spliced")
+	}
+	client.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatalf("copyStream: %v", err)
+	}
+}
+
+// readFromRecorder is a TCP connection that records whether its ReadFrom,
+// the splicing path, ran.
+type readFromRecorder struct {
+	*net.TCPConn
+	used atomic.Bool
+}
+
+func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	r.used.Store(true)
+	return r.TCPConn.ReadFrom(src)
+}
