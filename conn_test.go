@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/nettest"
 )
 
 var (
@@ -590,103 +593,6 @@ func TestUnknownModeRefused(t *testing.T) {
 	}
 }
 
-func TestKeyValidation(t *testing.T) {
-	secret := seededBytes("secret", MinSecretLen)
-	for _, tc := range []struct {
-		key  Key
-		want error
-	}{
-		{Key{ID: "ok", Secret: secret}, nil},
-		{Key{ID: strings.Repeat("x", MaxKeyIDLen), Secret: secret}, nil},
-		{Key{ID: "!~", Secret: secret}, nil},
-		{Key{ID: "", Secret: secret}, ErrConfig},
-		{Key{ID: strings.Repeat("x", MaxKeyIDLen+1), Secret: secret}, ErrConfig},
-		{Key{ID: "with space", Secret: secret}, ErrConfig},
-		{Key{ID: "tab\t", Secret: secret}, ErrConfig},
-		{Key{ID: "nul\x00", Secret: secret}, ErrConfig},
-		{Key{ID: "del\x7f", Secret: secret}, ErrConfig},
-		{Key{ID: "é", Secret: secret}, ErrConfig},
-		{Key{ID: "short", Secret: secret[:MinSecretLen-1]}, ErrWeakKey},
-		{Key{ID: "none"}, ErrWeakKey},
-	} {
-		err := tc.key.Validate()
-		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-			t.Errorf("Validate(%q, %d-byte secret) = %v, want %v", tc.key.ID, len(tc.key.Secret), err, tc.want)
-		}
-	}
-	err := Key{ID: "short", Secret: []byte("hunter2")}.Validate()
-	for _, want := range []string{`"short"`, "7-byte", "32", "keygen", "NewKey"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("weak key error %q does not say %q", err, want)
-		}
-	}
-	checkNoSecret(t, err.Error(), []byte("hunter2"))
-}
-
-func TestConfigValidation(t *testing.T) {
-	good := testKey("a")
-	for name, cfg := range map[string]*Config{
-		"nil":          nil,
-		"no keys":      {},
-		"empty keys":   {Keys: []Key{}},
-		"duplicate ID": {Keys: []Key{good, {ID: "a", Secret: seededBytes("other", 32)}}},
-		"bad ID":       {Keys: []Key{good, {ID: "b c", Secret: good.Secret}}},
-		"weak key":     {Keys: []Key{good, {ID: "weak", Secret: []byte("x")}}},
-	} {
-		_, err := cfg.keySet()
-		if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrWeakKey) {
-			t.Errorf("%s: %v, want ErrConfig or ErrWeakKey", name, err)
-		}
-		if name == "duplicate ID" && !strings.Contains(err.Error(), "twice") {
-			t.Errorf("duplicate ID error %q does not say so", err)
-		}
-		if cfg != nil {
-			// Client and Server report the same error from Handshake.
-			rc, _ := pipeTCP(t)
-			if herr := Client(rc, cfg).Handshake(); !errors.Is(herr, ErrConfig) && !errors.Is(herr, ErrWeakKey) {
-				t.Errorf("%s: Handshake = %v", name, herr)
-			}
-		}
-	}
-}
-
-func TestNewKey(t *testing.T) {
-	a, err := NewKey("app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := NewKey("app")
-	if a.ID != "app" || len(a.Secret) != MinSecretLen || a.Validate() != nil {
-		t.Errorf("NewKey = %v", a)
-	}
-	if bytes.Equal(a.Secret, b.Secret) {
-		t.Error("two NewKey calls returned the same secret")
-	}
-	if _, err := NewKey("bad id"); !errors.Is(err, ErrConfig) {
-		t.Errorf("NewKey(bad id) = %v, want ErrConfig", err)
-	}
-}
-
-func TestKeyNeverShowsSecret(t *testing.T) {
-	k := testKey("visible-id")
-	cfg := &Config{Keys: []Key{k}}
-	var outs []string
-	for _, format := range printVerbs {
-		outs = append(outs, fmt.Sprintf(format, k), fmt.Sprintf(format, &k), fmt.Sprintf(format, []Key{k}))
-	}
-	outs = append(outs, fmt.Sprintf("%v %+v", cfg, cfg), fmt.Sprint(k), k.String(), k.GoString())
-	var buf syncBuffer
-	newTextLogger(&buf).Info("key", "key", k, "keys", []Key{k})
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("key", "key", k, "ptr", &k)
-	outs = append(outs, buf.String())
-	for _, out := range outs {
-		checkNoSecret(t, out, k.Secret)
-	}
-	if !strings.Contains(k.String(), "visible-id") || !strings.Contains(buf.String(), "visible-id") {
-		t.Errorf("the key ID should be shown: %q, %q", k.String(), buf.String())
-	}
-}
-
 // TestConcurrentHandshakeCalls runs Handshake from several goroutines at
 // once: one handshake runs, all see its result.
 func TestConcurrentHandshakeCalls(t *testing.T) {
@@ -759,5 +665,138 @@ func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
 	}
 	if _, err := cc.Write([]byte("x")); err == nil {
 		t.Error("Write after CloseWrite succeeded")
+	}
+}
+
+// TestConnConformance runs the x/net net.Conn conformance suite over real
+// loopback TCP in every mode, including the three subtests crypto/tls
+// fails (PastTimeout, FutureTimeout, ConcurrentMethods): a deadline must
+// leave the connection usable.
+func TestConnConformance(t *testing.T) {
+	for _, mode := range allModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				cc, sc := connPair(t, pairOptions{mode: mode})
+				return cc, sc, func() { cc.Close(); sc.Close() }, nil
+			})
+		})
+	}
+}
+
+// TestNoVerbPrintsSecret prints every exported type of the package that
+// holds a secret with every fmt verb and with slog, and checks that no key
+// secret, session secret, traffic secret or buffered plaintext shows.
+func TestNoVerbPrintsSecret(t *testing.T) {
+	for _, mode := range []Mode{ModeAuth, ModeIntegrity, ModeSealed} {
+		for _, fs := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/fs=%t", mode, fs), func(t *testing.T) {
+				k := testKey("visible-id")
+				cfg := &Config{Keys: []Key{k}, Mode: mode, ForwardSecrecy: fs}
+				scfg := &Config{Keys: []Key{k}, Mode: mode, ForwardSecrecy: fs} // one Config refuses its own dial
+				rc, rs := pipeTCP(t)
+				cc, sc := Client(rc, cfg), Server(rs, scfg)
+				checkNoSecret(t, printedEveryWay(cc, sc, cfg), k.Secret)
+
+				if cerr, serr := handshakeBoth(cc, sc); cerr != nil || serr != nil {
+					t.Fatalf("handshake: client %v, server %v", cerr, serr)
+				}
+				// The client reads one byte of a message: in ModeIntegrity
+				// and ModeSealed the rest waits in its buffer, in the clear.
+				plaintext := seededBytes("plaintext", 64)
+				if _, err := sc.Write(plaintext); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := cc.Read(make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				secrets := [][]byte{k.Secret, cc.res.secret, plaintext[1:]}
+				if mode != ModeAuth {
+					secrets = append(secrets, cc.rl.in.secret[:], cc.rl.out.secret[:])
+				}
+				cs := cc.ConnectionState()
+				out := printedEveryWay(cc, sc, cs, &cs, cfg)
+				checkNoSecret(t, out, secrets...)
+				for _, want := range []string{"visible-id", "client", "server", mode.String(), rc.LocalAddr().String()} {
+					if !strings.Contains(fmt.Sprint(cc, sc), want) {
+						t.Errorf("the Conns print as %v, %v: want %q in it", cc, sc, want)
+					}
+				}
+			})
+		}
+	}
+	t.Run("handshake failed", func(t *testing.T) {
+		a, b := testKey("a"), testKey("b")
+		cc, sc, cerr, serr := handshakePair(t, configWith(a), configWith(b))
+		if cerr == nil || serr == nil {
+			t.Fatalf("handshake with different keys: client %v, server %v", cerr, serr)
+		}
+		checkNoSecret(t, printedEveryWay(cc, sc), a.Secret, b.Secret)
+		if !strings.Contains(fmt.Sprint(cc), "handshake failed") {
+			t.Errorf("the Conn prints as %v: want it to say the handshake failed", cc)
+		}
+	})
+	t.Run("others", func(t *testing.T) {
+		a, b := testKey("a"), testKey("b")
+		ring, err := NewKeyring(a, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withRing := &Config{Keyring: ring, ForwardSecrecy: true}
+		withKeys := &Config{Keys: []Key{a, b}}
+		for _, cfg := range []*Config{withRing, withKeys} {
+			if _, err := cfg.check(); err != nil { // derives and caches the keys
+				t.Fatal(err)
+			}
+		}
+		l, err := Listen("tcp", "127.0.0.1:0", withKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		w := &KeyFileWatcher{Path: filepath.Join(t.TempDir(), "keys"), Keyring: ring}
+		d := &Dialer{Config: withRing}
+		var nilConn *Conn
+		var nilConfig *Config
+		out := printedEveryWay(a, &a, []Key{a, b}, ring, withRing, withKeys, l, w, *w, d, *d,
+			nilConn, nilConfig)
+		checkNoSecret(t, out, a.Secret, b.Secret)
+		for _, want := range []string{`"a" "b"`, "hmacauth.Config(nil)", "hmacauth.Conn(nil)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("printed values lack %q:\n%s", want, out)
+			}
+		}
+	})
+}
+
+func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
+	k := testKey("state-key")
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(l)
+	defer stop()
+	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs := c.ConnectionState()
+	if len(cs.secret) == 0 {
+		t.Fatal("no session secret to look for")
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("state", "cs", cs)
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("state", "cs", cs)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
+		buf.WriteString(fmt.Sprintf(verb, cs))
+	}
+	for _, enc := range secretEncodings(cs.secret) {
+		if strings.Contains(buf.String(), enc) {
+			t.Fatalf("output shows the session secret (as %q):\n%s", enc, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "state-key") {
+		t.Errorf("output lacks the key ID:\n%s", buf.String())
 	}
 }

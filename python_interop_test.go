@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/hmacauth/hmacauth/internal/pythons"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/pythons"
 )
 
 // The Python package in python/ against this one, in real processes and
