@@ -13,6 +13,7 @@ import (
 // the copy of a used Config is a Config of its own: it dials the
 // original's listener, which a Config refuses of its own dials.
 func TestConfigClone(t *testing.T) {
+	t.Parallel()
 	k := testKey("clone")
 	ring, err := NewKeyring(k)
 	if err != nil {
@@ -66,6 +67,7 @@ func TestConfigClone(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	t.Parallel()
 	good := testKey("a")
 	for name, cfg := range map[string]*Config{
 		"nil":          nil,

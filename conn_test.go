@@ -30,6 +30,7 @@ var (
 )
 
 func TestClientServerHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -62,6 +63,7 @@ func TestClientServerHandshake(t *testing.T) {
 }
 
 func TestLazyHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
@@ -89,6 +91,7 @@ func TestLazyHandshake(t *testing.T) {
 }
 
 func TestStickyHandshakeError(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	wrong := Key{ID: k.ID, Secret: seededBytes("wrong", MinSecretLen)}
 	cc, sc, cerr, serr := handshakePair(t, configWith(wrong), configWith(k))
@@ -254,6 +257,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 // TestEarlyBytes checks that application bytes that arrive in the same
 // segment as the last handshake message are not lost, in both directions.
 func TestEarlyBytes(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	ks := deriveKeySchedule(k)
 
@@ -312,6 +316,7 @@ func TestEarlyBytes(t *testing.T) {
 // TestBulkRightAfterDial writes 8 MiB as soon as Dial returns and checks
 // that the echo returns every byte, then half-closes.
 func TestBulkRightAfterDial(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	s := startEcho(t, cfg)
 	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
@@ -340,6 +345,7 @@ func TestBulkRightAfterDial(t *testing.T) {
 // TestBothSidesSpeakFirst has each side write as soon as its handshake is
 // done, without waiting for the other.
 func TestBothSidesSpeakFirst(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	fromClient := make(chan string, 1)
 	s := startServer(t, cfg, func(c *Conn) {
@@ -363,6 +369,7 @@ func TestBothSidesSpeakFirst(t *testing.T) {
 }
 
 func TestHalfClose(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -384,6 +391,7 @@ func TestHalfClose(t *testing.T) {
 }
 
 func TestHalfCloseUnsupported(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	a, b := net.Pipe()
 	defer a.Close()
@@ -420,6 +428,7 @@ func (c *recordingConn) WriteTo(w io.Writer) (int64, error) {
 // underlying connection's ReadFrom and WriteTo (sendfile and splice), and
 // that the bytes arrive intact.
 func TestCopyDelegates(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	crec, srec := &recordingConn{TCPConn: rc}, &recordingConn{TCPConn: rs}
@@ -476,6 +485,7 @@ func TestCopyDelegates(t *testing.T) {
 }
 
 func TestExportKeyingMaterial(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	export := func(c *Conn, label string, ctx []byte) []byte {
 		t.Helper()
@@ -523,6 +533,7 @@ func TestExportKeyingMaterial(t *testing.T) {
 // ExportKeyingMaterial's refusals wrap ErrExport, not ErrConfig, which is
 // about keys and settings, and say what was wrong.
 func TestExportKeyingMaterialErrors(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, _, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -554,6 +565,7 @@ func TestExportKeyingMaterialErrors(t *testing.T) {
 }
 
 func TestForwardSecrecy(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	for _, tc := range []struct{ client, server, want bool }{
 		{false, false, false},
@@ -581,6 +593,7 @@ func TestForwardSecrecy(t *testing.T) {
 }
 
 func TestUnknownModeRefused(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg := configWith(k)
 	cfg.Mode = ModeSealed + 1
@@ -596,6 +609,7 @@ func TestUnknownModeRefused(t *testing.T) {
 // TestConcurrentHandshakeCalls runs Handshake from several goroutines at
 // once: one handshake runs, all see its result.
 func TestConcurrentHandshakeCalls(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
@@ -620,6 +634,7 @@ func TestConcurrentHandshakeCalls(t *testing.T) {
 // TestCloseDuringHandshake closes a Conn while another goroutine runs its
 // handshake against a silent peer: the handshake must end, with an error.
 func TestCloseDuringHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg := configWith(k)
 	cfg.HandshakeTimeout = time.Minute
@@ -645,6 +660,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 // ends the stream for the peer, so CloseWrite succeeds over a connection
 // without half-close, and writing is over.
 func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg, scfg := configWith(k), configWith(k)
 	cfg.Mode, scfg.Mode = ModeSealed, ModeSealed
@@ -673,6 +689,7 @@ func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
 // fails (PastTimeout, FutureTimeout, ConcurrentMethods): a deadline must
 // leave the connection usable.
 func TestConnConformance(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
@@ -687,6 +704,7 @@ func TestConnConformance(t *testing.T) {
 // holds a secret with every fmt verb and with slog, and checks that no key
 // secret, session secret, traffic secret or buffered plaintext shows.
 func TestNoVerbPrintsSecret(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeAuth, ModeIntegrity, ModeSealed} {
 		for _, fs := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/fs=%t", mode, fs), func(t *testing.T) {
@@ -769,6 +787,7 @@ func TestNoVerbPrintsSecret(t *testing.T) {
 }
 
 func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
+	t.Parallel()
 	k := testKey("state-key")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
 	if err != nil {

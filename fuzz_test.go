@@ -404,6 +404,7 @@ func marshalSeed(vals []any) []byte {
 // for byte: a protocol change that makes the valid messages stale fails
 // here. Run with -update-fuzz-seeds to rewrite them.
 func TestFuzzSeeds(t *testing.T) {
+	t.Parallel()
 	for target, seeds := range fuzzSeeds(t) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		if *updateFuzzSeeds {

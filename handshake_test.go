@@ -155,6 +155,7 @@ func TestProbesSeeTheSame(t *testing.T) {
 // ClientHello followed by silence would keep it, and the sessions made
 // with it, past its lifetime without bound (PROTOCOL.md 7.3).
 func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	for _, tc := range []struct {
 		name    string
@@ -191,6 +192,7 @@ func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
 // A ServerHello with a mode the client does not know is refused with a
 // message that says so, not one about the client's least mode.
 func TestServerHelloUnknownMode(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	keys, err := configWith(k).check()
 	if err != nil {
@@ -214,6 +216,7 @@ func TestServerHelloUnknownMode(t *testing.T) {
 // the same ClientHello is answered again (it cannot finish without the
 // key).
 func TestReplayInFlightRefused(t *testing.T) {
+	t.Parallel()
 	cfg, ev := newTestConfig()
 	cfg.HandshakeTimeout = time.Minute
 	s := startEngineEcho(t, cfg)
@@ -309,6 +312,7 @@ var errClosedEarly = errors.New("closed early")
 // are wrong too), then mode and flags (ErrProtocol), including the refusal
 // of a ServerHello without the ChaCha20-Poly1305 bit the client asked for.
 func TestServerHelloErrorPrecedence(t *testing.T) {
+	t.Parallel()
 	sched := deriveKeySchedule(protoKey())
 	cases := []struct {
 		name             string
@@ -361,6 +365,7 @@ func TestServerHelloErrorPrecedence(t *testing.T) {
 // before it checks the MAC (PROTOCOL.md 7.2): a malformed ClientHello is
 // ErrProtocol even when its MAC is wrong or its key ID unknown.
 func TestClientHelloErrorPrecedence(t *testing.T) {
+	t.Parallel()
 	cfg := &Config{Keys: []Key{protoKey()}}
 	for _, tc := range []struct {
 		name string
@@ -390,6 +395,7 @@ func TestClientHelloErrorPrecedence(t *testing.T) {
 // even with a wrong MAC), then the MAC (ErrAuthFailed even with a share
 // that must be zeros), then the share (ErrProtocol).
 func TestClientFinishedErrorPrecedence(t *testing.T) {
+	t.Parallel()
 	cfg := &Config{Keys: []Key{protoKey()}}
 	sched := deriveKeySchedule(protoKey())
 	for _, tc := range []struct {
@@ -433,6 +439,7 @@ func TestClientFinishedErrorPrecedence(t *testing.T) {
 // TestMITMReflection sends the client's own first record back to it: the
 // client must refuse it, since each direction has its own keys.
 func TestMITMReflection(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			m := &mitm{rec: func(m *mitm, dir, i int, rec []byte) ([][]byte, bool) {
@@ -459,6 +466,7 @@ func TestMITMReflection(t *testing.T) {
 // TestMITMDowngrade rewrites the mode or flags byte of the ClientHello or
 // the ServerHello: the handshake must fail, never yield a weaker connection.
 func TestMITMDowngrade(t *testing.T) {
+	t.Parallel()
 	const modeOff, flagsOff = headerLen, headerLen + 1
 	cases := []struct {
 		name    string

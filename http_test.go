@@ -66,6 +66,7 @@ var whoAmI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestHTTPServer(t *testing.T) {
+	t.Parallel()
 	good := testKey("web-client")
 	cfg, ev := newTestConfig(good, testKey("other"))
 	cfg.HandshakeTimeout = time.Second
@@ -118,6 +119,7 @@ func TestHTTPServer(t *testing.T) {
 }
 
 func TestConnContextOnPlainConn(t *testing.T) {
+	t.Parallel()
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -133,6 +135,7 @@ func TestConnContextOnPlainConn(t *testing.T) {
 // TestHTTPServeContent downloads a file served with http.ServeContent,
 // which copies through the Conn's ReadFrom (sendfile).
 func TestHTTPServeContent(t *testing.T) {
+	t.Parallel()
 	data := seededBytes("served file", 3<<20)
 	path := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -197,6 +200,7 @@ func (l *recordingListener) readFroms() int {
 
 // TestHTTPUpload sends a large request body through the Dialer.
 func TestHTTPUpload(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	l := startHTTP(t, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -217,6 +221,7 @@ func TestHTTPUpload(t *testing.T) {
 // TestRawEchoServer runs several clients at once against an echo server
 // built on Accept.
 func TestRawEchoServer(t *testing.T) {
+	t.Parallel()
 	cfg, ev := newTestConfig()
 	s := startEcho(t, cfg)
 	const clients = 16
@@ -253,6 +258,7 @@ func TestRawEchoServer(t *testing.T) {
 // and checks that handlers see the client's key ID and that requests reuse
 // one authenticated connection.
 func TestHTTPIdentity(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		protocols func(*http.Protocols)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestKeyValidation(t *testing.T) {
+	t.Parallel()
 	secret := seededBytes("secret", MinSecretLen)
 	for _, tc := range []struct {
 		key  Key
@@ -43,6 +44,7 @@ func TestKeyValidation(t *testing.T) {
 }
 
 func TestNewKey(t *testing.T) {
+	t.Parallel()
 	a, err := NewKey("app")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +62,7 @@ func TestNewKey(t *testing.T) {
 }
 
 func TestKeyNeverShowsSecret(t *testing.T) {
+	t.Parallel()
 	k := testKey("visible-id")
 	cfg := &Config{Keys: []Key{k}}
 	var outs []string

@@ -20,6 +20,7 @@ import (
 )
 
 func TestGoodClient(t *testing.T) {
+	t.Parallel()
 	cfg, ev := newTestConfig()
 	serverIDs := make(chan string, 1)
 	s := startServer(t, cfg, func(c *Conn) {
@@ -46,6 +47,7 @@ func TestGoodClient(t *testing.T) {
 // TestKeyRotation checks that a listener accepts any of its keys and that
 // each side learns which one was used.
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	old, next := testKey("2025"), testKey("2026")
 	cfg, _ := newTestConfig(old, next)
 	s := startEcho(t, cfg)
@@ -59,6 +61,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestRefusedClients(t *testing.T) {
+	t.Parallel()
 	good := testKey("test-key")
 	for _, tc := range []struct {
 		name  string
@@ -134,6 +137,7 @@ func startImpostor(t *testing.T, k Key) (addr net.Addr, after <-chan []byte) {
 }
 
 func TestServerImpostor(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	fake := Key{ID: k.ID, Secret: seededBytes("impostor", MinSecretLen)}
 
@@ -162,6 +166,7 @@ func TestServerImpostor(t *testing.T) {
 }
 
 func TestHostileClients(t *testing.T) {
+	t.Parallel()
 	good := testKey("test-key")
 	ch := validClientHello(good, "hostile")
 	with := func(off int, v byte) []byte {
@@ -244,6 +249,7 @@ func TestHostileClients(t *testing.T) {
 // TestTruncatedClientHello sends every proper prefix of a valid
 // ClientHello, then closes.
 func TestTruncatedClientHello(t *testing.T) {
+	t.Parallel()
 	good := testKey("test-key")
 	cfg, ev := newTestConfig(good)
 	s := startEcho(t, cfg)
@@ -557,6 +563,7 @@ func acceptError(errno syscall.Errno) error {
 }
 
 func TestInnerListenerErrors(t *testing.T) {
+	t.Parallel()
 	newFlaky := func(t *testing.T, errs ...error) (*Listener, *Config) {
 		inner, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -592,6 +599,7 @@ func TestInnerListenerErrors(t *testing.T) {
 }
 
 func TestListenerLogsWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	var buf syncBuffer
 	cfg, ev := newTestConfig()
 	cfg.Logger = newTextLogger(&buf)
@@ -612,6 +620,7 @@ func TestListenerLogsWithoutSecrets(t *testing.T) {
 }
 
 func TestListenErrors(t *testing.T) {
+	t.Parallel()
 	if _, err := Listen("tcp", "127.0.0.1:0", &Config{}); !errors.Is(err, ErrConfig) {
 		t.Errorf("Listen with no keys: %v, want ErrConfig", err)
 	}
@@ -643,6 +652,7 @@ func TestListenErrors(t *testing.T) {
 }
 
 func TestListenIPv6(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	l, err := Listen("tcp", "[::1]:0", cfg)
 	if err != nil {
@@ -741,6 +751,7 @@ func TestResultReportedAfterSlotFreed(t *testing.T) {
 // An unknown Config.Mode fails where the Config is first used, not in every
 // handshake.
 func TestUnknownModeRefusedUpFront(t *testing.T) {
+	t.Parallel()
 	cfg := &Config{Keys: []Key{testKey("k")}, Mode: ModeSealed + 1}
 	if l, err := Listen("tcp", "127.0.0.1:0", cfg); !errors.Is(err, ErrConfig) {
 		if l != nil {

@@ -30,6 +30,7 @@ import (
 // the same forward secrecy and AEAD, whichever side asks, and that data
 // flows in the mode they agreed on.
 func TestModeNegotiation(t *testing.T) {
+	t.Parallel()
 	keys := []Key{recordTestKey()}
 	for _, cm := range allModes {
 		for _, sm := range allModes {
@@ -89,6 +90,7 @@ func exchange(t *testing.T, a, b *Conn, msg []byte) {
 // TestChaCha20Negotiated checks that a client without AES hardware gets
 // ChaCha20-Poly1305 records on both sides, and that they work.
 func TestChaCha20Negotiated(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode, chacha: true})
@@ -156,6 +158,7 @@ func transfer(t *testing.T, a, b *Conn, n1, n2 int64) {
 // TestLargeTransfer moves several MiB both ways at once in every mode, with
 // and without forward secrecy and with both AEADs, and half-closes.
 func TestLargeTransfer(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		for _, o := range []pairOptions{{}, {fs: true}, {chacha: true}} {
 			o.mode = mode
@@ -172,6 +175,7 @@ func TestLargeTransfer(t *testing.T) {
 // TestReadFromWriteTo checks the copy paths (io.Copy between a Conn and
 // a plain connection) in every mode.
 func TestReadFromWriteTo(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -205,6 +209,7 @@ func TestReadFromWriteTo(t *testing.T) {
 // source delivers: a short copy never allocates a whole record, a bulk copy
 // still sends full-size records (the receiver's buffer grows to one).
 func TestReadFromBufferSize(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -248,6 +253,7 @@ func TestReadFromBufferSize(t *testing.T) {
 // TestKeyUpdate lowers the key update limit so that a transfer runs through
 // many keys in each direction, with records of several sizes.
 func TestKeyUpdate(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		for _, chacha := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/chacha=%v", mode, chacha), func(t *testing.T) {
@@ -271,6 +277,7 @@ func TestKeyUpdate(t *testing.T) {
 // TestCleanCloseIsEOF checks that Close sends the close record: the peer
 // reads everything, then io.EOF, in every mode.
 func TestCleanCloseIsEOF(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -292,6 +299,7 @@ func TestCleanCloseIsEOF(t *testing.T) {
 // TestWriteAfterCloseWrite checks that CloseWrite ends this side's stream
 // only: writing fails, reading still works.
 func TestWriteAfterCloseWrite(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -444,6 +452,7 @@ func makeRecordVectors(t *testing.T) []recordVector {
 // testdata/vectors/records.json (rewritten with -update), and that a
 // receiver opens the listed bytes to the listed payloads.
 func TestRecordVectors(t *testing.T) {
+	t.Parallel()
 	const path = "testdata/vectors/records.json"
 	got, err := json.MarshalIndent(struct {
 		About   string         `json:"about"`
@@ -490,6 +499,7 @@ func TestRecordVectors(t *testing.T) {
 // TestRecordVectorsPython runs check_records.py, an implementation of the
 // record layer written from PROTOCOL.md, over the record vectors.
 func TestRecordVectorsPython(t *testing.T) {
+	t.Parallel()
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 not found: the independent check of the record vectors did not run")
@@ -602,6 +612,7 @@ func TestWriteDeadlineMidStream(t *testing.T) {
 // span many records (net/http uses ReadFrom for the response), over
 // keep-alive connections.
 func TestHTTPInRecordModes(t *testing.T) {
+	t.Parallel()
 	payload := make([]byte, 1<<20+17)
 	rand.NewChaCha8([32]byte{3}).Read(payload)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -656,6 +667,7 @@ func (c *cutWriteConn) Write(b []byte) (int, error) {
 // Write fails with net.ErrClosed instead of sending data the peer would
 // never read.
 func TestWriteAfterCutCloseWrite(t *testing.T) {
+	t.Parallel()
 	for _, cut := range []int32{0, 5} {
 		t.Run(fmt.Sprintf("cut=%d", cut), func(t *testing.T) {
 			k := testKey("k")
@@ -694,6 +706,7 @@ func TestWriteAfterCutCloseWrite(t *testing.T) {
 // After CloseRead, a Read in a record mode reports net.ErrClosed, not a
 // stream cut by an attacker.
 func TestReadAfterCloseRead(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := &Config{Keys: []Key{testKey("k")}, Mode: mode}
@@ -717,6 +730,7 @@ func TestReadAfterCloseRead(t *testing.T) {
 // in every mode, even with received plaintext not yet delivered: Close has
 // given the receive buffer back for reuse.
 func TestReadAfterClose(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -760,6 +774,7 @@ func TestReadAfterClose(t *testing.T) {
 // Close gave it back for reuse; the buffers given back go at once to the
 // next connections, whose data is checked.
 func TestCloseDuringReads(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			for i := range 20 {
@@ -829,6 +844,7 @@ func checkSecretsCleared(t *testing.T, c *Conn, session []byte) {
 // ConnectionState taken before Close keeps its exporter, and one taken
 // after fails with net.ErrClosed; and that Read and Write fail after it.
 func TestCloseClearsSecrets(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		for _, busy := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/busy=%v", mode, busy), func(t *testing.T) {
@@ -914,6 +930,7 @@ func (w *closeOnFinishedConn) Write(b []byte) (int, error) {
 // the handshake is in progress, which leaves the secrets to the
 // handshake, still has them cleared once the handshake completes.
 func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
+	t.Parallel()
 	for _, mode := range allModes {
 		t.Run(mode.String(), func(t *testing.T) {
 			rc, rs := pipeTCP(t)
@@ -955,6 +972,7 @@ func (w *closeReadOnFinishedConn) Write(b []byte) (int, error) {
 // record layer is installed still reaches it: a Read then reports
 // net.ErrClosed, not a stream cut by an attacker.
 func TestCloseReadDuringHandshake(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			rc, rs := pipeTCP(t)
@@ -980,6 +998,7 @@ func TestCloseReadDuringHandshake(t *testing.T) {
 // bounds the close record Close sends, when it comes before Close's own
 // bound: one already past makes Close give up on it at once.
 func TestCloseHonorsWriteDeadline(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -1155,6 +1174,7 @@ func recordTypes(t *testing.T, wire []byte) []byte {
 // record 2^48 (sequence number 2^48), after which the next generation
 // starts at 0. A receiver in the same state reads it all.
 func TestKeyUpdateBoundaries(t *testing.T) {
+	t.Parallel()
 	t.Run("bytes", func(t *testing.T) {
 		mc := &memConn{}
 		c := recordConn(mc, ModeSealed, false, true)
@@ -1205,6 +1225,7 @@ func TestKeyUpdateBoundaries(t *testing.T) {
 // TestResetCountsAsClose checks that a TCP reset during the handshake is
 // classified as a close (PROTOCOL.md 7.1 and 7.2) by both sides.
 func TestResetCountsAsClose(t *testing.T) {
+	t.Parallel()
 	cfg := &Config{Keys: []Key{protoKey()}}
 	t.Run("server resets before a byte", func(t *testing.T) {
 		err := rawPeer(t, true, cfg, func(raw *net.TCPConn) {
@@ -1242,6 +1263,7 @@ func TestResetCountsAsClose(t *testing.T) {
 // mode: Read reports the reset itself, then, as the stream has ended
 // without a close record, an integrity failure; never io.EOF.
 func TestRecordResetIsNotEOF(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
 		t.Run(mode.String(), func(t *testing.T) {
 			c, s := connPair(t, pairOptions{mode: mode})
@@ -1262,6 +1284,7 @@ func TestRecordResetIsNotEOF(t *testing.T) {
 // that starts two bytes before the end of the read buffer once made the
 // reader spin on zero-length reads.
 func TestRecordHeaderAcrossBufferEnd(t *testing.T) {
+	t.Parallel()
 	first := bytes.Repeat([]byte{'a'}, initialReadBuffer-2-2*recordOverhead-1)
 	wire := sealRecords(ModeSealed, false, 0, true, first, []byte("b"), []byte("tail"))
 	mc := &memConn{r: bytes.NewReader(wire)}
@@ -1277,6 +1300,7 @@ func TestRecordHeaderAcrossBufferEnd(t *testing.T) {
 // exactly the records before the manipulated one were delivered: never a
 // byte of wrong data.
 func TestMITMRecordAttacks(t *testing.T) {
+	t.Parallel()
 	const k = 3 // the record attacked
 	garbage := []byte("GET / HTTP/1.1\r\nHost: attacker\r\n\r\n")
 	forged := append([]byte{recordData, 0, 0, 5}, []byte("evil!0123456789abcdef")...)
@@ -1337,6 +1361,7 @@ func checkAttack(t *testing.T, got []byte, err error, want int) {
 // io.ErrUnexpectedEOF as well as ErrIntegrity, so it is never mistaken for
 // the peer's clean end.
 func TestMITMTruncationIsNotEOF(t *testing.T) {
+	t.Parallel()
 	cut := onRecord(c2s, 2, func([]byte) ([][]byte, bool) { return nil, true })
 	_, err := runAttack(t, ModeSealed, &mitm{rec: cut}, pairOptions{})
 	if !errors.Is(err, ErrIntegrity) || !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -1347,6 +1372,7 @@ func TestMITMTruncationIsNotEOF(t *testing.T) {
 // TestMITMErrorIsSticky checks that after a failed record, later Reads fail
 // too, even though valid records follow on the wire.
 func TestMITMErrorIsSticky(t *testing.T) {
+	t.Parallel()
 	m := &mitm{rec: onRecord(c2s, 0, flipBit(recordHeaderLen))}
 	c, s := connPair(t, pairOptions{mode: ModeIntegrity, through: func(t testing.TB, a string) string { return startMITM(t, a, m) }})
 	defer c.Close()
@@ -1370,6 +1396,7 @@ func TestMITMErrorIsSticky(t *testing.T) {
 // TestMITMDropKeyUpdate drops the first key update record: the records
 // after it are under a key the receiver does not have yet.
 func TestMITMDropKeyUpdate(t *testing.T) {
+	t.Parallel()
 	var dropped atomic.Bool
 	m := &mitm{rec: func(_ *mitm, dir, i int, rec []byte) ([][]byte, bool) {
 		if dir == c2s && rec[0] == recordKeyUpdate && !dropped.Load() {
@@ -1394,6 +1421,7 @@ func TestMITMDropKeyUpdate(t *testing.T) {
 // on-path attacker injects after the handshake reach the application
 // unnoticed. (It also shows that the proxy really can inject.)
 func TestMITMAuthModeIsOpen(t *testing.T) {
+	t.Parallel()
 	m := &mitm{}
 	c, s := connPair(t, pairOptions{mode: ModeAuth, through: func(t testing.TB, a string) string { return startMITM(t, a, m) }})
 	defer c.Close()
@@ -1410,6 +1438,7 @@ func TestMITMAuthModeIsOpen(t *testing.T) {
 // TestSealedHidesPlaintext sends a known pattern both ways and checks it
 // never appears on the wire in ModeSealed, while it does in ModeIntegrity.
 func TestSealedHidesPlaintext(t *testing.T) {
+	t.Parallel()
 	pattern := []byte("KNOWN-PLAINTEXT-PATTERN-0123456789")
 	payload := bytes.Repeat(pattern, 3000)
 	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {

@@ -21,6 +21,7 @@ func pattern(n int, seed byte) []byte {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	sizes := []int{0, 1, 255, 256, 16384, 16385, firstChunk - 1, firstChunk, 3*firstChunk + 17}
 	for i, n := range sizes {
@@ -43,6 +44,7 @@ func TestMessageRoundTrip(t *testing.T) {
 }
 
 func TestMessageWireFormat(t *testing.T) {
+	t.Parallel()
 	// struct.pack("!i", 3) + b"abc", as Connection.send_bytes writes it.
 	var buf bytes.Buffer
 	if err := WriteMessage(&buf, []byte("abc")); err != nil {
@@ -73,6 +75,7 @@ func header64(n uint64) []byte {
 }
 
 func TestReadMessage64BitForm(t *testing.T) {
+	t.Parallel()
 	in := append(header64(5), "hello"...)
 	got, err := ReadMessage(bytes.NewReader(in), 5)
 	if err != nil || string(got) != "hello" {
@@ -93,6 +96,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func TestReadMessageTooLarge(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		in     []byte
@@ -127,6 +131,7 @@ func TestReadMessageTooLarge(t *testing.T) {
 }
 
 func TestReadMessageMalformed(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		in   []byte
@@ -153,6 +158,7 @@ func TestReadMessageMalformed(t *testing.T) {
 // TestReadMessageAllocatesAsDataArrives checks that a peer announcing a
 // huge message and sending little cannot make ReadMessage allocate it.
 func TestReadMessageAllocatesAsDataArrives(t *testing.T) {
+	t.Parallel()
 	const announced = 1 << 30
 	in := append(binary.BigEndian.AppendUint32(nil, announced), pattern(3*firstChunk, 1)...)
 	var before, after runtime.MemStats
@@ -173,6 +179,7 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 
 func TestWriteMessageError(t *testing.T) {
+	t.Parallel()
 	if err := WriteMessage(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("err = %v, want io.ErrClosedPipe", err)
 	}
