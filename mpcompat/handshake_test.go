@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -459,6 +460,46 @@ func TestHandshakeTimeout(t *testing.T) {
 
 // TestSlowClientDoesNotBlock checks that a client that never answers does
 // not hold up the next one.
+// TestHandshakeLeavesDeadlines checks that ServerHandshake and
+// ClientHandshake leave a deadline set on the conn as it was: the
+// handshake bounds itself through its context, not the conn's deadlines.
+func TestHandshakeLeavesDeadlines(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := acceptOne(t, ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{AuthKey: keyA}
+	serr := make(chan error, 1)
+	go func() { serr <- ServerHandshake(context.Background(), s, cfg) }()
+	if err := ClientHandshake(context.Background(), c, cfg); err != nil {
+		t.Fatalf("ClientHandshake: %v", err)
+	}
+	if err := <-serr; err != nil {
+		t.Fatalf("ServerHandshake: %v", err)
+	}
+	// Nothing more comes: only the deadline set before the handshake
+	// ends the read; were it cleared, closing s after bound ends it.
+	stop := time.AfterFunc(bound, func() { s.Close() })
+	defer stop.Stop()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read after the handshake: %v, want the deadline set before it to pass", err)
+	}
+}
+
 func TestSlowClientDoesNotBlock(t *testing.T) {
 	l, _ := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
 	rawClient(t, l) // stays silent until the test ends
