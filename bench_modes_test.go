@@ -222,7 +222,7 @@ func BenchmarkModesRecordSize(b *testing.B) {
 		p.dial = func(addr string) (net.Conn, error) {
 			c, err := dial(addr)
 			if err == nil {
-				c.(*Conn).rl.recordSize = kib << 10
+				c.(*Conn).rl.testingOnlyRecordSize = kib << 10
 			}
 			return c, err
 		}

@@ -87,7 +87,10 @@ func (c *Conn) Handshake() error {
 // when ctx is done, the handshake times out, or the peer fails. Deadlines
 // set on the Conn also bound the handshake, which leaves them in force; if
 // ctx or Config.HandshakeTimeout ends it, the underlying connection's
-// deadline is left in the past. The connection is not closed on failure.
+// deadline is left in the past. The connection is not closed on failure,
+// except one that refuses deadlines (its SetDeadline fails, as on
+// x/crypto/ssh channels): ctx or the timeout ending the handshake closes
+// it, the only way to end its pending I/O, as crypto/tls does.
 func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsDone.Load() {
 		return c.hsErr
@@ -103,11 +106,11 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		c.res = hsResult{}
 	} else if c.res.mode != ModeAuth {
 		c.rl = newRecordLayer(c.conn, c.res.secret, recordParams{
-			client:     c.isClient,
-			sealed:     c.res.mode == ModeSealed,
-			chacha:     c.res.flags&flagChaCha20 != 0,
-			recordSize: c.testingOnlyRecordSize,
-			updateAt:   c.testingOnlyKeyUpdateBytes,
+			client:                    c.isClient,
+			sealed:                    c.res.mode == ModeSealed,
+			chacha:                    c.res.flags&flagChaCha20 != 0,
+			testingOnlyRecordSize:     c.testingOnlyRecordSize,
+			testingOnlyKeyUpdateBytes: c.testingOnlyKeyUpdateBytes,
 		})
 	}
 	c.hsDone.Store(true)
@@ -342,7 +345,8 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // another goroutine, which fails. In a record mode it first sends the close
 // record, so the peer reads io.EOF rather than a cut stream, unless a Write
 // is in progress (then Close breaks it) or the peer has not read for
-// 5 seconds. It overwrites the session secret and the traffic secrets with
+// 5 seconds, or sooner when a write deadline set through the Conn
+// (SetDeadline, SetWriteDeadline) passes first. It overwrites the session secret and the traffic secrets with
 // zeros, at once or, where a Read or Write is in progress, when that
 // returns; ConnectionState's exporter fails from then on.
 func (c *Conn) Close() error {

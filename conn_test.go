@@ -819,3 +819,55 @@ func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
 		t.Errorf("output lacks the key ID:\n%s", buf.String())
 	}
 }
+
+// Config.HandshakeTimeout ends a handshake on a connection that refuses
+// deadlines, with ErrHandshakeTimeout, on either side, by closing it: the
+// handshake does not hang (nor hold a shared key share) on a silent peer.
+func TestHandshakeTimeoutWithoutDeadlines(t *testing.T) {
+	for _, client := range []bool{false, true} {
+		t.Run(map[bool]string{false: "server", true: "client"}[client], func(t *testing.T) {
+			_, rs := pipeTCP(t) // the other end never writes
+			cfg := &Config{Keys: []Key{testKey("k")}, HandshakeTimeout: 50 * time.Millisecond}
+			raw := &noDeadlineConn{Conn: rs}
+			c := Server(raw, cfg)
+			if client {
+				c = Client(raw, cfg)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Handshake() }()
+			err := waitHandshake(t, done)
+			mustBe(t, err, ErrHandshakeTimeout)
+			t.Logf("handshake error: %v", err)
+		})
+	}
+}
+
+// A cancelled context ends a handshake on a connection that refuses
+// deadlines, with the context's cause.
+func TestHandshakeCancelWithoutDeadlines(t *testing.T) {
+	_, rs := pipeTCP(t)
+	raw := &noDeadlineConn{Conn: rs, reading: make(chan struct{})}
+	c := Server(raw, &Config{Keys: []Key{testKey("k")}, HandshakeTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.HandshakeContext(ctx) }()
+	<-raw.reading
+	cancel()
+	mustBe(t, waitHandshake(t, done), context.Canceled)
+}
+
+// A connection that refuses deadlines still carries a handshake that
+// completes, and then data.
+func TestHandshakeWithoutDeadlines(t *testing.T) {
+	rc, rs := pipeTCP(t)
+	cfg := &Config{Keys: []Key{testKey("k")}, Mode: ModeSealed}
+	cc := Client(&noDeadlineConn{Conn: rc}, cfg)
+	sc := Server(&noDeadlineConn{Conn: rs}, &Config{Keys: cfg.Keys, Mode: ModeSealed})
+	if cerr, serr := handshakeBoth(cc, sc); cerr != nil || serr != nil {
+		t.Fatalf("handshake: client %v, server %v", cerr, serr)
+	}
+	go echo(sc)
+	roundTrip(t, cc, "over a connection without deadlines")
+	cc.Close()
+}

@@ -488,9 +488,9 @@ func FuzzRecordRoundTrip(f *testing.F) {
 		mode, chacha, chunk := fuzzModeByte(mb)
 		wc := &memConn{}
 		w := recordConn(wc, mode, chacha, true)
-		w.rl.recordSize = max(int(recordSize), 1)
+		w.rl.testingOnlyRecordSize = max(int(recordSize), 1)
 		if updateAt > 0 {
-			w.rl.updateAt = uint64(updateAt)
+			w.rl.testingOnlyKeyUpdateBytes = uint64(updateAt)
 		}
 		if n, err := w.Write(data); n != len(data) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)

@@ -787,7 +787,7 @@ func sealRecords(mode Mode, chacha bool, updateAt uint64, closed bool, payloads 
 	mc := &memConn{}
 	c := recordConn(mc, mode, chacha, true)
 	if updateAt > 0 {
-		c.rl.updateAt = updateAt
+		c.rl.testingOnlyKeyUpdateBytes = updateAt
 	}
 	for _, p := range payloads {
 		c.Write(p)
@@ -860,4 +860,61 @@ func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr 
 		client.Close()
 	}
 	return client, server, cerr, serr
+}
+
+// errNoDeadlines is what noDeadlineConn's deadline setters return.
+var errNoDeadlines = errors.New("deadlines not supported")
+
+// noDeadlineConn is a connection that refuses deadlines, as
+// golang.org/x/crypto/ssh's channels and some users' wrappers do, over
+// real loopback TCP. reading, if set, is closed at the first Read, when
+// the handshake is waiting for the peer.
+type noDeadlineConn struct {
+	net.Conn
+	once    sync.Once
+	reading chan struct{}
+}
+
+func (c *noDeadlineConn) Read(b []byte) (int, error) {
+	if c.reading != nil {
+		c.once.Do(func() { close(c.reading) })
+	}
+	return c.Conn.Read(b)
+}
+
+func (*noDeadlineConn) SetDeadline(time.Time) error { return errNoDeadlines }
+
+func (*noDeadlineConn) SetReadDeadline(time.Time) error { return errNoDeadlines }
+
+func (*noDeadlineConn) SetWriteDeadline(time.Time) error { return errNoDeadlines }
+
+// waitHandshake returns the error of the handshake that done reports,
+// failing the test if it is still running after waitLimit: nothing else
+// would end it.
+func waitHandshake(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitLimit):
+		t.Fatalf("handshake still running after %v on a connection without deadlines", waitLimit)
+		return nil
+	}
+}
+
+// noDeadlineListener yields connections that refuse deadlines; accepted
+// receives each before the Listener sees it.
+type noDeadlineListener struct {
+	net.Listener
+	accepted chan *noDeadlineConn
+}
+
+func (l *noDeadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	nc := &noDeadlineConn{Conn: c, reading: make(chan struct{})}
+	l.accepted <- nc
+	return nc, nil
 }

@@ -1301,3 +1301,29 @@ func TestListenerShutdown(t *testing.T) {
 		goleak.VerifyNone(t)
 	})
 }
+
+// Listener.Close returns while a handshake on a connection that refuses
+// deadlines waits for a silent client: Close's cancellation reaches it.
+func TestListenerCloseWithoutDeadlines(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nl := &noDeadlineListener{Listener: inner, accepted: make(chan *noDeadlineConn, 1)}
+	l, err := NewListener(nl, &Config{Keys: []Key{testKey("k")}, HandshakeTimeout: time.Minute})
+	if err != nil {
+		inner.Close()
+		t.Fatal(err)
+	}
+	c := rawDial(t, l.Addr(), "")
+	defer c.Close()
+	nc := <-nl.accepted
+	<-nc.reading // the handshake waits for the ClientHello
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(waitLimit):
+		t.Fatalf("Listener.Close still waiting after %v for a handshake on a connection without deadlines", waitLimit)
+	}
+}

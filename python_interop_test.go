@@ -267,7 +267,7 @@ func runInteropCase(t *testing.T, py pythons.Interpreter, c interopCase) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(waitLimit))
 	if c.goUpdate > 0 {
-		conn.rl.updateAt = c.goUpdate
+		conn.rl.testingOnlyKeyUpdateBytes = c.goUpdate
 	}
 	sent, got := interopExchange(t, conn, !c.goListens, c.size)
 	res, perr := peer.result()

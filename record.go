@@ -87,11 +87,10 @@ type recordLayer struct {
 
 	sealed bool // encrypt payloads (ModeSealed), else MAC only
 	chacha bool // ChaCha20-Poly1305 instead of AES-256-GCM
-	// recordSize is the largest payload sent in one record, and updateAt
-	// the payload bytes under one key before a key update:
-	// defaultRecordSize and keyUpdateBytes, unless a test lowers them.
-	recordSize int
-	updateAt   uint64
+	// Test hooks, zero in production: a smaller record payload than
+	// defaultRecordSize, and fewer bytes under one key than keyUpdateBytes.
+	testingOnlyRecordSize     int
+	testingOnlyKeyUpdateBytes uint64
 
 	in, out halfConn
 
@@ -108,28 +107,21 @@ type recordParams struct {
 	client bool // this side is the client: it sends with the c2s keys
 	sealed bool // ModeSealed, else ModeIntegrity
 	chacha bool // the handshake chose ChaCha20-Poly1305
-	// recordSize and updateAt mean defaultRecordSize and keyUpdateBytes
-	// when zero.
-	recordSize int
-	updateAt   uint64
+	// Test hooks, zero in production (see recordLayer).
+	testingOnlyRecordSize     int
+	testingOnlyKeyUpdateBytes uint64
 }
 
 // newRecordLayer returns the record layer of conn, keyed from the session
 // secret.
 func newRecordLayer(conn net.Conn, session []byte, p recordParams) *recordLayer {
 	rl := &recordLayer{
-		conn:       conn,
-		peer:       "client",
-		sealed:     p.sealed,
-		chacha:     p.chacha,
-		recordSize: p.recordSize,
-		updateAt:   p.updateAt,
-	}
-	if rl.recordSize <= 0 || rl.recordSize > maxRecordPayload {
-		rl.recordSize = defaultRecordSize
-	}
-	if rl.updateAt == 0 {
-		rl.updateAt = keyUpdateBytes
+		conn:                      conn,
+		peer:                      "client",
+		sealed:                    p.sealed,
+		chacha:                    p.chacha,
+		testingOnlyRecordSize:     p.testingOnlyRecordSize,
+		testingOnlyKeyUpdateBytes: p.testingOnlyKeyUpdateBytes,
 	}
 	out, in := "c2s traffic", "s2c traffic"
 	if p.client {
@@ -140,6 +132,22 @@ func newRecordLayer(conn net.Conn, session []byte, p recordParams) *recordLayer 
 	rl.out.init(session, out, p.chacha)
 	rl.in.init(session, in, p.chacha)
 	return rl
+}
+
+// recordSize is the largest payload sent in one record.
+func (rl *recordLayer) recordSize() int {
+	if n := rl.testingOnlyRecordSize; n > 0 && n <= maxRecordPayload {
+		return n
+	}
+	return defaultRecordSize
+}
+
+// updateAt is how many payload bytes a sender protects under one key.
+func (rl *recordLayer) updateAt() uint64 {
+	if n := rl.testingOnlyKeyUpdateBytes; n > 0 {
+		return n
+	}
+	return keyUpdateBytes
 }
 
 // halfConn is one direction of the record layer: its keys, its sequence
@@ -588,8 +596,8 @@ func (rl *recordLayer) Write(b []byte) (int, error) {
 	}
 	n := 0
 	for len(b) > 0 {
-		m := min(len(b), rl.recordSize)
-		hc.grow(recordOverhead+m, 0, recordOverhead+rl.recordSize)
+		m := min(len(b), rl.recordSize())
+		hc.grow(recordOverhead+m, 0, recordOverhead+rl.recordSize())
 		sent, err := rl.writeRecord(recordData, b[:m], m, true)
 		if sent {
 			n += m
@@ -641,7 +649,7 @@ func (rl *recordLayer) flush() error {
 // safe, because its ciphertext never left this process.
 func (rl *recordLayer) writeRecord(typ byte, src []byte, n int, mayUndo bool) (bool, error) {
 	hc := &rl.out
-	if hc.needsUpdate(rl.updateAt) {
+	if hc.needsUpdate(rl.updateAt()) {
 		if err := rl.writeKeyUpdate(); err != nil {
 			return false, err
 		}
@@ -730,7 +738,7 @@ func (rl *recordLayer) closeRecordWrite() error {
 	if err := rl.writeReady(); err != nil {
 		return err
 	}
-	if hc.needsUpdate(rl.updateAt) {
+	if hc.needsUpdate(rl.updateAt()) {
 		if err := rl.writeKeyUpdate(); err != nil {
 			return err
 		}
@@ -761,13 +769,13 @@ func (rl *recordLayer) ReadFrom(r io.Reader) (int64, error) {
 	// initialCopyBuffer, and double it each time a read fills it: a short
 	// connection then never allocates a whole record, a bulk one reaches
 	// full-size records within a few reads.
-	limit := rl.recordSize
+	limit := rl.recordSize()
 	size := min(max(initialCopyBuffer, len(hc.buf)-recordOverhead), limit)
 	var total int64
 	for {
 		// A key update goes first: if it fails, no byte taken from r
 		// is lost with it.
-		if hc.needsUpdate(rl.updateAt) {
+		if hc.needsUpdate(rl.updateAt()) {
 			if err := rl.writeKeyUpdate(); err != nil {
 				return total, err
 			}

@@ -419,7 +419,7 @@ func makeRecordVectors(t *testing.T) []recordVector {
 		}
 		mc := &memConn{}
 		c := recordConnSecret(mc, mode, chacha, true, secret)
-		c.rl.updateAt = 10
+		c.rl.testingOnlyKeyUpdateBytes = 10
 		for _, p := range vectorPayloads {
 			c.Write([]byte(p))
 		}
@@ -1178,7 +1178,7 @@ func TestKeyUpdateBoundaries(t *testing.T) {
 	t.Run("bytes", func(t *testing.T) {
 		mc := &memConn{}
 		c := recordConn(mc, ModeSealed, false, true)
-		c.rl.updateAt = 10
+		c.rl.testingOnlyKeyUpdateBytes = 10
 		for _, p := range []string{"123456789", "abcde", "z"} { // 9 < 10, 14 >= 10
 			if _, err := c.Write([]byte(p)); err != nil {
 				t.Fatal(err)

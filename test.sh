@@ -27,10 +27,14 @@ if [ -n "$unformatted" ]; then
 fi
 
 run go vet $modules
+# The command's tests build it with -tags testingonly (a sandbox probe that
+# production binaries lack): check those files too.
+run go vet -tags testingonly ./cmd/hmacauth/...
 for goos in windows darwin freebsd; do
 	run env GOOS=$goos go vet $modules
 done
 run go run $staticcheck $modules
+run go run $staticcheck -tags testingonly ./cmd/hmacauth/...
 run go test -race $modules
 
 # The Python package in python/: pytest in a throwaway virtual environment

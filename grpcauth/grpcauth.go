@@ -16,10 +16,12 @@
 package grpcauth
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/hmacauth/hmacauth"
 	"google.golang.org/grpc/credentials"
@@ -78,8 +80,11 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 
 // ServerHandshake runs the server side of the handshake on raw, bounded by
 // cfg.HandshakeTimeout and by the deadline gRPC set on raw
-// (grpc.ConnectionTimeout), which the handshake leaves in force for the
-// HTTP/2 preface that follows.
+// (grpc.ConnectionTimeout). After the handshake, the client's HTTP/2
+// preface must arrive within cfg.HandshakeTimeout, which then replaces
+// gRPC's deadline (120 s by default), so that a key holder that goes
+// silent is dropped as fast as one that does not prove the key; with a
+// negative HandshakeTimeout, gRPC's deadline stays in force.
 //
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
 // *hmacauth.Listener, its handshake has run already (with the Listener's
@@ -107,6 +112,15 @@ func (c *transportCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Au
 				hmacauth.ErrConfig, raw.RemoteAddr())
 		}
 		return conn, newAuthInfo(st), nil
+	}
+	// Bound the HTTP/2 preface that gRPC reads next, on raw, as gRPC does
+	// (it clears raw's deadline when the transport is up); through conn,
+	// the deadline would also cut the close record of a later Close.
+	// Config's rule: zero means the default, a negative value no bound.
+	// (grpcauth is a module of its own and uses only the core's public API.)
+	// A raw without deadlines has already ignored gRPC's.
+	if t := cmp.Or(c.cfg.HandshakeTimeout, hmacauth.DefaultHandshakeTimeout); t > 0 {
+		raw.SetDeadline(time.Now().Add(t))
 	}
 	return conn, newAuthInfo(conn.ConnectionState()), nil
 }

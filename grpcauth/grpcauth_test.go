@@ -354,14 +354,30 @@ func TestCredentialsInfo(t *testing.T) {
 }
 
 // TestSilentAfterHandshakeIsDropped: a client that authenticates and then
-// never sends the HTTP/2 preface is closed by the server when gRPC's own
-// connection timeout passes: the handshake, bounded by a longer
-// HandshakeTimeout, must not lift that bound.
+// never sends the HTTP/2 preface is closed by the server within
+// HandshakeTimeout, long before gRPC's default connection timeout (120 s).
 func TestSilentAfterHandshakeIsDropped(t *testing.T) {
 	lis := listen(t)
-	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: time.Minute}
+	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: 100 * time.Millisecond}
+	startServer(t, lis, cfg)
+	expectDropped(t, lis.Addr().String(), cfg.Keys)
+}
+
+// TestSilentAfterHandshakeUnboundedIsDropped: with no HandshakeTimeout,
+// gRPC's own connection timeout still bounds the wait for the preface: the
+// handshake must not lift it.
+func TestSilentAfterHandshakeUnboundedIsDropped(t *testing.T) {
+	lis := listen(t)
+	cfg := &hmacauth.Config{Keys: []hmacauth.Key{key("svc-a")}, HandshakeTimeout: -1}
 	startServer(t, lis, cfg, grpc.ConnectionTimeout(time.Second))
-	c, err := hmacauth.Dial("tcp", lis.Addr().String(), &hmacauth.Config{Keys: cfg.Keys})
+	expectDropped(t, lis.Addr().String(), cfg.Keys)
+}
+
+// expectDropped authenticates to the gRPC server at addr, sends nothing,
+// and fails the test unless the server closes the connection within 10 s.
+func expectDropped(t *testing.T, addr string, keys []hmacauth.Key) {
+	t.Helper()
+	c, err := hmacauth.Dial("tcp", addr, &hmacauth.Config{Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -306,7 +306,9 @@ func (h *handshake) run(ctx context.Context) (err error) {
 // Python's Listener.accept does: it challenges the client, then answers
 // the client's challenge. It returns nil once both sides have proven the
 // authkey. ctx and Config.HandshakeTimeout bound it; it sets no deadline
-// on conn and leaves those set as they are. It does not close conn.
+// on conn and leaves those set as they are. It does not close conn, except
+// one that refuses deadlines (its SetDeadline fails): ctx or the timeout
+// ending the handshake closes it, the only way to end its pending I/O.
 func ServerHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
 	if err := cfg.check(); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +18,10 @@ import (
 // The tunnel benchmarks compare, on the same loopback target and load, an
 // hmacauth client -> server chain with a spiped -e -> spiped -d chain
 // (Debian's spiped; bench/tunnel.sh installs it) and with a chain of two
-// plain TCP forwarders (this test binary, re-run as a forwarder process, so
-// that every chain is two processes copying with splice where they can).
+// plain TCP forwarders (this test binary, re-run as a forwarder process
+// with the tunnel's copy path, so that every chain is two processes).
+// hmacauth-auth-status is the auth chain with its status endpoints scraped
+// every second.
 //
 //	go test -run '^$' -bench BenchmarkTunnel -benchtime 3s ./cmd/hmacauth
 //
@@ -234,6 +237,44 @@ func startHmacauth(b *testing.B, target string, flags ...string) string {
 	return p.client.addr
 }
 
+// startHmacauthScraped starts an auth-mode pair as startHmacauth does, with
+// -status on both ends, and fetches /metrics and /_status of both every
+// second until the benchmark ends, as a Prometheus server and a health
+// probe would: the figures then include what serving them costs.
+func startHmacauthScraped(b *testing.B, target string) string {
+	b.Helper()
+	if raceEnabled {
+		b.Skip("benchmarks need a binary built without -race")
+	}
+	st := []string{fmt.Sprintf("127.0.0.1:%d", freePort(b)), fmt.Sprintf("127.0.0.1:%d", freePort(b))}
+	p := startPair(b, target, []string{"-log-level", "info", "-status", st[0]}, []string{"-log-level", "info", "-status", st[1]})
+	chainPids = append(chainPids, p.server.cmd.Process.Pid, p.client.cmd.Process.Pid)
+	client := &http.Client{Timeout: bound, Transport: &http.Transport{DisableKeepAlives: true}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			for _, addr := range st {
+				for _, path := range []string{"/metrics", "/_status"} {
+					if resp, err := client.Get("http://" + addr + path); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-done })
+	return p.client.addr
+}
+
 // oneByteEcho answers the first byte and closes, so that the TIME_WAIT
 // state stays on the target's side.
 func oneByteEcho(c net.Conn) {
@@ -272,6 +313,7 @@ var chains = []chain{
 	{"spiped", func(b *testing.B, target string) string { return startSpiped(b, target, false) }},
 	{"spiped-f", func(b *testing.B, target string) string { return startSpiped(b, target, true) }},
 	{"hmacauth-auth", func(b *testing.B, target string) string { return startHmacauth(b, target) }},
+	{"hmacauth-auth-status", startHmacauthScraped},
 	{"hmacauth-auth-fs", func(b *testing.B, target string) string { return startHmacauth(b, target, "-fs") }},
 	{"hmacauth-integrity", func(b *testing.B, target string) string {
 		return startHmacauth(b, target, "-mode", "integrity")

@@ -1,7 +1,13 @@
 package main
 
+// -connect-proxy: a client tunnel reaches its server through an HTTP proxy
+// with CONNECT, its credentials from the URL or HMACAUTH_PROXY_AUTH, and
+// NO_PROXY's exclusions. net/http reads the proxy's answer; the hmacauth
+// handshake then runs through the tunnel end to end.
+
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -29,12 +35,12 @@ const maxConnectResponse = 16 << 10
 // Refusals of the CONNECT exchange; errors.Is matches the errors of
 // connectProxy.dial against them.
 var (
-	errProxyAuth      = errors.New("the proxy requires authentication")
-	errProxyForbidden = errors.New("the proxy refused the CONNECT (403 Forbidden)")
-	errProxyGateway   = errors.New("the proxy could not connect to the target")
-	errProxyRefused   = errors.New("the proxy refused the CONNECT")
-	errProxyNotHTTP   = errors.New("the proxy's answer is not HTTP")
-	errProxyTooLarge  = errors.New("the proxy's answer to CONNECT is too large")
+	errConnectAuth      = errors.New("the proxy requires authentication")
+	errConnectForbidden = errors.New("the proxy refused the CONNECT (403 Forbidden)")
+	errConnectGateway   = errors.New("the proxy could not connect to the target")
+	errConnectRefused   = errors.New("the proxy refused the CONNECT")
+	errConnectNotHTTP   = errors.New("the proxy's answer is not HTTP")
+	errConnectTooLarge  = errors.New("the proxy's answer to CONNECT is too large")
 )
 
 // connectProxy reaches the client's target through an HTTP proxy with
@@ -52,6 +58,14 @@ func parseConnectProxy(raw, envAuth string) (*connectProxy, error) {
 	if err != nil {
 		// url's error repeats the URL, which may hold a password.
 		return nil, errors.New("not a URL; use http://host:port or http://user:password@host:port")
+	}
+	if u.User == nil {
+		if _, rest, ok := strings.Cut(raw, "//"); ok && strings.Contains(rest, "@") {
+			// url took the password's "/", "#" or "?" for the end of the
+			// host: the rest of the URL, password included, is a path,
+			// query or fragment, which no message may repeat.
+			return nil, errors.New("the URL has an '@' but no user:password before the host: percent-encode / # ? in the password (%2F %23 %3F), or give the credentials in " + proxyAuthEnv)
+		}
 	}
 	switch {
 	case u.Scheme == "https":
@@ -123,8 +137,8 @@ func (p *connectProxy) dial(ctx context.Context, d *net.Dialer, target string) (
 }
 
 // connect runs the CONNECT exchange on c, a connection to the proxy, and
-// returns the tunnel: c itself, or c behind the bytes that came after the
-// proxy's header.
+// returns the tunnel: c itself, or a *proxiedConn that first hands out the
+// bytes that came after the proxy's header.
 func (p *connectProxy) connect(c net.Conn, target string) (net.Conn, error) {
 	var req strings.Builder
 	fmt.Fprintf(&req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target)
@@ -139,10 +153,14 @@ func (p *connectProxy) connect(c net.Conn, target string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(rest) > 0 {
-		return &prefixConn{Conn: c, prefix: rest}, nil
+	if len(rest) == 0 {
+		return c, nil
 	}
-	return c, nil
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("the connection to the proxy is a %T, not TCP", c)
+	}
+	return &proxiedConn{TCPConn: tc, early: rest}, nil
 }
 
 // readConnectResponse reads the proxy's answer to CONNECT from r and
@@ -160,11 +178,11 @@ func readConnectResponse(r io.Reader, sentAuth bool) ([]byte, error) {
 		case errors.As(err, &ne) && ne.Timeout():
 			return nil, err
 		case lr.N == 0:
-			return nil, fmt.Errorf("%w: more than %d bytes without the end of its header", errProxyTooLarge, maxConnectResponse)
+			return nil, fmt.Errorf("%w: more than %d bytes without the end of its header", errConnectTooLarge, maxConnectResponse)
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return nil, fmt.Errorf("%w: the proxy closed the connection before the end of its answer; is -connect-proxy the address of an HTTP proxy?", errProxyNotHTTP)
+			return nil, fmt.Errorf("%w: the proxy closed the connection before the end of its answer; is -connect-proxy the address of an HTTP proxy?", errConnectNotHTTP)
 		}
-		return nil, fmt.Errorf("%w (%v); is -connect-proxy the address of an HTTP proxy (not SOCKS, not TLS)?", errProxyNotHTTP, err)
+		return nil, fmt.Errorf("%w (%v); is -connect-proxy the address of an HTTP proxy (not SOCKS, not TLS)?", errConnectNotHTTP, err)
 	}
 	// The body of a refusal is not read: the connection is closed.
 	status := resp.Status
@@ -176,49 +194,23 @@ func readConnectResponse(r io.Reader, sentAuth bool) ([]byte, error) {
 		return rest, nil
 	case (code == http.StatusProxyAuthRequired || code == http.StatusUnauthorized) && sentAuth:
 		// tinyproxy refuses wrong credentials with 401.
-		return nil, fmt.Errorf("%w: it refused the credentials given (%s); check the user and password in -connect-proxy or %s", errProxyAuth, status, proxyAuthEnv)
+		return nil, fmt.Errorf("%w: it refused the credentials given (%s); check the user and password in -connect-proxy or %s", errConnectAuth, status, proxyAuthEnv)
 	case code == http.StatusProxyAuthRequired:
-		return nil, fmt.Errorf("%w (%s): give credentials as -connect-proxy http://user:password@host:port or in %s=user:password", errProxyAuth, status, proxyAuthEnv)
+		return nil, fmt.Errorf("%w (%s): give credentials as -connect-proxy http://user:password@host:port or in %s=user:password", errConnectAuth, status, proxyAuthEnv)
 	case code == http.StatusForbidden:
-		return nil, fmt.Errorf("%w: its rules do not allow this target; the proxy must allow CONNECT to the target's port (tinyproxy: ConnectPort; squid: SSL_ports and http_access)", errProxyForbidden)
+		return nil, fmt.Errorf("%w: its rules do not allow this target; the proxy must allow CONNECT to the target's port (tinyproxy: ConnectPort; squid: SSL_ports and http_access)", errConnectForbidden)
 	case code == http.StatusInternalServerError, code == http.StatusBadGateway, code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
 		// tinyproxy answers an unreachable target with 500.
-		return nil, fmt.Errorf("%w (%s): is the hmacauth server at -target listening, and reachable from the proxy's host?", errProxyGateway, status)
+		return nil, fmt.Errorf("%w (%s): is the hmacauth server at -target listening, and reachable from the proxy's host?", errConnectGateway, status)
 	}
-	return nil, fmt.Errorf("%w: %s", errProxyRefused, status)
+	return nil, fmt.Errorf("%w: %s", errConnectRefused, status)
 }
 
-// prefixConn is a connection whose first bytes were read already.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(b []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(b, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
-}
-
-// CloseWrite half-closes the connection underneath, as pipe does with the
-// plain *net.TCPConn.
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// noProxyEnv returns the NO_PROXY setting of the environment: NO_PROXY, or
-// no_proxy when that is unset, as curl and Go's net/http read them.
+// noProxyEnv returns the NO_PROXY setting of the environment: no_proxy,
+// or NO_PROXY when that is unset or empty, as curl and Go's
+// golang.org/x/net/http/httpproxy read them.
 func noProxyEnv() string {
-	if v, ok := os.LookupEnv("NO_PROXY"); ok {
-		return v
-	}
-	return os.Getenv("no_proxy")
+	return cmp.Or(os.Getenv("no_proxy"), os.Getenv("NO_PROXY"))
 }
 
 // noProxy reports whether target (host:port) is excluded from the proxy by
@@ -242,7 +234,7 @@ func noProxy(list, target string) bool {
 			return true
 		}
 		if pfx, err := netip.ParsePrefix(e); err == nil {
-			if ipErr == nil && pfx.Contains(hostIP.Unmap()) {
+			if ipErr == nil && unmapPrefix(pfx).Contains(hostIP.Unmap()) {
 				return true
 			}
 			continue
@@ -292,14 +284,14 @@ func (o *tunnelOptions) setConnectProxy(raw, envAuth, noProxyList string) error 
 		o.proxyBypassed = true
 		return nil
 	}
-	o.proxy = p
+	o.connectProxy = p
 	return nil
 }
 
 // dialTarget connects to the target with d, through the -connect-proxy of
 // a client that has one.
 func (t *tunnel) dialTarget(ctx context.Context, d *net.Dialer) (net.Conn, error) {
-	if p := t.opts.proxy; p != nil {
+	if p := t.opts.connectProxy; p != nil {
 		return p.dial(ctx, d, t.targetAddr)
 	}
 	return d.DialContext(ctx, t.targetNet, t.targetAddr)
@@ -309,8 +301,8 @@ func (t *tunnel) dialTarget(ctx context.Context, d *net.Dialer) (net.Conn, error
 // or excluded from one (never the credentials).
 func logConnectProxy(log *slog.Logger, o *tunnelOptions) {
 	switch {
-	case o.proxy != nil:
-		log.Info("reaching the server through an HTTP proxy (CONNECT)", "proxy", o.proxy.addr, "target", o.target, "proxy_auth", o.proxy.auth != "")
+	case o.connectProxy != nil:
+		log.Info("reaching the server through an HTTP proxy (CONNECT)", "proxy", o.connectProxy.addr, "target", o.target, "proxy_auth", o.connectProxy.auth != "")
 	case o.proxyBypassed:
 		log.Info("NO_PROXY lists the target: connecting to it directly, not through -connect-proxy", "target", o.target)
 	}

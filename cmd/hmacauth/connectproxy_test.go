@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,10 +109,12 @@ func startTinyproxy(t *testing.T, connectPort, user, pass string) *tinyproxyProc
 }
 
 // clearProxyEnv gives the test's processes no NO_PROXY and no credentials
-// of the environment it runs in.
+// of the environment it runs in: unset, not empty, as a process started
+// without them sees them (t.Setenv restores them at the end).
 func clearProxyEnv(t *testing.T) {
 	for _, k := range []string{"NO_PROXY", "no_proxy", proxyAuthEnv} {
 		t.Setenv(k, "")
+		os.Unsetenv(k)
 	}
 }
 
@@ -190,17 +193,17 @@ func TestConnectProxyTinyproxy(t *testing.T) {
 	t.Run("407 without credentials", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, serverPort, "alice", "s3cret")
-		refused(t, client(t, "http://"+tp.addr), errProxyAuth, proxyAuthEnv)
+		refused(t, client(t, "http://"+tp.addr), errConnectAuth, proxyAuthEnv)
 	})
 	t.Run("407 with wrong credentials", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, serverPort, "alice", "s3cret")
-		refused(t, client(t, "http://alice:wrong@"+tp.addr), errProxyAuth, "refused the credentials")
+		refused(t, client(t, "http://alice:wrong@"+tp.addr), errConnectAuth, "refused the credentials")
 	})
 	t.Run("403 port not allowed", func(t *testing.T) {
 		clearProxyEnv(t)
 		tp := startTinyproxy(t, "1", "", "")
-		refused(t, client(t, "http://"+tp.addr), errProxyForbidden, "ConnectPort")
+		refused(t, client(t, "http://"+tp.addr), errConnectForbidden, "ConnectPort")
 	})
 }
 
@@ -223,6 +226,19 @@ func TestConnectProxyNoProxy(t *testing.T) {
 		t.Run("listed "+list, func(t *testing.T) {
 			clearProxyEnv(t)
 			t.Setenv("NO_PROXY", list)
+			c := client(t)
+			c.waitLog("NO_PROXY lists the target: connecting to it directly, not through -connect-proxy", nil)
+			checkEcho(t, dial(t, c.addr), "direct")
+		})
+	}
+	// no_proxy alone, and no_proxy before NO_PROXY, as curl and Go's
+	// httpproxy read them.
+	for _, env := range [][]string{{"no_proxy", "127.0.0.0/8"}, {"no_proxy", "127.0.0.1", "NO_PROXY", "example.com"}} {
+		t.Run("listed "+strings.Join(env, "="), func(t *testing.T) {
+			clearProxyEnv(t)
+			for i := 0; i < len(env); i += 2 {
+				t.Setenv(env[i], env[i+1])
+			}
 			c := client(t)
 			c.waitLog("NO_PROXY lists the target: connecting to it directly, not through -connect-proxy", nil)
 			checkEcho(t, dial(t, c.addr), "direct")
@@ -270,6 +286,9 @@ func TestNoProxy(t *testing.T) {
 		{"a.test,b.test c.test", "c.test:1", true},
 		{"127.0.0.1", "localhost:1", false},
 		{"127.0.0.1", "127.0.0.2:1", false},
+		{"::ffff:10.0.0.0/104", "10.1.2.3:1", true},
+		{"::ffff:10.0.0.0/104", "11.1.2.3:1", false},
+		{"::ffff:10.0.0.0/104", "[::ffff:10.1.2.3]:1", true},
 	} {
 		if got := noProxy(c.list, c.target); got != c.want {
 			t.Errorf("noProxy(%q, %q) = %v, want %v", c.list, c.target, got, c.want)
@@ -293,6 +312,10 @@ func TestParseConnectProxy(t *testing.T) {
 		{url: "http://alice:s3cret@proxy:3128", env: "bob:x", wantErr: "in one place"},
 		{url: "http://proxy:3128", env: "nocolon", wantErr: "user:password"},
 		{url: "http://alice:s3cret@proxy:3128\x7f", wantErr: "not a URL"},
+		// url.Parse ends the host at the password's '#' or '?'.
+		{url: "http://alice:1234#s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
+		{url: "http://alice:1234?s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
+		{url: "http://alice:1234/s3cret@proxy:3128", wantErr: "percent-encode / # ? in the password"},
 	} {
 		p, err := parseConnectProxy(c.url, c.env)
 		switch {
@@ -362,12 +385,12 @@ func TestConnectProxyExchange(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 Connection established\r\nX-A: b\r\n\r\nearly bytes")
 			io.Copy(c, c)
 		}, nil},
-		{"407", write("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=x\r\nContent-Length: 3\r\n\r\nno\n"), errProxyAuth},
-		{"403", write("HTTP/1.0 403 Forbidden\r\n\r\n"), errProxyForbidden},
-		{"502", write("HTTP/1.1 502 Bad Gateway\r\n\r\n"), errProxyGateway},
-		{"418", write("HTTP/1.1 418 I'm a teapot\r\n\r\n"), errProxyRefused},
-		{"not HTTP", write("SSH-2.0-OpenSSH_9.2\r\n"), errProxyNotHTTP},
-		{"closed", func(net.Conn) {}, errProxyNotHTTP},
+		{"407", write("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=x\r\nContent-Length: 3\r\n\r\nno\n"), errConnectAuth},
+		{"403", write("HTTP/1.0 403 Forbidden\r\n\r\n"), errConnectForbidden},
+		{"502", write("HTTP/1.1 502 Bad Gateway\r\n\r\n"), errConnectGateway},
+		{"418", write("HTTP/1.1 418 I'm a teapot\r\n\r\n"), errConnectRefused},
+		{"not HTTP", write("SSH-2.0-OpenSSH_9.2\r\n"), errConnectNotHTTP},
+		{"closed", func(net.Conn) {}, errConnectNotHTTP},
 		{"endless header", func(c net.Conn) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\n")
 			for range 2 * maxConnectResponse / 16 {
@@ -375,7 +398,7 @@ func TestConnectProxyExchange(t *testing.T) {
 					return
 				}
 			}
-		}, errProxyTooLarge},
+		}, errConnectTooLarge},
 		{"silence", func(c net.Conn) { io.Copy(io.Discard, c) }, context.DeadlineExceeded},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -468,4 +491,39 @@ func FuzzReadConnectResponse(f *testing.F) {
 			t.Fatalf("accepted %q", data)
 		}
 	})
+}
+
+// TestConnectProxyAbortResets checks that a tunnel through the proxy whose
+// answer came with bytes of the target is reset when the forwarding aborts
+// it (abort), as a plain TCP connection is, not closed with a FIN that the
+// server would take for an end of stream.
+func TestConnectProxyAbortResets(t *testing.T) {
+	readErr := make(chan error, 1)
+	addr, reqs := fakeProxy(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\nearly")
+		_, err := io.Copy(io.Discard, c)
+		readErr <- err
+	})
+	p, err := parseConnectProxy("http://"+addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{Timeout: bound}
+	conn, err := p.dial(context.Background(), &d, "127.0.0.1:1")
+	<-reqs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := conn.(*proxiedConn); !ok {
+		t.Fatalf("the tunnel with early bytes is a %T, want a *proxiedConn", conn)
+	}
+	abort(conn)
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the proxy read %v from the aborted tunnel, want a reset (ECONNRESET)", err)
+		}
+	case <-time.After(bound):
+		t.Fatal("the proxy saw no end of the aborted tunnel")
+	}
 }

@@ -89,9 +89,9 @@ type tunnelOptions struct {
 	// networks a PROXY header is read from (nil: none).
 	proxyProtocol   byte
 	acceptProxyFrom []netip.Prefix
-	// proxy is the -connect-proxy of a client, nil when none is given or
-	// NO_PROXY excludes the target (proxyBypassed).
-	proxy         *connectProxy
+	// connectProxy is the -connect-proxy of a client, nil when none is
+	// given or NO_PROXY excludes the target (proxyBypassed).
+	connectProxy  *connectProxy
 	proxyBypassed bool
 	noSandbox     bool
 
@@ -117,7 +117,7 @@ type tunnelFlags struct {
 	// validateProxy sets tunnelOptions.proxyProtocol and acceptProxyFrom.
 	proxyProtocolName, proxyFrom string
 	acceptProxy                  bool
-	connectProxy                 string
+	connectProxyURL              string
 }
 
 // register defines the flags of role r in fset, each stored into f.
@@ -131,7 +131,7 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		fset.StringVar(&o.listen, "listen", "", "`ADDR` to accept plain local connections on (required)")
 		fset.StringVar(&o.target, "target", "", "`ADDR` of the hmacauth server (required)")
 		fset.BoolVar(&f.unsafeListen, "unsafe-listen", false, "allow a -listen that is not on this host (loopback or a Unix socket): whoever reaches it uses the key")
-		fset.StringVar(&f.connectProxy, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
+		fset.StringVar(&f.connectProxyURL, "connect-proxy", "", "reach the server through the HTTP proxy at `URL`, http://[user:password@]host:port, with CONNECT; credentials may come from "+proxyAuthEnv+"=user:password instead; a target that NO_PROXY lists is dialed directly")
 	}
 	fset.StringVar(&o.keyFile, "keys", "", "key `FILE` (required)")
 	fset.StringVar(&f.modeName, "mode", "auth", "least protection after the handshake, `MODE`: auth (authenticate only; data in the clear, no overhead), integrity (MAC on every record) or sealed (encrypted); a connection runs at the stronger of the two sides' modes")
@@ -143,16 +143,16 @@ func (f *tunnelFlags) register(fset *flag.FlagSet, r role) {
 		// per-IP cap is off unless asked for.
 		fset.IntVar(&o.maxPerIP, "max-handshakes-per-ip", 0, "most handshakes in flight from one client IP (for IPv6, one /64); more are closed at once (0: no cap)")
 		fset.StringVar(&f.proxyProtocolName, "proxy-protocol", "", "send the target a PROXY protocol header of `VERSION` v1 or v2 with the client's address before any byte; v2 adds the authenticated key ID as TLV 0xE5 (see README)")
-		fset.BoolVar(&f.acceptProxy, "accept-proxy-protocol", false, "read a PROXY protocol header (v1 or v2) from a TCP load balancer before the handshake, so that the per-IP cap, the logs and -proxy-protocol see the real client; needs -proxy-protocol-from")
+		fset.BoolVar(&f.acceptProxy, "accept-proxy-protocol", false, "read a PROXY protocol header (v1 or v2) from a TCP load balancer before the handshake (within -handshake-timeout), so that the per-IP cap, the logs and -proxy-protocol see the real client; needs -proxy-protocol-from")
 		fset.StringVar(&f.proxyFrom, "proxy-protocol-from", "", "with -accept-proxy-protocol, the `NETWORKS` (CIDR or addresses, comma-separated) of the load balancers trusted to send the header; connections from elsewhere are refused")
 	}
-	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake")
-	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target")
+	fset.DurationVar(&o.handshakeTimeout, "handshake-timeout", hmacauth.DefaultHandshakeTimeout, "bound on one hmacauth handshake; with -accept-proxy-protocol, also on reading the PROXY header before it (a full bound of its own)")
+	fset.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "bound on connecting to -target; with -connect-proxy, on the connection to the proxy and the CONNECT exchange together")
 	fset.DurationVar(&f.keepAlive, "keepalive", 15*time.Second, "TCP keepalive `PERIOD` on both ends; 0 turns keepalives off")
 	fset.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long live connections may run before they are closed")
 	fset.DurationVar(&o.watchKeys, "watch-keys", 0, "also reload the key file when it changes, checking every `PERIOD` (for files replaced by rename and Kubernetes secret volumes); 0: only on SIGHUP")
 	fset.StringVar(&o.status, "status", "", "serve GET /_status (health, JSON; 200 or 503) and GET /metrics (Prometheus) on `ADDR` (host:port or a Unix socket); off by default")
-	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory and a few system files, write nowhere, and connect only to the target's (or proxy's) port")
+	fset.BoolVar(&o.noSandbox, "no-sandbox", false, "do not restrict the process with Landlock (Linux) after start: by default it may read only the key file's directory (and everything below it) and a few system files, write nowhere, and connect over TCP only to the target's (or proxy's) port and, for a host name, port 53; Unix sockets and UDP are not restricted")
 	fset.BoolVar(&o.statusPprof, "status-pprof", false, "also serve Go's profiler, /debug/pprof/, on the -status server (unauthenticated, as the rest of it; off by default)")
 	fset.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT` on standard error: text or json")
 	fset.StringVar(&f.logLevel, "log-level", "info", "least `LEVEL` logged: debug (one line per connection), info, warn or error")
@@ -208,8 +208,8 @@ func (f *tunnelFlags) validate(r role) error {
 	case f.keepAlive < 0:
 		return fmt.Errorf("-keepalive is %v; it must not be negative (0 turns keepalives off)", f.keepAlive)
 	}
-	if f.connectProxy != "" {
-		if err := o.setConnectProxy(f.connectProxy, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
+	if f.connectProxyURL != "" {
+		if err := o.setConnectProxy(f.connectProxyURL, os.Getenv(proxyAuthEnv), noProxyEnv()); err != nil {
 			return fmt.Errorf("-connect-proxy: %w", err)
 		}
 	}

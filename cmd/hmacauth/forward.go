@@ -111,9 +111,10 @@ var errStopped = errors.New("closed by the stop (drain timeout or second signal)
 // record, so that the peer tunnel does not report a cut. It returns the
 // bytes copied each way and the first error.
 //
-// io.Copy lets the kernel splice between the sockets where the mode keeps
-// bytes as they are (hmacauth.Conn implements io.ReaderFrom and
-// io.WriterTo).
+// Each direction is copied by copyStream: small messages with a read and a
+// write, bulk transfers with io.Copy, which lets the kernel splice between
+// the sockets where the mode keeps bytes as they are (hmacauth.Conn
+// implements io.ReaderFrom and io.WriterTo).
 func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error) {
 	// The first error aborts both connections, which also ends the other
 	// direction's copy; at a forced stop the deadlines below do that. It is
@@ -220,7 +221,7 @@ func endStopped(c net.Conn, finished bool) {
 // copyHalf copies src to dst until src ends, then half-closes dst so the
 // peer sees the end of stream too.
 func copyHalf(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
+	n, err := copyStream(dst, src)
 	if err != nil {
 		return n, err
 	}
@@ -228,4 +229,60 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		return n, cw.CloseWrite()
 	}
 	return n, nil
+}
+
+// smallCopyBuffer is the buffer copyStream forwards small messages through;
+// a read that fills it marks a bulk transfer.
+const smallCopyBuffer = 16 << 10
+
+// smallBufPool holds copyStream's buffers, so that a connection does not
+// allocate one per direction.
+var smallBufPool = sync.Pool{New: func() any { return new([smallCopyBuffer]byte) }}
+
+// copyStream copies src to dst until src ends, as io.Copy does (an end of
+// stream is not an error), with a read and a write per message through a
+// pooled buffer until a read fills the buffer, then with io.Copy for the
+// rest of the stream. io.Copy between TCP connections splices: each chunk
+// goes socket -> pipe -> socket, which keeps bulk data out of this process,
+// but it holds a pipe (two file descriptors) per direction for the
+// connection's life and takes three splice calls per message, and
+// request/response traffic such as Redis or PostgreSQL queries is all
+// small messages. With an *hmacauth.Conn, io.Copy is also what moves bulk
+// data in full-size records (see hmacauth.Conn's ReadFrom).
+func copyStream(dst, src net.Conn) (int64, error) {
+	buf := smallBufPool.Get().(*[smallCopyBuffer]byte)
+	// It held the stream's bytes: cleared before another connection takes
+	// it, as the record layer's pooled buffers are.
+	release := func() {
+		if buf != nil {
+			clear(buf[:])
+			smallBufPool.Put(buf)
+			buf = nil
+		}
+	}
+	defer release()
+	var total int64
+	for {
+		n, rerr := src.Read(buf[:])
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			total += int64(m)
+			if werr == nil && m != n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		case n == len(buf):
+			release()
+			m, err := io.Copy(dst, src)
+			return total + m, err
+		}
+	}
 }

@@ -35,8 +35,14 @@ func (t *tunnel) run(sigc <-chan os.Signal) int {
 		}()
 		first := true // the watcher's first load is the file just read at start
 		w := &hmacauth.KeyFileWatcher{Path: t.opts.keyFile, Keyring: t.config.Keyring, Interval: t.opts.watchKeys,
-			Logger:  t.log,
-			OnError: func(err error) { t.keys.loaded("watch", err) },
+			Logger: t.log,
+			OnError: func(err error) {
+				if e := t.keyLoadError(err); e != err { // the watcher's own log cannot say why
+					t.log.Error("key reload failed; keeping the current keys", "err", e.Error())
+					err = e
+				}
+				t.keys.loaded("watch", err)
+			},
 			OnReload: func([]string) {
 				if !first {
 					t.keys.loaded("watch", nil)
@@ -145,6 +151,7 @@ func (t *tunnel) reload() {
 	if err == nil {
 		err = t.config.Keyring.Set(keys...)
 	}
+	err = t.keyLoadError(err)
 	t.keys.loaded("sighup", err)
 	if err != nil {
 		t.log.Error("key reload failed; keeping the current keys", "err", err.Error())

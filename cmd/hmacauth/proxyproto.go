@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -51,6 +52,11 @@ var (
 	errProxyHeader = errors.New("PROXY protocol: no valid PROXY header (v1 or v2) at the start of the connection within -handshake-timeout; check that the load balancer sends one (HAProxy send-proxy or send-proxy-v2, nginx proxy_protocol on)")
 	// errProxySend: the header could not be written to the target.
 	errProxySend = errors.New("PROXY protocol: cannot send the PROXY header to the target")
+	// errProxyHealthCheck: a load balancer's health check, not a client:
+	// a connection closed before its first byte, or closed after a header
+	// with the LOCAL command (v2) or UNKNOWN (v1). Logged at debug, not
+	// counted as a refusal.
+	errProxyHealthCheck = errors.New("PROXY protocol: a load balancer's health check (closed before any byte, or after a LOCAL or UNKNOWN header)")
 )
 
 // Refusal reasons, the "reason" label of proxy_protocol_refused_total.
@@ -89,12 +95,27 @@ func parseNetworks(s string) ([]netip.Prefix, error) {
 			}
 			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
-		out = append(out, p.Masked())
+		if p.Addr().Is4In6() && p.Bits() < 96 {
+			return nil, fmt.Errorf("-proxy-protocol-from: %q mixes IPv4-mapped and other IPv6 addresses; give the IPv4 network itself (::ffff:10.0.0.0/104 is 10.0.0.0/8)", f)
+		}
+		out = append(out, unmapPrefix(p).Masked())
 	}
 	if len(out) == 0 {
 		return nil, errors.New("-proxy-protocol-from lists no network")
 	}
 	return out, nil
+}
+
+// unmapPrefix returns p with an IPv4-mapped IPv6 network
+// (::ffff:10.0.0.0/104) as the IPv4 network it maps (10.0.0.0/8), since
+// the addresses it is matched against are unmapped. A 4-in-6 prefix of
+// fewer than 96 bits, which holds other IPv6 addresses too, is returned
+// as it is.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // validateProxy checks the PROXY protocol flags of role r and sets their
@@ -115,7 +136,9 @@ func (f *tunnelFlags) validateProxy(r role) error {
 	case f.proxyFrom == "":
 		return errors.New("-accept-proxy-protocol needs -proxy-protocol-from: the networks of the load balancers trusted to send the header (anyone else could claim any address)")
 	}
-	if network, _ := parseAddr(o.listen); network != "tcp" {
+	// A socket systemd passes (systemd:NAME) is checked once taken
+	// (tunnel.listen).
+	if network, _ := parseAddr(o.listen); network != "tcp" && network != "systemd" {
 		return errors.New("-accept-proxy-protocol needs a TCP -listen address: the source networks of a Unix socket cannot be checked")
 	}
 	o.acceptProxyFrom, err = parseNetworks(f.proxyFrom)
@@ -170,10 +193,14 @@ type proxyListener struct {
 	log     *slog.Logger
 	slots   chan struct{}
 
-	ready  chan net.Conn // connections whose header was read
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	ready chan net.Conn // connections whose header was read
+	// tempErrs hands a temporary error of the inner Accept (EMFILE) to
+	// Accept, so that the hmacauth.Listener above backs off, counts it
+	// (accept_retries_total) and logs it, as with a plain listener.
+	tempErrs chan error
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	wg       sync.WaitGroup
 
 	untrusted, badHeader atomic.Uint64 // refusals, by reason
 
@@ -183,7 +210,7 @@ type proxyListener struct {
 
 func newProxyListener(inner net.Listener, trusted []netip.Prefix, timeout time.Duration, maxConns int, log *slog.Logger) *proxyListener {
 	l := &proxyListener{inner: inner, trusted: trusted, timeout: timeout, log: log,
-		slots: make(chan struct{}, maxConns), ready: make(chan net.Conn), conns: make(map[net.Conn]struct{})}
+		slots: make(chan struct{}, maxConns), ready: make(chan net.Conn), tempErrs: make(chan error), conns: make(map[net.Conn]struct{})}
 	l.ctx, l.cancel = context.WithCancelCause(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -191,11 +218,14 @@ func newProxyListener(inner net.Listener, trusted []netip.Prefix, timeout time.D
 }
 
 // Accept returns the next connection whose PROXY header was read, a
-// *proxiedConn.
+// *proxiedConn, or a temporary error of the inner listener, which the
+// caller retries after a backoff.
 func (l *proxyListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:
 		return c, nil
+	case err := <-l.tempErrs:
+		return nil, err
 	case <-l.ctx.Done():
 		return nil, context.Cause(l.ctx)
 	}
@@ -218,9 +248,11 @@ func (l *proxyListener) Close() error {
 // Addr returns the inner listener's address.
 func (l *proxyListener) Addr() net.Addr { return l.inner.Addr() }
 
+// acceptLoop accepts connections and starts the reading of their header.
+// A temporary error goes to Accept; the loop waits until it is taken, so
+// that the caller's backoff paces the retries.
 func (l *proxyListener) acceptLoop() {
 	defer l.wg.Done()
-	var backoff time.Duration
 	for {
 		select {
 		case l.slots <- struct{}{}:
@@ -234,16 +266,16 @@ func (l *proxyListener) acceptLoop() {
 				return
 			}
 			if isTemporary(err) {
-				backoff = acceptBackoff(backoff)
-				if sleep(backoff, l.ctx.Done()) {
+				select {
+				case l.tempErrs <- err:
 					continue
+				case <-l.ctx.Done():
+					return
 				}
-				return
 			}
 			l.cancel(fmt.Errorf("accept on %s: %w", l.inner.Addr(), err))
 			return
 		}
-		backoff = 0
 		if !l.isTrusted(c.RemoteAddr()) {
 			<-l.slots
 			l.refuse(c, c.RemoteAddr(), errProxyUntrusted)
@@ -315,12 +347,17 @@ func (l *proxyListener) readHeader(c net.Conn) {
 	}
 }
 
-// refuse closes c, refused for err, and logs and counts it.
+// refuse closes c, refused for err, and logs and counts it; a health
+// check is logged at debug only.
 func (l *proxyListener) refuse(c net.Conn, remote net.Addr, err error) {
 	c.Close()
-	if errors.Is(err, errProxyUntrusted) {
+	switch {
+	case errors.Is(err, errProxyHealthCheck):
+		l.log.Debug("load balancer health check", "remote", remote.String())
+		return
+	case errors.Is(err, errProxyUntrusted):
 		l.untrusted.Add(1)
-	} else {
+	default:
 		l.badHeader.Add(1)
 	}
 	l.log.Info("refused connection before the handshake", "remote", remote.String(), "reason", err.Error())
@@ -329,7 +366,10 @@ func (l *proxyListener) refuse(c net.Conn, remote net.Addr, err error) {
 // readProxyHeader reads the PROXY header at the start of c, within timeout
 // and maxProxyHeader bytes, and returns c with the header's addresses. A
 // header with the LOCAL command (a load balancer's health check) or
-// without addresses keeps c's own.
+// UNKNOWN (v1) keeps c's own addresses; other headers must carry TCP
+// addresses (a v2 header may also name UDP or Unix sockets, which no
+// client of a TCP listener has). A connection closed before its first
+// byte, or after a LOCAL or UNKNOWN header, is errProxyHealthCheck.
 func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -340,17 +380,30 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	}
 	// bufio reads past the header what has arrived (the start of the
 	// ClientHello), which Read hands out first.
-	br := bufio.NewReaderSize(io.LimitReader(c, maxProxyHeader), 256)
+	lr := &io.LimitedReader{R: c, N: maxProxyHeader}
+	br := bufio.NewReaderSize(lr, 256)
 	h, err := proxyproto.Read(br)
-	if err == nil {
-		err = c.SetReadDeadline(time.Time{})
-	}
 	if err != nil {
+		if lr.N == maxProxyHeader && (errors.Is(err, proxyproto.ErrNoProxyProtocol) || errors.Is(err, syscall.ECONNRESET)) {
+			return nil, errProxyHealthCheck
+		}
 		return nil, fmt.Errorf("%w: %w", errProxyHeader, err)
 	}
-	pc := &proxiedConn{TCPConn: tc, remote: c.RemoteAddr(), local: c.LocalAddr()}
-	if h.Command.IsProxy() && h.SourceAddr != nil && h.DestinationAddr != nil {
+	pc := &proxiedConn{TCPConn: tc}
+	switch {
+	case h.Command.IsProxy() && (h.TransportProtocol == proxyproto.TCPv4 || h.TransportProtocol == proxyproto.TCPv6):
 		pc.remote, pc.local = h.SourceAddr, h.DestinationAddr
+	case h.Command.IsLocal(), h.TransportProtocol.IsUnspec():
+		// A health check closes here; a client's bytes follow. Waiting
+		// for the first of them costs nothing: the Listener reads it next.
+		if _, err := br.Peek(1); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return nil, errProxyHealthCheck
+		}
+	default:
+		return nil, fmt.Errorf("%w: the header names a %s connection, not TCP; check the load balancer's configuration", errProxyHeader, transportName(h.TransportProtocol))
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("%w: %w", errProxyHeader, err)
 	}
 	if n := br.Buffered(); n > 0 {
 		pc.early, _ = br.Peek(n)
@@ -358,17 +411,34 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (*proxiedConn, error) {
 	return pc, nil
 }
 
-// proxiedConn is a TCP connection whose PROXY header has been read: it
-// reports the client's addresses from the header and first hands out the
-// bytes read past it. It keeps the *net.TCPConn's methods (CloseWrite,
-// SetLinger, ReadFrom with splice) that the Listener and the forwarding use.
-type proxiedConn struct {
-	*net.TCPConn
-	remote, local net.Addr
-	early         []byte // read past the header; Read returns them first
+// transportName names a PROXY v2 address family and protocol for a
+// refusal.
+func transportName(p proxyproto.AddressFamilyAndProtocol) string {
+	switch {
+	case p.IsUnix() && p.IsStream():
+		return "Unix stream"
+	case p.IsUnix():
+		return "Unix datagram"
+	case p.IsDatagram():
+		return "UDP"
+	}
+	return fmt.Sprintf("0x%02X", byte(p))
 }
 
-// Read reads what came after the header.
+// proxiedConn is a TCP connection some of whose first bytes were read
+// already: past a PROXY header (-accept-proxy-protocol), or past a
+// proxy's answer to CONNECT (-connect-proxy). Read and WriteTo hand those
+// bytes out first. remote and local, when set, are the client's addresses
+// from the PROXY header. It keeps the *net.TCPConn's methods (CloseWrite,
+// SetLinger, ReadFrom with splice) that the Listener and the forwarding
+// use: abort resets it as a plain TCP connection.
+type proxiedConn struct {
+	*net.TCPConn
+	remote, local net.Addr // nil: the TCPConn's
+	early         []byte   // read already; Read returns them first
+}
+
+// Read hands out the bytes read already, then reads the connection.
 func (c *proxiedConn) Read(b []byte) (int, error) {
 	if len(c.early) > 0 {
 		n := copy(b, c.early)
@@ -378,8 +448,8 @@ func (c *proxiedConn) Read(b []byte) (int, error) {
 	return c.TCPConn.Read(b)
 }
 
-// WriteTo copies what came after the header to w, so that io.Copy does not
-// skip the early bytes through the *net.TCPConn's WriteTo.
+// WriteTo copies the bytes read already, then the connection, to w, so
+// that io.Copy does not skip them through the *net.TCPConn's WriteTo.
 func (c *proxiedConn) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	if len(c.early) > 0 {
@@ -393,17 +463,31 @@ func (c *proxiedConn) WriteTo(w io.Writer) (int64, error) {
 	return n + m, err
 }
 
-// RemoteAddr returns the client's address from the PROXY header.
-func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
+// RemoteAddr returns the client's address from the PROXY header, or the
+// connection's own.
+func (c *proxiedConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.TCPConn.RemoteAddr()
+}
 
-// LocalAddr returns the address the client connected to, from the header.
-func (c *proxiedConn) LocalAddr() net.Addr { return c.local }
+// LocalAddr returns the address the client connected to, from the PROXY
+// header, or the connection's own.
+func (c *proxiedConn) LocalAddr() net.Addr {
+	if c.local != nil {
+		return c.local
+	}
+	return c.TCPConn.LocalAddr()
+}
 
 // collector exports the refusals as proxy_protocol_refused_total.
 func (l *proxyListener) collector() prometheus.Collector {
 	return proxyCollector{l}
 }
 
+// proxyCollector is the Prometheus collector of a proxyListener's
+// refusals: it reads its counters at each scrape.
 type proxyCollector struct{ l *proxyListener }
 
 var descProxyRefused = prometheus.NewDesc(metricsNS+"_proxy_protocol_refused_total",

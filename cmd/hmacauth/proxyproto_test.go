@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -416,6 +419,31 @@ func TestAcceptProxyProtocol(t *testing.T) {
 	checkHeader(t, recvHeader(t, headers), 2, src, dst, "pp-key")
 	server.waitLog("connection opened", func(r logRecord) bool { return r.str("remote") == "127.0.0.3:40003" })
 
+	// A 0xE5 TLV from the load balancer is dropped: the target gets the
+	// key this server checked, once.
+	src6 := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 4), Port: 40004}
+	forged := proxyproto.HeaderProxyFromAddrs(2, src6, dst)
+	if err := forged.SetTLVs([]proxyproto.TLV{{Type: tlvKeyID, Value: []byte("forged-key")}}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = hmacDial(t, server.addr, cfg, string(formatHeader(t, forged)))
+	checkEcho(t, c, "with a TLV of the balancer's")
+	checkHeader(t, recvHeader(t, headers), 2, src6, dst, "pp-key")
+
+	// Health checks of the balancer, a connection closed at once and one
+	// closed after a LOCAL header: logged at debug, neither refused nor
+	// counted, by this listener or the handshake's.
+	hc := dial(t, server.addr)
+	hc.Close()
+	local := dial(t, server.addr)
+	localAddr := local.LocalAddr().String()
+	local.Write(formatHeader(t, &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}))
+	local.Close()
+	server.waitLog("load balancer health check", func(r logRecord) bool { return r.str("remote") == localAddr && r.str("level") == "DEBUG" })
+	if rs := server.find("hmacauth: refused connection", func(r logRecord) bool { return r.str("remote") == localAddr }); len(rs) > 0 {
+		t.Errorf("a health check with a LOCAL header was logged as a refusal: %v", rs)
+	}
+
 	// No valid header: refused before the handshake, logged and counted.
 	bad := dial(t, server.addr)
 	checkRefused(t, bad)
@@ -437,6 +465,110 @@ func TestAcceptProxyProtocol(t *testing.T) {
 	m = scrape(t, other.statusAddr())
 	if got := m.value(metricsNS+"_proxy_protocol_refused_total", "reason", reasonProxyUntrusted); got != 1 {
 		t.Errorf("proxy_protocol_refused_total{reason=untrusted} = %v, want 1", got)
+	}
+}
+
+// readHeaderOf sends data, then a half-close if closeAfter, over loopback
+// TCP and runs readProxyHeader on the accepted end; it returns its result
+// and the sending end.
+func readHeaderOf(t *testing.T, data []byte, closeAfter bool) (*proxiedConn, net.Conn, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := dial(t, ln.Addr().String())
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if closeAfter {
+		c.(*net.TCPConn).CloseWrite()
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pc, err := readProxyHeader(s, bound)
+	return pc, c, err
+}
+
+func formatHeader(t *testing.T, h *proxyproto.Header) []byte {
+	t.Helper()
+	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestReadProxyHeader checks what readProxyHeader takes from a header: the
+// TCP addresses of a PROXY header; the balancer's own address with LOCAL
+// (v2) or UNKNOWN (v1); a refusal of a header that names UDP or Unix
+// sockets; a health check for a connection closed before its first byte
+// or right after a LOCAL header.
+func TestReadProxyHeader(t *testing.T) {
+	src := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 40000}
+	dst := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 443}
+	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL}
+	unknown := []byte("PROXY UNKNOWN\r\n")
+	for _, c := range []struct {
+		name       string
+		data       []byte
+		closeAfter bool
+		want       error
+		balancer   bool // RemoteAddr is the sender's own
+	}{
+		{name: "tcp4", data: formatHeader(t, proxyproto.HeaderProxyFromAddrs(2, src, dst))},
+		{name: "local", data: append(formatHeader(t, local), "hello"...), balancer: true},
+		{name: "unknown", data: append(unknown, "hello"...), balancer: true},
+		{name: "udp", data: formatHeader(t, proxyproto.HeaderProxyFromAddrs(2, &net.UDPAddr{IP: src.IP, Port: 1}, &net.UDPAddr{IP: dst.IP, Port: 2})), want: errProxyHeader},
+		{name: "unix", data: formatHeader(t, proxyproto.HeaderProxyFromAddrs(2, &net.UnixAddr{Net: "unix", Name: "/a"}, &net.UnixAddr{Net: "unix", Name: "/b"})), want: errProxyHeader},
+		{name: "unixgram", data: formatHeader(t, proxyproto.HeaderProxyFromAddrs(2, &net.UnixAddr{Net: "unixgram", Name: "/a"}, &net.UnixAddr{Net: "unixgram", Name: "/b"})), want: errProxyHeader},
+		{name: "closed at once", closeAfter: true, want: errProxyHealthCheck},
+		{name: "local then closed", data: formatHeader(t, local), closeAfter: true, want: errProxyHealthCheck},
+		{name: "unknown then closed", data: unknown, closeAfter: true, want: errProxyHealthCheck},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pc, sender, err := readHeaderOf(t, c.data, c.closeAfter)
+			if c.want != nil {
+				if !errors.Is(err, c.want) {
+					t.Fatalf("readProxyHeader: %v, want %v", err, c.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRemote, wantLocal := src.String(), dst.String()
+			if c.balancer {
+				wantRemote, wantLocal = sender.LocalAddr().String(), sender.RemoteAddr().String()
+			}
+			if pc.RemoteAddr().String() != wantRemote || pc.LocalAddr().String() != wantLocal {
+				t.Errorf("addresses %v -> %v, want %v -> %v", pc.RemoteAddr(), pc.LocalAddr(), wantRemote, wantLocal)
+			}
+		})
+	}
+}
+
+// TestParseNetworks checks that an IPv4-mapped network of
+// -proxy-protocol-from matches the IPv4 addresses it maps, as they are
+// matched unmapped, and that one that also holds other IPv6 addresses is
+// refused.
+func TestParseNetworks(t *testing.T) {
+	nets, err := parseNetworks("::ffff:10.0.0.0/104, ::ffff:192.0.2.1, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &proxyListener{trusted: nets}
+	for addr, want := range map[string]bool{"10.1.2.3": true, "11.1.2.3": false, "192.0.2.1": true, "192.0.2.2": false, "fd00::1": true, "::ffff:10.9.9.9": true} {
+		if got := l.isTrusted(&net.TCPAddr{IP: net.ParseIP(addr), Port: 1}); got != want {
+			t.Errorf("%s trusted by %v: %v, want %v", addr, nets, got, want)
+		}
+	}
+	if _, err := parseNetworks("::ffff:0:0/90"); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
+		t.Errorf("parseNetworks(::ffff:0:0/90): %v, want a refusal of the mixed network", err)
 	}
 }
 
@@ -482,6 +614,31 @@ func FuzzReadProxyHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer ln.Close()
+	// Seeds besides testdata/fuzz: each kind of header go-proxyproto
+	// writes, with bytes after it.
+	tcp4 := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
+	tcp6 := &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 2}
+	for _, h := range []*proxyproto.Header{
+		proxyproto.HeaderProxyFromAddrs(1, tcp4, tcp4),
+		proxyproto.HeaderProxyFromAddrs(1, tcp6, tcp6),
+		proxyproto.HeaderProxyFromAddrs(2, tcp4, tcp4),
+		proxyproto.HeaderProxyFromAddrs(2, tcp6, tcp6),
+		proxyproto.HeaderProxyFromAddrs(2, &net.UDPAddr{IP: tcp4.IP, Port: 1}, &net.UDPAddr{IP: tcp4.IP, Port: 1}),
+		proxyproto.HeaderProxyFromAddrs(2, &net.UnixAddr{Net: "unix", Name: "/a"}, &net.UnixAddr{Net: "unix", Name: "/b"}),
+		{Version: 2, Command: proxyproto.LOCAL},
+	} {
+		if h.Version == 2 {
+			h.SetTLVs([]proxyproto.TLV{{Type: tlvKeyID, Value: []byte("forged")}})
+		}
+		b, err := h.Format()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(append(b, "HMAC"...))
+		f.Add(b[:len(b)-1])
+	}
+	f.Add([]byte("PROXY UNKNOWN\r\n"))
+	f.Add([]byte(""))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return
@@ -508,8 +665,8 @@ func FuzzReadProxyHeader(f *testing.F) {
 		defer s.Close()
 		pc, err := readProxyHeader(s, 5*time.Second)
 		if err != nil {
-			if !errors.Is(err, errProxyHeader) {
-				t.Fatalf("refusal %v is not errProxyHeader", err)
+			if !errors.Is(err, errProxyHeader) && !errors.Is(err, errProxyHealthCheck) {
+				t.Fatalf("refusal %v is neither errProxyHeader nor errProxyHealthCheck", err)
 			}
 			return
 		}
@@ -531,4 +688,55 @@ func FuzzReadProxyHeader(f *testing.F) {
 			t.Fatalf("the %d header bytes %q do not parse alone: %v", n, data[:n], err)
 		}
 	})
+}
+
+// emfileListener fails its first n Accepts with EMFILE, as a process out
+// of file descriptors does, then accepts from the TCP listener inside.
+type emfileListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestProxyListenerTemporaryErrors checks that a temporary accept error
+// under -accept-proxy-protocol reaches the hmacauth.Listener, which backs
+// off, counts it (accept_retries_total) and goes on serving.
+func TestProxyListenerTemporaryErrors(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &emfileListener{Listener: inner}
+	flaky.n.Store(2)
+	trusted, _ := parseNetworks("127.0.0.0/8")
+	pl := newProxyListener(flaky, trusted, bound, 4, slog.New(slog.DiscardHandler))
+	k := newKey(t, "emfile")
+	hl, err := hmacauth.NewListener(pl, &hmacauth.Config{Keys: []hmacauth.Key{k}})
+	if err != nil {
+		pl.Close()
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := hl.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, _ := hmacDial(t, inner.Addr().String(), &hmacauth.Config{Keys: []hmacauth.Key{k}}, "PROXY TCP4 192.0.2.1 192.0.2.2 40000 443\r\n")
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("Accept after the temporary errors: %v", err)
+	}
+	if got := hl.Stats().AcceptRetries; got != 2 {
+		t.Errorf("AcceptRetries = %d, want 2 (the EMFILE errors of the inner listener)", got)
+	}
 }

@@ -3,11 +3,15 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -29,8 +33,9 @@ var resolverFiles = []string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.co
 // sandbox restricts the running tunnel with Landlock, unless -no-sandbox:
 // it runs after the listening sockets (tunnel, status) are open, so that
 // the process binds nothing afterwards, and before any connection is
-// served. The process may then read only the key file's directory (the
-// reloads on SIGHUP and -watch-keys read it again), the resolver's files
+// served. The process may then read only the key file's directory and
+// everything below it (Landlock rules cover a whole tree; the reloads on
+// SIGHUP and -watch-keys read it again), the resolver's files
 // when the target or proxy is a host name, and, with -status, its own
 // /proc entries (the process metrics); it may write or create no file, and
 // connect over TCP only to the port it forwards to (the target, or the
@@ -44,10 +49,10 @@ func (t *tunnel) sandbox() {
 		t.testingOnlySandboxProbe()
 		return
 	}
+	defer t.testingOnlySandboxProbe()
 	abi, err := llsys.LandlockGetABIVersion()
 	if err != nil || abi < 1 {
 		t.log.Warn("sandbox not applied: this kernel has no Landlock (Linux 5.13 or later, with landlock in the lsm= boot parameter); running unrestricted", "err", errString(err))
-		t.testingOnlySandboxProbe()
 		return
 	}
 	read, ports := t.sandboxRules()
@@ -60,17 +65,57 @@ func (t *tunnel) sandbox() {
 	}
 	if err := sandboxConfig.Restrict(rules...); err != nil {
 		t.log.Warn("sandbox not applied: Landlock refused the rules; running unrestricted", "abi", abi, "err", err.Error())
-		t.testingOnlySandboxProbe()
 		return
 	}
+	t.sandboxDirs = read.dirs
 	netDesc := "TCP connect only to ports " + joinPorts(ports) + ", no bind"
-	if abi < 4 {
+	switch {
+	case abi < 4:
 		netDesc = "not restricted (Landlock ABI 4 needed)"
+	case len(ports) == 0:
+		netDesc = "no TCP connect, no bind" // a Unix socket target
 	}
 	t.log.Info("sandbox applied (Landlock)", "abi", abi, "read_dirs", read.dirs, "read_files", read.files,
 		"write", "none", "network", netDesc)
-	t.testingOnlySandboxProbe()
+	for _, dir := range read.dirs {
+		if broadSandboxDir(dir) {
+			t.log.Warn("the sandbox lets the process read the key file's directory and everything below it, here "+dir+
+				"; keep the key file in a directory of its own, such as /etc/hmacauth/", "dir", dir)
+		}
+	}
 }
+
+// broadSandboxDir reports whether dir, a directory the sandbox lets the
+// process read with all below it, is one that holds much more than the
+// key file: the root, /etc or the user's home directory.
+func broadSandboxDir(dir string) bool {
+	if dir == "/" || dir == "/etc" {
+		return true
+	}
+	home, err := os.UserHomeDir()
+	return err == nil && filepath.Clean(home) == dir
+}
+
+// keyLoadError returns err, an error loading the key file, with what to
+// do when the sandbox denied the read: the file has moved outside the
+// directories allowed at start (a symlink changed to a new directory,
+// say), which only a restart allows.
+func (t *tunnel) keyLoadError(err error) error {
+	if err == nil || t.sandboxDirs == nil || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	return fmt.Errorf("%w; the sandbox (Landlock) allows reading only %s and below, as the key file's path resolved at start: restart the tunnel, or give -no-sandbox",
+		err, strings.Join(t.sandboxDirs, ", "))
+}
+
+// The variables that name what the sandbox probe of the tests' binary
+// tries (sandbox_probe_linux.go, -tags testingonly): create a file, read
+// one, connect to a TCP address. Other builds do not read them.
+const (
+	testingOnlySandboxProbeFileEnv = "HMACAUTH_TESTING_ONLY_SANDBOX_PROBE_FILE"
+	testingOnlySandboxProbeReadEnv = "HMACAUTH_TESTING_ONLY_SANDBOX_PROBE_READ"
+	testingOnlySandboxProbeDialEnv = "HMACAUTH_TESTING_ONLY_SANDBOX_PROBE_DIAL"
+)
 
 // sandboxPaths are the paths the sandbox lets the process read.
 type sandboxPaths struct{ dirs, files []string }
@@ -96,8 +141,8 @@ func (t *tunnel) sandboxRules() (read sandboxPaths, ports []uint16) {
 		read.files = append(read.files, "/proc/stat")
 	}
 	dialed := t.opts.target
-	if t.opts.proxy != nil {
-		dialed = t.opts.proxy.addr
+	if t.opts.connectProxy != nil {
+		dialed = t.opts.connectProxy.addr
 	}
 	if network, address := parseAddr(dialed); network == "tcp" {
 		host, port, err := net.SplitHostPort(address)
@@ -115,6 +160,8 @@ func (t *tunnel) sandboxRules() (read sandboxPaths, ports []uint16) {
 	return read, slices.Compact(ports)
 }
 
+// joinPorts returns ports as a comma-separated list for the log, "none"
+// for none.
 func joinPorts(ports []uint16) string {
 	if len(ports) == 0 {
 		return "none"
@@ -129,35 +176,10 @@ func joinPorts(ports []uint16) string {
 	return s
 }
 
+// errString returns err's message, "" for nil, for a log attribute.
 func errString(err error) string {
 	if err == nil {
 		return ""
 	}
 	return err.Error()
-}
-
-// The tests' way to see from inside the process what the sandbox allows:
-// once it is in place (or not), the process tries to create the file
-// testingOnlySandboxProbeFileEnv names and to connect to the TCP address
-// testingOnlySandboxProbeDialEnv names, and logs the outcomes.
-const (
-	testingOnlySandboxProbeFileEnv = "HMACAUTH_TESTING_ONLY_SANDBOX_PROBE_FILE"
-	testingOnlySandboxProbeDialEnv = "HMACAUTH_TESTING_ONLY_SANDBOX_PROBE_DIAL"
-)
-
-func (t *tunnel) testingOnlySandboxProbe() {
-	if path := os.Getenv(testingOnlySandboxProbeFileEnv); path != "" {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err == nil {
-			f.Close()
-		}
-		t.log.Info("testing only: sandbox probe", "create", path, "err", errString(err))
-	}
-	if addr := os.Getenv(testingOnlySandboxProbeDialEnv); addr != "" {
-		c, err := net.DialTimeout("tcp", addr, t.opts.connectTimeout)
-		if err == nil {
-			c.Close()
-		}
-		t.log.Info("testing only: sandbox probe", "dial", addr, "err", errString(err))
-	}
 }

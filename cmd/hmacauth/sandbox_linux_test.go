@@ -28,22 +28,26 @@ func landlockABI(t *testing.T) int {
 }
 
 // sandboxProbe has the next tunnel processes of t try, once started, to
-// create a file and to connect to a listening TCP port other than their
-// target's; it returns the file's path and the address.
+// create a file, to read a file outside the key file's directory, and to
+// connect to a listening TCP port other than their target's; it returns
+// the file's path and the address.
 func sandboxProbe(t *testing.T) (file, addr string) {
 	file = filepath.Join(t.TempDir(), "probe") // a directory the test may write
 	addr = startTarget(t, "tcp", "127.0.0.1:0", func(net.Conn) {})
+	readable := writeKeysRawPath(t, filepath.Join(t.TempDir(), "elsewhere"), "not the key file\n")
 	t.Setenv(testingOnlySandboxProbeFileEnv, file)
+	t.Setenv(testingOnlySandboxProbeReadEnv, readable)
 	t.Setenv(testingOnlySandboxProbeDialEnv, addr)
 	return file, addr
 }
 
-// probeResults returns the errors the probe logged: of the create and of
-// the dial.
-func probeResults(p *proc) (create, dial string) {
+// probeResults returns the errors the probe logged: of the create, of the
+// read and of the dial.
+func probeResults(p *proc) (create, read, dial string) {
 	create = errField(p.waitLog("testing only: sandbox probe", func(r logRecord) bool { return r.str("create") != "" }))
+	read = errField(p.waitLog("testing only: sandbox probe", func(r logRecord) bool { return r.str("read") != "" }))
 	dial = errField(p.waitLog("testing only: sandbox probe", func(r logRecord) bool { return r.str("dial") != "" }))
-	return create, dial
+	return create, read, dial
 }
 
 // TestSandbox runs a server under the sandbox (the default): it serves,
@@ -66,7 +70,10 @@ func TestSandbox(t *testing.T) {
 	if dirs, _ := rec["read_dirs"].([]any); !slices.Contains(dirs, any(keyDir)) {
 		t.Errorf("read_dirs %v does not hold the key file's directory %s", rec["read_dirs"], keyDir)
 	}
-	create, dialErr := probeResults(server)
+	create, readErr, dialErr := probeResults(server)
+	if !strings.Contains(readErr, syscall.EACCES.Error()) {
+		t.Errorf("reading a file outside the key file's directory under the sandbox: %q, want %q", readErr, syscall.EACCES.Error())
+	}
 	if !strings.Contains(create, syscall.EACCES.Error()) {
 		t.Errorf("creating %s under the sandbox: %q, want %q", probeFile, create, syscall.EACCES.Error())
 	}
@@ -107,8 +114,8 @@ func TestSandbox(t *testing.T) {
 		probeFile, _ := sandboxProbe(t)
 		p := startTunnel(t, "unsandboxed server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", keysPath, "-no-sandbox")
 		p.waitLog("sandbox off (-no-sandbox)", nil)
-		if create, dial := probeResults(p); create != "" || dial != "" {
-			t.Errorf("without the sandbox the probe failed: create %q, dial %q", create, dial)
+		if create, read, dial := probeResults(p); create != "" || read != "" || dial != "" {
+			t.Errorf("without the sandbox the probe failed: create %q, read %q, dial %q", create, read, dial)
 		}
 		if _, err := os.Stat(probeFile); err != nil {
 			t.Errorf("without the sandbox, %s was not created: %v", probeFile, err)
@@ -133,4 +140,58 @@ func TestSandboxClientProxy(t *testing.T) {
 		t.Errorf("sandbox network %q, want the proxy's port only", rec.str("network"))
 	}
 	checkEcho(t, dial(t, c.addr), "sandboxed, through the proxy")
+}
+
+// TestSandboxKeyFileMoved checks that a reload the sandbox denies, the key
+// file's symlink now leading to a directory outside those allowed at
+// start, is logged with what the sandbox allows and what to do.
+func TestSandboxKeyFileMoved(t *testing.T) {
+	landlockABI(t)
+	linkDir, dataA, dataB := t.TempDir(), t.TempDir(), t.TempDir()
+	k := newKey(t, "moved")
+	writeKeys(t, filepath.Join(dataA, "keys"), k)
+	writeKeys(t, filepath.Join(dataB, "keys"), k)
+	link := filepath.Join(linkDir, "server.keys")
+	if err := os.Symlink(filepath.Join(dataA, "keys"), link); err != nil {
+		t.Fatal(err)
+	}
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", startEcho(t), "-keys", link)
+	server.waitLog("sandbox applied (Landlock)", nil)
+	// The link is replaced by rename, as a deployment tool does.
+	tmp := filepath.Join(linkDir, "tmp.keys")
+	if err := os.Symlink(filepath.Join(dataB, "keys"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	server.signal(syscall.SIGHUP)
+	rec := server.waitLog("key reload failed; keeping the current keys", nil)
+	for _, want := range []string{syscall.EACCES.Error(), "the sandbox (Landlock) allows reading only " + linkDir + ", " + dataA, "restart the tunnel, or give -no-sandbox"} {
+		if !strings.Contains(errField(rec), want) {
+			t.Errorf("reload error %q does not say %q", errField(rec), want)
+		}
+	}
+}
+
+// TestSandboxLogs checks the sandbox's log: a warning when the key file's
+// directory, all of which it may read, is the user's home; no TCP
+// connect at all for a Unix socket target.
+func TestSandboxLogs(t *testing.T) {
+	abi := landlockABI(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	keys := writeKeys(t, filepath.Join(home, "server.keys"), newKey(t, "home"))
+	sock := filepath.Join(shortDir(t), "target.sock")
+	startTarget(t, "unix", sock, echo)
+	server := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", sock, "-keys", keys)
+	rec := server.waitLog("sandbox applied (Landlock)", nil)
+	if want := "no TCP connect, no bind"; abi >= 4 && rec.str("network") != want {
+		t.Errorf("sandbox network %q for a Unix socket target, want %q", rec.str("network"), want)
+	}
+	warn := server.waitLog("the sandbox lets the process read the key file's directory and everything below it, here "+home+
+		"; keep the key file in a directory of its own, such as /etc/hmacauth/", nil)
+	if warn.str("level") != "WARN" {
+		t.Errorf("the warning is logged at %s", warn.str("level"))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 )
@@ -83,9 +84,10 @@ func newStatusServer(t *tunnel, addr string) (*statusServer, error) {
 	if t.opts.statusPprof {
 		// Index also serves the named profiles: /debug/pprof/heap and so on.
 		// A profile or trace of ?seconds=N extends its own write deadline
-		// past the server's WriteTimeout by N.
+		// past the server's WriteTimeout by N. No pprof.Cmdline: the
+		// command line may hold the -connect-proxy password, and the
+		// status port shows no secret (Index answers 404 for it).
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
@@ -134,6 +136,15 @@ func (s *statusServer) checkTarget() (time.Time, error) {
 			// drops it before it is accepted (TCP_DEFER_ACCEPT, Linux);
 			// elsewhere it counts under "other", not "protocol".
 			tc.SetLinger(0)
+		}
+		if v := s.t.opts.proxyProtocol; v != 0 && s.t.role == roleServer {
+			// A target that reads a PROXY header (nginx proxy_protocol)
+			// would log a connection without one as an error: the check
+			// says it is a health check, LOCAL (v2) or UNKNOWN (v1).
+			if b, err := (&proxyproto.Header{Version: v, Command: proxyproto.LOCAL}).Format(); err == nil {
+				c.SetWriteDeadline(time.Now().Add(d.Timeout))
+				c.Write(b)
+			}
 		}
 		c.Close()
 	}

@@ -418,8 +418,34 @@ func TestStatusPprof(t *testing.T) {
 	if code, body := get(t, addr, "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
 		t.Errorf("GET /debug/pprof/profile?seconds=1: %d, %d bytes, want a gzipped profile", code, len(body))
 	}
+	// The command line holds the -connect-proxy password: not served.
+	client := startTunnel(t, "client", "client", "-listen", "127.0.0.1:0", "-target", "127.0.0.1:1", "-keys", keys,
+		"-status", "127.0.0.1:0", "-status-pprof", "-connect-proxy", "http://alice:pprof-s3cret@127.0.0.1:1")
+	if code, body := get(t, client.statusAddr(), "/debug/pprof/cmdline"); code == http.StatusOK || strings.Contains(string(body), "pprof-s3cret") {
+		t.Errorf("GET /debug/pprof/cmdline: %d %q; want no command line (it holds the proxy password)", code, body)
+	}
 	r := runBin(t, "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys, "-status-pprof")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "give -status ADDR too") {
 		t.Errorf("-status-pprof without -status: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestStatusTargetCheckProxyProtocol checks that with -proxy-protocol the
+// target check of /_status sends the target a health check header, LOCAL
+// (v2) or UNKNOWN (v1), which go-proxyproto's reader (as nginx) takes, not
+// a connection without a header.
+func TestStatusTargetCheckProxyProtocol(t *testing.T) {
+	keys := writeKeys(t, filepath.Join(t.TempDir(), "k.keys"), newKey(t, "pp"))
+	for _, v := range []string{"v1", "v2"} {
+		t.Run(v, func(t *testing.T) {
+			target, headers := startHeaderReader(t, "127.0.0.1")
+			p := startTunnel(t, "server", "server", "-listen", "127.0.0.1:0", "-target", target, "-keys", keys,
+				"-status", "127.0.0.1:0", "-proxy-protocol", v)
+			waitStatus(t, p.statusAddr(), http.StatusOK)
+			h := recvHeader(t, headers)
+			if !h.Command.IsLocal() || h.Version != v[1]-'0' {
+				t.Errorf("the target check sent a header of version %d, command %v; want %s LOCAL", h.Version, h.Command, v)
+			}
+		})
 	}
 }

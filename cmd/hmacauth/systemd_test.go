@@ -32,7 +32,7 @@ func activated(t *testing.T, lns []net.Listener, names []string, env []string, a
 	cmd.Path = sh
 	cmd.Args = append([]string{"sh", "-c", `export LISTEN_PID=$$ WATCHDOG_PID=$$; exec "$0" "$@"`, binPath}, args...)
 	for _, ln := range lns {
-		f, err := ln.(*net.TCPListener).File()
+		f, err := ln.(interface{ File() (*os.File, error) }).File()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,6 +296,32 @@ func TestSystemdActivationRefused(t *testing.T) {
 		defer ln.Close()
 		exits(t, activated(t, []net.Listener{ln}, []string{"hmacauth.socket"}, nil, args...), exitFail,
 			`systemd passed no listening socket named \"listen\"`, "FileDescriptorName=listen")
+	})
+	// -accept-proxy-protocol takes a TCP socket systemd passes, and
+	// refuses a Unix one, whose clients' networks cannot be checked.
+	t.Run("accept-proxy-protocol", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ppKeys, cfg := ppKeys(t)
+		pp := []string{"server", "-log-format", "json", "-log-level", "debug", "-listen", "systemd:listen", "-target", startEcho(t), "-keys", ppKeys,
+			"-accept-proxy-protocol", "-proxy-protocol-from", "127.0.0.0/8"}
+		p := startProc(t, "activated server", activated(t, []net.Listener{ln}, []string{"listen"}, nil, pp...))
+		p.waitLog("listening", nil)
+		ln.Close()
+		c, _ := hmacDial(t, ln.Addr().String(), cfg, "PROXY TCP4 127.0.0.9 127.0.0.1 40009 443\r\n")
+		checkEcho(t, c, "through a passed socket behind a balancer")
+		p.waitLog("connection opened", func(r logRecord) bool { return r.str("remote") == "127.0.0.9:40009" })
+
+		ul, err := net.Listen("unix", filepath.Join(shortDir(t), "s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ul.Close()
+		exits(t, activated(t, []net.Listener{ul}, []string{"listen"}, nil, pp...), exitFail,
+			"-listen systemd:listen: the socket systemd passed is unix", "not TCP")
 	})
 	t.Run("target", func(t *testing.T) {
 		exits(t, command("server", "-listen", "127.0.0.1:0", "-target", "systemd:listen", "-keys", keys), exitUsage,

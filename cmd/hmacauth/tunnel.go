@@ -88,6 +88,10 @@ type tunnel struct {
 	// nil without.
 	proxyIn *proxyListener
 
+	// sandboxDirs are the directories the sandbox lets the process read
+	// (Linux); nil when it is not applied.
+	sandboxDirs []string
+
 	activated *activatedSockets // passed by systemd; nil unless an ADDR is systemd:NAME
 	notify    *notifier         // tells systemd the tunnel's state
 
@@ -180,6 +184,11 @@ func (t *tunnel) listen() (net.Listener, error) {
 		return ln, err
 	}
 	if t.opts.acceptProxyFrom != nil {
+		if _, ok := ln.Addr().(*net.TCPAddr); !ok {
+			ln.Close()
+			return nil, fmt.Errorf("-listen %s: the socket systemd passed is %s %s, not TCP, and -accept-proxy-protocol checks the source network of each connection: "+
+				"give the socket unit a host:port ListenStream=", t.opts.listen, ln.Addr().Network(), ln.Addr())
+		}
 		t.proxyIn = newProxyListener(ln, t.opts.acceptProxyFrom, t.opts.handshakeTimeout, t.opts.maxConns, t.log)
 		ln = t.proxyIn
 	}

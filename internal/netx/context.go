@@ -39,6 +39,10 @@ func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Dur
 			// Done just as the time ran out, which left the deadline in
 			// the past.
 			err = TimedOut(os.ErrDeadlineExceeded, timeoutErr, start)
+		} else if !errors.Is(err, timeoutErr) {
+			// The connection refused deadlines, so Interrupt closed it:
+			// its I/O failed with the close, not a deadline.
+			err = fmt.Errorf("%w after %v: %w", timeoutErr, time.Since(start).Round(time.Millisecond), err)
 		}
 		return err
 	}
@@ -55,17 +59,21 @@ func Earliest(a, b time.Time) time.Time {
 var aLongTimeAgo = time.Unix(1, 0)
 
 // Interrupt arranges that ctx being done interrupts conn's pending and
-// future I/O, by moving its deadline into the past. The returned stop
-// undoes the arrangement and reports whether ctx interrupted the I/O; it
-// returns only once an interruption has finished, so the caller may then
-// set deadlines safely.
+// future I/O, by moving its deadline into the past; a conn that refuses
+// deadlines (its SetDeadline fails, as on x/crypto/ssh channels) it closes
+// instead, as crypto/tls does, since nothing else unblocks its I/O. The
+// returned stop undoes the arrangement and reports whether ctx interrupted
+// the I/O; it returns only once an interruption has finished, so the
+// caller may then set deadlines safely.
 func Interrupt(ctx context.Context, conn net.Conn) (stop func() (interrupted bool)) {
 	if ctx.Done() == nil {
 		return func() bool { return false }
 	}
 	done := make(chan struct{})
 	stopFunc := context.AfterFunc(ctx, func() {
-		conn.SetDeadline(aLongTimeAgo)
+		if conn.SetDeadline(aLongTimeAgo) != nil {
+			conn.Close()
+		}
 		close(done)
 	})
 	return func() bool {

@@ -157,3 +157,58 @@ class LoadTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class KeyringTests(unittest.TestCase):
+    """Rotation without a restart, as the Go package's Keyring."""
+
+    def test_rotation(self) -> None:
+        from _support import pair
+
+        old, new = Key("old", bytes(range(32))), Key("new", bytes(range(1, 33)))
+        ring = hmacauth.Keyring([old])
+        server = hmacauth.Context(keyring=ring)
+        with_old, with_new = hmacauth.Context([old]), hmacauth.Context([new])
+        c, s = pair(with_old, server)
+        with c, s:
+            self.assertEqual(s.key_id, "old")
+            with self.assertRaises(hmacauth.AuthFailed):
+                pair(with_new, server)
+            ring.set([old, new])  # servers first
+            c2, s2 = pair(with_new, server)
+            with c2, s2:
+                self.assertEqual(s2.key_id, "new")
+            ring.set([new])
+            with self.assertRaises(hmacauth.AuthFailed):
+                pair(with_old, server)
+            # The connection made before the change keeps its key.
+            c.sendall(b"still here")
+            self.assertEqual(s.recv(100), b"still here")
+        # A client proves the first key of its Keyring.
+        client_ring = hmacauth.Keyring([new, old])
+        c3, s3 = pair(hmacauth.Context(keyring=client_ring), server)
+        with c3, s3:
+            self.assertEqual(c3.key_id, "new")
+
+    def test_empty_and_invalid(self) -> None:
+        from _support import WAIT, listener
+
+        ring = hmacauth.Keyring()
+        self.assertEqual(ring.ids(), [])
+        with listener() as ls:
+            with self.assertRaises(ConfigError) as cm:
+                hmacauth.create_connection(ls.getsockname(), hmacauth.Context(keyring=ring), timeout=WAIT)
+        self.assertIn("Keyring holds no keys", str(cm.exception))
+        ring.set([Key("k", SECRET)])
+        for bad in ([], [Key("k", SECRET), Key("k", SECRET)], [Key("w", bytes(8))]):
+            with self.subTest(bad=len(bad)):
+                with self.assertRaises((ConfigError, WeakKey)):
+                    ring.set(bad)
+                self.assertEqual(ring.ids(), ["k"])
+        self.assertNotIn(SECRET.hex(), repr(ring))
+        self.assertNotIn(SECRET.hex(), repr(hmacauth.Context(keyring=ring)))
+        self.assertIn("'k'", repr(ring))
+        with self.assertRaises(TypeError):
+            pickle.dumps(ring)
+        with self.assertRaises(ConfigError):
+            hmacauth.Context(keyring=[Key("k", SECRET)])  # type: ignore[arg-type]

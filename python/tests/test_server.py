@@ -149,6 +149,114 @@ class ListenerTests(unittest.TestCase):
         with self.assertRaises(OSError):
             t.join_result()
 
+    def _handshake_threads(self, ln: "hmacauth.Listener", n: int) -> list:
+        """Makes n connections one after another and returns the thread
+        that ran each one's handshake."""
+        threads = []
+        cctx = Context([make_key()])
+        for _ in range(n):
+            with hmacauth.create_connection(ln.address, cctx, timeout=WAIT) as c:
+                s, _ = ln.accept(timeout=WAIT)
+                with s:
+                    c.sendall(b"x")
+                    self.assertEqual(recv_exactly(s, 1), b"x")
+            threads.append(self._ran_on.pop())
+        return threads
+
+    def test_handshake_threads_are_reused(self) -> None:
+        # A thread start costs about as much as a handshake: one after
+        # another, the handshakes run on the same thread.
+        self._ran_on: list = []
+        sctx = Context([make_key()], on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            threads = self._handshake_threads(ln, 5)
+        self.assertEqual(len(set(threads)), 1, threads)
+
+    def test_silent_clients_do_not_stall_reused_threads(self) -> None:
+        # With idle handshake threads about, silent clients take them (and
+        # new ones): a good client is still accepted at once.
+        self._ran_on = []
+        # Without a handshake timeout a silent client's handshake never
+        # ends before close: a good client that waited for one would fail
+        # the bounded waits of _handshake_threads.
+        sctx = Context([make_key()], handshake_timeout=None, max_handshakes_per_ip=-1,
+                       on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            self._handshake_threads(ln, 2)
+            silent = [socket.create_connection(ln.address) for _ in range(4)]
+            try:
+                self._handshake_threads(ln, 3)
+            finally:
+                for so in silent:
+                    so.close()
+
+    def test_handshake_threads_bounded_by_max_handshakes(self) -> None:
+        sctx = Context([make_key()], max_handshakes=3, max_handshakes_per_ip=-1, handshake_timeout=WAIT)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            silent = [socket.create_connection(ln.address) for _ in range(6)]
+            try:
+                # No event marks a handshake that started: poll, bounded.
+                deadline = time.monotonic() + WAIT
+                while ln._per_ip.get("127.0.0.1") != 3 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                self.assertEqual(ln._per_ip.get("127.0.0.1"), 3)
+                self.assertEqual(len(ln._workers), 3)
+                self.assertEqual(sum(t.name == "hmacauth-handshake" for t in threading.enumerate()), 3)
+            finally:
+                for so in silent:
+                    so.close()
+
+    def test_at_max_handshakes_threads_new_handshakes_still_run(self) -> None:
+        # One silent client holds one of two slots (and its thread); the
+        # other slot serves one good client after another, never with more
+        # than two threads, and none waits for the silent handshake.
+        self._ran_on = []
+        sctx = Context([make_key()], max_handshakes=2, max_handshakes_per_ip=-1, handshake_timeout=None,
+                       on_handshake=lambda ev: self._ran_on.append(threading.current_thread()))
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            with socket.create_connection(ln.address):
+                deadline = time.monotonic() + WAIT
+                while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                for _ in range(20):
+                    self._handshake_threads(ln, 1)
+                    self.assertLessEqual(len(ln._workers), 2)
+
+    def test_close_ends_every_handshake_thread(self) -> None:
+        # Idle threads and those of handshakes in flight: none outlives close.
+        sctx = Context([make_key()], handshake_timeout=None, max_handshakes_per_ip=-1)
+        ln = hmacauth.create_server(("127.0.0.1", 0), sctx)
+        cctx = Context([make_key()])
+        with hmacauth.create_connection(ln.address, cctx, timeout=WAIT) as c:
+            ln.accept(timeout=WAIT)[0].close()
+        silent = [socket.create_connection(ln.address) for _ in range(3)]
+        deadline = time.monotonic() + WAIT
+        while ln._per_ip.get("127.0.0.1") != 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        workers = list(ln._workers)
+        self.assertGreaterEqual(len(workers), 3)
+        ln.close()
+        self.assertEqual([t for t in workers if t.is_alive()], [])
+        for so in silent:
+            so.settimeout(WAIT)
+            self.assertEqual(so.recv(10), b"")  # closed by the server
+            so.close()
+
+    def test_idle_handshake_threads_exit(self) -> None:
+        sctx = Context([make_key()], max_handshakes_per_ip=-1)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            ln._testing_only_worker_idle = 0.05
+            cctx = Context([make_key()])
+            conns = [hmacauth.create_connection(ln.address, cctx, timeout=WAIT) for _ in range(3)]
+            for c in conns:
+                ln.accept(timeout=WAIT)[0].close()
+                c.close()
+            workers = list(ln._workers)
+            for t in workers:
+                t.join(WAIT)
+            self.assertEqual([t for t in workers if t.is_alive()], [])
+            self.assertEqual(len(ln._workers), 0)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -255,6 +255,82 @@ class Modes(unittest.TestCase):
                 self.assertEqual(s.recv(1), b"x")
 
 
+class CountingSocket(socket.socket):
+    """A socket that counts the calls that switch it between blocking and
+    timeout mode, and its shutdowns: each is a system call that releases
+    the GIL."""
+
+    def __init__(self, raw: socket.socket) -> None:
+        super().__init__(raw.family, raw.type, raw.proto, raw.detach())
+        self.calls: list = []
+
+    def settimeout(self, value):  # type: ignore[no-untyped-def]
+        self.calls.append(("settimeout", value))
+        super().settimeout(value)
+
+    def shutdown(self, how):  # type: ignore[no-untyped-def]
+        self.calls.append(("shutdown", how))
+        super().shutdown(how)
+
+
+@unittest.skipUnless(hasattr(socket, "MSG_DONTWAIT"), "the platform has no MSG_DONTWAIT")
+class BlockingSockets(unittest.TestCase):
+    """On a blocking socket the handshake and close leave the socket in
+    blocking mode (MSG_DONTWAIT and poll instead of timeout mode)."""
+
+    def test_handshake_and_close_make_no_mode_switches(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                cc, sc = ctxs(mode, fs)
+                ls = listener()
+                with ls:
+                    c = CountingSocket(socket.create_connection(ls.getsockname()))
+                    raw, _ = ls.accept()
+                    s = CountingSocket(raw)
+                server = Thread(lambda: sc.wrap_socket(s, server_side=True))
+                conn = cc.wrap_socket(c)
+                sconn = server.join_result()
+                with sconn:
+                    conn.sendall(b"ping")
+                    self.assertEqual(recv_exactly(sconn, 4), b"ping")
+                    conn.close()
+                    self.assertEqual(recv_all(sconn), b"")
+                self.assertIsNone(c.gettimeout() if c.fileno() >= 0 else None)
+                self.assertEqual(c.calls, [] if mode != Mode.AUTH else [("shutdown", socket.SHUT_RD)])
+                self.assertEqual(s.calls, [] if mode != Mode.AUTH else [("shutdown", socket.SHUT_RD)])
+
+    def test_handshake_timeout_on_blocking_sockets(self) -> None:
+        ls = listener()
+        with ls:
+            # A server that never answers, to a client socket without a timeout.
+            raw = socket.create_connection(ls.getsockname())
+            raw.settimeout(None)
+            with self.assertRaises(hmacauth.HandshakeTimeout):
+                Context([make_key()], handshake_timeout=0.2).wrap_socket(raw)
+
+    @needs_crypto
+    def test_close_record_after_a_full_send_buffer(self) -> None:
+        # close() first tries the close record without blocking; with the
+        # send buffer full it waits for room, and the peer still reads every
+        # byte and then a clean end of stream.
+        c, s = pair(*ctxs(Mode.SEALED))
+        with s:
+            c.setblocking(False)
+            sent = 0
+            chunk = b"z" * 65536
+            for _ in range(100000):
+                try:
+                    sent += c.send(chunk)
+                except BlockingIOError:
+                    break
+            else:
+                self.fail("send never would block")
+            c.setblocking(True)  # blocking again: close tries MSG_DONTWAIT first
+            reader = Thread(lambda: recv_all(s))
+            c.close()
+            self.assertEqual(len(reader.join_result()), sent)
+
+
 class Refusals(unittest.TestCase):
     def check_refused(self, client_ctx: Context, server_ctx: Context, server_exc: type, server_msg: str) -> None:
         with self.assertRaises(server_exc) as sm:

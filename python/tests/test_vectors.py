@@ -139,5 +139,22 @@ class RecordVectors(unittest.TestCase):
                     i += 1
 
 
+class HmacTests(unittest.TestCase):
+    def test_hmac256_is_hmac_sha256(self) -> None:
+        # hmac256 is built from hashlib.sha256 (it keeps the GIL); it must
+        # equal the standard library's HMAC for every key length, including
+        # keys longer than SHA-256's 64-byte block, and any split of the message.
+        import hashlib
+        import hmac
+
+        from hmacauth._handshake import hmac256
+
+        for klen in (0, 1, 10, 32, 63, 64, 65, 100, 200):
+            key = hashlib.sha256(b"k%d" % klen).digest() * 7
+            key = key[:klen]
+            for parts in ((b"",), (b"abc",), (b"a", b"", b"bc" * 1500), (bytes(range(256)), b"x", bytes((1,)))):
+                self.assertEqual(hmac256(key, *parts), hmac.new(key, b"".join(parts), "sha256").digest(), (klen, parts))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -18,6 +18,7 @@ from ._context import (
     DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_HANDSHAKES_PER_IP,
     Context,
+    Keyring,
     Mode,
 )
 from ._errors import (
@@ -55,6 +56,7 @@ __all__ = [
     "HmacAuthSocket",
     "IntegrityError",
     "Key",
+    "Keyring",
     "MAX_KEY_FILE_SIZE",
     "MAX_KEY_ID_LEN",
     "MIN_SECRET_LEN",

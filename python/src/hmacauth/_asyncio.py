@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, Union, cast
 
 from ._context import Context, Mode
-from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
+from ._errors import AuthFailed, ConfigError, HandshakeTimeout, HmacAuthError, ProtocolError, quote
 from ._handshake import (
     CLIENT_FINISHED_LEN,
     CLIENT_HELLO_LEN,
@@ -93,7 +93,7 @@ class _AppTransport(asyncio.Transport):
         self._p._tcp.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._p._tcp.get_write_buffer_size()
+        return int(self._p._tcp.get_write_buffer_size())
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "hmacauth":
@@ -103,7 +103,7 @@ class _AppTransport(asyncio.Transport):
         return self._p._tcp.get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._p._app = protocol
+        self._p._app = cast(asyncio.Protocol, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._p._app
@@ -149,12 +149,13 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._peer: Any = None
         self._claimed = ""
         self._caps = caps
+        self._drain_timer: Optional[asyncio.TimerHandle] = None
         self._slot: Optional[str] = None  # the IP whose handshake slot this holds
 
     # -- the handshake ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tcp = transport
+        self._tcp = cast(asyncio.Transport, transport)
         self._peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -166,6 +167,13 @@ class _HmacAuthProtocol(asyncio.Protocol):
         if self._caps is not None:
             from ._server import _ip_key
 
+            self._caps.handshaking.add(self)
+            if self._caps.closed:
+                # Accepted just before the server closed.
+                self._state = "failed"
+                transport.close()
+                self._report(_server_closed())
+                return
             ip = _ip_key(self._peer)
             shed = self._caps.take(ip, self._peer)
             if shed is not None:
@@ -180,17 +188,23 @@ class _HmacAuthProtocol(asyncio.Protocol):
         ctx = self._ctx
         lifetime = ctx.key_share_lifetime
         rand = ctx._testing_only_rand
+        try:
+            keyset = ctx._keyset
+        except ConfigError as e:  # an empty Keyring
+            self._fail(e)
+            return
         if self._server:
             kw: Dict[str, Any] = {"rand": rand} if rand else {}
             self._hs = ServerHandshake(
-                ctx._keyset, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
+                keyset, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
                 shares=ctx._shares if lifetime and ctx.handshake_timeout is not None else None,
                 share_lifetime=lifetime or 0.0, nonces=ctx._nonces, **kw,
             )
             self._state = "ch"
         else:
             kw = {"rand": rand} if rand else {}
-            ks = ctx._keyset.first
+            ks = keyset.first
+            assert ks is not None  # a KeySet is never empty
             self._hs = ClientHandshake(
                 ks, int(ctx.mode), ctx.forward_secrecy, ctx.prefer_chacha20,
                 shares=ctx._shares if lifetime else None, share_lifetime=lifetime or 0.0, **kw,
@@ -220,7 +234,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
                     self._tcp.write_eof()
             except (OSError, RuntimeError):
                 pass
-            asyncio.get_event_loop().call_later(0.5, self._tcp.close)
+            self._drain_timer = asyncio.get_event_loop().call_later(0.5, self._tcp.close)
             if self._tcp_eof:
                 self._tcp.close()
         else:
@@ -229,6 +243,17 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._report(err)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(err)
+
+    def _cancel_handshake(self, err: BaseException) -> None:
+        """Ends a server handshake in flight, or the drain of a refused
+        one, because the server is closing: the connection closes now."""
+        if self._state in ("new", "ch", "cf"):
+            self._cancel_timer()
+            self._state = "failed"
+            self._tcp.close()
+            self._report(err)
+        elif self._state == "refused":
+            self._tcp.close()
 
     def _report(self, err: Optional[BaseException]) -> None:
         if self._on_done is not None:
@@ -305,6 +330,8 @@ class _HmacAuthProtocol(asyncio.Protocol):
 
     def _established(self, res: Result) -> None:
         self._cancel_timer()
+        if self._caps is not None:
+            self._caps.done(self)
         self._res = res
         self._mode = Mode(res.mode)
         if self._mode != Mode.AUTH:
@@ -425,8 +452,13 @@ class _HmacAuthProtocol(asyncio.Protocol):
             err = ProtocolError("the server closed the connection in the middle of its ServerHello")
         self._fail(err)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         self._cancel_timer()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._caps is not None:
+            self._caps.done(self)
         if self._state == "sh":
             if isinstance(exc, ConnectionResetError):
                 self._client_eof_in_handshake()
@@ -499,15 +531,48 @@ class _HmacAuthProtocol(asyncio.Protocol):
         return ConnectionState(self._res, None if self._cleared else bytes(self._res.secret))
 
 
+def _server_closed() -> ConnectionAbortedError:
+    return ConnectionAbortedError("hmacauth: the server was closed during the handshake")
+
+
 class _Caps:
     """The handshakes in flight of one asyncio server, overall and per
-    remote IP: over either cap a new connection is closed at once."""
+    remote IP: over either cap a new connection is closed at once. It also
+    holds the connections that have not yet become authenticated (in a
+    handshake, or refused and being drained), which closing the server
+    ends."""
 
     def __init__(self, ctx: Context) -> None:
         self.total = 0
         self.per_ip: Dict[str, int] = {}
         self.max_total = ctx.max_handshakes
         self.max_per_ip = ctx.max_handshakes_per_ip
+        self.handshaking: Set[_HmacAuthProtocol] = set()
+        self.closed = False
+        self._idle: List["asyncio.Future[None]"] = []
+
+    def done(self, p: "_HmacAuthProtocol") -> None:
+        """p authenticated its client, or its connection is gone."""
+        self.handshaking.discard(p)
+        if not self.handshaking:
+            for f in self._idle:
+                if not f.done():
+                    f.set_result(None)
+            self._idle = []
+
+    def close(self) -> None:
+        """Ends every handshake in flight (reported to on_handshake as
+        ConnectionAbortedError) and every drain of a refused connection."""
+        self.closed = True
+        for p in list(self.handshaking):
+            p._cancel_handshake(_server_closed())
+
+    async def wait_idle(self) -> None:
+        """Returns when the connections close() ended are gone."""
+        if self.handshaking:
+            f: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+            self._idle.append(f)
+            await f
 
     def take(self, ip: str, peer: Any) -> Optional[BaseException]:
         """Takes a slot for a connection from peer, whose per-IP bucket
@@ -547,11 +612,16 @@ async def open_connection(
     gives the ConnectionState (key_id, mode, exporter)."""
     if context is None:
         raise TypeError("open_connection needs an hmacauth Context")
+    ctx = context
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     app = asyncio.StreamReaderProtocol(reader, loop=loop)
     waiter: "asyncio.Future[_AppTransport]" = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: _HmacAuthProtocol(context, False, app, waiter), host, port, **kwds)
+    # host and port are None when kwds has sock=, which the stub's
+    # overloads of create_connection cannot express with Optional.
+    transport, _ = await loop.create_connection(
+        lambda: _HmacAuthProtocol(ctx, False, app, waiter), host, port, **kwds  # type: ignore[arg-type]
+    )
     try:
         app_transport = await waiter
     except BaseException:
@@ -591,4 +661,60 @@ async def start_server(
         app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
         return _HmacAuthProtocol(context, True, app, None, done, caps)  # type: ignore[arg-type]
 
-    return await loop.create_server(factory, host, port, **kwds)
+    srv = await loop.create_server(factory, host, port, **kwds)
+    return _Server(srv, caps)
+
+
+class _Server(asyncio.AbstractServer):
+    """asyncio's Server, whose close() also ends the handshakes in flight
+    (their connections close; each is reported to on_handshake as
+    ConnectionAbortedError) and the drains of refused connections, and
+    whose wait_closed() also waits for those connections to be gone: a
+    closed server leaves no handshake running and no callback to come.
+    Authenticated connections are left to the application, as asyncio's."""
+
+    def __init__(self, srv: asyncio.AbstractServer, caps: _Caps) -> None:
+        self._srv = srv
+        self._caps = caps
+        self._forever: Optional["asyncio.Future[None]"] = None
+
+    def __getattr__(self, name: str) -> Any:
+        # sockets, and what newer Pythons add (close_clients, abort_clients).
+        return getattr(self._srv, name)
+
+    def close(self) -> None:
+        self._srv.close()
+        self._caps.close()
+        if self._forever is not None and not self._forever.done():
+            self._forever.cancel()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._srv.get_loop()
+
+    def is_serving(self) -> bool:
+        return self._srv.is_serving()
+
+    async def start_serving(self) -> None:
+        await self._srv.start_serving()
+
+    async def serve_forever(self) -> None:
+        """As asyncio's: serves until cancelled or closed, then closes."""
+        if self._forever is not None:
+            raise RuntimeError("server %r is already being awaited on serve_forever()" % (self,))
+        if self._caps.closed:
+            raise RuntimeError("server %r is closed" % (self,))
+        await self._srv.start_serving()
+        self._forever = self._srv.get_loop().create_future()
+        try:
+            await self._forever
+        finally:
+            self._forever = None
+            self.close()
+            await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        await self._caps.wait_idle()
+        await self._srv.wait_closed()
+
+    def __repr__(self) -> str:
+        return "<hmacauth asyncio server %r>" % (self._srv,)

@@ -6,15 +6,19 @@ import enum
 import platform
 import socket
 import threading
-from typing import Any, Callable, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from ._errors import ConfigError
 from ._handshake import ClientNonces, KeySet, KeyShares
 from ._keys import Key
 
+if TYPE_CHECKING:
+    from ._socket import HmacAuthSocket
+
 __all__ = [
     "Mode",
     "Context",
+    "Keyring",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_KEY_SHARE_LIFETIME",
     "DEFAULT_MAX_HANDSHAKES",
@@ -72,6 +76,61 @@ def _prefers_chacha() -> bool:
     return not _aes_hw
 
 
+class Keyring:
+    """Keys that can be replaced while Contexts use them, to rotate keys
+    without a restart (Go: Keyring): pass it as Context(keyring=...); one
+    Keyring may serve many Contexts.
+
+    Replacing the keys affects handshakes that start afterwards only: a
+    connection keeps the key it proved, and a handshake in progress finishes
+    with the keys it started with. A client proves the first key; a server
+    accepts any of them. To rotate: set([old, new]) on the servers, then
+    set([new]) on the clients, then set([new]) on the servers.
+
+    Keyring() holds no keys; handshakes with it fail with ConfigError until
+    set succeeds. It is safe for use from several threads; its repr shows
+    key IDs, never secrets.
+    """
+
+    def __init__(self, keys: Iterable[Key] = ()) -> None:
+        self._state: Optional[Tuple[KeySet, List[Key]]] = None
+        keys = list(keys)
+        if keys:
+            self.set(keys)
+
+    def set(self, keys: Iterable[Key]) -> None:
+        """Replaces the keys, as a whole: a handshake uses either all the
+        old keys or all the new ones. If a key is invalid (WeakKey,
+        ConfigError), the list is empty or an ID appears twice, it raises
+        and the Keyring keeps its old keys."""
+        if isinstance(keys, Key):
+            keys = [keys]
+        keys = list(keys)
+        ks = KeySet(keys, "the key list for the Keyring")
+        self._state = (ks, keys)  # one assignment: atomic for other threads
+
+    def keys(self) -> List[Key]:
+        """The keys, the one a client proves first."""
+        st = self._state
+        return list(st[1]) if st is not None else []
+
+    def ids(self) -> List[str]:
+        """The key IDs in order."""
+        return [k.id for k in self.keys()]
+
+    def _keyset(self) -> KeySet:
+        st = self._state
+        if st is None:
+            raise ConfigError("the Keyring holds no keys; fill it with Keyring(keys) or Keyring.set")
+        return st[0]
+
+    def __repr__(self) -> str:
+        return "hmacauth.Keyring(key_ids=%r, secrets redacted)" % (self.ids(),)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth.Keyring is not picklable: it holds secrets")
+
+
 def _seconds(value: Optional[float], default: float, name: str) -> Optional[float]:
     """Go's rule for durations: zero means the default, negative (or None)
     means no bound."""
@@ -91,7 +150,8 @@ class Context:
     package's Config (same names in Python spelling, same defaults).
 
     ``keys``: the shared secrets; a client proves keys[0], a server accepts
-    any. ``mode``: the least protection this side accepts; a connection runs
+    any. ``keyring``: a Keyring that holds the keys instead (keys is then
+    ignored), for rotation without a restart. ``mode``: the least protection this side accepts; a connection runs
     at the stronger of both sides' modes. ``forward_secrecy``: mix an X25519
     exchange into the session keys. ``key_share_lifetime`` (seconds): how
     long one X25519 key pair is reused (0: 1 s; negative: a new one per
@@ -116,9 +176,10 @@ class Context:
 
     def __init__(
         self,
-        keys: Iterable[Key],
+        keys: Iterable[Key] = (),
         mode: Mode = Mode.AUTH,
         *,
+        keyring: Optional[Keyring] = None,
         forward_secrecy: bool = False,
         key_share_lifetime: float = DEFAULT_KEY_SHARE_LIFETIME,
         handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -132,7 +193,10 @@ class Context:
         if isinstance(keys, Key):
             keys = [keys]
         self.keys: List[Key] = list(keys)
-        self._keyset = KeySet(self.keys, "Context keys")
+        if keyring is not None and not isinstance(keyring, Keyring):
+            raise ConfigError("Context keyring is a %s, not an hmacauth.Keyring" % type(keyring).__name__)
+        self.keyring = keyring
+        self._static_keyset = KeySet(self.keys, "Context keys") if keyring is None else None
         try:
             self.mode = Mode(mode)
         except ValueError:
@@ -167,9 +231,17 @@ class Context:
         self._testing_only_update_bytes: Optional[int] = None
         self._testing_only_rand: Optional[Callable[[int], bytes]] = None
 
+    @property
+    def _keyset(self) -> KeySet:
+        """The keys a handshake starting now uses."""
+        if self.keyring is not None:
+            return self.keyring._keyset()
+        assert self._static_keyset is not None
+        return self._static_keyset
+
     def __repr__(self) -> str:
         return "hmacauth.Context(key_ids=%r, mode=%s, forward_secrecy=%r, secrets redacted)" % (
-            [k.id for k in self.keys],
+            self.keyring.ids() if self.keyring is not None else [k.id for k in self.keys],
             self.mode,
             self.forward_secrecy,
         )
@@ -177,7 +249,7 @@ class Context:
     def __reduce__(self):  # type: ignore[no-untyped-def]
         raise TypeError("hmacauth.Context is not picklable: it holds secrets")
 
-    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True) -> Any:
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, do_handshake_on_connect: bool = True) -> "HmacAuthSocket":
         """Runs the handshake on the connected socket sock (unless
         do_handshake_on_connect is false: then call do_handshake()) and
         returns an HmacAuthSocket that takes over sock. On a failed

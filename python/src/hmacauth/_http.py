@@ -28,4 +28,4 @@ class HTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         timeout = self.timeout if self.timeout is not socket._GLOBAL_DEFAULT_TIMEOUT else None  # type: ignore[attr-defined]
-        self.sock = create_connection((self.host, self.port), self.hmacauth_context, timeout, self.source_address)
+        self.sock = create_connection((self.host, self.port), self.hmacauth_context, timeout, getattr(self, "source_address", None))

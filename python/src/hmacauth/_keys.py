@@ -8,7 +8,7 @@ import os
 import secrets
 import stat
 import sys
-from typing import List, Union
+from typing import Dict, List, Union
 
 from ._errors import ConfigError, WeakKey, quote
 
@@ -129,7 +129,7 @@ def parse_keys(data: Union[bytes, str], name: str = "key list") -> List[Key]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     keys: List[Key] = []
-    line_of = {}
+    line_of: Dict[str, int] = {}
     for n, line in enumerate(data.split(b"\n"), 1):
         # As keyfile.go: only the line's first '#' starts a comment, and only
         # at the start of the line or after a blank.

@@ -140,7 +140,7 @@ class RecordCipher:
             return memoryview(pt), False
         if self.kind == "into":
             into = out is not None and len(out) >= n
-            dst = out[:n] if into else scratch[:n]  # type: ignore[index]
+            dst = out[:n] if out is not None and into else scratch[:n]
             try:
                 self.aead.decrypt_into(nonce, rec[HEADER:], rec[:HEADER], dst)
             except self.invalid_tag:
@@ -148,7 +148,7 @@ class RecordCipher:
                 raise
             return dst, into
         into = out is not None and len(out) >= n + 15
-        dst = out if into else scratch  # type: ignore[assignment]
+        dst = out if out is not None and into else scratch
         d = self._gcm(nonce, bytes(rec[HEADER + n :]))
         d.authenticate_additional_data(rec[:HEADER])
         if n:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import io
+import math
+import select
 import socket
 import threading
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 from ._context import Context, Mode
 from ._errors import AuthFailed, HandshakeTimeout, HmacAuthError, ProtocolError, quote
@@ -50,6 +52,14 @@ REFUSE_DRAIN_SECONDS = 0.5
 CLOSE_RECORD_TIMEOUT = 5.0
 
 _CLOSED_BY_PEER = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+# A handshake on a blocking socket does its I/O with MSG_DONTWAIT and waits
+# in poll() for the deadline, where the platform has both (Linux, the BSDs,
+# macOS): the socket stays blocking, instead of being switched to timeout
+# mode and back (an ioctl each time) and then polling before every read and
+# write. Each of those system calls releases the GIL, which a server with a
+# thread per connection pays for in thread switches.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0) if hasattr(select, "poll") else 0
 
 
 def _addr(a: Any) -> str:
@@ -155,7 +165,7 @@ class HmacAuthSocket:
         self._rend = 0
         self._plain: Any = _EMPTY
         self._poff = 0
-        self._rerr: Optional[BaseException] = None
+        self._rerr: Optional[Exception] = None
         self._reset_seen = False
         self._eof = False
         self._read_closed = False
@@ -165,6 +175,7 @@ class HmacAuthSocket:
         self._real_closed = False
         self._io_refs = 0
         self._hs_lock = threading.Lock()
+        self._hs_dontwait = 0
         self._secret_lock = threading.Lock()
         try:
             self._peer = _addr(sock.getpeername())
@@ -182,6 +193,7 @@ class HmacAuthSocket:
                 raise self._hs_err
             ctx = self.context
             user_timeout = self._sock.gettimeout()
+            self._hs_dontwait = _DONTWAIT if user_timeout is None else 0
             limits = [t for t in (ctx.handshake_timeout, user_timeout) if t]
             deadline = time.monotonic() + min(limits) if limits else None
             started = time.monotonic()
@@ -197,10 +209,11 @@ class HmacAuthSocket:
             except BaseException as e:
                 self._hs_failed(e)
                 raise
-            try:
-                self._sock.settimeout(user_timeout)
-            except OSError:
-                pass
+            if not self._hs_dontwait:
+                try:
+                    self._sock.settimeout(user_timeout)
+                except OSError:
+                    pass
             self._setup(res)
 
     def _hs_failed(self, e: BaseException) -> None:
@@ -219,16 +232,55 @@ class HmacAuthSocket:
             raise socket.timeout("handshake deadline passed")
         self._sock.settimeout(left)
 
+    def _hs_wait(self, deadline: Optional[float], events: int) -> None:
+        """Waits (with _hs_dontwait) until the socket is ready for events,
+        raising socket.timeout at the deadline."""
+        ms = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("handshake deadline passed")
+            ms = max(1, math.ceil(left * 1000))
+        p = select.poll()
+        p.register(self._sock.fileno(), events)
+        if not p.poll(ms):
+            raise socket.timeout("handshake deadline passed")
+
+    def _hs_recv_into(self, view: memoryview, deadline: Optional[float], reply: bool) -> int:
+        """One read. A reply (a message the peer sends only after it has
+        read and answered ours) is waited for first: a read that would fail
+        with EAGAIN first would be one more system call."""
+        if not self._hs_dontwait:
+            self._op_timeout(deadline)
+            return self._sock.recv_into(view)
+        if reply:
+            self._hs_wait(deadline, select.POLLIN)
+        while True:
+            try:
+                return self._sock.recv_into(view, 0, self._hs_dontwait)
+            except (BlockingIOError, InterruptedError):
+                self._hs_wait(deadline, select.POLLIN)
+
     def _hs_send(self, data: bytes, deadline: Optional[float], step: str) -> None:
-        self._op_timeout(deadline)
         try:
+            if self._hs_dontwait:
+                mv = memoryview(data)
+                while len(mv):
+                    try:
+                        mv = mv[self._sock.send(mv, self._hs_dontwait) :]
+                    except (BlockingIOError, InterruptedError):
+                        self._hs_wait(deadline, select.POLLOUT)
+                return
+            self._op_timeout(deadline)
             self._sock.sendall(data)
         except socket.timeout:
             raise
         except OSError as e:
             raise type(e)(e.errno, "%s: %s" % (step, e.strerror or e)) from None
 
-    def _hs_read(self, buf: bytearray, deadline: Optional[float], want: Optional[int], name: str) -> int:
+    def _hs_read(
+        self, buf: bytearray, deadline: Optional[float], want: Optional[int], name: str, reply: bool = True
+    ) -> int:
         """Reads exactly len(buf) bytes, checking the header of message type
         want as it arrives (none for want None: the ClientFinished has no
         header). Returns len(buf), or the number read before an end of
@@ -236,9 +288,8 @@ class HmacAuthSocket:
         mv = memoryview(buf)
         n = 0
         while n < len(buf):
-            self._op_timeout(deadline)
             try:
-                m = self._sock.recv_into(mv[n:])
+                m = self._hs_recv_into(mv[n:], deadline, reply and n == 0)
             except _CLOSED_BY_PEER:
                 m = 0
             if m == 0:
@@ -302,7 +353,9 @@ class HmacAuthSocket:
         )
         self._claimed_key_id = ""
         ch = bytearray(CLIENT_HELLO_LEN)
-        n = self._hs_read(ch, deadline, MSG_CLIENT_HELLO, "ClientHello")
+        # The ClientHello is usually there already: the client sends it
+        # right after connecting.
+        n = self._hs_read(ch, deadline, MSG_CLIENT_HELLO, "ClientHello", reply=False)
         if n < CLIENT_HELLO_LEN:
             raise ProtocolError("the client closed the connection after %d bytes, before a whole ClientHello" % n)
         try:
@@ -443,7 +496,7 @@ class HmacAuthSocket:
             self._rstart += total
             if typ == REC_DATA:
                 if len(payload):
-                    return payload
+                    return cast(memoryview, payload)
             elif typ == REC_CLOSE:
                 self._eof = True
                 return None
@@ -484,8 +537,9 @@ class HmacAuthSocket:
                     what = "the connection ended without a close record: the stream was cut (unexpected EOF)"
                 else:
                     what = "the connection ended in the middle of record %d: the stream was cut (unexpected EOF)" % self._opener.d.seq
-                self._rerr = self._opener.integrity(what)
-                raise self._rerr
+                err: Exception = self._opener.integrity(what)
+                self._rerr = err
+                raise err
             self._rend += m
         return n
 
@@ -495,7 +549,7 @@ class HmacAuthSocket:
         while self._pending:
             self._send_buffers(self._pending)
 
-    def _send_buffers(self, bufs: List[Any]) -> None:
+    def _send_buffers(self, bufs: List[Any], flags: int = 0) -> None:
         """Sends every buffer; on an error, what is unsent stays in
         self._pending and goes out first next time."""
         views = [memoryview(b).cast("B") for b in bufs]
@@ -505,9 +559,9 @@ class HmacAuthSocket:
         try:
             while views:
                 if sendmsg is not None:
-                    n = sendmsg(views[:64])
+                    n = sendmsg(views[:64], (), flags)
                 else:
-                    n = self._sock.send(views[0])
+                    n = self._sock.send(views[0], flags)
                 while n:
                     if n >= len(views[0]):
                         n -= len(views[0])
@@ -518,7 +572,7 @@ class HmacAuthSocket:
         except BaseException:
             # The views may point into the sealer's reused buffer, which
             # the next record overwrites: keep a copy of what is unsent.
-            self._pending = [bytes(v) for v in views]
+            self._pending = [memoryview(bytes(v)) for v in views]
             raise
 
     def _check_write(self) -> None:
@@ -590,14 +644,38 @@ class HmacAuthSocket:
 
     # -- closing ---------------------------------------------------------
 
-    def _send_close_record(self) -> None:
-
+    def _send_close_record(self, flags: int = 0) -> None:
+        """Seals the close record and sends it after what is pending; on an
+        error, the unsent rest stays in self._pending."""
         if self._write_closed or self._sealer is None:
             self._write_closed = True
             return
         self._write_closed = True
-        self._flush_pending()
-        self._send_buffers(self._sealer.seal(REC_CLOSE))
+        bufs: List[Any] = list(self._pending)
+        self._pending = []
+        bufs.extend(self._sealer.seal(REC_CLOSE))
+        self._send_buffers(bufs, flags)
+
+    def _close_record_at_close(self) -> None:
+        """Sends the close record from close(). On a blocking socket it
+        first tries one sendmsg with MSG_DONTWAIT, which nearly always takes
+        the 20 bytes; switching the socket to timeout mode instead would
+        cost an ioctl and a poll before the send, each a system call that
+        releases the GIL (costly with a thread per connection). Only if the
+        socket's buffer is full does it wait, up to CLOSE_RECORD_TIMEOUT."""
+        t = self._sock.gettimeout()
+        dontwait = getattr(socket, "MSG_DONTWAIT", 0)
+        if t is None and dontwait:
+            try:
+                self._send_close_record(dontwait)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass  # the unsent rest is in self._pending
+        self._sock.settimeout(CLOSE_RECORD_TIMEOUT if t is None else min(t, CLOSE_RECORD_TIMEOUT) or CLOSE_RECORD_TIMEOUT)
+        if self._write_closed:
+            self._flush_pending()
+        else:
+            self._send_close_record()
 
     def shutdown(self, how: int) -> None:
         """SHUT_WR sends the close record (in the record modes) and shuts
@@ -627,18 +705,20 @@ class HmacAuthSocket:
         if self._res is not None and self._mode != Mode.AUTH and not self._write_closed:
             if self._wlock.acquire(blocking=False):
                 try:
-                    t = self._sock.gettimeout()
-                    self._sock.settimeout(CLOSE_RECORD_TIMEOUT if t is None else min(t, CLOSE_RECORD_TIMEOUT) or CLOSE_RECORD_TIMEOUT)
-                    self._send_close_record()
+                    self._close_record_at_close()
                 except OSError:
                     pass
                 finally:
                     self._wlock.release()
-        try:
-            # Wakes a recv blocked in another thread (close alone does not).
-            self._sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
+        # Wakes a recv blocked in another thread (close alone does not). In
+        # the record modes every read holds _rlock, so without a reader (the
+        # common case: one more system call saved) there is none to wake;
+        # _real_closed, set above, stops one that starts now.
+        if self._res is None or self._mode == Mode.AUTH or self._rlock.locked():
+            try:
+                self._sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
         self._sock.close()
         with self._secret_lock:
             if self._res is not None:
@@ -764,7 +844,7 @@ def create_connection(
     """Connects to address and runs the client handshake: returns an
     authenticated HmacAuthSocket, or raises (AuthFailed, ProtocolError,
     HandshakeTimeout, OSError)."""
-    sock = socket.create_connection(address, timeout, source_address)  # type: ignore[arg-type]
+    sock = socket.create_connection(address, timeout, source_address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
