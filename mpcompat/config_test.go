@@ -8,7 +8,6 @@ import (
 )
 
 func TestConfigErrors(t *testing.T) {
-	t.Parallel()
 	bad := map[string]Config{
 		"empty key":      {},
 		"md5 digest":     {AuthKey: keyA, Digest: DigestMD5},

@@ -15,7 +15,6 @@ import (
 )
 
 func TestGoToGo(t *testing.T) {
-	t.Parallel()
 	for _, d := range []Digest{"", DigestSHA256, DigestSHA384, DigestSHA3_256, DigestSHA3_384} {
 		for _, legacy := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/legacy=%t", d, legacy), func(t *testing.T) {
@@ -45,7 +44,6 @@ func TestGoToGo(t *testing.T) {
 }
 
 func TestPackageListenDial(t *testing.T) {
-	t.Parallel()
 	l, err := Listen("tcp", "127.0.0.1:0", keyA)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +63,6 @@ func TestPackageListenDial(t *testing.T) {
 }
 
 func TestWrongKey(t *testing.T) {
-	t.Parallel()
 	for _, legacy := range []bool{false, true} {
 		t.Run(fmt.Sprintf("legacy=%t", legacy), func(t *testing.T) {
 			l, ev := listen(t, Config{AuthKey: keyA, AllowLegacyMD5: legacy})
@@ -86,7 +83,6 @@ func TestWrongKey(t *testing.T) {
 // TestDigestStrength checks that neither side accepts a digest weaker
 // than its Config.Digest, whichever side asks for it.
 func TestDigestStrength(t *testing.T) {
-	t.Parallel()
 	t.Run("listener stronger", func(t *testing.T) {
 		l, ev := listen(t, Config{AuthKey: keyA, Digest: DigestSHA384})
 		// The client answers {sha384} (not weaker than its sha256), then
@@ -115,7 +111,6 @@ func TestDigestStrength(t *testing.T) {
 // challenge with HMAC-MD5 under the right key, in the raw form of Python
 // 3.11 and in the {md5} form; Python 3.12's own listener accepts both.
 func TestDowngradeRefused(t *testing.T) {
-	t.Parallel()
 	forms := map[string]func(m []byte) []byte{
 		"raw":    func(m []byte) []byte { return hmacMD5(keyA, m) },
 		"prefix": func(m []byte) []byte { return append([]byte("{md5}"), hmacMD5(keyA, m)...) },
@@ -143,7 +138,6 @@ func TestDowngradeRefused(t *testing.T) {
 // TestLegacyClient plays a Python 3.11 client: raw HMAC-MD5 answers and a
 // bare 20-byte challenge.
 func TestLegacyClient(t *testing.T) {
-	t.Parallel()
 	l, ev := listen(t, Config{AuthKey: keyA, AllowLegacyMD5: true})
 	accepted := acceptOne(t, l)
 	p := rawClient(t, l)
@@ -166,7 +160,6 @@ func TestLegacyClient(t *testing.T) {
 
 // TestLegacyServer plays a Python 3.11 listener: a bare 20-byte challenge.
 func TestLegacyServer(t *testing.T) {
-	t.Parallel()
 	m := pattern(20, 3)
 	t.Run("refused", func(t *testing.T) {
 		addr := rawServer(t, func(p rawPeer) {
@@ -214,7 +207,6 @@ func TestLegacyServer(t *testing.T) {
 // TestForeignPeers checks what a dialer and a listener make of peers that
 // do not speak the handshake.
 func TestForeignPeers(t *testing.T) {
-	t.Parallel()
 	servers := map[string]func(p rawPeer){
 		"http":         func(p rawPeer) { p.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")) },
 		"no challenge": func(p rawPeer) { p.send([]byte("#WELCOME#")) },
@@ -299,7 +291,6 @@ func TestHandshakeTimeout(t *testing.T) {
 // ClientHandshake leave a deadline set on the conn as it was: the
 // handshake bounds itself through its context, not the conn's deadlines.
 func TestHandshakeLeavesDeadlines(t *testing.T) {
-	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +327,6 @@ func TestHandshakeLeavesDeadlines(t *testing.T) {
 }
 
 func TestSecretsNotPrinted(t *testing.T) {
-	t.Parallel()
 	var logs bytes.Buffer
 	cfg := Config{AuthKey: keyA, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	l, ev := listen(t, cfg)
@@ -379,7 +369,6 @@ func TestSecretsNotPrinted(t *testing.T) {
 // process-wide set of the dialers' challenges, A accepts the answer and
 // sends its first application message to the server.
 func TestReflectedChallengeRefused(t *testing.T) {
-	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

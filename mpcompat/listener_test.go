@@ -32,7 +32,6 @@ func TestShedPerIP(t *testing.T) {
 }
 
 func TestListenerClose(t *testing.T) {
-	t.Parallel()
 	l, ev := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
 	p := rawClient(t, l)
 	p.recv() // a handshake is in flight

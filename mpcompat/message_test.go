@@ -11,7 +11,6 @@ import (
 )
 
 func TestMessageRoundTrip(t *testing.T) {
-	t.Parallel()
 	var buf bytes.Buffer
 	sizes := []int{0, 1, 255, 256, 16384, 16385, firstChunk - 1, firstChunk, 3*firstChunk + 17}
 	for i, n := range sizes {
@@ -34,7 +33,6 @@ func TestMessageRoundTrip(t *testing.T) {
 }
 
 func TestMessageWireFormat(t *testing.T) {
-	t.Parallel()
 	// struct.pack("!i", 3) + b"abc", as Connection.send_bytes writes it.
 	var buf bytes.Buffer
 	if err := WriteMessage(&buf, []byte("abc")); err != nil {
@@ -65,7 +63,6 @@ func header64(n uint64) []byte {
 }
 
 func TestReadMessage64BitForm(t *testing.T) {
-	t.Parallel()
 	in := append(header64(5), "hello"...)
 	got, err := ReadMessage(bytes.NewReader(in), 5)
 	if err != nil || string(got) != "hello" {
@@ -86,7 +83,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func TestReadMessageTooLarge(t *testing.T) {
-	t.Parallel()
 	cases := []struct {
 		name   string
 		in     []byte
@@ -121,7 +117,6 @@ func TestReadMessageTooLarge(t *testing.T) {
 }
 
 func TestReadMessageMalformed(t *testing.T) {
-	t.Parallel()
 	cases := []struct {
 		name string
 		in   []byte
@@ -148,7 +143,6 @@ func TestReadMessageMalformed(t *testing.T) {
 // TestReadMessageAllocatesAsDataArrives checks that a peer announcing a
 // huge message and sending little cannot make ReadMessage allocate it.
 func TestReadMessageAllocatesAsDataArrives(t *testing.T) {
-	t.Parallel()
 	const announced = 1 << 30
 	in := append(binary.BigEndian.AppendUint32(nil, announced), pattern(3*firstChunk, 1)...)
 	var before, after runtime.MemStats
@@ -169,7 +163,6 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 
 func TestWriteMessageError(t *testing.T) {
-	t.Parallel()
 	if err := WriteMessage(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("err = %v, want io.ErrClosedPipe", err)
 	}
