@@ -1,7 +1,9 @@
 package hmacauth
 
 import (
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,6 +13,7 @@ import (
 // the copy of a used Config is a Config of its own: it dials the
 // original's listener, which a Config refuses of its own dials.
 func TestConfigClone(t *testing.T) {
+	t.Parallel()
 	k := testKey("clone")
 	ring, err := NewKeyring(k)
 	if err != nil {
@@ -61,4 +64,32 @@ func TestConfigClone(t *testing.T) {
 	s := startEcho(t, orig)
 	checkGoodClient(t, startEcho(t, configWith(k)), orig) // orig is used: its keys are derived
 	checkGoodClient(t, s, orig.Clone())
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	good := testKey("a")
+	for name, cfg := range map[string]*Config{
+		"nil":          nil,
+		"no keys":      {},
+		"empty keys":   {Keys: []Key{}},
+		"duplicate ID": {Keys: []Key{good, {ID: "a", Secret: seededBytes("other", 32)}}},
+		"bad ID":       {Keys: []Key{good, {ID: "b c", Secret: good.Secret}}},
+		"weak key":     {Keys: []Key{good, {ID: "weak", Secret: []byte("x")}}},
+	} {
+		_, err := cfg.keySet()
+		if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrWeakKey) {
+			t.Errorf("%s: %v, want ErrConfig or ErrWeakKey", name, err)
+		}
+		if name == "duplicate ID" && !strings.Contains(err.Error(), "twice") {
+			t.Errorf("duplicate ID error %q does not say so", err)
+		}
+		if cfg != nil {
+			// Client and Server report the same error from Handshake.
+			rc, _ := pipeTCP(t)
+			if herr := Client(rc, cfg).Handshake(); !errors.Is(herr, ErrConfig) && !errors.Is(herr, ErrWeakKey) {
+				t.Errorf("%s: Handshake = %v", name, herr)
+			}
+		}
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,10 +125,6 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	return c.hsErr
 }
 
-// errHandshakeTimeout is the cause of the context that
-// Config.HandshakeTimeout ends.
-var errHandshakeTimeout = errors.New("hmacauth: Config.HandshakeTimeout passed")
-
 func (c *Conn) handshake(ctx context.Context) (err error) {
 	start := time.Now()
 	keys, err := c.config.check()
@@ -146,31 +141,10 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		return contextError(ctx)
 	}
 
-	// The timeout and ctx interrupt the handshake's I/O by moving the
-	// connection's deadline into the past, so that the handshake sets no
+	// The timeout and ctx interrupt the handshake's I/O: it sets no
 	// deadline of its own and those the user set stay untouched.
-	if t := c.config.handshakeTimeout(); t > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(ctx, start.Add(t), errHandshakeTimeout)
-		defer cancel()
-	}
-	stop := netx.Interrupt(ctx, c.conn)
-	defer func() {
-		if !stop() {
-			return
-		}
-		if context.Cause(ctx) != errHandshakeTimeout {
-			err = contextError(ctx)
-		} else if err == nil {
-			// Done just as the time ran out, which left the deadline in
-			// the past.
-			err = netx.TimedOut(os.ErrDeadlineExceeded, ErrHandshakeTimeout, start)
-		} else if !errors.Is(err, ErrHandshakeTimeout) {
-			// The connection refused deadlines, so Interrupt closed it:
-			// its I/O failed with the close, not a deadline.
-			err = fmt.Errorf("%w after %v: %w", ErrHandshakeTimeout, time.Since(start).Round(time.Millisecond), err)
-		}
-	}()
+	ctx, finish := netx.Bound(ctx, c.conn, start, c.config.handshakeTimeout(), ErrHandshakeTimeout)
+	defer func() { err = finish(err) }()
 
 	h := &handshake{owner: c.config}
 	// A server holds its key share from the ServerHello until the
@@ -196,10 +170,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		c.res, err = h.runServer(c.conn, keys, p)
 		claimed = c.res.keyID
 	}
-	if err != nil {
-		return netx.TimedOut(err, ErrHandshakeTimeout, start)
-	}
-	return nil
+	return err
 }
 
 // KeyID returns the ID of the key the peer proved, or "" before a

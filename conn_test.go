@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/nettest"
 )
 
 var (
@@ -27,6 +30,7 @@ var (
 )
 
 func TestClientServerHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -59,6 +63,7 @@ func TestClientServerHandshake(t *testing.T) {
 }
 
 func TestLazyHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
@@ -86,6 +91,7 @@ func TestLazyHandshake(t *testing.T) {
 }
 
 func TestStickyHandshakeError(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	wrong := Key{ID: k.ID, Secret: seededBytes("wrong", MinSecretLen)}
 	cc, sc, cerr, serr := handshakePair(t, configWith(wrong), configWith(k))
@@ -251,6 +257,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 // TestEarlyBytes checks that application bytes that arrive in the same
 // segment as the last handshake message are not lost, in both directions.
 func TestEarlyBytes(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	ks := deriveKeySchedule(k)
 
@@ -309,6 +316,7 @@ func TestEarlyBytes(t *testing.T) {
 // TestBulkRightAfterDial writes 8 MiB as soon as Dial returns and checks
 // that the echo returns every byte, then half-closes.
 func TestBulkRightAfterDial(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	s := startEcho(t, cfg)
 	c := dialTest(t, s.Addr(), configWith(cfg.Keys[0]))
@@ -337,6 +345,7 @@ func TestBulkRightAfterDial(t *testing.T) {
 // TestBothSidesSpeakFirst has each side write as soon as its handshake is
 // done, without waiting for the other.
 func TestBothSidesSpeakFirst(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	fromClient := make(chan string, 1)
 	s := startServer(t, cfg, func(c *Conn) {
@@ -360,6 +369,7 @@ func TestBothSidesSpeakFirst(t *testing.T) {
 }
 
 func TestHalfClose(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, sc, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -381,6 +391,7 @@ func TestHalfClose(t *testing.T) {
 }
 
 func TestHalfCloseUnsupported(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	a, b := net.Pipe()
 	defer a.Close()
@@ -417,6 +428,7 @@ func (c *recordingConn) WriteTo(w io.Writer) (int64, error) {
 // underlying connection's ReadFrom and WriteTo (sendfile and splice), and
 // that the bytes arrive intact.
 func TestCopyDelegates(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	crec, srec := &recordingConn{TCPConn: rc}, &recordingConn{TCPConn: rs}
@@ -473,6 +485,7 @@ func TestCopyDelegates(t *testing.T) {
 }
 
 func TestExportKeyingMaterial(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	export := func(c *Conn, label string, ctx []byte) []byte {
 		t.Helper()
@@ -520,6 +533,7 @@ func TestExportKeyingMaterial(t *testing.T) {
 // ExportKeyingMaterial's refusals wrap ErrExport, not ErrConfig, which is
 // about keys and settings, and say what was wrong.
 func TestExportKeyingMaterialErrors(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cc, _, cerr, serr := handshakePair(t, configWith(k), configWith(k))
 	if cerr != nil || serr != nil {
@@ -551,6 +565,7 @@ func TestExportKeyingMaterialErrors(t *testing.T) {
 }
 
 func TestForwardSecrecy(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	for _, tc := range []struct{ client, server, want bool }{
 		{false, false, false},
@@ -578,6 +593,7 @@ func TestForwardSecrecy(t *testing.T) {
 }
 
 func TestUnknownModeRefused(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg := configWith(k)
 	cfg.Mode = ModeSealed + 1
@@ -590,106 +606,10 @@ func TestUnknownModeRefused(t *testing.T) {
 	}
 }
 
-func TestKeyValidation(t *testing.T) {
-	secret := seededBytes("secret", MinSecretLen)
-	for _, tc := range []struct {
-		key  Key
-		want error
-	}{
-		{Key{ID: "ok", Secret: secret}, nil},
-		{Key{ID: strings.Repeat("x", MaxKeyIDLen), Secret: secret}, nil},
-		{Key{ID: "!~", Secret: secret}, nil},
-		{Key{ID: "", Secret: secret}, ErrConfig},
-		{Key{ID: strings.Repeat("x", MaxKeyIDLen+1), Secret: secret}, ErrConfig},
-		{Key{ID: "with space", Secret: secret}, ErrConfig},
-		{Key{ID: "tab\t", Secret: secret}, ErrConfig},
-		{Key{ID: "nul\x00", Secret: secret}, ErrConfig},
-		{Key{ID: "del\x7f", Secret: secret}, ErrConfig},
-		{Key{ID: "é", Secret: secret}, ErrConfig},
-		{Key{ID: "short", Secret: secret[:MinSecretLen-1]}, ErrWeakKey},
-		{Key{ID: "none"}, ErrWeakKey},
-	} {
-		err := tc.key.Validate()
-		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-			t.Errorf("Validate(%q, %d-byte secret) = %v, want %v", tc.key.ID, len(tc.key.Secret), err, tc.want)
-		}
-	}
-	err := Key{ID: "short", Secret: []byte("hunter2")}.Validate()
-	for _, want := range []string{`"short"`, "7-byte", "32", "keygen", "NewKey"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("weak key error %q does not say %q", err, want)
-		}
-	}
-	checkNoSecret(t, err.Error(), []byte("hunter2"))
-}
-
-func TestConfigValidation(t *testing.T) {
-	good := testKey("a")
-	for name, cfg := range map[string]*Config{
-		"nil":          nil,
-		"no keys":      {},
-		"empty keys":   {Keys: []Key{}},
-		"duplicate ID": {Keys: []Key{good, {ID: "a", Secret: seededBytes("other", 32)}}},
-		"bad ID":       {Keys: []Key{good, {ID: "b c", Secret: good.Secret}}},
-		"weak key":     {Keys: []Key{good, {ID: "weak", Secret: []byte("x")}}},
-	} {
-		_, err := cfg.keySet()
-		if !errors.Is(err, ErrConfig) && !errors.Is(err, ErrWeakKey) {
-			t.Errorf("%s: %v, want ErrConfig or ErrWeakKey", name, err)
-		}
-		if name == "duplicate ID" && !strings.Contains(err.Error(), "twice") {
-			t.Errorf("duplicate ID error %q does not say so", err)
-		}
-		if cfg != nil {
-			// Client and Server report the same error from Handshake.
-			rc, _ := pipeTCP(t)
-			if herr := Client(rc, cfg).Handshake(); !errors.Is(herr, ErrConfig) && !errors.Is(herr, ErrWeakKey) {
-				t.Errorf("%s: Handshake = %v", name, herr)
-			}
-		}
-	}
-}
-
-func TestNewKey(t *testing.T) {
-	a, err := NewKey("app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := NewKey("app")
-	if a.ID != "app" || len(a.Secret) != MinSecretLen || a.Validate() != nil {
-		t.Errorf("NewKey = %v", a)
-	}
-	if bytes.Equal(a.Secret, b.Secret) {
-		t.Error("two NewKey calls returned the same secret")
-	}
-	if _, err := NewKey("bad id"); !errors.Is(err, ErrConfig) {
-		t.Errorf("NewKey(bad id) = %v, want ErrConfig", err)
-	}
-}
-
-func TestKeyNeverShowsSecret(t *testing.T) {
-	k := testKey("visible-id")
-	cfg := &Config{Keys: []Key{k}}
-	var outs []string
-	for _, format := range printVerbs {
-		outs = append(outs, fmt.Sprintf(format, k), fmt.Sprintf(format, &k), fmt.Sprintf(format, []Key{k}))
-	}
-	outs = append(outs, fmt.Sprintf("%v %+v", cfg, cfg), fmt.Sprint(k), k.String(), k.GoString())
-	var buf syncBuffer
-	newTextLogger(&buf).Info("key", "key", k, "keys", []Key{k})
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("key", "key", k, "ptr", &k)
-	outs = append(outs, buf.String())
-	for _, out := range outs {
-		checkNoSecret(t, out, k.Secret)
-	}
-	if !strings.Contains(k.String(), "visible-id") || !strings.Contains(buf.String(), "visible-id") {
-		t.Errorf("the key ID should be shown: %q, %q", k.String(), buf.String())
-	}
-}
-
 // TestConcurrentHandshakeCalls runs Handshake from several goroutines at
 // once: one handshake runs, all see its result.
 func TestConcurrentHandshakeCalls(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	rc, rs := pipeTCP(t)
 	cc, sc := Client(rc, configWith(k)), Server(rs, configWith(k))
@@ -714,6 +634,7 @@ func TestConcurrentHandshakeCalls(t *testing.T) {
 // TestCloseDuringHandshake closes a Conn while another goroutine runs its
 // handshake against a silent peer: the handshake must end, with an error.
 func TestCloseDuringHandshake(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg := configWith(k)
 	cfg.HandshakeTimeout = time.Minute
@@ -739,6 +660,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 // ends the stream for the peer, so CloseWrite succeeds over a connection
 // without half-close, and writing is over.
 func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	cfg, scfg := configWith(k), configWith(k)
 	cfg.Mode, scfg.Mode = ModeSealed, ModeSealed
@@ -760,4 +682,192 @@ func TestCloseWriteRecordsWithoutHalfClose(t *testing.T) {
 	if _, err := cc.Write([]byte("x")); err == nil {
 		t.Error("Write after CloseWrite succeeded")
 	}
+}
+
+// TestConnConformance runs the x/net net.Conn conformance suite over real
+// loopback TCP in every mode, including the three subtests crypto/tls
+// fails (PastTimeout, FutureTimeout, ConcurrentMethods): a deadline must
+// leave the connection usable.
+func TestConnConformance(t *testing.T) {
+	t.Parallel()
+	for _, mode := range allModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				cc, sc := connPair(t, pairOptions{mode: mode})
+				return cc, sc, func() { cc.Close(); sc.Close() }, nil
+			})
+		})
+	}
+}
+
+// TestNoVerbPrintsSecret prints every exported type of the package that
+// holds a secret with every fmt verb and with slog, and checks that no key
+// secret, session secret, traffic secret or buffered plaintext shows.
+func TestNoVerbPrintsSecret(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []Mode{ModeAuth, ModeIntegrity, ModeSealed} {
+		for _, fs := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/fs=%t", mode, fs), func(t *testing.T) {
+				k := testKey("visible-id")
+				cfg := &Config{Keys: []Key{k}, Mode: mode, ForwardSecrecy: fs}
+				scfg := &Config{Keys: []Key{k}, Mode: mode, ForwardSecrecy: fs} // one Config refuses its own dial
+				rc, rs := pipeTCP(t)
+				cc, sc := Client(rc, cfg), Server(rs, scfg)
+				checkNoSecret(t, printedEveryWay(cc, sc, cfg), k.Secret)
+
+				if cerr, serr := handshakeBoth(cc, sc); cerr != nil || serr != nil {
+					t.Fatalf("handshake: client %v, server %v", cerr, serr)
+				}
+				// The client reads one byte of a message: in ModeIntegrity
+				// and ModeSealed the rest waits in its buffer, in the clear.
+				plaintext := seededBytes("plaintext", 64)
+				if _, err := sc.Write(plaintext); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := cc.Read(make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				secrets := [][]byte{k.Secret, cc.res.secret, plaintext[1:]}
+				if mode != ModeAuth {
+					secrets = append(secrets, cc.rl.in.secret[:], cc.rl.out.secret[:])
+				}
+				cs := cc.ConnectionState()
+				out := printedEveryWay(cc, sc, cs, &cs, cfg)
+				checkNoSecret(t, out, secrets...)
+				for _, want := range []string{"visible-id", "client", "server", mode.String(), rc.LocalAddr().String()} {
+					if !strings.Contains(fmt.Sprint(cc, sc), want) {
+						t.Errorf("the Conns print as %v, %v: want %q in it", cc, sc, want)
+					}
+				}
+			})
+		}
+	}
+	t.Run("handshake failed", func(t *testing.T) {
+		a, b := testKey("a"), testKey("b")
+		cc, sc, cerr, serr := handshakePair(t, configWith(a), configWith(b))
+		if cerr == nil || serr == nil {
+			t.Fatalf("handshake with different keys: client %v, server %v", cerr, serr)
+		}
+		checkNoSecret(t, printedEveryWay(cc, sc), a.Secret, b.Secret)
+		if !strings.Contains(fmt.Sprint(cc), "handshake failed") {
+			t.Errorf("the Conn prints as %v: want it to say the handshake failed", cc)
+		}
+	})
+	t.Run("others", func(t *testing.T) {
+		a, b := testKey("a"), testKey("b")
+		ring, err := NewKeyring(a, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withRing := &Config{Keyring: ring, ForwardSecrecy: true}
+		withKeys := &Config{Keys: []Key{a, b}}
+		for _, cfg := range []*Config{withRing, withKeys} {
+			if _, err := cfg.check(); err != nil { // derives and caches the keys
+				t.Fatal(err)
+			}
+		}
+		l, err := Listen("tcp", "127.0.0.1:0", withKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		w := &KeyFileWatcher{Path: filepath.Join(t.TempDir(), "keys"), Keyring: ring}
+		d := &Dialer{Config: withRing}
+		var nilConn *Conn
+		var nilConfig *Config
+		out := printedEveryWay(a, &a, []Key{a, b}, ring, withRing, withKeys, l, w, *w, d, *d,
+			nilConn, nilConfig)
+		checkNoSecret(t, out, a.Secret, b.Secret)
+		for _, want := range []string{`"a" "b"`, "hmacauth.Config(nil)", "hmacauth.Conn(nil)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("printed values lack %q:\n%s", want, out)
+			}
+		}
+	})
+}
+
+func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
+	t.Parallel()
+	k := testKey("state-key")
+	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveEcho(l)
+	defer stop()
+	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs := c.ConnectionState()
+	if len(cs.secret) == 0 {
+		t.Fatal("no session secret to look for")
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("state", "cs", cs)
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("state", "cs", cs)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
+		buf.WriteString(fmt.Sprintf(verb, cs))
+	}
+	for _, enc := range secretEncodings(cs.secret) {
+		if strings.Contains(buf.String(), enc) {
+			t.Fatalf("output shows the session secret (as %q):\n%s", enc, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "state-key") {
+		t.Errorf("output lacks the key ID:\n%s", buf.String())
+	}
+}
+
+// Config.HandshakeTimeout ends a handshake on a connection that refuses
+// deadlines, with ErrHandshakeTimeout, on either side, by closing it: the
+// handshake does not hang (nor hold a shared key share) on a silent peer.
+func TestHandshakeTimeoutWithoutDeadlines(t *testing.T) {
+	for _, client := range []bool{false, true} {
+		t.Run(map[bool]string{false: "server", true: "client"}[client], func(t *testing.T) {
+			_, rs := pipeTCP(t) // the other end never writes
+			cfg := &Config{Keys: []Key{testKey("k")}, HandshakeTimeout: 50 * time.Millisecond}
+			raw := &noDeadlineConn{Conn: rs}
+			c := Server(raw, cfg)
+			if client {
+				c = Client(raw, cfg)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Handshake() }()
+			err := waitHandshake(t, done)
+			mustBe(t, err, ErrHandshakeTimeout)
+			t.Logf("handshake error: %v", err)
+		})
+	}
+}
+
+// A cancelled context ends a handshake on a connection that refuses
+// deadlines, with the context's cause.
+func TestHandshakeCancelWithoutDeadlines(t *testing.T) {
+	_, rs := pipeTCP(t)
+	raw := &noDeadlineConn{Conn: rs, reading: make(chan struct{})}
+	c := Server(raw, &Config{Keys: []Key{testKey("k")}, HandshakeTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.HandshakeContext(ctx) }()
+	<-raw.reading
+	cancel()
+	mustBe(t, waitHandshake(t, done), context.Canceled)
+}
+
+// A connection that refuses deadlines still carries a handshake that
+// completes, and then data.
+func TestHandshakeWithoutDeadlines(t *testing.T) {
+	rc, rs := pipeTCP(t)
+	cfg := &Config{Keys: []Key{testKey("k")}, Mode: ModeSealed}
+	cc := Client(&noDeadlineConn{Conn: rc}, cfg)
+	sc := Server(&noDeadlineConn{Conn: rs}, &Config{Keys: cfg.Keys, Mode: ModeSealed})
+	if cerr, serr := handshakeBoth(cc, sc); cerr != nil || serr != nil {
+		t.Fatalf("handshake: client %v, server %v", cerr, serr)
+	}
+	go echo(sc)
+	roundTrip(t, cc, "over a connection without deadlines")
+	cc.Close()
 }

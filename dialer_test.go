@@ -14,6 +14,7 @@ import (
 // case but the silent one must fail at once; HandshakeTimeout is long so
 // that waiting for it would hang the test instead of passing it.
 func TestDialForeignServers(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	validSH := func() []byte {
 		b := make([]byte, serverHelloLen)
@@ -94,6 +95,7 @@ func TestDialSilentServer(t *testing.T) {
 }
 
 func TestErrHandshakeTimeoutIsNetError(t *testing.T) {
+	t.Parallel()
 	var ne net.Error
 	if !errors.As(ErrHandshakeTimeout, &ne) || !ne.Timeout() {
 		t.Fatal("ErrHandshakeTimeout is not a net.Error with Timeout() true")
@@ -118,6 +120,7 @@ func startSilentServer(t *testing.T) (net.Addr, <-chan struct{}) {
 }
 
 func TestDialContextCancel(t *testing.T) {
+	t.Parallel()
 	addr, hello := startSilentServer(t)
 	cause := errors.New("the user gave up")
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -198,6 +201,7 @@ func TestDialTimeouts(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
+	t.Parallel()
 	// A port nobody listens on: take one and free it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -224,6 +228,7 @@ func TestDialErrors(t *testing.T) {
 // TestDialerProvesFirstKey checks that a client with several keys proves
 // Keys[0].
 func TestDialerProvesFirstKey(t *testing.T) {
+	t.Parallel()
 	a, b := testKey("a"), testKey("b")
 	cfg, _ := newTestConfig(a, b)
 	s := startEcho(t, cfg)
@@ -240,6 +245,7 @@ func TestDialerProvesFirstKey(t *testing.T) {
 // TestTruncatedServerHello has a server send every proper prefix of a
 // ServerHello, then close: the client must refuse each, never hang.
 func TestTruncatedServerHello(t *testing.T) {
+	t.Parallel()
 	sh := fuzzPlain.sh()
 	prefix := make(chan int, 1)
 	addr := startRawServer(t, func(c net.Conn) {

@@ -38,7 +38,9 @@ type fuzzFixture struct {
 }
 
 func (x *fuzzFixture) ch() []byte { return x.client.ch() }
+
 func (x *fuzzFixture) sh() []byte { return x.client.sh() }
+
 func (x *fuzzFixture) cf() []byte { return x.client.cf() }
 
 func fixture(fs bool) *fuzzFixture {
@@ -402,6 +404,7 @@ func marshalSeed(vals []any) []byte {
 // for byte: a protocol change that makes the valid messages stale fails
 // here. Run with -update-fuzz-seeds to rewrite them.
 func TestFuzzSeeds(t *testing.T) {
+	t.Parallel()
 	for target, seeds := range fuzzSeeds(t) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		if *updateFuzzSeeds {
@@ -432,4 +435,86 @@ func TestFuzzSeeds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzRecordRead feeds arbitrary bytes to the server's record reader. It
+// must never panic, never buffer more than one maximum record, and end in
+// io.EOF (a close record), ErrIntegrity or ErrProtocol.
+func FuzzRecordRead(f *testing.F) {
+	for _, mode := range []byte{0, 1, 2, 3, 1 | 4<<2, 16 << 2} {
+		m, chacha, _ := fuzzModeByte(mode)
+		f.Add(append([]byte{mode}, sealRecords(m, chacha, 0, true, []byte("hello"), []byte("world"))...))
+		f.Add(append([]byte{mode}, sealRecords(m, chacha, 5, true, []byte("key"), []byte("update"), []byte("!"))...))
+		f.Add(append([]byte{mode}, sealRecords(m, chacha, 0, false, bytes.Repeat([]byte("x"), 3000))...))
+	}
+	f.Add([]byte{1, recordData, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		mode, chacha, chunk := fuzzModeByte(in[0])
+		mc := &memConn{r: bytes.NewReader(in[1:]), chunk: chunk}
+		c := recordConn(mc, mode, chacha, false)
+		buf := make([]byte, 1000)
+		total := 0
+		var err error
+		for i := 0; i <= len(in); i++ { // each Read consumes at least a byte
+			var n int
+			n, err = c.Read(buf)
+			total += n
+			if err != nil {
+				break
+			}
+		}
+		if err != io.EOF && !errors.Is(err, ErrIntegrity) && !errors.Is(err, ErrProtocol) {
+			t.Fatalf("Read ended with %v", err)
+		}
+		if total > len(in) {
+			t.Fatalf("delivered %d bytes from %d", total, len(in))
+		}
+		if len(c.rl.in.buf) > recordOverhead+maxRecordPayload {
+			t.Fatalf("read buffer grew to %d bytes", len(c.rl.in.buf))
+		}
+	})
+}
+
+// FuzzRecordRoundTrip checks that whatever is written, in any split and
+// record size, is read back intact, with key updates on the way.
+func FuzzRecordRoundTrip(f *testing.F) {
+	f.Add(byte(0), uint16(1), uint16(7), []byte("hello, world"))
+	f.Add(byte(1), uint16(100), uint16(0), bytes.Repeat([]byte{0}, 5000))
+	f.Add(byte(3), uint16(1), uint16(1), []byte("ab"))
+	f.Fuzz(func(t *testing.T, mb byte, recordSize, updateAt uint16, data []byte) {
+		mode, chacha, chunk := fuzzModeByte(mb)
+		wc := &memConn{}
+		w := recordConn(wc, mode, chacha, true)
+		w.rl.testingOnlyRecordSize = max(int(recordSize), 1)
+		if updateAt > 0 {
+			w.rl.testingOnlyKeyUpdateBytes = uint64(updateAt)
+		}
+		if n, err := w.Write(data); n != len(data) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		if err := w.rl.shutdown(time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		rc := &memConn{r: bytes.NewReader(wc.w.Bytes()), chunk: chunk}
+		r := recordConn(rc, mode, chacha, false)
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back %d bytes, %v; want %d bytes", len(got), err, len(data))
+		}
+		if r.rl.in.gen != w.rl.out.gen {
+			t.Fatalf("reader at key generation %d, writer at %d", r.rl.in.gen, w.rl.out.gen)
+		}
+	})
+}
+
+// fuzzModeByte decodes the first input byte: mode, AEAD, read chunk size.
+func fuzzModeByte(b byte) (mode Mode, chacha bool, chunk int) {
+	mode = ModeIntegrity
+	if b&1 != 0 {
+		mode = ModeSealed
+	}
+	return mode, b&2 != 0, int(b >> 2) // chunk 0: as much as fits
 }

@@ -155,6 +155,7 @@ func TestProbesSeeTheSame(t *testing.T) {
 // ClientHello followed by silence would keep it, and the sessions made
 // with it, past its lifetime without bound (PROTOCOL.md 7.3).
 func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	for _, tc := range []struct {
 		name    string
@@ -191,6 +192,7 @@ func TestUnboundedHandshakeOwnKeyShare(t *testing.T) {
 // A ServerHello with a mode the client does not know is refused with a
 // message that says so, not one about the client's least mode.
 func TestServerHelloUnknownMode(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	keys, err := configWith(k).check()
 	if err != nil {
@@ -214,6 +216,7 @@ func TestServerHelloUnknownMode(t *testing.T) {
 // the same ClientHello is answered again (it cannot finish without the
 // key).
 func TestReplayInFlightRefused(t *testing.T) {
+	t.Parallel()
 	cfg, ev := newTestConfig()
 	cfg.HandshakeTimeout = time.Minute
 	s := startEngineEcho(t, cfg)
@@ -302,3 +305,218 @@ func TestReadMessage(t *testing.T) {
 }
 
 var errClosedEarly = errors.New("closed early")
+
+// TestServerHelloErrorPrecedence checks the order in which a client checks
+// a ServerHello (PROTOCOL.md 7.1): the header first (ErrProtocol even when
+// the MAC is wrong too), then the MAC (ErrAuthFailed even when mode or flags
+// are wrong too), then mode and flags (ErrProtocol), including the refusal
+// of a ServerHello without the ChaCha20-Poly1305 bit the client asked for.
+func TestServerHelloErrorPrecedence(t *testing.T) {
+	t.Parallel()
+	sched := deriveKeySchedule(protoKey())
+	cases := []struct {
+		name             string
+		chacha           bool // the client has no AES hardware
+		typ, mode, flags byte
+		badMAC           bool
+		want             error
+	}{
+		{"wrong type and wrong MAC", false, msgClientFinished, 0, 0, true, ErrProtocol},
+		{"unknown flag and wrong MAC", false, msgServerHello, 0, 0x04, true, ErrAuthFailed},
+		{"unknown mode and wrong MAC", false, msgServerHello, 3, 0, true, ErrAuthFailed},
+		{"unknown flag", false, msgServerHello, 0, 0x04, false, ErrProtocol},
+		{"unknown mode", false, msgServerHello, 3, 0, false, ErrProtocol},
+		{"ChaCha20 asked, not granted", true, msgServerHello, 0, 0, false, ErrProtocol},
+		{"ChaCha20 asked, not granted, wrong MAC", true, msgServerHello, 0, 0, true, ErrAuthFailed},
+		{"ChaCha20 asked and granted", true, msgServerHello, 0, flagChaCha20, false, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Keys: []Key{protoKey()}}
+			rc, rs := pipeTCP(t)
+			c := Client(rc, cfg)
+			c.testingOnlyNoAES = tc.chacha
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				ch := make([]byte, clientHelloLen)
+				if _, err := io.ReadFull(rs, ch); err != nil {
+					return
+				}
+				rs.Write(rawServerHello(sched, ch, tc.typ, tc.mode, tc.flags, tc.badMAC))
+				io.Copy(io.Discard, rs) // until the client closes
+			}()
+			c.SetDeadline(time.Now().Add(time.Minute)) // a bound, not a synchronisation
+			err := c.Handshake()
+			rc.Close()
+			<-done
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("handshake: %v", err)
+				}
+				return
+			}
+			mustBe(t, err, tc.want)
+		})
+	}
+}
+
+// TestClientHelloErrorPrecedence checks that a server parses a ClientHello
+// before it checks the MAC (PROTOCOL.md 7.2): a malformed ClientHello is
+// ErrProtocol even when its MAC is wrong or its key ID unknown.
+func TestClientHelloErrorPrecedence(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{Keys: []Key{protoKey()}}
+	for _, tc := range []struct {
+		name string
+		edit func(ch []byte)
+		want error
+	}{
+		{"unknown mode and wrong MAC", func(ch []byte) { ch[headerLen] = 3 }, ErrProtocol},
+		{"unknown mode and unknown key ID", func(ch []byte) { ch[headerLen] = 3; ch[headerLen+3] = 'X' }, ErrProtocol},
+		{"bad key ID length and wrong MAC", func(ch []byte) { ch[headerLen+2] = 0 }, ErrProtocol},
+		{"wrong MAC", func(ch []byte) { ch[clientHelloLen-1] ^= 1 }, ErrAuthFailed},
+		{"unknown flags (ignored) and wrong MAC", func(ch []byte) { ch[headerLen+1] = 0xfc }, ErrAuthFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := rawPeer(t, false, cfg, func(raw *net.TCPConn) {
+				ch := validClientHello(protoKey(), tc.name)
+				tc.edit(ch)
+				raw.Write(ch)
+				io.Copy(io.Discard, raw)
+			})
+			mustBe(t, err, tc.want)
+		})
+	}
+}
+
+// TestClientFinishedErrorPrecedence checks the order in which a server
+// checks a ClientFinished (PROTOCOL.md 7.2): the type first (ErrProtocol
+// even with a wrong MAC), then the MAC (ErrAuthFailed even with a share
+// that must be zeros), then the share (ErrProtocol).
+func TestClientFinishedErrorPrecedence(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{Keys: []Key{protoKey()}}
+	sched := deriveKeySchedule(protoKey())
+	for _, tc := range []struct {
+		name   string
+		typ    byte
+		share  byte // the first byte of the share; without forward secrecy it must be 0
+		badMAC bool
+		want   error
+	}{
+		{"wrong type and wrong MAC", msgServerHello, 0, true, ErrProtocol},
+		{"share without forward secrecy and wrong MAC", msgClientFinished, 9, true, ErrAuthFailed},
+		{"share without forward secrecy", msgClientFinished, 9, false, ErrProtocol},
+		{"wrong MAC", msgClientFinished, 0, true, ErrAuthFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := rawPeer(t, false, cfg, func(raw *net.TCPConn) {
+				h := &handshake{}
+				if err := h.writeClientHello(sched, hsParams{}); err != nil {
+					t.Error(err)
+					return
+				}
+				raw.Write(h.ch())
+				if _, err := io.ReadFull(raw, h.sh()); err != nil {
+					t.Errorf("reading the ServerHello: %v", err)
+					return
+				}
+				cf := h.cf()
+				cf[0], cf[1] = tc.typ, tc.share
+				mac(cf[:1+shareLen], &sched.clientFin, h.ch(), h.sh(), cf[:1+shareLen])
+				if tc.badMAC {
+					cf[clientFinishedLen-1] ^= 1
+				}
+				raw.Write(cf)
+				io.Copy(io.Discard, raw)
+			})
+			mustBe(t, err, tc.want)
+		})
+	}
+}
+
+// TestMITMReflection sends the client's own first record back to it: the
+// client must refuse it, since each direction has its own keys.
+func TestMITMReflection(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []Mode{ModeIntegrity, ModeSealed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			m := &mitm{rec: func(m *mitm, dir, i int, rec []byte) ([][]byte, bool) {
+				if dir == c2s && i == 0 {
+					m.send(s2c, rec)
+				}
+				return [][]byte{rec}, false
+			}}
+			c, s := connPair(t, pairOptions{mode: mode, through: func(t testing.TB, a string) string { return startMITM(t, a, m) }})
+			defer c.Close()
+			defer s.Close()
+			if _, err := c.Write([]byte("reflect me")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+			n, err := c.Read(make([]byte, 64))
+			if n != 0 || !errors.Is(err, ErrIntegrity) {
+				t.Fatalf("client Read = %d, %v; want 0, ErrIntegrity", n, err)
+			}
+		})
+	}
+}
+
+// TestMITMDowngrade rewrites the mode or flags byte of the ClientHello or
+// the ServerHello: the handshake must fail, never yield a weaker connection.
+func TestMITMDowngrade(t *testing.T) {
+	t.Parallel()
+	const modeOff, flagsOff = headerLen, headerLen + 1
+	cases := []struct {
+		name    string
+		dir     int
+		off     int
+		val     byte
+		client  pairOptions
+		clientM Mode
+	}{
+		{"ClientHello mode sealed to auth", c2s, modeOff, byte(ModeAuth), pairOptions{mode: ModeSealed}, ModeSealed},
+		{"ClientHello mode integrity to auth", c2s, modeOff, byte(ModeAuth), pairOptions{mode: ModeIntegrity}, ModeIntegrity},
+		{"ClientHello drops forward secrecy", c2s, flagsOff, 0, pairOptions{mode: ModeSealed, fs: true}, ModeSealed},
+		{"ClientHello drops ChaCha20", c2s, flagsOff, 0, pairOptions{mode: ModeSealed, chacha: true}, ModeSealed},
+		{"ServerHello mode sealed to auth", s2c, modeOff, byte(ModeAuth), pairOptions{mode: ModeSealed}, ModeSealed},
+		{"ServerHello mode sealed to integrity", s2c, modeOff, byte(ModeIntegrity), pairOptions{mode: ModeSealed}, ModeSealed},
+		{"ServerHello drops forward secrecy", s2c, flagsOff, 0, pairOptions{mode: ModeSealed, fs: true}, ModeSealed},
+		{"ServerHello sets ChaCha20", s2c, flagsOff, flagChaCha20, pairOptions{mode: ModeSealed}, ModeSealed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rewritten := false
+			m := &mitm{hs: func(dir int, msg []byte) {
+				if dir == tc.dir && len(msg) > tc.off {
+					if msg[tc.off] != tc.val {
+						rewritten = true
+					}
+					msg[tc.off] = tc.val
+				}
+			}}
+			o := tc.client
+			o.through = func(t testing.TB, a string) string { return startMITM(t, a, m) }
+			c, s, cerr, serr := connPairErr(t, o)
+			if c != nil {
+				c.Close()
+			}
+			if s != nil {
+				s.Close()
+			}
+			if !rewritten {
+				t.Fatal("the proxy did not change the byte: the test would prove nothing")
+			}
+			if cerr == nil {
+				t.Fatalf("client handshake succeeded after a rewrite (mode %v); server: %v", c.ConnectionState().Mode, serr)
+			}
+			if !errors.Is(cerr, ErrAuthFailed) {
+				t.Errorf("client error %v, want ErrAuthFailed", cerr)
+			}
+			if serr == nil && tc.dir == c2s {
+				t.Errorf("server accepted a rewritten ClientHello")
+			}
+		})
+	}
+}

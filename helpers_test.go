@@ -535,3 +535,386 @@ func serveConns(l net.Listener, handle func(net.Conn)) (stop func()) {
 
 // drain reads c until it is closed.
 func drain(c net.Conn) { io.Copy(io.Discard, c) }
+
+// Directions through the proxy.
+const (
+	c2s = 0 // client to server
+	s2c = 1 // server to client
+)
+
+// mitm is an on-path attacker: a TCP proxy on loopback that parses the
+// hmacauth handshake and records, and may rewrite, drop, duplicate,
+// reorder, inject, reflect or cut them.
+type mitm struct {
+	ln net.Listener
+	// hs may rewrite a handshake message in place.
+	hs func(dir int, msg []byte)
+	// rec decides what to send on for record i of a direction: the
+	// returned byte slices, in order; cut closes both connections
+	// instead, after sending them.
+	rec func(m *mitm, dir, i int, rec []byte) (out [][]byte, cut bool)
+
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	dst   [2]net.Conn // where each direction goes: server, client
+	wmu   [2]sync.Mutex
+	wire  [2]bytes.Buffer // every byte received, per direction
+	types [2][]byte       // record types seen, per direction
+}
+
+// startMITM starts a proxy to serverAddr and returns its address. It stops
+// when the test ends.
+func startMITM(t testing.TB, serverAddr string, m *mitm) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ln = ln
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		client, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", serverAddr)
+		if err != nil {
+			client.Close()
+			return
+		}
+		m.mu.Lock()
+		m.dst = [2]net.Conn{server, client}
+		m.mu.Unlock()
+		m.wg.Add(2)
+		go m.pump(c2s, client, server, clientHelloLen, clientFinishedLen)
+		go m.pump(s2c, server, client, serverHelloLen)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		m.closeAll()
+		m.wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func (m *mitm) closeAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.dst {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// send writes b in direction dir.
+func (m *mitm) send(dir int, b []byte) error {
+	m.wmu[dir].Lock()
+	defer m.wmu[dir].Unlock()
+	_, err := m.dst[dir].Write(b)
+	return err
+}
+
+// pump forwards one direction: the handshake messages of the given sizes,
+// then records.
+func (m *mitm) pump(dir int, src, dst net.Conn, hsLens ...int) {
+	defer m.wg.Done()
+	read := func(n int) ([]byte, error) {
+		b := make([]byte, n)
+		_, err := io.ReadFull(src, b)
+		m.mu.Lock()
+		m.wire[dir].Write(b)
+		m.mu.Unlock()
+		return b, err
+	}
+	for _, n := range hsLens {
+		msg, err := read(n)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		if m.hs != nil {
+			m.hs(dir, msg)
+		}
+		if m.send(dir, msg) != nil {
+			return
+		}
+	}
+	for i := 0; ; i++ {
+		hdr, err := read(recordHeaderLen)
+		if err != nil {
+			if err == io.EOF {
+				dst.(*net.TCPConn).CloseWrite()
+			} else {
+				dst.Close()
+			}
+			return
+		}
+		n := int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+		rest, err := read(n + recordTagLen)
+		rec := append(hdr, rest...)
+		m.mu.Lock()
+		m.types[dir] = append(m.types[dir], hdr[0])
+		m.mu.Unlock()
+		if err != nil {
+			// A cut record: pass on what came, then the end.
+			m.send(dir, rec)
+			dst.Close()
+			return
+		}
+		out, cut := [][]byte{rec}, false
+		if m.rec != nil {
+			out, cut = m.rec(m, dir, i, rec)
+		}
+		for _, b := range out {
+			if m.send(dir, b) != nil {
+				return
+			}
+		}
+		if cut {
+			m.closeAll()
+			return
+		}
+	}
+}
+
+func (m *mitm) wireBytes(dir int) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.Clone(m.wire[dir].Bytes())
+}
+
+// protoKey is the key of this file's handshakes.
+func protoKey() Key { return testKey("proto") }
+
+// rawPeer runs a Conn's handshake on one end of a loopback connection while
+// peer plays the other side on the raw other end, and returns the Conn's
+// handshake error.
+func rawPeer(t *testing.T, client bool, cfg *Config, peer func(raw *net.TCPConn)) error {
+	t.Helper()
+	rc, rs := pipeTCP(t)
+	own, raw := net.Conn(rc), rs
+	if !client {
+		own, raw = rs, rc
+	}
+	raw.SetDeadline(time.Now().Add(time.Minute)) // a bound, not a synchronisation
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		peer(raw)
+	}()
+	var c *Conn
+	if client {
+		c = Client(own, cfg)
+	} else {
+		c = Server(own, cfg)
+	}
+	c.SetDeadline(time.Now().Add(time.Minute))
+	err := c.Handshake()
+	own.Close()
+	<-done
+	return err
+}
+
+// reset closes raw with a TCP reset (RST) instead of a FIN.
+func reset(raw *net.TCPConn) {
+	raw.SetLinger(0)
+	raw.Close()
+}
+
+// rawServerHello builds a ServerHello answering ch with the given type, mode
+// and flags; the MAC is right unless badMAC.
+func rawServerHello(sched *keySchedule, ch []byte, typ, mode, flags byte, badMAC bool) []byte {
+	sh := make([]byte, serverHelloLen)
+	copy(sh, magic)
+	sh[len(magic)], sh[len(magic)+1] = version1, typ
+	sh[headerLen], sh[headerLen+1] = mode, flags
+	mac(sh[:serverHelloLen-macLen], &sched.serverHello, ch, sh[:serverHelloLen-macLen])
+	if badMAC {
+		sh[serverHelloLen-1] ^= 1
+	}
+	return sh
+}
+
+// memConn feeds a Conn's record layer from memory, in chunks of a chosen
+// size, so that fuzzing exercises every way a record can be split across
+// reads. Only Read, Write and RemoteAddr are used by the record layer.
+type memConn struct {
+	net.Conn
+	r     io.Reader
+	w     bytes.Buffer
+	chunk int
+}
+
+func (m *memConn) Read(b []byte) (int, error) {
+	if m.chunk > 0 && len(b) > m.chunk {
+		b = b[:m.chunk]
+	}
+	return m.r.Read(b)
+}
+
+func (m *memConn) Write(b []byte) (int, error) { return m.w.Write(b) }
+
+func (m *memConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// fuzzSecret is the session secret of the fuzz targets' connections.
+var fuzzSecret = bytes.Repeat([]byte{0xa5}, 32)
+
+// recordConn returns a Conn in the given mode whose record layer runs over
+// mc with keys from fuzzSecret, as the client or the server.
+func recordConn(mc *memConn, mode Mode, chacha, client bool) *Conn {
+	return recordConnSecret(mc, mode, chacha, client, fuzzSecret)
+}
+
+func recordConnSecret(mc *memConn, mode Mode, chacha, client bool, secret []byte) *Conn {
+	c := &Conn{conn: mc, isClient: client}
+	c.res = hsResult{keyID: "fuzz", mode: mode, secret: secret}
+	if chacha {
+		c.res.flags |= flagChaCha20
+	}
+	c.rl = newRecordLayer(mc, secret, recordParams{client: client, sealed: mode == ModeSealed, chacha: chacha})
+	c.hsDone.Store(true)
+	return c
+}
+
+// sealRecords returns the wire bytes a client in the given mode sends for
+// the payloads, one Write each, then the close record if closed.
+func sealRecords(mode Mode, chacha bool, updateAt uint64, closed bool, payloads ...[]byte) []byte {
+	mc := &memConn{}
+	c := recordConn(mc, mode, chacha, true)
+	if updateAt > 0 {
+		c.rl.testingOnlyKeyUpdateBytes = updateAt
+	}
+	for _, p := range payloads {
+		c.Write(p)
+	}
+	if closed {
+		c.CloseWrite() // the close record; memConn has no CloseWrite
+	}
+	return mc.w.Bytes()
+}
+
+var allModes = []Mode{ModeAuth, ModeIntegrity, ModeSealed}
+
+func recordTestKey() Key {
+	return Key{ID: "records", Secret: bytes.Repeat([]byte{0x5a}, MinSecretLen)}
+}
+
+// pairOptions shapes the connections connPair makes.
+type pairOptions struct {
+	mode       Mode
+	fs         bool
+	chacha     bool                                         // the client acts as if it had no AES hardware
+	recordSize int                                          // 0: default
+	updateAt   uint64                                       // 0: default
+	through    func(t testing.TB, serverAddr string) string // a proxy in between
+}
+
+// connPair returns a client and a server Conn over real loopback TCP, with
+// their handshakes done. With a proxy, the client dials the proxy.
+func connPair(t testing.TB, o pairOptions) (client, server *Conn) {
+	t.Helper()
+	cc, sc, cerr, serr := connPairErr(t, o)
+	if cerr != nil || serr != nil {
+		t.Fatalf("handshake: client: %v; server: %v", cerr, serr)
+	}
+	return cc, sc
+}
+
+func connPairErr(t testing.TB, o pairOptions) (client, server *Conn, cerr, serr error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := &Config{Keys: []Key{recordTestKey()}, Mode: o.mode, ForwardSecrecy: o.fs}
+	addr := ln.Addr().String()
+	if o.through != nil {
+		addr = o.through(t, addr)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		raw, _ := ln.Accept() // nil after an error
+		accepted <- raw
+	}()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := <-accepted
+	if rs == nil {
+		raw.Close()
+		t.Fatal("accept failed")
+	}
+	client, server = Client(raw, cfg), Server(rs, &Config{Keys: cfg.Keys})
+	client.testingOnlyNoAES = o.chacha
+	client.testingOnlyRecordSize, client.testingOnlyKeyUpdateBytes = o.recordSize, o.updateAt
+	server.testingOnlyRecordSize, server.testingOnlyKeyUpdateBytes = o.recordSize, o.updateAt
+	cerr, serr = handshakeBoth(client, server)
+	if serr != nil {
+		client.Close()
+	}
+	return client, server, cerr, serr
+}
+
+// errNoDeadlines is what noDeadlineConn's deadline setters return.
+var errNoDeadlines = errors.New("deadlines not supported")
+
+// noDeadlineConn is a connection that refuses deadlines, as
+// golang.org/x/crypto/ssh's channels and some users' wrappers do, over
+// real loopback TCP. reading, if set, is closed at the first Read, when
+// the handshake is waiting for the peer.
+type noDeadlineConn struct {
+	net.Conn
+	once    sync.Once
+	reading chan struct{}
+}
+
+func (c *noDeadlineConn) Read(b []byte) (int, error) {
+	if c.reading != nil {
+		c.once.Do(func() { close(c.reading) })
+	}
+	return c.Conn.Read(b)
+}
+
+func (*noDeadlineConn) SetDeadline(time.Time) error { return errNoDeadlines }
+
+func (*noDeadlineConn) SetReadDeadline(time.Time) error { return errNoDeadlines }
+
+func (*noDeadlineConn) SetWriteDeadline(time.Time) error { return errNoDeadlines }
+
+// waitHandshake returns the error of the handshake that done reports,
+// failing the test if it is still running after waitLimit: nothing else
+// would end it.
+func waitHandshake(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitLimit):
+		t.Fatalf("handshake still running after %v on a connection without deadlines", waitLimit)
+		return nil
+	}
+}
+
+// noDeadlineListener yields connections that refuse deadlines; accepted
+// receives each before the Listener sees it.
+type noDeadlineListener struct {
+	net.Listener
+	accepted chan *noDeadlineConn
+}
+
+func (l *noDeadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	nc := &noDeadlineConn{Conn: c, reading: make(chan struct{})}
+	l.accepted <- nc
+	return nc, nil
+}

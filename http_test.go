@@ -66,6 +66,7 @@ var whoAmI = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestHTTPServer(t *testing.T) {
+	t.Parallel()
 	good := testKey("web-client")
 	cfg, ev := newTestConfig(good, testKey("other"))
 	cfg.HandshakeTimeout = time.Second
@@ -118,6 +119,7 @@ func TestHTTPServer(t *testing.T) {
 }
 
 func TestConnContextOnPlainConn(t *testing.T) {
+	t.Parallel()
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -133,6 +135,7 @@ func TestConnContextOnPlainConn(t *testing.T) {
 // TestHTTPServeContent downloads a file served with http.ServeContent,
 // which copies through the Conn's ReadFrom (sendfile).
 func TestHTTPServeContent(t *testing.T) {
+	t.Parallel()
 	data := seededBytes("served file", 3<<20)
 	path := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -197,6 +200,7 @@ func (l *recordingListener) readFroms() int {
 
 // TestHTTPUpload sends a large request body through the Dialer.
 func TestHTTPUpload(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	l := startHTTP(t, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -217,6 +221,7 @@ func TestHTTPUpload(t *testing.T) {
 // TestRawEchoServer runs several clients at once against an echo server
 // built on Accept.
 func TestRawEchoServer(t *testing.T) {
+	t.Parallel()
 	cfg, ev := newTestConfig()
 	s := startEcho(t, cfg)
 	const clients = 16
@@ -246,5 +251,83 @@ func TestRawEchoServer(t *testing.T) {
 	}
 	if n := ev.count(func(e HandshakeEvent) bool { return e.Err == nil }); n != clients {
 		t.Errorf("%d authenticated handshakes, want %d", n, clients)
+	}
+}
+
+// TestHTTPIdentity serves HTTP/1.1 and unencrypted HTTP/2 over a Listener
+// and checks that handlers see the client's key ID and that requests reuse
+// one authenticated connection.
+func TestHTTPIdentity(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		protocols func(*http.Protocols)
+		wantProto string
+	}{
+		{"HTTP/1.1", func(p *http.Protocols) { p.SetHTTP1(true) }, "HTTP/1.1"},
+		{"h2c", func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, "HTTP/2.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := testKey("web")
+			l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{key}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					id, ok := KeyIDFromContext(r.Context())
+					fmt.Fprintf(w, "%s %v %s", id, ok, r.Proto)
+				}),
+				ConnContext: ConnContext,
+				Protocols:   new(http.Protocols),
+			}
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(l) }()
+			defer func() {
+				srv.Close()
+				if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+					t.Errorf("Serve: %v", err)
+				}
+			}()
+
+			d := &Dialer{Config: &Config{Keys: []Key{key}}}
+			tr := &http.Transport{DialContext: d.DialContext, Protocols: new(http.Protocols)}
+			tc.protocols(tr.Protocols)
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			url := "http://" + l.Addr().String() + "/"
+			for i := range 2 {
+				resp, err := client.Get(url)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := "web true " + tc.wantProto; string(body) != want {
+					t.Errorf("request %d: handler saw %q, want %q", i, body, want)
+				}
+			}
+			if s := l.Stats(); s.Succeeded != 1 {
+				t.Errorf("%d handshakes for two requests, want 1 (connection reuse)", s.Succeeded)
+			}
+
+			// A plain client gets nothing, and Serve keeps serving.
+			plain := &http.Transport{Protocols: tr.Protocols}
+			defer plain.CloseIdleConnections()
+			if resp, err := (&http.Client{Transport: plain}).Get(url); err == nil {
+				resp.Body.Close()
+				t.Fatalf("plain HTTP client got %s", resp.Status)
+			}
+			resp, err := client.Get(url)
+			if err != nil {
+				t.Fatalf("after a plain client: %v", err)
+			}
+			resp.Body.Close()
+		})
 	}
 }

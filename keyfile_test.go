@@ -17,6 +17,7 @@ import (
 func b64(k Key) string { return base64.StdEncoding.EncodeToString(k.Secret) }
 
 func TestParseKeys(t *testing.T) {
+	t.Parallel()
 	a, b, c := testKey("2026-06"), testKey("2026-01"), testKey("x")
 	file := "\ufeff# hmacauth keys\r\n" +
 		"\n" +
@@ -35,6 +36,7 @@ func TestParseKeys(t *testing.T) {
 }
 
 func TestParseKeysErrors(t *testing.T) {
+	t.Parallel()
 	a := testKey("good")
 	secret := b64(a)
 	short := base64.StdEncoding.EncodeToString([]byte("only-sixteen-byt"))
@@ -73,6 +75,7 @@ func TestParseKeysErrors(t *testing.T) {
 }
 
 func TestParseKeysTooLarge(t *testing.T) {
+	t.Parallel()
 	big := "# " + strings.Repeat("x", MaxKeyFileSize) + "\n"
 	if _, err := ParseKeys(strings.NewReader(big)); !errors.Is(err, ErrConfig) {
 		t.Fatalf("err = %v, want ErrConfig", err)
@@ -96,6 +99,7 @@ func writeKeyFile(t testing.TB, path string, perm os.FileMode, keys ...Key) {
 }
 
 func TestLoadKeysMode(t *testing.T) {
+	t.Parallel()
 	if runtime.GOOS == "windows" {
 		t.Skip("file modes are not checked on Windows")
 	}
@@ -126,6 +130,7 @@ func TestLoadKeysMode(t *testing.T) {
 }
 
 func TestLoadKeysErrorsNameTheFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "keys")
 	if err := os.WriteFile(path, []byte("# one bad line\nid c2hvcnQ=\n"), 0o600); err != nil {
@@ -176,6 +181,7 @@ func FuzzParseKeys(f *testing.F) {
 // effective user or root is refused, also when reached through a symbolic
 // link of this user.
 func TestLoadKeysOwner(t *testing.T) {
+	t.Parallel()
 	if runtime.GOOS == "windows" {
 		t.Skip("file owners are not checked on Windows")
 	}

@@ -24,6 +24,7 @@ func mustKeyring(t testing.TB, keys ...Key) *Keyring {
 }
 
 func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
+	t.Parallel()
 	a, b := testKey("key-a"), testKey("key-b")
 	serverRing := mustKeyring(t, a)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: serverRing})
@@ -76,6 +77,7 @@ func TestKeyringRotationAffectsNewHandshakesOnly(t *testing.T) {
 }
 
 func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
+	t.Parallel()
 	a, b := testKey("key-a"), testKey("key-b")
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{a}, Keyring: mustKeyring(t, b)})
 	if err != nil {
@@ -98,6 +100,7 @@ func TestKeyringTakesPrecedenceOverKeys(t *testing.T) {
 }
 
 func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
+	t.Parallel()
 	a := testKey("key-a")
 	r := mustKeyring(t, a)
 	for _, tc := range []struct {
@@ -124,6 +127,7 @@ func TestKeyringSetRefusesBadKeysAndKeepsOld(t *testing.T) {
 }
 
 func TestKeyringCopiesKeys(t *testing.T) {
+	t.Parallel()
 	k := testKey("key-a")
 	orig := bytes.Clone(k.Secret)
 	keys := []Key{k}
@@ -141,6 +145,7 @@ func TestKeyringCopiesKeys(t *testing.T) {
 }
 
 func TestZeroKeyringIsRefused(t *testing.T) {
+	t.Parallel()
 	_, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: new(Keyring)})
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("Listen with an empty Keyring: err = %v, want ErrConfig", err)
@@ -153,6 +158,7 @@ func TestZeroKeyringIsRefused(t *testing.T) {
 // TestKeyringSetDuringHandshakes swaps the keys while clients connect; run
 // with -race. Every client proves a key that both generations hold.
 func TestKeyringSetDuringHandshakes(t *testing.T) {
+	t.Parallel()
 	a, b, c := testKey("key-a"), testKey("key-b"), testKey("key-c")
 	ring := mustKeyring(t, a, b)
 	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keyring: ring})
@@ -194,6 +200,7 @@ func TestKeyringSetDuringHandshakes(t *testing.T) {
 }
 
 func TestNothingPrintsSecrets(t *testing.T) {
+	t.Parallel()
 	secret := []byte("0123456789abcdefghijklmnopqrstuvwxyzXY") // printable, so a raw leak is visible too
 	k := Key{ID: "printed", Secret: secret}
 	ring := mustKeyring(t, k)
@@ -223,38 +230,5 @@ func TestNothingPrintsSecrets(t *testing.T) {
 		if !strings.Contains(s, "printed") {
 			t.Errorf("output does not name the key ID:\n%s", s)
 		}
-	}
-}
-
-func TestConnectionStateDoesNotPrintSessionSecret(t *testing.T) {
-	k := testKey("state-key")
-	l, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: []Key{k}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := serveEcho(l)
-	defer stop()
-	c, err := Dial("tcp", l.Addr().String(), &Config{Keys: []Key{k}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cs := c.ConnectionState()
-	if len(cs.secret) == 0 {
-		t.Fatal("no session secret to look for")
-	}
-	var buf bytes.Buffer
-	slog.New(slog.NewTextHandler(&buf, nil)).Info("state", "cs", cs)
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("state", "cs", cs)
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%d", "%x"} {
-		buf.WriteString(fmt.Sprintf(verb, cs))
-	}
-	for _, enc := range secretEncodings(cs.secret) {
-		if strings.Contains(buf.String(), enc) {
-			t.Fatalf("output shows the session secret (as %q):\n%s", enc, buf.String())
-		}
-	}
-	if !strings.Contains(buf.String(), "state-key") {
-		t.Errorf("output lacks the key ID:\n%s", buf.String())
 	}
 }

@@ -13,6 +13,7 @@ import (
 // keys up to and over one block, messages up to and over macMaxInput, in
 // one part or several.
 func TestMacTo(t *testing.T) {
+	t.Parallel()
 	msg := seededBytes("message", macMaxInput+2)
 	for _, keyLen := range []int{0, 1, 32, sha256.BlockSize - 1, sha256.BlockSize, sha256.BlockSize + 1, 100} {
 		key := seededBytes("key", keyLen)
@@ -50,6 +51,7 @@ func TestMacAllocs(t *testing.T) {
 // against crypto/hkdf, on both sides of every limit of its fast path:
 // output length, secret length and label length.
 func TestExpandLabelTo(t *testing.T) {
+	t.Parallel()
 	const maxFastLabel = sha256.BlockSize - len(protocolLabel) - 2
 	for _, secretLen := range []int{0, 1, 32, sha256.BlockSize, sha256.BlockSize + 1, 100} {
 		for _, labelLen := range []int{0, 2, maxFastLabel, maxFastLabel + 1, 200} {

@@ -68,6 +68,7 @@ func fsHandshake(t *testing.T, ccfg, scfg *Config) (clientShare, serverShare, ex
 }
 
 func TestKeyShareReuse(t *testing.T) {
+	t.Parallel()
 	k := testKey("test-key")
 	for _, tc := range []struct {
 		lifetime time.Duration
@@ -114,6 +115,7 @@ func TestKeyShareReuse(t *testing.T) {
 }
 
 func TestKeyShareDefaultLifetime(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		set, want time.Duration
 		reuse     bool
@@ -160,6 +162,7 @@ func TestKeyShareExpires(t *testing.T) {
 }
 
 func TestKeyShareSecrets(t *testing.T) {
+	t.Parallel()
 	var shares keyShares
 	share, err := shares.get(time.Hour)
 	if err != nil {

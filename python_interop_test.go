@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/hmacauth/hmacauth/internal/pythons"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/pythons"
 )
 
 // The Python package in python/ against this one, in real processes and
@@ -167,6 +168,7 @@ func interopCases(full, crypto bool) []interopCase {
 // with it a ModeSealed one too, on those without it (which run ModeAuth
 // without forward secrecy only) the ModeAuth ones.
 func TestPythonInterop(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts Python processes")
 	}
@@ -389,6 +391,7 @@ func btoi(b bool) int {
 // TestPythonHTTPClient runs python/examples/go_http_client.py, a Python
 // client, against a Go http.Server behind Listen.
 func TestPythonHTTPClient(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts a Python process")
 	}

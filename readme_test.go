@@ -64,6 +64,7 @@ var goBlock = regexp.MustCompile("(?s)```go\n(.*?)```")
 // so that a reader who copies one gets code that compiles: no unused or
 // redeclared variable, no placeholder.
 func TestReadmeSnippetsCompile(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a module with the go command")
 	}

@@ -58,6 +58,7 @@ func TestDeferAcceptSeconds(t *testing.T) {
 // TestNewListenerKeepsSocketOptions checks that NewListener does not
 // defer accepts on a listener it is given.
 func TestNewListenerKeepsSocketOptions(t *testing.T) {
+	t.Parallel()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +113,7 @@ func TestListenSilentClientTimesOut(t *testing.T) {
 
 // TestListenUnix checks that Listen sets nothing on a Unix socket.
 func TestListenUnix(t *testing.T) {
+	t.Parallel()
 	l, err := Listen("unix", filepath.Join(t.TempDir(), "s"), configWith(testKey("k")))
 	if err != nil {
 		t.Fatalf("Listen on a Unix socket: %v", err)

@@ -155,6 +155,7 @@ func TestStatsSnapshotConsistent(t *testing.T) {
 // handshake has ended, for InFlight to fall to zero finds its outcome
 // counted: the engine counts it before it lowers InFlight.
 func TestOutcomeCountedBeforeInFlightFalls(t *testing.T) {
+	t.Parallel()
 	cfg, _ := newTestConfig()
 	reported, hold := make(chan struct{}), make(chan struct{})
 	cfg.OnHandshake = func(HandshakeEvent) { // after the outcome is counted

@@ -210,6 +210,7 @@ var vectorExports = []struct {
 // TCP, with fixed random bytes, and compares every message and derived value
 // with testdata/vectors/hmacauth1.json. With -update it rewrites the file.
 func TestVectors(t *testing.T) {
+	t.Parallel()
 	f := vectorFile{
 		Protocol: protocolLabel,
 		About:    "hmacauth/1 test vectors; see PROTOCOL.md and testdata/vectors/README.md. All byte strings are lowercase hex.",
@@ -389,6 +390,7 @@ func runVectorCase(t *testing.T, vc vectorCase) vector {
 // implementation of the handshake and key schedule written from PROTOCOL.md
 // with the Python standard library only.
 func TestVectorsPython(t *testing.T) {
+	t.Parallel()
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("python3 not found: the independent check of the test vectors did not run")

@@ -55,6 +55,7 @@ func idsAre(r *Keyring, want ...string) func() bool {
 }
 
 func TestKeyFileWatcherRename(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "keys")
 	a, b, c := testKey("a"), testKey("b"), testKey("c")
@@ -107,6 +108,7 @@ func TestKeyFileWatcherRename(t *testing.T) {
 // set the Keyring, the first included, with its key IDs, and of no failed
 // one.
 func TestKeyFileWatcherOnReload(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "keys")
 	a, b, c := testKey("a"), testKey("b"), testKey("c")
 	writeKeyFile(t, path, 0o600, a)
@@ -141,6 +143,7 @@ func TestKeyFileWatcherOnReload(t *testing.T) {
 // does (keys -> ..data/keys, ..data -> ..<timestamp>, swapped by renaming
 // a new ..data symlink over the old one) under a Listener in use.
 func TestKeyFileWatcherKubernetes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a, b := testKey("a"), testKey("b")
 	generation := func(name string, keys ...Key) {
@@ -204,6 +207,7 @@ func TestKeyFileWatcherKubernetes(t *testing.T) {
 }
 
 func TestKeyFileWatcherFirstLoadFails(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "keys")
 	ring := mustKeyring(t, testKey("kept"))
 	w := &KeyFileWatcher{Path: path, Keyring: ring, Interval: time.Millisecond}

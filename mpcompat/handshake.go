@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -272,8 +271,9 @@ func (h *handshake) answerChallenge() error {
 }
 
 // run runs the handshake in Python's order, bounded by ctx and
-// Config.HandshakeTimeout. It leaves conn without deadlines. h.cfg has
-// passed check.
+// Config.HandshakeTimeout, which interrupt its I/O: it sets no deadline of
+// its own and leaves those set on conn as they are. h.cfg has passed
+// check.
 func (h *handshake) run(ctx context.Context) (err error) {
 	start := time.Now()
 	defer func() {
@@ -284,16 +284,8 @@ func (h *handshake) run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return netx.ContextError(ctx, ErrHandshakeTimeout)
 	}
-	if err := h.conn.SetDeadline(netx.HandshakeDeadline(ctx, start, h.cfg.handshakeTimeout())); err != nil {
-		return fmt.Errorf("mpcompat: setting the handshake deadline: %w", err)
-	}
-	stop := netx.Interrupt(ctx, h.conn)
-	defer func() {
-		if stop() {
-			err = netx.ContextError(ctx, ErrHandshakeTimeout)
-		}
-		h.conn.SetDeadline(time.Time{})
-	}()
+	ctx, finish := netx.Bound(ctx, h.conn, start, h.cfg.handshakeTimeout(), ErrHandshakeTimeout)
+	defer func() { err = finish(err) }()
 
 	if h.server {
 		err = h.deliverChallenge()
@@ -307,14 +299,16 @@ func (h *handshake) run(ctx context.Context) (err error) {
 			err = h.deliverChallenge()
 		}
 	}
-	return netx.TimedOut(err, ErrHandshakeTimeout, start)
+	return err
 }
 
 // ServerHandshake runs the listener side of the handshake on conn, as
 // Python's Listener.accept does: it challenges the client, then answers
 // the client's challenge. It returns nil once both sides have proven the
-// authkey. ctx and Config.HandshakeTimeout bound it; it sets conn's
-// deadlines and clears them when it returns. It does not close conn.
+// authkey. ctx and Config.HandshakeTimeout bound it; it sets no deadline
+// on conn and leaves those set as they are. It does not close conn, except
+// one that refuses deadlines (its SetDeadline fails): ctx or the timeout
+// ending the handshake closes it, the only way to end its pending I/O.
 func ServerHandshake(ctx context.Context, conn net.Conn, cfg *Config) error {
 	if err := cfg.check(); err != nil {
 		return err

@@ -3,118 +3,16 @@ package mpcompat
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/md5"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// bound is how long a test waits for something that should happen at once;
-// it only keeps a broken test from hanging.
-const bound = 20 * time.Second
-
-var (
-	keyA = []byte("the shared authkey of side A, 32+ bytes long")
-	keyB = []byte("another authkey, held by side B, 32+ bytes")
-)
-
-// events collects a Listener's handshake events.
-type events chan HandshakeEvent
-
-func (ev events) next(t *testing.T) HandshakeEvent {
-	t.Helper()
-	select {
-	case e := <-ev:
-		return e
-	case <-time.After(bound):
-		t.Fatal("no handshake event")
-		return HandshakeEvent{}
-	}
-}
-
-// listen starts a Listener on 127.0.0.1 with cfg and records its events.
-func listen(t *testing.T, cfg Config) (*Listener, events) {
-	t.Helper()
-	return listenOn(t, "tcp", "127.0.0.1:0", cfg)
-}
-
-func listenOn(t *testing.T, network, address string, cfg Config) (*Listener, events) {
-	t.Helper()
-	ev := make(events, 16)
-	cfg.OnHandshake = func(e HandshakeEvent) { ev <- e }
-	inner, err := net.Listen(network, address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := NewListener(inner, &cfg)
-	if err != nil {
-		inner.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l, ev
-}
-
-// acceptOne accepts one connection in the background; it is closed when
-// the test ends.
-func acceptOne(t *testing.T, l net.Listener) <-chan net.Conn {
-	t.Helper()
-	ch := make(chan net.Conn, 1)
-	done := make(chan struct{})
-	var c net.Conn
-	go func() {
-		defer close(done)
-		var err error
-		if c, err = l.Accept(); err == nil {
-			ch <- c
-		}
-		close(ch)
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		if c != nil {
-			c.Close()
-		}
-	})
-	return ch
-}
-
-func dial(addr net.Addr, cfg Config) (net.Conn, error) {
-	d := Dialer{Config: &cfg, NetDialer: &net.Dialer{Timeout: bound}}
-	return d.Dial(addr.Network(), addr.String())
-}
-
-// exchange sends messages both ways between a and b and checks them.
-func exchange(t *testing.T, a, b net.Conn) {
-	t.Helper()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i, n := range []int{0, 5, 300_000} {
-			WriteMessage(a, pattern(n, byte(i)))
-		}
-	}()
-	for i, n := range []int{0, 5, 300_000} {
-		got, err := ReadMessage(b, n)
-		if err != nil || !bytes.Equal(got, pattern(n, byte(i))) {
-			t.Errorf("message %d: %d bytes, %v", i, len(got), err)
-		}
-	}
-	wg.Wait()
-	WriteMessage(b, []byte("reply"))
-	if got, err := ReadMessage(a, 10); err != nil || string(got) != "reply" {
-		t.Errorf("reply: %q, %v", got, err)
-	}
-}
 
 func TestGoToGo(t *testing.T) {
 	for _, d := range []Digest{"", DigestSHA256, DigestSHA384, DigestSHA3_256, DigestSHA3_384} {
@@ -209,46 +107,6 @@ func TestDigestStrength(t *testing.T) {
 	})
 }
 
-// rawPeer is a hand-driven end of a connection, for peers that misbehave.
-type rawPeer struct {
-	t *testing.T
-	net.Conn
-}
-
-func (p rawPeer) send(b []byte) {
-	p.t.Helper()
-	if err := WriteMessage(p.Conn, b); err != nil {
-		p.t.Error(err)
-	}
-}
-
-func (p rawPeer) recv() []byte {
-	p.t.Helper()
-	b, err := ReadMessage(p.Conn, 1024)
-	if err != nil {
-		p.t.Errorf("raw peer: %v", err)
-	}
-	return b
-}
-
-func hmacMD5(key, m []byte) []byte {
-	h := hmac.New(md5.New, key)
-	h.Write(m)
-	return h.Sum(nil)
-}
-
-// rawClient connects to l without this package's handshake.
-func rawClient(t *testing.T, l net.Listener) rawPeer {
-	t.Helper()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(bound))
-	t.Cleanup(func() { c.Close() })
-	return rawPeer{t, c}
-}
-
 // TestDowngradeRefused plays a client that answers the listener's sha256
 // challenge with HMAC-MD5 under the right key, in the raw form of Python
 // 3.11 and in the {md5} form; Python 3.12's own listener accepts both.
@@ -298,28 +156,6 @@ func TestLegacyClient(t *testing.T) {
 		t.Fatalf("listener: %q, %v; want md5, nil", e.Digest, e.Err)
 	}
 	exchange(t, p.Conn, <-accepted)
-}
-
-// rawServer accepts one connection on 127.0.0.1 and runs play on it.
-func rawServer(t *testing.T, play func(p rawPeer)) net.Addr {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(bound))
-		play(rawPeer{t, c})
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr()
 }
 
 // TestLegacyServer plays a Python 3.11 listener: a bare 20-byte challenge.
@@ -451,87 +287,42 @@ func TestHandshakeTimeout(t *testing.T) {
 
 // TestSlowClientDoesNotBlock checks that a client that never answers does
 // not hold up the next one.
-func TestSlowClientDoesNotBlock(t *testing.T) {
-	l, _ := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
-	rawClient(t, l) // stays silent until the test ends
-	accepted := acceptOne(t, l)
-	c, err := dial(l.Addr(), Config{AuthKey: keyA})
+// TestHandshakeLeavesDeadlines checks that ServerHandshake and
+// ClientHandshake leave a deadline set on the conn as it was: the
+// handshake bounds itself through its context, not the conn's deadlines.
+func TestHandshakeLeavesDeadlines(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := acceptOne(t, ln)
+	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	exchange(t, c, <-accepted)
-}
-
-func TestShedPerIP(t *testing.T) {
-	l, ev := listen(t, Config{AuthKey: keyA, MaxHandshakesPerIP: 1, HandshakeTimeout: -1})
-	first := rawClient(t, l)
-	first.recv() // its handshake is in flight
-	second := rawClient(t, l)
-	if e := ev.next(t); !errors.Is(e.Err, ErrShed) {
-		t.Fatalf("second client from the same IP: %v, want ErrShed", e.Err)
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
 	}
-	if _, err := ReadMessage(second, 256); err == nil {
-		t.Fatal("a shed client got a challenge")
-	}
-}
-
-func TestListenerClose(t *testing.T) {
-	l, ev := listen(t, Config{AuthKey: keyA, HandshakeTimeout: -1})
-	p := rawClient(t, l)
-	p.recv() // a handshake is in flight
-	if err := l.Close(); err != nil {
+	if err := c.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if e := ev.next(t); e.Err == nil {
-		t.Fatal("the handshake in flight succeeded after Close")
+	cfg := &Config{AuthKey: keyA}
+	serr := make(chan error, 1)
+	go func() { serr <- ServerHandshake(context.Background(), s, cfg) }()
+	if err := ClientHandshake(context.Background(), c, cfg); err != nil {
+		t.Fatalf("ClientHandshake: %v", err)
 	}
-	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+	if err := <-serr; err != nil {
+		t.Fatalf("ServerHandshake: %v", err)
 	}
-}
-
-func TestConfigErrors(t *testing.T) {
-	bad := map[string]Config{
-		"empty key":      {},
-		"md5 digest":     {AuthKey: keyA, Digest: DigestMD5},
-		"unknown digest": {AuthKey: keyA, Digest: "sha512"},
-		"negative cap":   {AuthKey: keyA, MaxHandshakes: -1},
-		"negative queue": {AuthKey: keyA, AcceptQueue: -1},
-	}
-	for name, cfg := range bad {
-		t.Run(name, func(t *testing.T) {
-			inner, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer inner.Close()
-			if _, err := NewListener(inner, &cfg); !errors.Is(err, ErrConfig) {
-				t.Errorf("NewListener: %v, want ErrConfig", err)
-			}
-			d := Dialer{Config: &cfg}
-			if _, err := d.Dial("tcp", inner.Addr().String()); !errors.Is(err, ErrConfig) {
-				t.Errorf("Dial: %v, want ErrConfig", err)
-			}
-			a, b := net.Pipe() // the check comes before any I/O
-			defer a.Close()
-			defer b.Close()
-			if err := ServerHandshake(context.Background(), a, &cfg); !errors.Is(err, ErrConfig) {
-				t.Errorf("ServerHandshake: %v, want ErrConfig", err)
-			}
-			if err := ClientHandshake(context.Background(), b, &cfg); !errors.Is(err, ErrConfig) {
-				t.Errorf("ClientHandshake: %v, want ErrConfig", err)
-			}
-		})
-	}
-	if _, err := Listen("tcp", "127.0.0.1:0", nil); !errors.Is(err, ErrConfig) {
-		t.Errorf("Listen with no key: %v, want ErrConfig", err)
-	}
-	if _, err := Dial("tcp", "127.0.0.1:1", nil); !errors.Is(err, ErrConfig) {
-		t.Errorf("Dial with no key: %v, want ErrConfig", err)
-	}
-	if _, err := NewListener(nil, nil); !errors.Is(err, ErrConfig) {
-		t.Errorf("NewListener(nil Config): %v, want ErrConfig", err)
+	// Nothing more comes: only the deadline set before the handshake
+	// ends the read; were it cleared, closing s after bound ends it.
+	stop := time.AfterFunc(bound, func() { s.Close() })
+	defer stop.Stop()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read after the handshake: %v, want the deadline set before it to pass", err)
 	}
 }
 

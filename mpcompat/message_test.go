@@ -10,16 +10,6 @@ import (
 	"testing"
 )
 
-// pattern returns n deterministic bytes, so that a reordered, dropped or
-// duplicated byte shows.
-func pattern(n int, seed byte) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i*7+i>>8) ^ seed
-	}
-	return b
-}
-
 func TestMessageRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
 	sizes := []int{0, 1, 255, 256, 16384, 16385, firstChunk - 1, firstChunk, 3*firstChunk + 17}

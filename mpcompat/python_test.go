@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/hmacauth/hmacauth/internal/pythons"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hmacauth/hmacauth/internal/pythons"
 )
 
 // python is an interpreter found on the machine.

@@ -5,21 +5,47 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
-// HandshakeDeadline returns when a handshake that began at start must end:
-// the earlier of start+timeout (none when timeout is 0) and ctx's
-// deadline. Zero means none.
-func HandshakeDeadline(ctx context.Context, start time.Time, timeout time.Duration) time.Time {
-	var dl time.Time
+// errTimeout is the cause of the context that Bound's timeout ends.
+var errTimeout = errors.New("the configured handshake timeout passed")
+
+// Bound bounds a handshake on conn that began at start by ctx and by
+// timeout (none when 0): either being done interrupts conn's I/O by
+// moving its deadline into the past, so that the handshake sets no
+// deadline of its own and those the user set stay untouched. It returns
+// the context to run the handshake under, and finish, which the handshake
+// calls once with its result and returns: it ends the arrangement and
+// explains an interruption, as a deadline passing wrapped in timeoutErr
+// (the package's ErrHandshakeTimeout), or as ContextError does.
+func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Duration, timeoutErr error) (bounded context.Context, finish func(error) error) {
+	cancel := context.CancelFunc(func() {})
 	if timeout > 0 {
-		dl = start.Add(timeout)
+		ctx, cancel = context.WithDeadlineCause(ctx, start.Add(timeout), errTimeout)
 	}
-	if d, ok := ctx.Deadline(); ok {
-		dl = Earliest(dl, d)
+	stop := Interrupt(ctx, conn)
+	return ctx, func(err error) error {
+		defer cancel()
+		err = TimedOut(err, timeoutErr, start)
+		if !stop() {
+			return err
+		}
+		if context.Cause(ctx) != errTimeout {
+			return ContextError(ctx, timeoutErr)
+		}
+		if err == nil {
+			// Done just as the time ran out, which left the deadline in
+			// the past.
+			err = TimedOut(os.ErrDeadlineExceeded, timeoutErr, start)
+		} else if !errors.Is(err, timeoutErr) {
+			// The connection refused deadlines, so Interrupt closed it:
+			// its I/O failed with the close, not a deadline.
+			err = fmt.Errorf("%w after %v: %w", timeoutErr, time.Since(start).Round(time.Millisecond), err)
+		}
+		return err
 	}
-	return dl
 }
 
 // Earliest returns the earlier of two deadlines, where zero means none.

@@ -76,7 +76,7 @@ func TestHandshakeError(t *testing.T) {
 	}
 }
 
-func TestEarliestAndHandshakeDeadline(t *testing.T) {
+func TestEarliest(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	a, b := now.Add(time.Second), now.Add(2*time.Second)
@@ -87,17 +87,69 @@ func TestEarliestAndHandshakeDeadline(t *testing.T) {
 			t.Errorf("Earliest(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
 		}
 	}
-	if got := HandshakeDeadline(context.Background(), now, 0); !got.IsZero() {
-		t.Errorf("no timeout, no context deadline: %v, want none", got)
+}
+
+// TestBound checks over loopback TCP that Bound's timeout and its ctx
+// interrupt a blocked read and are told apart, and that a handshake that
+// ends in time leaves the conn's deadlines as they were.
+func TestBound(t *testing.T) {
+	t.Parallel()
+	c, _ := tcpPair(t)
+	timeout := TimeoutError("pkg: handshake timed out")
+
+	_, finish := Bound(context.Background(), c, time.Now(), time.Millisecond, timeout)
+	_, err := c.Read(make([]byte, 1))
+	if err = finish(err); !errors.Is(err, timeout) || !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("after the timeout: %v, want the timeout wrapping the deadline error", err)
 	}
-	if got := HandshakeDeadline(context.Background(), now, time.Second); !got.Equal(a) {
-		t.Errorf("timeout 1s: %v, want %v", got, a)
+
+	c, _ = tcpPair(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cause := errors.New("listener closed")
+	_, finish = Bound(ctx, c, time.Now(), time.Hour, timeout)
+	cancel(cause)
+	_, err = c.Read(make([]byte, 1))
+	if err = finish(err); errors.Is(err, timeout) || !errors.Is(err, cause) {
+		t.Errorf("after a cancel: %v, want the cause, not the timeout", err)
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), a)
-	defer cancel()
-	if got := HandshakeDeadline(ctx, now, 2*time.Second); !got.Equal(a) {
-		t.Errorf("context deadline before the timeout: %v, want %v", got, a)
+
+	c, s := tcpPair(t)
+	bounded, finish := Bound(context.Background(), c, time.Now(), time.Hour, timeout)
+	if _, ok := bounded.Deadline(); !ok {
+		t.Error("the bounded context has no deadline")
 	}
+	s.Write([]byte{1})
+	_, err = c.Read(make([]byte, 1))
+	if err = finish(err); err != nil {
+		t.Errorf("a read in time: %v", err)
+	}
+	if bounded.Err() == nil {
+		t.Error("finish did not release the bounded context")
+	}
+	s.Write([]byte{2})
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Errorf("a read after finish: %v, want the conn without a deadline", err)
+	}
+}
+
+func tcpPair(t *testing.T) (c, s net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return c, s
 }
 
 // TestInterrupt checks over loopback TCP that a done ctx interrupts a
