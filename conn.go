@@ -143,7 +143,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 
 	// The timeout and ctx interrupt the handshake's I/O: it sets no
 	// deadline of its own and those the user set stay untouched.
-	ctx, finish := netx.Bound(ctx, c.conn, start, c.config.handshakeTimeout(), ErrHandshakeTimeout)
+	bounded, finish := netx.Bound(ctx, c.conn, start, c.config.handshakeTimeout(), ErrHandshakeTimeout)
 	defer func() { err = finish(err) }()
 
 	h := &handshake{owner: c.config}
@@ -153,9 +153,9 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// hold a shared key share, and with it the sessions of its lifetime,
 	// without bound (a replayed ClientHello, then silence): it makes a key
 	// share of its own, which serves no other session (PROTOCOL.md 7.3).
-	// Only ctx's deadline counts: the handshake does not see the
-	// connection's.
-	if _, bounded := ctx.Deadline(); c.isClient || bounded {
+	// Only the timeout and ctx's deadline count: the handshake does not see
+	// the connection's.
+	if c.isClient || bounded {
 		h.shares, h.shareLifetime = c.config.keyShares()
 	}
 	p := hsParams{

@@ -284,7 +284,7 @@ func (h *handshake) run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		return netx.ContextError(ctx, ErrHandshakeTimeout)
 	}
-	ctx, finish := netx.Bound(ctx, h.conn, start, h.cfg.handshakeTimeout(), ErrHandshakeTimeout)
+	_, finish := netx.Bound(ctx, h.conn, start, h.cfg.handshakeTimeout(), ErrHandshakeTimeout)
 	defer func() { err = finish(err) }()
 
 	if h.server {

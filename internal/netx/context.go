@@ -6,46 +6,99 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 )
-
-// errTimeout is the cause of the context that Bound's timeout ends.
-var errTimeout = errors.New("the configured handshake timeout passed")
 
 // Bound bounds a handshake on conn that began at start by ctx and by
 // timeout (none when 0): either being done interrupts conn's I/O by
 // moving its deadline into the past, so that the handshake sets no
-// deadline of its own and those the user set stay untouched. It returns
-// the context to run the handshake under, and finish, which the handshake
-// calls once with its result and returns: it ends the arrangement and
-// explains an interruption, as a deadline passing wrapped in timeoutErr
-// (the package's ErrHandshakeTimeout), or as ContextError does.
-func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Duration, timeoutErr error) (bounded context.Context, finish func(error) error) {
-	cancel := context.CancelFunc(func() {})
+// deadline of its own and those the user set stay untouched. It reports
+// whether the handshake is bounded in time (by timeout or ctx's
+// deadline), and returns finish, which the handshake calls once with its
+// result and returns: it ends the arrangement and explains an
+// interruption, as a deadline passing wrapped in timeoutErr (the
+// package's ErrHandshakeTimeout), or as ContextError does. The timeout is
+// a timer of its own rather than a derived context: the connect path
+// then pays for one context registration, not two.
+func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Duration, timeoutErr error) (bounded bool, finish func(error) error) {
+	b := &bound{conn: conn}
+	_, bounded = ctx.Deadline()
 	if timeout > 0 {
-		ctx, cancel = context.WithDeadlineCause(ctx, start.Add(timeout), errTimeout)
+		bounded = true
+		b.timer = time.AfterFunc(time.Until(start.Add(timeout)), func() { b.interrupt(byTimeout) })
 	}
-	stop := Interrupt(ctx, conn)
-	return ctx, func(err error) error {
-		defer cancel()
-		err = TimedOut(err, timeoutErr, start)
-		if !stop() {
-			return err
-		}
-		if context.Cause(ctx) != errTimeout {
+	if ctx.Done() != nil {
+		b.stopCtx = context.AfterFunc(ctx, func() { b.interrupt(byContext) })
+	}
+	return bounded, func(err error) error {
+		switch b.stop() {
+		case byContext:
 			return ContextError(ctx, timeoutErr)
+		case byTimeout:
+			if err == nil {
+				// Done just as the time ran out, which left the deadline
+				// in the past.
+				return TimedOut(os.ErrDeadlineExceeded, timeoutErr, start)
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				// The connection refused deadlines, so the timeout closed
+				// it: its I/O failed with the close, not a deadline.
+				return fmt.Errorf("%w after %v: %w", timeoutErr, time.Since(start).Round(time.Millisecond), err)
+			}
 		}
-		if err == nil {
-			// Done just as the time ran out, which left the deadline in
-			// the past.
-			err = TimedOut(os.ErrDeadlineExceeded, timeoutErr, start)
-		} else if !errors.Is(err, timeoutErr) {
-			// The connection refused deadlines, so Interrupt closed it:
-			// its I/O failed with the close, not a deadline.
-			err = fmt.Errorf("%w after %v: %w", timeoutErr, time.Since(start).Round(time.Millisecond), err)
-		}
-		return err
+		return TimedOut(err, timeoutErr, start)
 	}
+}
+
+// What ended a bounded handshake.
+const (
+	byNone int32 = iota
+	byTimeout
+	byContext
+)
+
+// bound is the arrangement Bound makes: the first of the timer and ctx to
+// fire interrupts conn's I/O.
+type bound struct {
+	conn    net.Conn
+	timer   *time.Timer
+	stopCtx func() bool
+	by      atomic.Int32
+	done    chan struct{} // closed once the interruption is complete
+	once    sync.Once
+}
+
+func (b *bound) doneChan() chan struct{} {
+	b.once.Do(func() { b.done = make(chan struct{}) })
+	return b.done
+}
+
+func (b *bound) interrupt(by int32) {
+	done := b.doneChan()
+	if !b.by.CompareAndSwap(byNone, by) {
+		return
+	}
+	interruptIO(b.conn)
+	close(done)
+}
+
+// stop ends the arrangement and reports what interrupted conn's I/O, if
+// anything; it returns only once that interruption is complete.
+func (b *bound) stop() int32 {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	if b.stopCtx != nil {
+		b.stopCtx()
+	}
+	// Neither can fire from here on; one that fired has set by first.
+	if !b.by.CompareAndSwap(byNone, byNone-1) {
+		<-b.doneChan()
+		return b.by.Load()
+	}
+	return byNone
 }
 
 // Earliest returns the earlier of two deadlines, where zero means none.
@@ -71,9 +124,7 @@ func Interrupt(ctx context.Context, conn net.Conn) (stop func() (interrupted boo
 	}
 	done := make(chan struct{})
 	stopFunc := context.AfterFunc(ctx, func() {
-		if conn.SetDeadline(aLongTimeAgo) != nil {
-			conn.Close()
-		}
+		interruptIO(conn)
 		close(done)
 	})
 	return func() bool {
@@ -82,6 +133,14 @@ func Interrupt(ctx context.Context, conn net.Conn) (stop func() (interrupted boo
 		}
 		<-done
 		return true
+	}
+}
+
+// interruptIO interrupts conn's pending and future I/O by moving its
+// deadline into the past, or closes it if it refuses deadlines.
+func interruptIO(conn net.Conn) {
+	if conn.SetDeadline(aLongTimeAgo) != nil {
+		conn.Close()
 	}
 }
 

@@ -115,16 +115,21 @@ func TestBound(t *testing.T) {
 
 	c, s := tcpPair(t)
 	bounded, finish := Bound(context.Background(), c, time.Now(), time.Hour, timeout)
-	if _, ok := bounded.Deadline(); !ok {
-		t.Error("the bounded context has no deadline")
+	if !bounded {
+		t.Error("a handshake with a timeout is not reported bounded")
+	}
+	if b, f := Bound(context.Background(), s, time.Now(), 0, timeout); b || f(nil) != nil {
+		t.Error("a handshake without timeout or deadline is reported bounded, or its finish failed")
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), time.Hour)
+	defer dcancel()
+	if b, f := Bound(dctx, s, time.Now(), 0, timeout); !b || f(nil) != nil {
+		t.Error("a handshake under a context deadline is not reported bounded, or its finish failed")
 	}
 	s.Write([]byte{1})
 	_, err = c.Read(make([]byte, 1))
 	if err = finish(err); err != nil {
 		t.Errorf("a read in time: %v", err)
-	}
-	if bounded.Err() == nil {
-		t.Error("finish did not release the bounded context")
 	}
 	s.Write([]byte{2})
 	if _, err := c.Read(make([]byte, 1)); err != nil {
