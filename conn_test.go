@@ -259,7 +259,7 @@ func TestDeadlinesAfterHandshake(t *testing.T) {
 func TestEarlyBytes(t *testing.T) {
 	t.Parallel()
 	k := testKey("test-key")
-	ks := deriveKeySchedule(k)
+	sched := deriveKeySchedule(k)
 
 	t.Run("client to server", func(t *testing.T) {
 		rc, rs := pipeTCP(t)
@@ -270,18 +270,18 @@ func TestEarlyBytes(t *testing.T) {
 			got <- string(b)
 		}()
 		h := &handshake{}
-		if err := h.writeClientHello(ks, hsParams{}); err != nil {
+		if err := h.writeClientHello(sched, hsParams{}); err != nil {
 			t.Fatal(err)
 		}
 		rc.Write(h.ch())
 		if _, err := io.ReadFull(rc, h.sh()); err != nil {
 			t.Fatal(err)
 		}
-		sh, err := h.readServerHello(ks, hsParams{})
+		sh, err := h.readServerHello(sched, hsParams{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.writeClientFinished(ks, sh); err != nil {
+		if _, err := h.writeClientFinished(sched, sh); err != nil {
 			t.Fatal(err)
 		}
 		rc.Write(append(bytes.Clone(h.cf()), "early bytes"...)) // one write, one segment
@@ -301,7 +301,7 @@ func TestEarlyBytes(t *testing.T) {
 			if err != nil {
 				return
 			}
-			h.writeServerHello(ks, ch, hsParams{})
+			h.writeServerHello(sched, ch, hsParams{})
 			rs.Write(append(bytes.Clone(h.sh()), "half a round trip early"...))
 			rs.CloseWrite()
 		}()
