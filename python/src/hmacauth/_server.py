@@ -109,25 +109,12 @@ def _shed_per_ip(addr: Any, cap: int) -> "ConnectionShed":
         % (addr[0] if isinstance(addr, tuple) and addr else addr, cap))
 
 
-# Handshake workers that finish a handshake wait this long for the next one
-# before they exit, and at most this many wait at once: a thread start costs
-# 100 to 500 us, about as much as a whole handshake.
-WORKER_IDLE_SECONDS = 5.0
-MAX_IDLE_WORKERS = 16
-
-
 class Listener:
     """Accepts on a listening socket and runs each handshake in a thread of
     its own, bounded by the context's handshake timeout, so a silent client
     does not stall another while slots are free (unlike the Go Listener, it
     evicts none when all are taken: silent clients can hold every slot
     until their timeout). accept() returns only authenticated connections.
-
-    The handshake threads are kept for the next handshakes: a new handshake
-    goes to an idle one when there is one, else to a new thread, never more
-    than max_handshakes of them, and a handshake never waits for another to
-    end. Up to MAX_IDLE_WORKERS idle threads wait up to
-    WORKER_IDLE_SECONDS for work before they exit; close() ends them all.
 
     Caps (from the Context): max_handshakes at once, counting authenticated
     connections that wait for accept (at the cap the Listener stops
@@ -140,15 +127,7 @@ class Listener:
         self._sock = sock
         self.context = context
         self._used = 0  # handshake slots taken, by handshakes and connections waiting for accept
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        # The handshake workers: the jobs no worker has taken yet, and how
-        # many workers wait for one (never fewer than the jobs waiting).
-        self._work = threading.Condition(lock)
-        self._jobs: Deque[Tuple[socket.socket, Any, str]] = collections.deque()
-        self._idle = 0
-        self._workers: Set[threading.Thread] = set()
-        self._testing_only_worker_idle = WORKER_IDLE_SECONDS
+        self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
         self._per_ip: Dict[str, int] = {}
         self._inflight: Set[socket.socket] = set()  # the connections of the handshakes in flight, closed by close()
@@ -199,75 +178,7 @@ class Listener:
                 self._release_slot()
                 _report(ctx, HandshakeEvent(addr, "", 0.0, _shed_per_ip(addr, per_ip_cap)))
                 continue
-            self._dispatch(raw, addr, ip)
-
-    def _dispatch(self, raw: socket.socket, addr: Any, ip: str) -> None:
-        """Hands a handshake to an idle worker, or to a new one if none is
-        idle. At max_handshakes workers it queues the handshake instead:
-        the slot it holds means at least one worker is not in a handshake
-        (it is idle, or about to take the next job), so a handshake still
-        never waits for another to end."""
-        job = (raw, addr, ip)
-        with self._cond:
-            if self._idle > len(self._jobs) or len(self._workers) >= self.context.max_handshakes:
-                self._jobs.append(job)
-                self._work.notify()
-                return
-            t = threading.Thread(target=self._worker, args=job, name="hmacauth-handshake", daemon=True)
-            self._workers.add(t)
-        try:
-            t.start()
-        except RuntimeError:  # no thread to be had: let a worker take it, or drop it
-            with self._cond:
-                self._workers.discard(t)
-                if self._workers:
-                    self._jobs.append(job)
-                    self._work.notify()
-                    return
-            self._forget(raw, ip)
-            raw.close()
-            self._release_slot()
-
-    def _worker(self, raw: socket.socket, addr: Any, ip: str) -> None:
-        job: Optional[Tuple[socket.socket, Any, str]] = (raw, addr, ip)
-        me = threading.current_thread()
-        try:
-            while job is not None:
-                self._handshake(*job)
-                job = None
-                with self._cond:
-                    if len(self._jobs) > self._idle:
-                        # Queued for want of a worker (or after close: it
-                        # fails at once, close shut its socket down).
-                        job = self._jobs.popleft()
-                        continue
-                    if self._closed or self._idle >= MAX_IDLE_WORKERS:
-                        return
-                    self._idle += 1
-                    deadline = time.monotonic() + self._testing_only_worker_idle
-                    while not self._jobs and not self._closed:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._work.wait(left)
-                    self._idle -= 1
-                    if self._jobs:
-                        job = self._jobs.popleft()
-        finally:
-            with self._cond:
-                self._workers.discard(me)
-                self._cond.notify_all()
-
-    def _forget(self, raw: socket.socket, ip: str) -> None:
-        """Ends a connection's handshake accounting (its slot apart)."""
-        with self._cond:
-            self._inflight.discard(raw)
-            if ip:
-                n = self._per_ip.get(ip, 1) - 1
-                if n:
-                    self._per_ip[ip] = n
-                else:
-                    self._per_ip.pop(ip, None)
+            threading.Thread(target=self._handshake, args=(raw, addr, ip), daemon=True).start()
 
     def _handshake(self, raw: socket.socket, addr: Any, ip: str) -> None:
         try:
@@ -279,8 +190,14 @@ class Listener:
         try:
             conn = server_handshake(self.context, raw, addr)
         finally:
-            self._forget(raw, ip)
             with self._cond:
+                self._inflight.discard(raw)
+                if ip:
+                    n = self._per_ip.get(ip, 1) - 1
+                    if n:
+                        self._per_ip[ip] = n
+                    else:
+                        self._per_ip.pop(ip, None)
                 if conn is not None:
                     while len(self._ready) >= self.context.accept_queue and not self._closed:
                         self._cond.wait()
@@ -339,7 +256,6 @@ class Listener:
             self._ready.clear()
             inflight = list(self._inflight)
             self._cond.notify_all()
-            self._work.notify_all()
         for raw in inflight:
             try:
                 # Wakes the handshake's thread blocked in recv (close alone
@@ -354,18 +270,8 @@ class Listener:
         self._sock.close()
         for conn, _ in ready:
             conn.close()
-        me = threading.current_thread()
-        if self._thread is not me:
+        if self._thread is not threading.current_thread():
             self._thread.join(5.0)
-        # The workers end once their handshake has failed on its closed
-        # connection (bounded, as a callback of on_handshake may block).
-        deadline = time.monotonic() + 5.0
-        with self._cond:
-            while self._workers - {me}:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
 
     def __enter__(self) -> "Listener":
         return self
