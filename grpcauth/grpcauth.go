@@ -87,7 +87,8 @@ func (c *transportCreds) ClientHandshake(ctx context.Context, authority string, 
 // negative HandshakeTimeout, gRPC's deadline stays in force.
 //
 // If raw is an *hmacauth.Conn, as when grpc.Server serves an
-// *hmacauth.Listener, its handshake has run already (with the Listener's
+// *hmacauth.Listener, the preface is bounded by gRPC's deadline alone, and
+// its handshake has run already (with the Listener's
 // Config, which is then the one that counts, though a connection below
 // cfg.Mode, or without forward secrecy when cfg.ForwardSecrecy is set, is
 // refused) and is not run again: this
