@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,24 +17,32 @@ import (
 // deadline), and returns finish, which the handshake calls once with its
 // result and returns: it ends the arrangement and explains an
 // interruption, as a deadline passing wrapped in timeoutErr (the
-// package's ErrHandshakeTimeout), or as ContextError does. The timeout is
-// a timer of its own rather than a derived context: the connect path
-// then pays for one context registration, not two.
+// package's ErrHandshakeTimeout; also when ctx ended it too), or as
+// ContextError does. The timeout is a timer of its own rather than a
+// derived context: the connect path then pays for one context
+// registration, not two.
 func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Duration, timeoutErr error) (bounded bool, finish func(error) error) {
-	b := &bound{conn: conn}
 	_, bounded = ctx.Deadline()
+	stopCtx := Interrupt(ctx, conn)
+	var timer *time.Timer
+	var timerDone chan struct{}
 	if timeout > 0 {
 		bounded = true
-		b.timer = time.AfterFunc(time.Until(start.Add(timeout)), func() { b.interrupt(byTimeout) })
-	}
-	if ctx.Done() != nil {
-		b.stopCtx = context.AfterFunc(ctx, func() { b.interrupt(byContext) })
+		timerDone = make(chan struct{})
+		timer = time.AfterFunc(time.Until(start.Add(timeout)), func() {
+			interruptIO(conn)
+			close(timerDone)
+		})
 	}
 	return bounded, func(err error) error {
-		switch b.stop() {
-		case byContext:
+		timedOut := timer != nil && !timer.Stop()
+		if timedOut {
+			<-timerDone // the interruption is complete
+		}
+		if stopCtx() && !timedOut {
 			return ContextError(ctx, timeoutErr)
-		case byTimeout:
+		}
+		if timedOut {
 			if err == nil {
 				// Done just as the time ran out, which left the deadline
 				// in the past.
@@ -50,55 +56,6 @@ func Bound(ctx context.Context, conn net.Conn, start time.Time, timeout time.Dur
 		}
 		return TimedOut(err, timeoutErr, start)
 	}
-}
-
-// What ended a bounded handshake.
-const (
-	byNone int32 = iota
-	byTimeout
-	byContext
-)
-
-// bound is the arrangement Bound makes: the first of the timer and ctx to
-// fire interrupts conn's I/O.
-type bound struct {
-	conn    net.Conn
-	timer   *time.Timer
-	stopCtx func() bool
-	by      atomic.Int32
-	done    chan struct{} // closed once the interruption is complete
-	once    sync.Once
-}
-
-func (b *bound) doneChan() chan struct{} {
-	b.once.Do(func() { b.done = make(chan struct{}) })
-	return b.done
-}
-
-func (b *bound) interrupt(by int32) {
-	done := b.doneChan()
-	if !b.by.CompareAndSwap(byNone, by) {
-		return
-	}
-	interruptIO(b.conn)
-	close(done)
-}
-
-// stop ends the arrangement and reports what interrupted conn's I/O, if
-// anything; it returns only once that interruption is complete.
-func (b *bound) stop() int32 {
-	if b.timer != nil {
-		b.timer.Stop()
-	}
-	if b.stopCtx != nil {
-		b.stopCtx()
-	}
-	// Neither can fire from here on; one that fired has set by first.
-	if !b.by.CompareAndSwap(byNone, byNone-1) {
-		<-b.doneChan()
-		return b.by.Load()
-	}
-	return byNone
 }
 
 // Earliest returns the earlier of two deadlines, where zero means none.
