@@ -154,8 +154,8 @@ class Context:
     ignored), for rotation without a restart. ``mode``: the least protection this side accepts; a connection runs
     at the stronger of both sides' modes. ``forward_secrecy``: mix an X25519
     exchange into the session keys. ``key_share_lifetime`` (seconds): how
-    long one X25519 key pair is reused (0: 1 s; negative: a new one per
-    handshake). ``handshake_timeout`` (seconds): bounds each handshake (0:
+    long one X25519 key pair, and the results computed with it, are reused
+    (0: 1 s; negative: a new one per handshake). ``handshake_timeout`` (seconds): bounds each handshake (0:
     5 s; negative or None: no bound). ``max_handshakes``,
     ``max_handshakes_per_ip`` and ``accept_queue`` are the Listener's caps
     (0: the defaults 256, 16, 64; a negative per-IP cap means none).

@@ -9,7 +9,7 @@ import hmac
 import secrets
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Union
 
 from ._errors import AuthFailed, ConfigError, ExportError, ProtocolError, quote
 from ._keys import MAX_KEY_ID_LEN, Key
@@ -167,22 +167,86 @@ class KeyPair:
         return bytes(dh)
 
 
+# The X25519 results one shared key pair remembers, as the Go package's
+# maxCachedSecrets: a server with more distinct client shares at once
+# computes the rest anew.
+MAX_CACHED_SECRETS = 256
+
+
+class KeyShare:
+    """A key pair that a KeyShares hands to the handshakes of one lifetime,
+    with the X25519 results computed with it, by peer share: a peer that
+    reuses its key pair too costs one exchange per pair of key pairs, not
+    one per handshake. Used by threads and event loops at once."""
+
+    __slots__ = ("pair", "public", "_lock", "_secrets")
+
+    def __init__(self, pair: KeyPair) -> None:
+        self.pair = pair
+        self.public = pair.public
+        self._lock = threading.Lock()
+        # None once dropped: handshakes that still hold the key pair finish
+        # with it and remember nothing.
+        self._secrets: Optional[Dict[bytes, bytes]] = {}
+
+    def exchange(self, peer: bytes) -> bytes:
+        peer = bytes(peer)
+        with self._lock:
+            dh = self._secrets.get(peer) if self._secrets is not None else None
+        if dh is not None:
+            return dh
+        dh = self.pair.exchange(peer)  # raises for a low-order point: nothing is remembered
+        with self._lock:
+            if self._secrets is not None and len(self._secrets) < MAX_CACHED_SECRETS:
+                self._secrets[peer] = dh
+        return dh
+
+    def drop(self) -> None:
+        """Forgets the results computed with this key pair."""
+        with self._lock:
+            if self._secrets is not None:
+                self._secrets.clear()
+                self._secrets = None
+
+
 class KeyShares:
-    """One X25519 key pair reused by a Context's handshakes for a lifetime
-    (PROTOCOL.md 7.3)."""
+    """One X25519 key pair reused by a Context's handshakes for a lifetime,
+    with the results computed with it (PROTOCOL.md 7.3). A timer drops both
+    when the lifetime ends, whether or not a handshake comes to replace
+    them; a handshake that took the key pair keeps it until it ends."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pair: Optional[KeyPair] = None
+        self._share: Optional[KeyShare] = None
         self._expires = 0.0
+        self._timer: Optional[threading.Timer] = None
 
-    def get(self, lifetime: float) -> KeyPair:
+    def get(self, lifetime: float) -> KeyShare:
         now = time.monotonic()
         with self._lock:
-            if self._pair is None or now >= self._expires:
-                self._pair = KeyPair(secrets.token_bytes(32))
-                self._expires = now + lifetime
-            return self._pair
+            share = self._share
+            if share is not None and now < self._expires:
+                return share
+            if share is not None:  # its timer is late
+                share.drop()
+            share = KeyShare(KeyPair(secrets.token_bytes(32)))
+            self._share, self._expires = share, now + lifetime
+            self._timer = None
+            if lifetime < threading.TIMEOUT_MAX:
+                timer = threading.Timer(lifetime, self._expire, (share,))
+                timer.daemon = True
+                try:
+                    timer.start()
+                    self._timer = timer
+                except RuntimeError:  # no new threads at interpreter shutdown: dropped at the next get
+                    pass
+            return share
+
+    def _expire(self, share: KeyShare) -> None:
+        with self._lock:
+            if self._share is share:
+                self._share = None
+        share.drop()
 
 
 class ClientNonces:
@@ -340,6 +404,7 @@ class ClientHandshake:
         dh = b""
         my_share = ZERO_SHARE
         if flags & FLAG_FORWARD_SECRECY:
+            pair: Union[KeyPair, KeyShare]
             if self.shares is not None:
                 pair = self.shares.get(self.share_lifetime)
             else:
@@ -381,7 +446,7 @@ class ServerHandshake:
         self.sh = b""
         self.flags = 0
         self.chosen_mode = 0
-        self.pair: Optional[KeyPair] = None
+        self.pair: Optional[Union[KeyPair, KeyShare]] = None
         self.result: Optional[Result] = None
         self._claimed = b""
 
@@ -448,11 +513,13 @@ class ServerHandshake:
         ns = bytes(self.rand(NONCE_LEN))
         share = ZERO_SHARE
         if flags & FLAG_FORWARD_SECRECY:
+            pair: Union[KeyPair, KeyShare]
             if self.shares is not None:
-                self.pair = self.shares.get(self.share_lifetime)
+                pair = self.shares.get(self.share_lifetime)
             else:
-                self.pair = KeyPair(self.rand(32))
-            share = self.pair.public
+                pair = KeyPair(self.rand(32))
+            self.pair = pair
+            share = pair.public
         body = MAGIC + bytes((VERSION, MSG_SERVER_HELLO, mode, flags)) + ns + share
         self.sh = body + hmac256(ks.k_sh, ch, body)
         self.chosen_mode, self.flags = mode, flags
