@@ -16,7 +16,7 @@
 #   -base REV   also run the hmacauth command built from git revision REV
 #               (e.g. main), as chains auth@base and sealed@base
 #   -procs N    also run the auth and sealed chains with GOMAXPROCS=N in
-#               both tunnel processes, as chains auth/pN and sealed/pN
+#               both tunnel processes, as chains auth-pN and sealed-pN
 #   -no-status  leave out the auth+status chain: auth mode with -status on
 #               both tunnel ends, /metrics and /_status of both scraped
 #               every second while the load runs
@@ -164,7 +164,7 @@ start_hmacauth() { # chain binary target-name target-port flags...
 	local ch=$1 bin=$2 name=$3 tport=$4 s c st1="" st2="" env=()
 	shift 4
 	case $ch in
-	*/p*) env=(env "GOMAXPROCS=${ch#*/p}") ;; # env execs the command: same pid
+	*-p[0-9]*) env=(env "GOMAXPROCS=${ch##*-p}") ;; # env execs the command: same pid
 	esac
 	port s; port c
 	if [ "$ch" = auth+status ]; then
@@ -192,8 +192,8 @@ for t in redis:$redis_port pg:$pg_port; do
 		start_hmacauth auth+status "$tmp/hmacauth" "$name" "$tport" -mode auth
 	fi
 	if [ -n "$procs" ]; then
-		start_hmacauth "auth/p$procs" "$tmp/hmacauth" "$name" "$tport" -mode auth
-		start_hmacauth "sealed/p$procs" "$tmp/hmacauth" "$name" "$tport" -mode sealed
+		start_hmacauth "auth-p$procs" "$tmp/hmacauth" "$name" "$tport" -mode auth
+		start_hmacauth "sealed-p$procs" "$tmp/hmacauth" "$name" "$tport" -mode sealed
 	fi
 	if [ -n "$base" ]; then
 		start_hmacauth auth@base "$tmp/hmacauth-base" "$name" "$tport" -mode auth
@@ -201,7 +201,7 @@ for t in redis:$redis_port pg:$pg_port; do
 	fi
 done
 [ $status = 1 ] && chains+=(auth+status)
-[ -n "$procs" ] && chains+=("auth/p$procs" "sealed/p$procs")
+[ -n "$procs" ] && chains+=("auth-p$procs" "sealed-p$procs")
 [ -n "$base" ] && chains+=(auth@base sealed@base)
 
 # --- measurement ---------------------------------------------------------
