@@ -84,7 +84,7 @@ var hasAESGCMHardware = (cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) ||
 type recordLayer struct {
 	conn net.Conn
 	io   io.ReadWriter // conn's reads and writes (netx.SocketIO)
-	peer string // "server" on a client, "client" on a server, for errors
+	peer string        // "server" on a client, "client" on a server, for errors
 
 	sealed bool // encrypt payloads (ModeSealed), else MAC only
 	chacha bool // ChaCha20-Poly1305 instead of AES-256-GCM

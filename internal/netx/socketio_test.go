@@ -1,3 +1,5 @@
+//go:build unix
+
 package netx
 
 import (
@@ -16,12 +18,7 @@ import (
 // they are (here a wrapper, as a user's or the hmacauth.Conn would be).
 func TestSocketIOKinds(t *testing.T) {
 	c, _ := tcpPair(t)
-	a, b, err := unixPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
+	a, _ := unixPair(t)
 	wrapped := struct{ net.Conn }{c}
 	for _, tc := range []struct {
 		name   string
@@ -39,32 +36,32 @@ func TestSocketIOKinds(t *testing.T) {
 	}
 }
 
-// unixPair returns both ends of a Unix stream connection.
-func unixPair() (*net.UnixConn, *net.UnixConn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+// unixPair returns both ends of a Unix stream connection, closed at the
+// test's end.
+func unixPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	// A short path: socket paths are limited to about 100 bytes.
+	dir, err := os.MkdirTemp("", "sio")
 	if err != nil {
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	conn := func(fd int) (*net.UnixConn, error) {
-		f := os.NewFile(uintptr(fd), "unix")
-		defer f.Close() // FileConn holds a copy
-		c, err := net.FileConn(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.(*net.UnixConn), nil
-	}
-	a, err := conn(fds[0])
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", dir+"/s")
 	if err != nil {
-		syscall.Close(fds[1])
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	b, err := conn(fds[1])
+	defer ln.Close()
+	c, err := net.Dial("unix", ln.Addr().String())
 	if err != nil {
-		a.Close()
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	return a, b, nil
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return c.(*net.UnixConn), s.(*net.UnixConn)
 }
 
 // TestSocketIO checks that SocketIO reads and writes as net.Conn's Read
@@ -75,15 +72,8 @@ func unixPair() (*net.UnixConn, *net.UnixConn, error) {
 // naming the operation, as net.Conn's are.
 func TestSocketIO(t *testing.T) {
 	pairs := map[string]func(t *testing.T) (net.Conn, net.Conn){
-		"tcp": func(t *testing.T) (net.Conn, net.Conn) { return tcpPair(t) },
-		"unix": func(t *testing.T) (net.Conn, net.Conn) {
-			a, b, err := unixPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.Close(); b.Close() })
-			return a, b
-		},
+		"tcp":  func(t *testing.T) (net.Conn, net.Conn) { return tcpPair(t) },
+		"unix": func(t *testing.T) (net.Conn, net.Conn) { return unixPair(t) },
 	}
 	for name, pair := range pairs {
 		t.Run(name+"/data", func(t *testing.T) {
