@@ -46,8 +46,9 @@ type Conn struct {
 	secretMu sync.Mutex
 
 	// rl is the record layer of ModeIntegrity and ModeSealed, installed
-	// by a successful handshake; nil in ModeAuth, where plain reads and
-	// writes conn (netx.SocketIO: its system calls made directly).
+	// by a successful handshake; nil in ModeAuth, where Read and Write go
+	// to plain: conn, with its system calls made directly where it is a
+	// socket (netx.SocketIO).
 	rl    *recordLayer
 	plain io.ReadWriter
 
