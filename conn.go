@@ -46,8 +46,11 @@ type Conn struct {
 	secretMu sync.Mutex
 
 	// rl is the record layer of ModeIntegrity and ModeSealed, installed
-	// by a successful handshake; nil in ModeAuth.
-	rl *recordLayer
+	// by a successful handshake; nil in ModeAuth, where Read and Write go
+	// to plain: conn, with its system calls made directly where it is a
+	// socket (netx.SocketIO).
+	rl    *recordLayer
+	plain io.ReadWriter
 
 	// Close and CloseRead during a handshake find no record layer yet:
 	// the handshake passes them on when it ends.
@@ -104,7 +107,9 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.hsErr != nil {
 		clear(c.res.secret)
 		c.res = hsResult{}
-	} else if c.res.mode != ModeAuth {
+	} else if c.res.mode == ModeAuth {
+		c.plain = netx.SocketIO(c.conn)
+	} else {
 		c.rl = newRecordLayer(c.conn, c.res.secret, recordParams{
 			client:                    c.isClient,
 			sealed:                    c.res.mode == ModeSealed,
@@ -286,7 +291,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if c.rl != nil {
 		return c.rl.Read(b)
 	}
-	return c.conn.Read(b)
+	return c.plain.Read(b)
 }
 
 // Write writes application data, running the handshake first if needed.
@@ -297,7 +302,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if c.rl != nil {
 		return c.rl.Write(b)
 	}
-	return c.conn.Write(b)
+	return c.plain.Write(b)
 }
 
 // ReadFrom implements io.ReaderFrom, so that io.Copy to a Conn keeps the

@@ -83,7 +83,8 @@ var hasAESGCMHardware = (cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) ||
 // then on; it knows nothing of the handshake.
 type recordLayer struct {
 	conn net.Conn
-	peer string // "server" on a client, "client" on a server, for errors
+	io   io.ReadWriter // conn's reads and writes (netx.SocketIO)
+	peer string        // "server" on a client, "client" on a server, for errors
 
 	sealed bool // encrypt payloads (ModeSealed), else MAC only
 	chacha bool // ChaCha20-Poly1305 instead of AES-256-GCM
@@ -117,6 +118,7 @@ type recordParams struct {
 func newRecordLayer(conn net.Conn, session []byte, p recordParams) *recordLayer {
 	rl := &recordLayer{
 		conn:                      conn,
+		io:                        netx.SocketIO(conn),
 		peer:                      "client",
 		sealed:                    p.sealed,
 		chacha:                    p.chacha,
@@ -561,7 +563,7 @@ func (rl *recordLayer) fill(n int) error {
 		}
 	}
 	for hc.end-hc.start < n {
-		k, err := rl.conn.Read(hc.buf[hc.end:])
+		k, err := rl.io.Read(hc.buf[hc.end:])
 		hc.end += k
 		if err == nil {
 			continue
@@ -630,7 +632,7 @@ func (rl *recordLayer) writeReady() error {
 func (rl *recordLayer) flush() error {
 	hc := &rl.out
 	for hc.start < hc.end {
-		k, err := rl.conn.Write(hc.buf[hc.start:hc.end])
+		k, err := rl.io.Write(hc.buf[hc.start:hc.end])
 		hc.start += k
 		if err != nil {
 			return hc.fail(err)
@@ -667,7 +669,7 @@ func (rl *recordLayer) writeRecord(typ byte, src []byte, n int, mayUndo bool) (b
 // written.
 func (rl *recordLayer) send(rec []byte, n int, mayUndo, control bool) (sent bool, err error) {
 	hc := &rl.out
-	k, err := rl.conn.Write(rec)
+	k, err := rl.io.Write(rec)
 	if err == nil {
 		return true, nil
 	}

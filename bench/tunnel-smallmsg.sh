@@ -8,13 +8,15 @@
 # /proc/PID/stat) the tunnel's two processes spend per request, then the
 # medians and the per-round ratios to spiped.
 #
-# Usage: bench/tunnel-smallmsg.sh [-rounds N] [-base REV] [-no-status]
+# Usage: bench/tunnel-smallmsg.sh [-rounds N] [-base REV] [-procs N] [-no-status]
 #
 #   -rounds N   rounds (default 5); every round runs every chain, each
 #               round in a different order, so that the machine's load
 #               weighs on all of them alike
 #   -base REV   also run the hmacauth command built from git revision REV
 #               (e.g. main), as chains auth@base and sealed@base
+#   -procs N    also run the auth and sealed chains with GOMAXPROCS=N in
+#               both tunnel processes, as chains auth-pN and sealed-pN
 #   -no-status  leave out the auth+status chain: auth mode with -status on
 #               both tunnel ends, /metrics and /_status of both scraped
 #               every second while the load runs
@@ -32,13 +34,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-rounds=5 base="" status=1
+rounds=5 base="" procs="" status=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	-rounds) rounds=$2; shift 2 ;;
 	-base) base=$2; shift 2 ;;
+	-procs) procs=$2; shift 2 ;;
 	-no-status) status=0; shift ;;
-	*) echo "usage: $0 [-rounds N] [-base REV] [-no-status]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-rounds N] [-base REV] [-procs N] [-no-status]" >&2; exit 2 ;;
 	esac
 done
 REDIS_N=${REDIS_N:-100000} REDIS_C=${REDIS_C:-50}
@@ -158,18 +161,21 @@ start_spiped() { # target-name target-port
 }
 
 start_hmacauth() { # chain binary target-name target-port flags...
-	local ch=$1 bin=$2 name=$3 tport=$4 s c st1="" st2=""
+	local ch=$1 bin=$2 name=$3 tport=$4 s c st1="" st2="" env=()
 	shift 4
+	case $ch in
+	*-p[0-9]*) env=(env "GOMAXPROCS=${ch##*-p}") ;; # env execs the command: same pid
+	esac
 	port s; port c
 	if [ "$ch" = auth+status ]; then
 		port st1; port st2
 		status_ports+=" $st1 $st2"
 	fi
-	bg "$ch-server-$name" "$bin" server -listen "127.0.0.1:$s" -target "127.0.0.1:$tport" \
+	bg "$ch-server-$name" "${env[@]}" "$bin" server -listen "127.0.0.1:$s" -target "127.0.0.1:$tport" \
 		-keys "$tmp/hmacauth.keys" -log-level warn ${st1:+-status 127.0.0.1:$st1} "$@"
 	procs[$ch]+=" $bg_pid"
 	wait_port "$s"
-	bg "$ch-client-$name" "$bin" client -listen "127.0.0.1:$c" -target "127.0.0.1:$s" \
+	bg "$ch-client-$name" "${env[@]}" "$bin" client -listen "127.0.0.1:$c" -target "127.0.0.1:$s" \
 		-keys "$tmp/hmacauth.keys" -log-level warn ${st2:+-status 127.0.0.1:$st2} "$@"
 	procs[$ch]+=" $bg_pid"
 	wait_port "$c"
@@ -185,12 +191,17 @@ for t in redis:$redis_port pg:$pg_port; do
 	if [ $status = 1 ]; then
 		start_hmacauth auth+status "$tmp/hmacauth" "$name" "$tport" -mode auth
 	fi
+	if [ -n "$procs" ]; then
+		start_hmacauth "auth-p$procs" "$tmp/hmacauth" "$name" "$tport" -mode auth
+		start_hmacauth "sealed-p$procs" "$tmp/hmacauth" "$name" "$tport" -mode sealed
+	fi
 	if [ -n "$base" ]; then
 		start_hmacauth auth@base "$tmp/hmacauth-base" "$name" "$tport" -mode auth
 		start_hmacauth sealed@base "$tmp/hmacauth-base" "$name" "$tport" -mode sealed
 	fi
 done
 [ $status = 1 ] && chains+=(auth+status)
+[ -n "$procs" ] && chains+=("auth-p$procs" "sealed-p$procs")
 [ -n "$base" ] && chains+=(auth@base sealed@base)
 
 # --- measurement ---------------------------------------------------------

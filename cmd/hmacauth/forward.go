@@ -248,7 +248,9 @@ var smallBufPool = sync.Pool{New: func() any { return new([smallCopyBuffer]byte)
 // connection's life and takes three splice calls per message, and
 // request/response traffic such as Redis or PostgreSQL queries is all
 // small messages. With an *hmacauth.Conn, io.Copy is also what moves bulk
-// data in full-size records (see hmacauth.Conn's ReadFrom).
+// data in full-size records (see hmacauth.Conn's ReadFrom). The small
+// messages' reads and writes on a plain TCP or Unix connection are system
+// calls made directly (socketIO), as an *hmacauth.Conn makes its own.
 func copyStream(dst, src net.Conn) (int64, error) {
 	buf := smallBufPool.Get().(*[smallCopyBuffer]byte)
 	// It held the stream's bytes: cleared before another connection takes
@@ -261,11 +263,12 @@ func copyStream(dst, src net.Conn) (int64, error) {
 		}
 	}
 	defer release()
+	read, write := socketIO(src), socketIO(dst)
 	var total int64
 	for {
-		n, rerr := src.Read(buf[:])
+		n, rerr := read.Read(buf[:])
 		if n > 0 {
-			m, werr := dst.Write(buf[:n])
+			m, werr := write.Write(buf[:n])
 			total += int64(m)
 			if werr == nil && m != n {
 				werr = io.ErrShortWrite

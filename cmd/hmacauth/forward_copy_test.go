@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // TestCopyStreamSplicesOnlyBulk checks that copyStream forwards
@@ -18,28 +17,8 @@ import (
 // The destination records whether its ReadFrom ran, so the test reads no
 // process-wide state (open pipes come and go with Go's splice pipe pool).
 func TestCopyStreamSplicesOnlyBulk(t *testing.T) {
-	pair := func() (near, far *net.TCPConn) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			c.Close()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(); s.Close() })
-		c.SetDeadline(time.Now().Add(bound))
-		s.SetDeadline(time.Now().Add(bound))
-		return c.(*net.TCPConn), s.(*net.TCPConn)
-	}
-	client, src := pair()
-	dst, reader := pair()
+	client, src := tcpPair(t)
+	dst, reader := tcpPair(t)
 	rec := &readFromRecorder{TCPConn: dst}
 	done := make(chan error, 1)
 	go func() {

@@ -345,3 +345,26 @@ func transfer(t *testing.T, c net.Conn, n int64, seed uint64) {
 }
 
 func describe(args []string) string { return fmt.Sprintf("hmacauth %s", strings.Join(args, " ")) }
+
+// tcpPair returns both ends of a loopback TCP connection, closed at the
+// test's end, with deadlines bound from now.
+func tcpPair(t testing.TB) (near, far *net.TCPConn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	c.SetDeadline(time.Now().Add(bound))
+	s.SetDeadline(time.Now().Add(bound))
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
