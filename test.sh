@@ -3,7 +3,9 @@
 # operating systems the library and command build on), staticcheck and
 # race-enabled tests over the three modules (the core, grpcauth and the
 # command, cmd/hmacauth), through go.work: the core's ./... does not reach
-# into a nested module, so each is listed. It fetches what it needs through the Go module proxy.
+# into a nested module, so each is listed), then the tests that move data
+# without the race detector, and the Python package's tests. It fetches
+# what it needs through the Go module proxy.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,9 +40,11 @@ run go run $staticcheck -tags testingonly ./cmd/hmacauth/...
 run go test -race $modules
 # Outside the race detector, TCP and Unix sockets' reads and writes are
 # system calls made directly (internal/netx.SocketIO), a path the race
-# build leaves out: the tests that move data run again without it.
+# build leaves out: the core's tests that move data, and all of grpcauth's
+# and the command's (whose children are then built without -race too), run
+# again without it.
 run go test -run '^(TestConnConformance|TestHalfClose|TestEarlyBytes|TestBulkRightAfterDial|TestBothSidesSpeakFirst|TestCopyDelegates|TestDeadlinesAfterHandshake|TestHTTP.*|TestRawEchoServer|TestModeNegotiation|TestChaCha20Negotiated|TestLargeTransfer|TestReadFrom.*|TestKeyUpdate.*|TestCleanCloseIsEOF|TestWrite.*|TestRead.*|TestClose.*|TestUselessRecordFlood|TestResetCountsAsClose|TestRecord.*|TestMITM.*|TestSealedHidesPlaintext|TestSocketIO.*)$' . ./internal/netx
-run go test -run '^(TestTunnel.*|TestPipe.*|TestCopyStream.*|TestSocketIO.*|TestProxyProtocolNginx|TestConnectProxyTinyproxy)$' ./cmd/hmacauth
+run go test ./grpcauth/... ./cmd/hmacauth/...
 
 # The Python package in python/: pytest in a throwaway virtual environment
 # (nothing downloaded), and the same tests with unittest on every other
