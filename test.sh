@@ -2,7 +2,7 @@
 # The project's one test command: format check, vet (also for the other
 # operating systems the library and command build on), staticcheck and
 # race-enabled tests over the three modules (the core, grpcauth and the
-# command, cmd/hmacauth), through go.work: the core's ./... does not reach
+# command, cmd/hmacauth, through go.work: the core's ./... does not reach
 # into a nested module, so each is listed), then the tests that move data
 # without the race detector, and the Python package's tests. It fetches
 # what it needs through the Go module proxy.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"strings"
@@ -15,12 +17,15 @@ import (
 // names changed and a sentence on where it comes from: the command, a
 // module of its own, cannot import it.
 func TestSocketIOMirrorsCore(t *testing.T) {
-	const origin = "// otherwise. It is the core's internal/netx.SocketIO, which an\n" +
+	const origin = "// itself otherwise. It is the core's internal/netx.SocketIO, which an\n" +
 		"// *hmacauth.Conn uses for its own socket, copied because the command is a\n" +
 		"// module of its own (TestSocketIOMirrorsCore keeps the two the same).\n"
 	rename := strings.NewReplacer("package netx", "package main", "SocketIO", "socketIO")
 	for _, name := range []string{"socketio_direct.go", "socketio_other.go"} {
 		core, err := os.ReadFile("../../internal/netx/" + name)
+		if errors.Is(err, fs.ErrNotExist) {
+			t.Skip("the core's source is not beside the command (a module download): nothing to compare")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -30,7 +35,7 @@ func TestSocketIOMirrorsCore(t *testing.T) {
 		}
 		want := rename.Replace(string(core))
 		if name == "socketio_direct.go" {
-			want = strings.Replace(want, "// otherwise.\n", origin, 1)
+			want = strings.Replace(want, "// itself otherwise.\n", origin, 1)
 		}
 		if got := string(mine); got != want {
 			w, g := strings.Split(want, "\n"), strings.Split(got, "\n")

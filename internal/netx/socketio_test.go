@@ -20,6 +20,12 @@ func TestSocketIOKinds(t *testing.T) {
 	c, _ := tcpPair(t)
 	a, _ := unixPair(t)
 	wrapped := struct{ net.Conn }{c}
+	dir := t.TempDir()
+	gram, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: dir + "/g", Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gram.Close()
 	for _, tc := range []struct {
 		name   string
 		c      net.Conn
@@ -28,6 +34,7 @@ func TestSocketIOKinds(t *testing.T) {
 		{"*net.TCPConn", c, directCalls},
 		{"*net.UnixConn", a, directCalls},
 		{"a wrapper", wrapped, false},
+		{"a Unix datagram socket", gram, false}, // an empty datagram is no end of stream
 	} {
 		// Anything but the connection itself makes the calls directly.
 		if direct := SocketIO(tc.c) != io.ReadWriter(tc.c); direct != tc.direct {
@@ -82,22 +89,41 @@ func TestSocketIO(t *testing.T) {
 				c.SetDeadline(time.Now().Add(time.Minute))
 			}
 			sa, sb := SocketIO(a), SocketIO(b)
-			big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+			// 4 MiB in writes of 16 KiB, read 8 KiB at a time: calls made
+			// directly, which wait for room and for data; then one write
+			// larger than directMax, which goes through net.Conn's.
+			big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18)
 			done := make(chan error, 1)
 			go func() {
-				n, err := sa.Write(big)
-				if err == nil && n != len(big) {
-					err = io.ErrShortWrite
+				var err error
+				for i := 0; i < len(big) && err == nil; i += 16 << 10 {
+					var n int
+					n, err = sa.Write(big[i : i+16<<10])
+					if err == nil && n != 16<<10 {
+						err = io.ErrShortWrite
+					}
+				}
+				if err == nil {
+					_, err = sa.Write(big)
 				}
 				if err == nil {
 					err = a.(interface{ CloseWrite() error }).CloseWrite()
 				}
 				done <- err
 			}()
-			got, err := io.ReadAll(sb)
-			if err != nil {
-				t.Fatalf("reading: %v", err)
+			var got []byte
+			buf := make([]byte, 8<<10)
+			for {
+				n, err := sb.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("reading: %v", err)
+				}
 			}
+			big = append(big, big...)
 			if err := <-done; err != nil {
 				t.Fatalf("writing: %v", err)
 			}
@@ -116,7 +142,7 @@ func TestSocketIO(t *testing.T) {
 			if _, err := sb.Write([]byte("back")); err != nil {
 				t.Fatal(err)
 			}
-			buf := make([]byte, 8)
+			buf = buf[:8]
 			if n, err := io.ReadAtLeast(sa, buf, 4); err != nil || string(buf[:n]) != "back" {
 				t.Errorf("read %q, %v; want \"back\"", buf[:n], err)
 			}
@@ -150,8 +176,13 @@ func TestSocketIO(t *testing.T) {
 			if err := <-done; !errors.Is(err, net.ErrClosed) {
 				t.Errorf("Read during Close: %v; want net.ErrClosed", err)
 			}
-			if _, err := sa.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
-				t.Errorf("Write after Close: %v; want net.ErrClosed", err)
+			for _, p := range [][]byte{[]byte("x"), nil} {
+				if _, err := sa.Write(p); !errors.Is(err, net.ErrClosed) {
+					t.Errorf("Write of %d bytes after Close: %v; want net.ErrClosed", len(p), err)
+				}
+				if _, err := sa.Read(p); !errors.Is(err, net.ErrClosed) {
+					t.Errorf("Read into %d bytes after Close: %v; want net.ErrClosed", len(p), err)
+				}
 			}
 		})
 	}
