@@ -124,6 +124,17 @@ def sides():  # type: ignore[no-untyped-def]
     }
 
 
+def serve_one(side: Side, handler, raw: socket.socket) -> None:  # type: ignore[no-untyped-def]
+    """Runs one accepted connection's handshake (wrap) and the handler:
+    the same for every server shape and every side."""
+    try:
+        conn = side.wrap_server(raw)
+        with conn:
+            handler(conn)
+    except OSError:
+        raw.close()
+
+
 def serve_threads(ls: socket.socket, side: Side, handler) -> threading.Thread:  # type: ignore[no-untyped-def]
     def loop() -> None:
         while True:
@@ -132,16 +143,7 @@ def serve_threads(ls: socket.socket, side: Side, handler) -> threading.Thread:  
             except OSError:
                 return
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def one(raw=raw) -> None:  # type: ignore[no-untyped-def]
-                try:
-                    conn = side.wrap_server(raw)
-                    with conn:
-                        handler(conn)
-                except OSError:
-                    raw.close()
-
-            threading.Thread(target=one, daemon=True).start()
+            threading.Thread(target=serve_one, args=(side, handler, raw), daemon=True).start()
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
@@ -154,14 +156,6 @@ def serve_pool(ls: socket.socket, side: Side, handler, workers: int = 8):  # typ
     runs its handshake (wrap) and the handler. The same for every side."""
     pool = concurrent.futures.ThreadPoolExecutor(workers)
 
-    def one(raw) -> None:  # type: ignore[no-untyped-def]
-        try:
-            conn = side.wrap_server(raw)
-            with conn:
-                handler(conn)
-        except OSError:
-            raw.close()
-
     def loop() -> None:
         while True:
             try:
@@ -170,7 +164,7 @@ def serve_pool(ls: socket.socket, side: Side, handler, workers: int = 8):  # typ
                 pool.shutdown(wait=False)
                 return
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pool.submit(one, raw)
+            pool.submit(serve_one, side, handler, raw)
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
