@@ -910,18 +910,19 @@ func TestCloseClearsSecrets(t *testing.T) {
 	}
 }
 
-// closeOnFinishedConn is a client's connection that runs Close on its Conn
-// right after the ClientFinished has gone out: Close then runs while the
-// handshake is still in progress, yet the handshake succeeds.
-type closeOnFinishedConn struct {
-	net.Conn
-	c *Conn
+// afterFinishedConn is a client's connection that calls after right
+// after the ClientFinished has gone out: a Close or CloseRead of its Conn
+// then runs while the handshake is still in progress, yet the handshake
+// succeeds. It keeps the *net.TCPConn's half-close, which CloseRead needs.
+type afterFinishedConn struct {
+	*net.TCPConn
+	after func()
 }
 
-func (w *closeOnFinishedConn) Write(b []byte) (int, error) {
-	n, err := w.Conn.Write(b)
+func (w *afterFinishedConn) Write(b []byte) (int, error) {
+	n, err := w.TCPConn.Write(b)
 	if len(b) == clientFinishedLen {
-		w.c.Close()
+		w.after()
 	}
 	return n, err
 }
@@ -936,9 +937,9 @@ func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
 			rc, rs := pipeTCP(t)
 			cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
 			scfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode} // one Config refuses its own dial
-			w := &closeOnFinishedConn{Conn: rc}
+			w := &afterFinishedConn{TCPConn: rc}
 			c, s := Client(w, cfg), Server(rs, scfg)
-			w.c = c
+			w.after = func() { c.Close() }
 			defer s.Close()
 			cerr, serr := handshakeBoth(c, s)
 			if cerr != nil || serr != nil {
@@ -952,22 +953,6 @@ func TestCloseDuringHandshakeClearsSecrets(t *testing.T) {
 	}
 }
 
-// closeReadOnFinishedConn is a client's connection that runs CloseRead on
-// its Conn right after the ClientFinished has gone out, while the handshake
-// is still in progress.
-type closeReadOnFinishedConn struct {
-	*net.TCPConn
-	c *Conn
-}
-
-func (w *closeReadOnFinishedConn) Write(b []byte) (int, error) {
-	n, err := w.TCPConn.Write(b)
-	if len(b) == clientFinishedLen {
-		w.c.CloseRead()
-	}
-	return n, err
-}
-
 // TestCloseReadDuringHandshake checks that a CloseRead that runs before the
 // record layer is installed still reaches it: a Read then reports
 // net.ErrClosed, not a stream cut by an attacker.
@@ -978,9 +963,9 @@ func TestCloseReadDuringHandshake(t *testing.T) {
 			rc, rs := pipeTCP(t)
 			cfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
 			scfg := &Config{Keys: []Key{recordTestKey()}, Mode: mode}
-			w := &closeReadOnFinishedConn{TCPConn: rc}
+			w := &afterFinishedConn{TCPConn: rc}
 			c, s := Client(w, cfg), Server(rs, scfg)
-			w.c = c
+			w.after = func() { c.CloseRead() }
 			defer c.Close()
 			defer s.Close()
 			if cerr, serr := handshakeBoth(c, s); cerr != nil || serr != nil {
