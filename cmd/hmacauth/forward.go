@@ -147,9 +147,12 @@ func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error)
 		g                errgroup.Group
 		upDone, downDone bool // the direction ended cleanly: its end was passed on
 	)
+	// Each connection's reader-writer serves both directions: one reads
+	// with it, the other writes.
+	frontIO, backIO := socketIO(front), socketIO(back)
 	g.Go(func() error {
 		var e error
-		if up, e = copyHalf(back, front); e != nil {
+		if up, e = copyHalf(back, backIO, front, frontIO); e != nil {
 			return fail(e)
 		}
 		upDone = true
@@ -157,7 +160,7 @@ func pipe(ctx context.Context, front, back net.Conn) (up, down int64, err error)
 	})
 	g.Go(func() error {
 		var e error
-		if down, e = copyHalf(front, back); e != nil {
+		if down, e = copyHalf(front, frontIO, back, backIO); e != nil {
 			return fail(e)
 		}
 		downDone = true
@@ -219,9 +222,10 @@ func endStopped(c net.Conn, finished bool) {
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst so the
-// peer sees the end of stream too.
-func copyHalf(dst, src net.Conn) (int64, error) {
-	n, err := copyStream(dst, src)
+// peer sees the end of stream too. write and read are dst's and src's
+// socketIO.
+func copyHalf(dst net.Conn, write io.Writer, src net.Conn, read io.Reader) (int64, error) {
+	n, err := copyStream(dst, write, src, read)
 	if err != nil {
 		return n, err
 	}
@@ -249,9 +253,10 @@ var smallBufPool = sync.Pool{New: func() any { return new([smallCopyBuffer]byte)
 // request/response traffic such as Redis or PostgreSQL queries is all
 // small messages. With an *hmacauth.Conn, io.Copy is also what moves bulk
 // data in full-size records (see hmacauth.Conn's ReadFrom). The small
-// messages' reads and writes on a plain TCP or Unix connection are system
-// calls made directly (socketIO), as an *hmacauth.Conn makes its own.
-func copyStream(dst, src net.Conn) (int64, error) {
+// messages go through read and write, src's and dst's socketIO: on a
+// plain TCP or Unix connection system calls made directly, as an
+// *hmacauth.Conn makes its own.
+func copyStream(dst net.Conn, write io.Writer, src net.Conn, read io.Reader) (int64, error) {
 	buf := smallBufPool.Get().(*[smallCopyBuffer]byte)
 	// It held the stream's bytes: cleared before another connection takes
 	// it, as the record layer's pooled buffers are.
@@ -263,7 +268,6 @@ func copyStream(dst, src net.Conn) (int64, error) {
 		}
 	}
 	defer release()
-	read, write := socketIO(src), socketIO(dst)
 	var total int64
 	for {
 		n, rerr := read.Read(buf[:])

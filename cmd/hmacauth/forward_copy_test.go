@@ -22,7 +22,7 @@ func TestCopyStreamSplicesOnlyBulk(t *testing.T) {
 	rec := &readFromRecorder{TCPConn: dst}
 	done := make(chan error, 1)
 	go func() {
-		_, err := copyStream(rec, src)
+		_, err := copyStream(rec, socketIO(rec), src, socketIO(src))
 		done <- err
 	}()
 
