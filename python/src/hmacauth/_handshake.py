@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Union
 
 from ._errors import AuthFailed, ConfigError, ExportError, ProtocolError, quote
@@ -167,6 +169,25 @@ class KeyPair:
         return bytes(dh)
 
 
+# Every KeyShare, KeyShares and ClientNonces alive in this process, so that
+# the child of an os.fork (a pre-fork server, multiprocessing's "fork" start
+# method) starts with none of its parent's key pairs, X25519 results and
+# client nonces, and with fresh locks: a lock that another thread of the
+# parent held at the fork would stay locked in the child for ever. Module
+# level because fork is process-wide; only constructors and the fork hook
+# touch it.
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_live):
+        obj._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # The X25519 results one shared key pair remembers, as the Go package's
 # maxCachedSecrets: a server with more distinct client shares at once
 # computes the rest anew.
@@ -179,7 +200,7 @@ class KeyShare:
     reuses its key pair too costs one exchange per pair of key pairs, not
     one per handshake. Used by threads and event loops at once."""
 
-    __slots__ = ("pair", "public", "_lock", "_secrets")
+    __slots__ = ("pair", "public", "_lock", "_secrets", "__weakref__")
 
     def __init__(self, pair: KeyPair) -> None:
         self.pair = pair
@@ -188,6 +209,7 @@ class KeyShare:
         # None once dropped: handshakes that still hold the key pair finish
         # with it and remember nothing.
         self._secrets: Optional[Dict[bytes, bytes]] = {}
+        _live.add(self)
 
     def exchange(self, peer: bytes) -> bytes:
         peer = bytes(peer)
@@ -208,6 +230,13 @@ class KeyShare:
                 self._secrets.clear()
                 self._secrets = None
 
+    def _after_fork(self) -> None:
+        # The parent's threads may have held the lock: it is replaced, not taken.
+        self._lock = threading.Lock()
+        if self._secrets is not None:
+            self._secrets.clear()
+            self._secrets = None
+
 
 class KeyShares:
     """One X25519 key pair reused by a Context's handshakes for a lifetime,
@@ -220,6 +249,7 @@ class KeyShares:
         self._share: Optional[KeyShare] = None
         self._expires = 0.0
         self._timer: Optional[threading.Timer] = None
+        _live.add(self)
 
     def get(self, lifetime: float) -> KeyShare:
         now = time.monotonic()
@@ -248,6 +278,13 @@ class KeyShares:
                 self._share = None
         share.drop()
 
+    def _after_fork(self) -> None:
+        # The timer thread did not survive the fork and the key pair is the
+        # parent's (shared with every sibling): forget it; the next handshake
+        # makes the child's own. The lock is replaced, not taken.
+        self._lock = threading.Lock()
+        self._share, self._expires, self._timer = None, 0.0, None
+
 
 class ClientNonces:
     """The client nonces of a Context's client handshakes in flight: a server
@@ -257,6 +294,7 @@ class ClientNonces:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._set: Set[bytes] = set()
+        _live.add(self)
 
     def add(self, n: bytes) -> None:
         with self._lock:
@@ -277,6 +315,12 @@ class ClientNonces:
                 return False
             self._set.add(n)
             return True
+
+    def _after_fork(self) -> None:
+        # The nonces are those of the parent's handshakes, which do not run
+        # in the child; the lock is replaced, not taken.
+        self._lock = threading.Lock()
+        self._set = set()
 
 
 # The client nonces of the server handshakes in flight in this process

@@ -8,6 +8,7 @@ import collections
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import time
@@ -342,3 +343,15 @@ class HmacAuthMixIn:
 
 _wrapped: Dict[int, HmacAuthSocket] = {}
 _wrapped_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent (a threading server beside a forking one) may
+    # have held the lock at the fork: the child's request handlers get a
+    # fresh one rather than wait for ever.
+    global _wrapped_lock
+    _wrapped_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
