@@ -1,13 +1,16 @@
 """hmacauth for Python against Python's ssl module (TLS 1.3), side by side.
 
-    python3 bench/bench.py [--quick]
+    python3 bench/bench.py [--rounds N] [--in-process]
 
 Connections per second (connect, handshake, a 1-byte echo, close; one
 client at a time, the server handling each connection in a thread of its
 own, or in a concurrent.futures pool of 8 persistent threads, the same
 code for every side; hmacauth also with its own Listener, whose threads
 run the handshakes; or with asyncio), and bulk throughput over one connection (256 KiB
-writes, 1 MiB reads), all over loopback. TLS uses a self-signed P-256
+writes, 1 MiB reads), all over loopback. The connecting client runs in a
+process of its own (this script, started with --client), as a server's
+clients do; with --in-process it runs in the server's process instead,
+where its Python work competes with the server's for one GIL. TLS uses a self-signed P-256
 certificate made at run time with the 'cryptography' package; the same code
 shape runs both. Prints a Markdown table: the median of --rounds
 interleaved rounds, and the range of the per-round ratios.
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import concurrent.futures
 import datetime
+import json
 import os
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +40,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import hmacauth  # noqa: E402
 
 
+def tls_client_context(cert_pem: str) -> ssl.SSLContext:
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    client.load_verify_locations(cadata=cert_pem)
+    return client
+
+
 def tls_contexts():  # type: ignore[no-untyped-def]
+    """The client and server contexts and the certificate (PEM)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,20 +77,19 @@ def tls_contexts():  # type: ignore[no-untyped-def]
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.minimum_version = ssl.TLSVersion.TLSv1_3
     server.load_cert_chain(cert_path, key_path)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.minimum_version = ssl.TLSVersion.TLSv1_3
-    client.load_verify_locations(cert_path)
     os.unlink(cert_path)
     os.unlink(key_path)
     os.rmdir(d)
-    return client, server
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return tls_client_context(pem), server, pem
 
 
 class Side:
     """How one protocol wraps a socket: wrap(sock, server_side)."""
 
-    def __init__(self, name, wrap_client, wrap_server, aio_client=None, aio_server=None, listener_context=None):  # type: ignore[no-untyped-def]
+    def __init__(self, name, wrap_client, wrap_server, aio_client=None, aio_server=None, listener_context=None, tag=""):  # type: ignore[no-untyped-def]
         self.name = name
+        self.tag = tag  # its key in sides(), for a client in another process
         self.listener_context = listener_context
         self.wrap_client = wrap_client
         self.wrap_server = wrap_server
@@ -84,11 +97,31 @@ class Side:
         self.aio_server = aio_server
 
 
-def sides():  # type: ignore[no-untyped-def]
-    tc, ts = tls_contexts()
-    key = hmacauth.Key.generate("bench")
+class Material:
+    """What both ends need: the hmacauth key, TLS's contexts and its
+    certificate. A client in another process gets the key and the
+    certificate (never TLS's private key) on its standard input."""
 
-    def ha(mode, fs=False):  # type: ignore[no-untyped-def]
+    def __init__(self, key=None, tls=None):  # type: ignore[no-untyped-def]
+        self.key = key or hmacauth.Key.generate("bench")
+        self.tls_client, self.tls_server, self.cert_pem = tls or tls_contexts()
+
+    def for_client(self) -> bytes:
+        return json.dumps({"id": self.key.id, "secret": base64.b64encode(self.key.secret).decode("ascii"),
+                           "cert": self.cert_pem}).encode("ascii")
+
+    @classmethod
+    def of_client(cls, data: bytes) -> "Material":
+        d = json.loads(data)
+        pem = d["cert"]
+        return cls(hmacauth.Key(d["id"], base64.b64decode(d["secret"])), (tls_client_context(pem), None, pem))
+
+
+def sides(m=None):  # type: ignore[no-untyped-def]
+    m = m or Material()
+    tc, ts, key = m.tls_client, m.tls_server, m.key
+
+    def ha(tag, mode, fs=False):  # type: ignore[no-untyped-def]
         c = hmacauth.Context([key], mode, forward_secrecy=fs)
         s = hmacauth.Context([key], mode, forward_secrecy=fs)
         name = "hmacauth %s%s" % (mode, " + forward secrecy" if fs else "")
@@ -99,7 +132,8 @@ def sides():  # type: ignore[no-untyped-def]
         async def aio_server(cb, host, port):  # type: ignore[no-untyped-def]
             return await hmacauth.start_server(cb, host, port, s)
 
-        return Side(name, lambda so: c.wrap_socket(so), lambda so: s.wrap_socket(so, server_side=True), aio_client, aio_server, s)
+        return Side(name, lambda so: c.wrap_socket(so), lambda so: s.wrap_socket(so, server_side=True), aio_client,
+                    aio_server, s, tag)
 
     async def tls_aio_client(host, port):  # type: ignore[no-untyped-def]
         return await asyncio.open_connection(host, port, ssl=tc, server_hostname="localhost")
@@ -114,13 +148,13 @@ def sides():  # type: ignore[no-untyped-def]
         return await asyncio.start_server(cb, host, port)
 
     return {
-        "plain": Side("plain TCP", lambda so: so, lambda so: so, plain_aio_client, plain_aio_server),
+        "plain": Side("plain TCP", lambda so: so, lambda so: so, plain_aio_client, plain_aio_server, tag="plain"),
         "tls": Side("ssl TLS 1.3", lambda so: tc.wrap_socket(so, server_hostname="localhost"),
-                    lambda so: ts.wrap_socket(so, server_side=True), tls_aio_client, tls_aio_server),
-        "auth": ha(hmacauth.Mode.AUTH),
-        "integrity": ha(hmacauth.Mode.INTEGRITY),
-        "sealed": ha(hmacauth.Mode.SEALED),
-        "sealed_fs": ha(hmacauth.Mode.SEALED, True),
+                    lambda so: ts.wrap_socket(so, server_side=True), tls_aio_client, tls_aio_server, tag="tls"),
+        "auth": ha("auth", hmacauth.Mode.AUTH),
+        "integrity": ha("integrity", hmacauth.Mode.INTEGRITY),
+        "sealed": ha("sealed", hmacauth.Mode.SEALED),
+        "sealed_fs": ha("sealed_fs", hmacauth.Mode.SEALED, True),
     }
 
 
@@ -200,16 +234,9 @@ def echo1(conn) -> None:  # type: ignore[no-untyped-def]
         conn.sendall(b)
 
 
-def conns_per_second_threads(side: Side, seconds: float, shape: str = "thread") -> Tuple[float, float, float]:
-    ls = socket.create_server(("127.0.0.1", 0), backlog=128)
-    addr = ls.getsockname()
-    closer = ls
-    if shape == "pool":
-        serve_pool(ls, side, echo1)
-    elif shape == "listener":
-        closer = serve_listener(ls, side, echo1)
-    else:
-        serve_threads(ls, side, echo1)
+def client_loop(side: Side, addr, seconds: float) -> Tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """Connects, handshakes, echoes one byte and closes, one connection
+    after another, for seconds: (connections, elapsed, this process's CPU)."""
     n = 0
     start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
@@ -219,20 +246,106 @@ def conns_per_second_threads(side: Side, seconds: float, shape: str = "thread") 
             c.sendall(b"x")
             assert c.recv(1) == b"x"
         n += 1
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    closer.close()
-    return n, elapsed, cpu
+    return n, time.perf_counter() - start, time.process_time() - cpu
 
 
-def conns_per_second_pool(side: Side, seconds: float) -> Tuple[float, float, float]:
-    return conns_per_second_threads(side, seconds, "pool")
+async def aio_client_loop(side: Side, port: int, seconds: float) -> Tuple[float, float, float]:
+    """client_loop with asyncio streams."""
+    n = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        reader, writer = await side.aio_client("127.0.0.1", port)
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass
+        n += 1
+    return n, time.perf_counter() - start, time.process_time() - cpu
 
 
-def conns_per_second_listener(side: Side, seconds: float) -> Tuple[float, float, float]:
-    return conns_per_second_threads(side, seconds, "listener")
+class ClientProcess:
+    """Runs client_loop or aio_client_loop in a new interpreter (this
+    script with --client), as a server's clients run: not sharing the
+    server's GIL. Its figures add the client's CPU to this process's CPU
+    over the same time (the server's)."""
+
+    def __init__(self, m: Material) -> None:
+        self.material = m.for_client()
+
+    def argv(self, kind: str, side: Side, port: int, amount: float):  # type: ignore[no-untyped-def]
+        return [sys.executable, os.path.abspath(__file__), "--client", kind, side.tag, str(port), repr(amount)]
+
+    @staticmethod
+    def result(out: bytes, server_cpu: float) -> Tuple[float, float, float]:
+        n, elapsed, cpu = json.loads(out)
+        return n, elapsed, cpu + server_cpu
+
+    def run(self, kind: str, side: Side, port: int, amount: float) -> Tuple[float, float, float]:
+        """kind "thread" (amount: seconds) or "bulk" (amount: bytes)."""
+        cpu = time.process_time()
+        out = subprocess.run(self.argv(kind, side, port, amount), input=self.material, stdout=subprocess.PIPE,
+                             check=True, timeout=600).stdout
+        return self.result(out, time.process_time() - cpu)
+
+    async def arun(self, side: Side, port: int, seconds: float) -> Tuple[float, float, float]:
+        cpu = time.process_time()
+        p = await asyncio.create_subprocess_exec(*self.argv("asyncio", side, port, seconds), stdin=subprocess.PIPE,
+                                                 stdout=subprocess.PIPE)
+        try:
+            out, _ = await asyncio.wait_for(p.communicate(self.material), seconds + 60)
+        finally:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        if p.returncode:
+            raise RuntimeError("the client process failed (exit code %d)" % p.returncode)
+        return self.result(out, time.process_time() - cpu)
 
 
-def conns_per_second_asyncio(side: Side, seconds: float) -> Tuple[float, float, float]:
+def client_main(kind: str, tag: str, port: int, amount: float) -> None:
+    side = sides(Material.of_client(sys.stdin.buffer.read()))[tag]
+    if kind == "asyncio":
+        r = asyncio.run(aio_client_loop(side, port, amount))
+    elif kind == "bulk":
+        r = bulk_client(side, ("127.0.0.1", port), int(amount))
+    else:
+        r = client_loop(side, ("127.0.0.1", port), amount)
+    print(json.dumps(r))
+
+
+def conns_per_second_threads(side: Side, seconds: float, shape: str = "thread",
+                             client: "ClientProcess | None" = None) -> Tuple[float, float, float]:
+    """Connections per second with a threaded server of the given shape;
+    the client runs in this process unless client is given."""
+    ls = socket.create_server(("127.0.0.1", 0), backlog=128)
+    addr = ls.getsockname()
+    closer = ls
+    if shape == "pool":
+        serve_pool(ls, side, echo1)
+    elif shape == "listener":
+        closer = serve_listener(ls, side, echo1)
+    else:
+        serve_threads(ls, side, echo1)
+    try:
+        if client is not None:
+            return client.run("thread", side, addr[1], seconds)
+        return client_loop(side, addr, seconds)
+    finally:
+        closer.close()
+
+
+def conns_per_second_pool(side: Side, seconds: float, client: "ClientProcess | None" = None) -> Tuple[float, float, float]:
+    return conns_per_second_threads(side, seconds, "pool", client)
+
+
+def conns_per_second_listener(side: Side, seconds: float, client: "ClientProcess | None" = None) -> Tuple[float, float, float]:
+    return conns_per_second_threads(side, seconds, "listener", client)
+
+
+def conns_per_second_asyncio(side: Side, seconds: float, client: "ClientProcess | None" = None) -> Tuple[float, float, float]:
     async def main() -> Tuple[float, float, float]:
         async def cb(reader, writer):  # type: ignore[no-untyped-def]
             b = await reader.read(1)
@@ -242,29 +355,34 @@ def conns_per_second_asyncio(side: Side, seconds: float) -> Tuple[float, float, 
 
         srv = await side.aio_server(cb, "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
-        n = 0
-        start, cpu = time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            reader, writer = await side.aio_client("127.0.0.1", port)
-            writer.write(b"x")
-            assert await reader.readexactly(1) == b"x"
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass
-            n += 1
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        srv.close()
-        await srv.wait_closed()
-        return n, elapsed, cpu
+        try:
+            if client is not None:
+                return await client.arun(side, port, seconds)
+            return await aio_client_loop(side, port, seconds)
+        finally:
+            srv.close()
+            await srv.wait_closed()
 
     return asyncio.run(main())
 
 
-def bulk_mb_per_second(side: Side, total: int) -> Tuple[float, float, float]:
+def bulk_client(side: Side, addr, total: int) -> Tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """Sends total bytes in 256 KiB writes and waits for the receiver's
+    acknowledgement: (MB, elapsed, this process's CPU)."""
     chunk = os.urandom(256 * 1024)
-    done = threading.Event()
+    raw = socket.create_connection(addr)
+    with side.wrap_client(raw) as c:  # the handshake is done by wrap
+        start, cpu = time.perf_counter(), time.process_time()
+        sent = 0
+        while sent < total:
+            c.sendall(chunk)
+            sent += len(chunk)
+        assert c.recv(1) == b"k"
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return total / 1e6, elapsed, cpu
+
+
+def bulk_mb_per_second(side: Side, total: int, client: "ClientProcess | None" = None) -> Tuple[float, float, float]:
     got = [0]
 
     def sink(conn) -> None:  # type: ignore[no-untyped-def]
@@ -277,23 +395,18 @@ def bulk_mb_per_second(side: Side, total: int) -> Tuple[float, float, float]:
             n += m
         got[0] = n
         conn.sendall(b"k")
-        done.set()
 
     ls = socket.create_server(("127.0.0.1", 0))
     serve_threads(ls, side, sink)
-    raw = socket.create_connection(ls.getsockname())
-    with side.wrap_client(raw) as c:
-        c.recv  # handshake done by wrap
-        start, cpu = time.perf_counter(), time.process_time()
-        sent = 0
-        while sent < total:
-            c.sendall(chunk)
-            sent += len(chunk)
-        assert c.recv(1) == b"k"
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    ls.close()
+    try:
+        if client is not None:
+            r = client.run("bulk", side, ls.getsockname()[1], total)
+        else:
+            r = bulk_client(side, ls.getsockname(), total)
+    finally:
+        ls.close()
     assert got[0] == total
-    return total / 1e6, elapsed, cpu
+    return r
 
 
 def main() -> None:
@@ -301,8 +414,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--seconds", type=float, default=1.0, help="per connection-rate run")
     p.add_argument("--mib", type=int, default=128, help="per bulk run")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the client in the server's process (sharing its GIL), not in a process of its own")
+    p.add_argument("--client", nargs=4, metavar=("KIND", "SIDE", "PORT", "AMOUNT"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    s = sides()
+    if args.client:
+        kind, tag, port, amount = args.client
+        client_main(kind, tag, int(port), float(amount))
+        return
+    m = Material()
+    s = sides(m)
+    client = None if args.in_process else ClientProcess(m)
     plan = [
         ("connections/s, threads", conns_per_second_threads, ("tls", "auth", "sealed", "sealed_fs"), args.seconds),
         ("connections/s, thread pool", conns_per_second_pool, ("tls", "auth", "sealed", "sealed_fs"), args.seconds),
@@ -317,11 +439,12 @@ def main() -> None:
     for _ in range(args.rounds):
         for what, fn, keys, arg in plan:
             for key in keys:
-                results.setdefault((what, key), []).append(fn(s[key], arg))
+                results.setdefault((what, key), []).append(fn(s[key], arg, client=client))
     import cryptography
 
-    print("Python %s, %s, cryptography %s, %s CPUs, %d interleaved rounds; medians, [range of the per-round ratios]" % (
-        ".".join(map(str, sys.version_info[:3])), ssl.OPENSSL_VERSION, cryptography.__version__, os.cpu_count(), args.rounds))
+    print("Python %s, %s, cryptography %s, %s CPUs, %d interleaved rounds, the client %s; medians, [range of the per-round ratios]" % (
+        ".".join(map(str, sys.version_info[:3])), ssl.OPENSSL_VERSION, cryptography.__version__, os.cpu_count(), args.rounds,
+        "in the server's process" if args.in_process else "in a process of its own"))
     print()
     print("| measure | side | rate | rate vs ssl TLS 1.3 | CPU per op vs ssl TLS 1.3 | rate vs plain TCP |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -350,7 +473,7 @@ def main() -> None:
                 what, s[key].name, v, ratio(what, key, "tls", rate),
                 ratio(what, key, "tls", cpu_per_op, invert=True), ratio(what, key, "plain", rate)))
     print()
-    print("CPU per op vs ssl TLS 1.3: how many times less process CPU (client and server together) "
+    print("CPU per op vs ssl TLS 1.3: how many times less CPU (client and server together) "
           "one connection or one MB costs than with TLS. The hmacauth Listener rows compare with "
           "ssl TLS 1.3 in the thread pool.")
 
