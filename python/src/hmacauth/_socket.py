@@ -202,6 +202,9 @@ class HmacAuthSocket:
                     res = self._server_handshake(deadline)
                 else:
                     res = self._client_handshake(deadline)
+                # Inside the try: a connection whose record layer cannot be
+                # set up is closed, not left half open.
+                self._setup(res)
             except socket.timeout:
                 err: BaseException = HandshakeTimeout("after %.3fs" % (time.monotonic() - started))
                 self._hs_failed(err)
@@ -214,7 +217,6 @@ class HmacAuthSocket:
                     self._sock.settimeout(user_timeout)
                 except OSError:
                     pass
-            self._setup(res)
 
     def _hs_failed(self, e: BaseException) -> None:
         self._hs_err = e
@@ -375,11 +377,14 @@ class HmacAuthSocket:
             hs.release()
 
     def _setup(self, res: Result) -> None:
+        """Sets up the record layer; the connection counts as established
+        (self._res) only once that worked."""
+        if res.mode != Mode.AUTH:
+            self._setup_records(res)
         self._mode = Mode(res.mode)
         self._res = res
-        if self._mode == Mode.AUTH:
-            return
 
+    def _setup_records(self, res: Result) -> None:
         c2s, s2c = traffic_secrets(res.secret)
         send, recv = (s2c, c2s) if self.server_side else (c2s, s2c)
         upd = self.context._testing_only_update_bytes
