@@ -161,6 +161,30 @@ class Modes(unittest.TestCase):
                                 got += buf[7 : 7 + m]
                             self.assertEqual(bytes(got), data)
 
+    def test_recv_zero_as_socket(self) -> None:
+        # As socket.recv: zero returns b"" at once (nothing has arrived:
+        # the timeout only bounds a recv that would wait), a negative size
+        # and a buffer smaller than nbytes are ValueErrors, and the data
+        # stays for the next read.
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with c, s:
+                    s.settimeout(1.0)
+                    self.assertEqual(s.recv(0), b"")
+                    self.assertEqual(s.recv_into(bytearray(0)), 0)
+
+    def test_recv_bad_sizes_as_socket(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with c, s:
+                    c.sendall(b"data")
+                    for call in (lambda: s.recv(-1), lambda: s.recv_into(bytearray(4), -1), lambda: s.recv_into(bytearray(4), 5)):
+                        with self.assertRaises(ValueError):
+                            call()
+                    self.assertEqual(recv_exactly(s, 4), b"data")
+
     def test_close_wakes_blocked_reader(self) -> None:
         for mode, fs in modes():
             with self.subTest(mode=str(mode), fs=fs):

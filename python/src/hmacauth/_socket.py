@@ -427,6 +427,11 @@ class HmacAuthSocket:
             return self._sock.recv(bufsize, flags)
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
+        # As socket.recv: a negative size is an error, zero returns at once.
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""
         with self._rlock:
             p, off = self._plain, self._poff
             if off >= len(p):
@@ -447,8 +452,12 @@ class HmacAuthSocket:
             return self._sock.recv_into(buffer, nbytes, flags)
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
         with memoryview(buffer) as whole:
             out = whole.cast("B")
+            if nbytes > len(out):
+                raise ValueError("buffer too small for requested bytes")
             if nbytes:
                 out = out[:nbytes]
             if len(out) == 0:
