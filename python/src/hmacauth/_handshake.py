@@ -97,6 +97,9 @@ class KeySchedule:
     def __repr__(self) -> str:
         return "KeySchedule(id=%r, secrets redacted)" % self.id
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's KeySchedule is not picklable: it holds keys derived from a secret")
+
 
 class KeySet:
     """A validated list of keys with their schedules."""
@@ -117,6 +120,9 @@ class KeySet:
             self.by_id[k.id] = s
             if self.first is None:
                 self.first = s
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's KeySet is not picklable: it holds keys derived from secrets")
 
 
 def check_header(b: bytes, want: int, name: str) -> None:
@@ -550,10 +556,12 @@ class ServerHandshake:
             raise ProtocolError("client asks for mode %d, which this server does not know" % cmode)
         # The MAC is computed for an unknown key ID too, with another key,
         # so that the time to refuse does not tell which IDs exist.
+        # The key is not kept in a local of this frame, which the traceback
+        # of the AuthFailed below holds (and error reporters record).
         ks = self.keys.by_id.get(key_id)
-        assert self.keys.first is not None
-        mac_key = ks.k_ch if ks is not None else self.keys.first.k_ch
-        ok = hmac.compare_digest(hmac256(mac_key, ch[:109]), ch[109:])
+        mac_ks = ks if ks is not None else self.keys.first
+        assert mac_ks is not None
+        ok = hmac.compare_digest(hmac256(mac_ks.k_ch, ch[:109]), ch[109:])
         if ks is None:
             raise AuthFailed("client names key ID %s, which this server does not have" % quote(key_id))
         if not ok:
