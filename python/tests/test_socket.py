@@ -209,6 +209,40 @@ class Modes(unittest.TestCase):
                         c.sendall(b"x")
 
     @needs_crypto
+    def test_close_wakes_blocked_writer(self) -> None:
+        # A peer that never reads; a thread blocked in sendall; close in
+        # another thread ends it with an OSError.
+        import select
+
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with s:
+                    c.settimeout(None)
+
+                    def writer() -> object:
+                        try:
+                            for _ in range(1000):  # more than any socket buffer takes
+                                c.sendall(bytes(1 << 20))
+                        except OSError as e:
+                            return e
+                        return "sent everything"
+
+                    t = Thread(writer)
+                    # Until the writer is in sendall and the socket's buffer
+                    # is full: it is blocked in the kernel.
+                    for _ in range(10000):
+                        if c._wlock.locked() and not select.select([], [c.fileno()], [], 0)[1]:
+                            break
+                        t.join(0.001)
+                    else:
+                        self.fail("the writer never filled the socket's buffer")
+                    c.close()
+                    t.join(WAIT)
+                    self.assertFalse(t.is_alive(), "close left a sendall blocked in another thread")
+                    self.assertIsInstance(t.result, OSError)
+
+    @needs_crypto
     def test_cut_stream_is_integrity_error(self) -> None:
         for mode in (Mode.INTEGRITY, Mode.SEALED):
             with self.subTest(mode=str(mode)):

@@ -716,21 +716,32 @@ class HmacAuthSocket:
         if self._real_closed:
             return
         self._real_closed = True
-        if self._res is not None and self._mode != Mode.AUTH and not self._write_closed:
+        records = self._res is not None and self._mode != Mode.AUTH
+        writing = False
+        if records:
             if self._wlock.acquire(blocking=False):
                 try:
-                    self._close_record_at_close()
+                    if not self._write_closed:
+                        self._close_record_at_close()
                 except OSError:
                     pass
                 finally:
                     self._wlock.release()
-        # Wakes a recv blocked in another thread (close alone does not). In
-        # the record modes every read holds _rlock, so without a reader (the
-        # common case: one more system call saved) there is none to wake;
-        # _real_closed, set above, stops one that starts now.
-        if self._res is None or self._mode == Mode.AUTH or self._rlock.locked():
+            else:
+                writing = True
+        # Wakes a recv or a send blocked in another thread (close alone does
+        # not). In the record modes every read holds _rlock and every write
+        # _wlock, so without a reader or a writer (the common case: one more
+        # system call saved) there is none to wake; _real_closed, set
+        # above, stops one that starts now.
+        how = None
+        if writing:
+            how = socket.SHUT_RDWR
+        elif not records or self._rlock.locked():
+            how = socket.SHUT_RD
+        if how is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RD)
+                self._sock.shutdown(how)
             except OSError:
                 pass
         self._sock.close()
