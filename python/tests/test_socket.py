@@ -243,6 +243,70 @@ class Modes(unittest.TestCase):
                     self.assertIsInstance(t.result, OSError)
 
     @needs_crypto
+    def test_timeout_bounds_a_trickled_recv(self) -> None:
+        # settimeout bounds each recv, not each system call: a peer that
+        # sends a record one byte per 0.1 s does not hold recv past it.
+        from hmacauth._record import REC_DATA
+
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with c, s:
+                    record = b"".join(bytes(b) for b in s._sealer.seal(REC_DATA, b"x" * 30))
+                    self.assertEqual(len(record), 50)
+                    stop = threading.Event()
+                    sent = [0]
+
+                    def trickle() -> None:
+                        for i in range(len(record)):
+                            if stop.wait(0.1):
+                                return
+                            s._sock.sendall(record[i : i + 1])
+                            sent[0] += 1
+
+                    t = Thread(trickle)
+                    c.settimeout(0.5)
+                    try:
+                        with self.assertRaises(socket.timeout):
+                            c.recv(100)
+                        sent_then = sent[0]
+                    finally:
+                        stop.set()
+                        t.join_result()
+                    self.assertLess(sent_then, len(record))
+                    self.assertEqual(c.gettimeout(), 0.5)
+
+    @needs_crypto
+    def test_timeout_bounds_a_slowly_read_sendall(self) -> None:
+        # The same for sendall to a peer that reads a little now and then.
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with c, s:
+                    # Small buffers: the kernel's could take all of data.
+                    c._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+                    s._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                    data = bytes(4 << 20)
+                    stop = threading.Event()
+                    got = [0]
+
+                    def sip() -> None:
+                        while not stop.wait(0.02):
+                            got[0] += len(s._sock.recv(16384))
+
+                    t = Thread(sip)
+                    c.settimeout(0.5)
+                    try:
+                        with self.assertRaises(socket.timeout):
+                            c.sendall(data)
+                        got_then = got[0]
+                    finally:
+                        stop.set()
+                        t.join_result()
+                    self.assertLess(got_then, len(data))
+                    self.assertEqual(c.gettimeout(), 0.5)
+
+    @needs_crypto
     def test_cut_stream_is_integrity_error(self) -> None:
         for mode in (Mode.INTEGRITY, Mode.SEALED):
             with self.subTest(mode=str(mode)):

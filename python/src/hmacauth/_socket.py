@@ -171,6 +171,10 @@ class HmacAuthSocket:
         self._read_closed = False
         self._write_closed = False
         self._pending: List[memoryview] = []
+        # The deadline of the read (under _rlock) and of the write (under
+        # _wlock) in progress, or None; see _call_deadline.
+        self._rdeadline: Optional[float] = None
+        self._wdeadline: Optional[float] = None
         self._closed = False
         self._real_closed = False
         self._io_refs = 0
@@ -234,19 +238,42 @@ class HmacAuthSocket:
             raise socket.timeout("handshake deadline passed")
         self._sock.settimeout(left)
 
-    def _hs_wait(self, deadline: Optional[float], events: int) -> None:
-        """Waits (with _hs_dontwait) until the socket is ready for events,
-        raising socket.timeout at the deadline."""
-        ms = None
+    def _hs_wait(self, deadline: Optional[float], write: bool) -> None:
+        """Waits (with _hs_dontwait) until the socket is ready, raising
+        socket.timeout at the deadline."""
+        self._wait(deadline, write, "handshake deadline passed")
+
+    def _wait(self, deadline: Optional[float], write: bool, what: str) -> None:
+        """Waits until the socket is ready to read (or write), raising
+        socket.timeout(what) at the deadline (None: none)."""
+        left = None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("handshake deadline passed")
-            ms = max(1, math.ceil(left * 1000))
-        p = select.poll()
-        p.register(self._sock.fileno(), events)
-        if not p.poll(ms):
-            raise socket.timeout("handshake deadline passed")
+                raise socket.timeout(what)
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "hmacauth: the socket was closed")
+        if hasattr(select, "poll"):
+            p = select.poll()
+            p.register(fd, select.POLLOUT if write else select.POLLIN)
+            ready = bool(p.poll(None if left is None else max(1, math.ceil(left * 1000))))
+        else:  # Windows
+            r, w, _ = select.select([] if write else [fd], [fd] if write else [], [], left)
+            ready = bool(r or w)
+        if not ready:
+            raise socket.timeout(what)
+
+    def _call_deadline(self) -> Optional[float]:
+        """The deadline of a recv or send call: settimeout bounds the whole
+        call, as for socket.sendall and ssl.SSLSocket, not each of the
+        system calls it makes (a peer trickling a record could otherwise
+        hold it for up to a record's length times the timeout). The
+        socket's own timeout is left alone: a reader and a writer may run
+        at once. None on a blocking or non-blocking socket: no extra system
+        call."""
+        t = self._sock.gettimeout()
+        return time.monotonic() + t if t else None
 
     def _hs_recv_into(self, view: memoryview, deadline: Optional[float], reply: bool) -> int:
         """One read. A reply (a message the peer sends only after it has
@@ -256,12 +283,12 @@ class HmacAuthSocket:
             self._op_timeout(deadline)
             return self._sock.recv_into(view)
         if reply:
-            self._hs_wait(deadline, select.POLLIN)
+            self._hs_wait(deadline, False)
         while True:
             try:
                 return self._sock.recv_into(view, 0, self._hs_dontwait)
             except (BlockingIOError, InterruptedError):
-                self._hs_wait(deadline, select.POLLIN)
+                self._hs_wait(deadline, False)
 
     def _hs_send(self, data: bytes, deadline: Optional[float], step: str) -> None:
         try:
@@ -271,7 +298,7 @@ class HmacAuthSocket:
                     try:
                         mv = mv[self._sock.send(mv, self._hs_dontwait) :]
                     except (BlockingIOError, InterruptedError):
-                        self._hs_wait(deadline, select.POLLOUT)
+                        self._hs_wait(deadline, True)
                 return
             self._op_timeout(deadline)
             self._sock.sendall(data)
@@ -432,7 +459,9 @@ class HmacAuthSocket:
             raise ValueError("negative buffersize in recv")
         if bufsize == 0:
             return b""
+        deadline = self._call_deadline()
         with self._rlock:
+            self._rdeadline = deadline
             p, off = self._plain, self._poff
             if off >= len(p):
                 p, off = self._next_payload(None), 0
@@ -462,7 +491,9 @@ class HmacAuthSocket:
                 out = out[:nbytes]
             if len(out) == 0:
                 return 0
+            deadline = self._call_deadline()
             with self._rlock:
+                self._rdeadline = deadline
                 p, off = self._plain, self._poff
                 if off >= len(p):
                     # A record that fits is decrypted straight into buffer.
@@ -536,6 +567,8 @@ class HmacAuthSocket:
             self._rmv[: len(left)] = left
             self._rstart, self._rend = 0, len(left)
         while self._rend - self._rstart < n:
+            if self._rdeadline is not None:
+                self._wait(self._rdeadline, False, "timed out")
             try:
                 m = self._sock.recv_into(self._rmv[self._rend :])
             except ConnectionResetError:
@@ -572,6 +605,8 @@ class HmacAuthSocket:
         sendmsg = getattr(self._sock, "sendmsg", None)
         try:
             while views:
+                if self._wdeadline is not None:
+                    self._wait(self._wdeadline, True, "timed out")
                 if sendmsg is not None:
                     n = sendmsg(views[:64], (), flags)
                 else:
@@ -609,7 +644,9 @@ class HmacAuthSocket:
         mv = memoryview(data).cast("B")
         if len(mv) == 0:
             return 0
+        deadline = self._call_deadline()
         with self._wlock:
+            self._wdeadline = deadline
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
@@ -630,7 +667,9 @@ class HmacAuthSocket:
             return
 
         mv = memoryview(data).cast("B")
+        deadline = self._call_deadline()
         with self._wlock:
+            self._wdeadline = deadline
             self._check_write()
             self._flush_pending()
             for off in range(0, len(mv), MAX_PAYLOAD):
@@ -695,7 +734,9 @@ class HmacAuthSocket:
         """SHUT_WR sends the close record (in the record modes) and shuts
         down the socket's write side; SHUT_RD stops reading."""
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
+            deadline = self._call_deadline()
             with self._wlock:
+                self._wdeadline = deadline
                 if not self._write_closed:
                     self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
@@ -721,6 +762,7 @@ class HmacAuthSocket:
         if records:
             if self._wlock.acquire(blocking=False):
                 try:
+                    self._wdeadline = None  # bounded by its own timeout
                     if not self._write_closed:
                         self._close_record_at_close()
                 except OSError:
