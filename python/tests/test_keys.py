@@ -120,6 +120,12 @@ def traceback_with_locals(call: Callable[[Any], Any], arg: List[Any]) -> str:
     raise AssertionError("no error")
 
 
+def client_hello_for(key: Key) -> bytes:
+    from hmacauth._handshake import ClientHandshake, KeySchedule
+
+    return ClientHandshake(KeySchedule(key), 0, False, False).client_hello()
+
+
 class SecretsInTracebacks(unittest.TestCase):
     """No frame of a refusal's traceback holds secret material when it is
     raised."""
@@ -157,17 +163,41 @@ class SecretsInTracebacks(unittest.TestCase):
                     self.check(traceback_with_locals(load_keys, [path]))
 
     def test_server_refusing_a_wrong_key(self) -> None:
-        from hmacauth._handshake import ClientHandshake, KeySchedule, KeySet, ServerHandshake
+        from hmacauth._handshake import KeySet, ServerHandshake
 
         server_key = Key("k", SECRET)
-        ks = KeySchedule(server_key)
-        ch = ClientHandshake(KeySchedule(Key("k", bytes(32))), 0, False, False).client_hello()
+        ch = client_hello_for(Key("k", bytes(32)))
         text = traceback_with_locals(ServerHandshake(KeySet([server_key]), 0, False, False).client_hello, [ch])
         self.assertIn("MAC for key ID \"k\" is wrong", text)
+        self.check_derived(text)
+
+    def check_derived(self, text: str) -> None:
+        from hmacauth._handshake import KeySchedule
+
+        ks = KeySchedule(Key("k", SECRET))
         for derived in (ks.k_ch, ks.k_sh, ks.k_cf, ks.k_ses, SECRET):
             self.assertNotIn(derived.hex(), text)
             self.assertNotIn(repr(derived)[2:-1], text)
         self.assertNotIn(B64, text)
+
+    def test_socket_server_refusing_a_wrong_key(self) -> None:
+        # The same through the blocking socket's server handshake.
+        import socket as socketmod
+
+        ls = socketmod.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        with ls:
+            c = socketmod.create_connection(ls.getsockname())
+            with c:
+                c.sendall(client_hello_for(Key("k", bytes(32))))
+                c.shutdown(socketmod.SHUT_WR)
+                s, _ = ls.accept()
+                s.settimeout(20)
+                ctx = hmacauth.Context([Key("k", SECRET)])
+                text = traceback_with_locals(lambda sock: ctx.wrap_socket(sock, server_side=True), [s])
+        self.assertIn("MAC for key ID \"k\" is wrong", text)
+        self.check_derived(text)
 
     def test_internal_key_holders_not_picklable(self) -> None:
         import copy

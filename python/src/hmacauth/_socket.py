@@ -746,7 +746,8 @@ class HmacAuthSocket:
     def close(self) -> None:
         """Sends the close record (in the record modes, if no send is in
         progress in another thread and it goes out within 5 s), closes the
-        socket and drops the session secrets."""
+        socket and drops the session secrets. A recv or (in the record
+        modes) a sendall blocked in another thread raises OSError."""
         if self._closed:
             return
         self._closed = True
@@ -850,6 +851,8 @@ class HmacAuthSocket:
         return self._sock.fileno()
 
     def settimeout(self, value: Optional[float]) -> None:
+        """As socket.settimeout; in the record modes the timeout bounds
+        each recv, recv_into, send and sendall as a whole."""
         self._sock.settimeout(value)
 
     def gettimeout(self) -> Optional[float]:
