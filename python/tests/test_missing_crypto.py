@@ -8,8 +8,8 @@ is this process, with the package."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import subprocess
 import sys
 import unittest
@@ -53,11 +53,45 @@ except Exception as e:
 print(out, flush=True)
 """ % (WAIT,)
 
+# The same with asyncio: prints the server's port, then the handshake's
+# error (as on_handshake or open_connection reports it).
+CHILD_ASYNCIO = r"""
+import asyncio, sys
+sys.modules["cryptography"] = None
+import hmacauth
+role, arg, secret = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+key = hmacauth.Key("test-key", secret)
 
-def child(role: str, port: int = 0) -> "subprocess.Popen[str]":
+async def main():
+    if role == "server":
+        done = asyncio.get_running_loop().create_future()
+        def on_handshake(ev):
+            if not done.done():
+                done.set_result(ev.error)
+        async def app(r, w):
+            w.close()
+        ctx = hmacauth.Context([key], on_handshake=on_handshake)
+        srv = await hmacauth.start_server(app, "127.0.0.1", 0, ctx)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        err = await asyncio.wait_for(done, %r)
+        srv.close()
+        await srv.wait_closed()
+    else:
+        try:
+            await hmacauth.open_connection("127.0.0.1", arg, hmacauth.Context([key]))
+            err = None
+        except hmacauth.HmacAuthError as e:
+            err = e
+    print("%%s %%s" %% (type(err).__name__, err), flush=True)
+
+asyncio.run(main())
+""" % (WAIT,)
+
+
+def child(role: str, port: int = 0, script: str = CHILD) -> "subprocess.Popen[str]":
     env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="1")
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, role, str(port), make_key().secret.hex()],
+        [sys.executable, "-c", script, role, str(port), make_key().secret.hex()],
         stdout=subprocess.PIPE,
         env=env,
         universal_newlines=True,
@@ -121,6 +155,46 @@ class MissingCryptography(unittest.TestCase):
                 self.assertIn("the server chose %s" % mode, got)
                 self.assertIn("not installed on this client", got)
                 self.assertTrue(got.endswith("| recv raised ConfigError"), got)
+
+    def test_asyncio_server_without_it_refuses(self) -> None:
+        async def connect(port: int, mode: Mode, fs: bool) -> None:
+            await hmacauth.open_connection("127.0.0.1", port, Context([make_key()], mode, forward_secrecy=fs))
+
+        for mode, fs in self.CASES:
+            with self.subTest(mode=str(mode), fs=fs):
+                p = child("server", script=CHILD_ASYNCIO)
+                try:
+                    assert p.stdout is not None
+                    port = int(p.stdout.readline())
+                    with self.assertRaises(hmacauth.AuthFailed) as cm:
+                        asyncio.run(connect(port, mode, fs))
+                    self.assertIn("closed the connection without a word", str(cm.exception))
+                finally:
+                    got = outcome(p)
+                self.assertTrue(got.startswith("ConfigError "), got)
+                self.assertIn("the client asks for %s" % mode, got)
+
+    def test_asyncio_client_without_it_refuses(self) -> None:
+        for mode, fs in self.CASES:
+            with self.subTest(mode=str(mode), fs=fs):
+                ls = listener()
+                with ls:
+                    def serve() -> BaseException:
+                        s, _ = ls.accept()
+                        s.settimeout(WAIT)
+                        try:
+                            Context([make_key()], mode, forward_secrecy=fs).wrap_socket(s, server_side=True)
+                        except hmacauth.HmacAuthError as e:
+                            return e
+                        raise AssertionError("the server's handshake succeeded")
+
+                    t = Thread(serve)
+                    got = outcome(child("client", ls.getsockname()[1], CHILD_ASYNCIO))
+                    err = t.join_result()
+                self.assertIsInstance(err, hmacauth.AuthFailed)
+                self.assertIn("instead of proving key", str(err))
+                self.assertTrue(got.startswith("ConfigError "), got)
+                self.assertIn("the server chose %s" % mode, got)
 
 
 if __name__ == "__main__":
