@@ -172,9 +172,11 @@ class HmacAuthSocket:
         self._write_closed = False
         self._pending: List[memoryview] = []
         # The deadline of the read (under _rlock) and of the write (under
-        # _wlock) in progress, or None; see _call_deadline.
+        # _wlock) in progress, or None, and whether its first system call
+        # is still to come; see _call_deadline.
         self._rdeadline: Optional[float] = None
         self._wdeadline: Optional[float] = None
+        self._rfirst = self._wfirst = False
         self._closed = False
         self._real_closed = False
         self._io_refs = 0
@@ -268,9 +270,12 @@ class HmacAuthSocket:
         """The deadline of a recv or send call: settimeout bounds the whole
         call, as for socket.sendall and ssl.SSLSocket, not each of the
         system calls it makes (a peer trickling a record could otherwise
-        hold it for up to a record's length times the timeout). The
-        socket's own timeout is left alone: a reader and a writer may run
-        at once. None on a blocking or non-blocking socket: no extra system
+        hold it for up to a record's length times the timeout). The first
+        system call of a call waits under the socket's own timeout, which
+        starts with it (one poll saved where one call suffices, as for most
+        records); each later one first waits in _wait for what is left. The
+        socket's timeout is left alone: a reader and a writer may run at
+        once. None on a blocking or non-blocking socket: no extra system
         call."""
         t = self._sock.gettimeout()
         return time.monotonic() + t if t else None
@@ -461,7 +466,7 @@ class HmacAuthSocket:
             return b""
         deadline = self._call_deadline()
         with self._rlock:
-            self._rdeadline = deadline
+            self._rdeadline, self._rfirst = deadline, True
             p, off = self._plain, self._poff
             if off >= len(p):
                 p, off = self._next_payload(None), 0
@@ -493,7 +498,7 @@ class HmacAuthSocket:
                 return 0
             deadline = self._call_deadline()
             with self._rlock:
-                self._rdeadline = deadline
+                self._rdeadline, self._rfirst = deadline, True
                 p, off = self._plain, self._poff
                 if off >= len(p):
                     # A record that fits is decrypted straight into buffer.
@@ -568,7 +573,10 @@ class HmacAuthSocket:
             self._rstart, self._rend = 0, len(left)
         while self._rend - self._rstart < n:
             if self._rdeadline is not None:
-                self._wait(self._rdeadline, False, "timed out")
+                if self._rfirst:
+                    self._rfirst = False  # bounded by the socket's own timeout
+                else:
+                    self._wait(self._rdeadline, False, "timed out")
             try:
                 m = self._sock.recv_into(self._rmv[self._rend :])
             except ConnectionResetError:
@@ -606,7 +614,10 @@ class HmacAuthSocket:
         try:
             while views:
                 if self._wdeadline is not None:
-                    self._wait(self._wdeadline, True, "timed out")
+                    if self._wfirst:
+                        self._wfirst = False  # bounded by the socket's own timeout
+                    else:
+                        self._wait(self._wdeadline, True, "timed out")
                 if sendmsg is not None:
                     n = sendmsg(views[:64], (), flags)
                 else:
@@ -646,7 +657,7 @@ class HmacAuthSocket:
             return 0
         deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline = deadline
+            self._wdeadline, self._wfirst = deadline, True
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
@@ -669,7 +680,7 @@ class HmacAuthSocket:
         mv = memoryview(data).cast("B")
         deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline = deadline
+            self._wdeadline, self._wfirst = deadline, True
             self._check_write()
             self._flush_pending()
             for off in range(0, len(mv), MAX_PAYLOAD):
@@ -736,7 +747,7 @@ class HmacAuthSocket:
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
             deadline = self._call_deadline()
             with self._wlock:
-                self._wdeadline = deadline
+                self._wdeadline, self._wfirst = deadline, True
                 if not self._write_closed:
                     self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
