@@ -8,7 +8,9 @@ import os
 import pickle
 import stat
 import tempfile
+import traceback
 import unittest
+from typing import Any, Callable, List
 
 import hmacauth
 from hmacauth import ConfigError, Key, WeakKey, load_keys, parse_keys
@@ -104,6 +106,117 @@ class ParseTests(unittest.TestCase):
     def test_too_large(self) -> None:
         with self.assertRaises(ConfigError):
             parse_keys(b"#" * (hmacauth.MAX_KEY_FILE_SIZE + 1))
+
+
+def traceback_with_locals(call: Callable[[Any], Any], arg: List[Any]) -> str:
+    """call(arg.pop())'s error, formatted with the locals of every frame of
+    its traceback, as error reporters record it (Sentry by default, pytest
+    --showlocals). The argument leaves arg before the call, so that this
+    frame does not hold it."""
+    try:
+        call(arg.pop())
+    except hmacauth.HmacAuthError as e:
+        return "".join(traceback.TracebackException.from_exception(e, capture_locals=True).format())
+    raise AssertionError("no error")
+
+
+def client_hello_for(key: Key) -> bytes:
+    from hmacauth._handshake import ClientHandshake, KeySchedule
+
+    return ClientHandshake(KeySchedule(key), 0, False, False).client_hello()
+
+
+class SecretsInTracebacks(unittest.TestCase):
+    """No frame of a refusal's traceback holds secret material when it is
+    raised."""
+
+    GOOD = base64.b64encode(bytes(range(100, 132))).decode()
+
+    def bad_files(self) -> List[str]:
+        return [
+            "good %s\nbad %s extra\n" % (self.GOOD, B64),
+            "good %s\nbad %s!\n" % (self.GOOD, B64[:-1]),
+            "good %s\nbad %s\n" % (self.GOOD, B64[:24]),
+        ]
+
+    def check(self, text: str) -> None:
+        self.assertIn("line 2", text)
+        for secret in (self.GOOD, B64[:24], B64[:-1]):
+            self.assertNotIn(secret, text)
+        self.assertNotIn(SECRET.hex(), text)
+        self.assertNotIn(repr(SECRET)[2:-1], text)
+
+    def test_parse_keys(self) -> None:
+        for i, data in enumerate(self.bad_files()):
+            with self.subTest(case=i):
+                self.check(traceback_with_locals(parse_keys, [data]))
+                self.check(traceback_with_locals(parse_keys, [data.encode()]))
+
+    def test_load_keys(self) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "keys")
+            for i, data in enumerate(self.bad_files()):
+                with self.subTest(case=i):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(data)
+                    self.check(traceback_with_locals(load_keys, [path]))
+
+    def test_server_refusing_a_wrong_key(self) -> None:
+        from hmacauth._handshake import KeySet, ServerHandshake
+
+        server_key = Key("k", SECRET)
+        ch = client_hello_for(Key("k", bytes(32)))
+        text = traceback_with_locals(ServerHandshake(KeySet([server_key]), 0, False, False).client_hello, [ch])
+        self.assertIn("MAC for key ID \"k\" is wrong", text)
+        self.check_derived(text)
+
+    def check_derived(self, text: str) -> None:
+        from hmacauth._handshake import KeySchedule
+
+        ks = KeySchedule(Key("k", SECRET))
+        for derived in (ks.k_ch, ks.k_sh, ks.k_cf, ks.k_ses, SECRET):
+            self.assertNotIn(derived.hex(), text)
+            self.assertNotIn(repr(derived)[2:-1], text)
+        self.assertNotIn(B64, text)
+
+    def test_socket_server_refusing_a_wrong_key(self) -> None:
+        # The same through the blocking socket's server handshake.
+        import socket as socketmod
+
+        ls = socketmod.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        with ls:
+            c = socketmod.create_connection(ls.getsockname())
+            with c:
+                c.sendall(client_hello_for(Key("k", bytes(32))))
+                c.shutdown(socketmod.SHUT_WR)
+                s, _ = ls.accept()
+                s.settimeout(20)
+                ctx = hmacauth.Context([Key("k", SECRET)])
+                text = traceback_with_locals(lambda sock: ctx.wrap_socket(sock, server_side=True), [s])
+        self.assertIn("MAC for key ID \"k\" is wrong", text)
+        self.check_derived(text)
+
+    def test_internal_key_holders_not_picklable(self) -> None:
+        import copy
+
+        from hmacauth._handshake import KeySchedule, KeySet
+
+        objs: List[Any] = [KeySchedule(Key("k", SECRET)), KeySet([Key("k", SECRET)])]
+        try:
+            from hmacauth._record import Direction
+
+            objs.append(Direction(SECRET, 0))
+        except hmacauth.ConfigError:
+            pass  # no 'cryptography': a Direction cannot be made
+        for obj in objs:
+            with self.subTest(type=type(obj).__name__):
+                with self.assertRaises(TypeError):
+                    pickle.dumps(obj)
+                with self.assertRaises(TypeError):
+                    copy.copy(obj)
 
 
 class LoadTests(unittest.TestCase):

@@ -161,6 +161,30 @@ class Modes(unittest.TestCase):
                                 got += buf[7 : 7 + m]
                             self.assertEqual(bytes(got), data)
 
+    def test_recv_zero_as_socket(self) -> None:
+        # As socket.recv: zero returns b"" at once (nothing has arrived:
+        # the timeout only bounds a recv that would wait), a negative size
+        # and a buffer smaller than nbytes are ValueErrors, and the data
+        # stays for the next read.
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with c, s:
+                    s.settimeout(1.0)
+                    self.assertEqual(s.recv(0), b"")
+                    self.assertEqual(s.recv_into(bytearray(0)), 0)
+
+    def test_recv_bad_sizes_as_socket(self) -> None:
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                c, s = pair(*ctxs(mode, fs))
+                with c, s:
+                    c.sendall(b"data")
+                    for call in (lambda: s.recv(-1), lambda: s.recv_into(bytearray(4), -1), lambda: s.recv_into(bytearray(4), 5)):
+                        with self.assertRaises(ValueError):
+                            call()
+                    self.assertEqual(recv_exactly(s, 4), b"data")
+
     def test_close_wakes_blocked_reader(self) -> None:
         for mode, fs in modes():
             with self.subTest(mode=str(mode), fs=fs):
@@ -183,6 +207,104 @@ class Modes(unittest.TestCase):
                     self.assertNotIsInstance(got, hmacauth.IntegrityError)
                     with self.assertRaises(OSError):
                         c.sendall(b"x")
+
+    @needs_crypto
+    def test_close_wakes_blocked_writer(self) -> None:
+        # A peer that never reads; a thread blocked in sendall; close in
+        # another thread ends it with an OSError.
+        import select
+
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with s:
+                    c.settimeout(None)
+
+                    def writer() -> object:
+                        try:
+                            for _ in range(1000):  # more than any socket buffer takes
+                                c.sendall(bytes(1 << 20))
+                        except OSError as e:
+                            return e
+                        return "sent everything"
+
+                    t = Thread(writer)
+                    # Until the writer is in sendall and the socket's buffer
+                    # is full: it is blocked in the kernel.
+                    for _ in range(10000):
+                        if c._wlock.locked() and not select.select([], [c.fileno()], [], 0)[1]:
+                            break
+                        t.join(0.001)
+                    else:
+                        self.fail("the writer never filled the socket's buffer")
+                    c.close()
+                    t.join(WAIT)
+                    self.assertFalse(t.is_alive(), "close left a sendall blocked in another thread")
+                    self.assertIsInstance(t.result, OSError)
+
+    @needs_crypto
+    def test_timeout_bounds_a_trickled_recv(self) -> None:
+        # settimeout bounds each recv, not each system call: a peer that
+        # sends a record one byte per 0.1 s does not hold recv past it.
+        from hmacauth._record import REC_DATA
+
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with c, s:
+                    record = b"".join(bytes(b) for b in s._sealer.seal(REC_DATA, b"x" * 30))
+                    self.assertEqual(len(record), 50)
+                    stop = threading.Event()
+                    sent = [0]
+
+                    def trickle() -> None:
+                        for i in range(len(record)):
+                            if stop.wait(0.1):
+                                return
+                            s._sock.sendall(record[i : i + 1])
+                            sent[0] += 1
+
+                    t = Thread(trickle)
+                    c.settimeout(0.5)
+                    try:
+                        with self.assertRaises(socket.timeout):
+                            c.recv(100)
+                        sent_then = sent[0]
+                    finally:
+                        stop.set()
+                        t.join_result()
+                    self.assertLess(sent_then, len(record))
+                    self.assertEqual(c.gettimeout(), 0.5)
+
+    @needs_crypto
+    def test_timeout_bounds_a_slowly_read_sendall(self) -> None:
+        # The same for sendall to a peer that reads a little now and then.
+        for mode in (Mode.INTEGRITY, Mode.SEALED):
+            with self.subTest(mode=str(mode)):
+                c, s = pair(*ctxs(mode))
+                with c, s:
+                    # Small buffers: the kernel's could take all of data.
+                    c._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+                    s._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                    data = bytes(4 << 20)
+                    stop = threading.Event()
+                    got = [0]
+
+                    def sip() -> None:
+                        while not stop.wait(0.02):
+                            got[0] += len(s._sock.recv(16384))
+
+                    t = Thread(sip)
+                    c.settimeout(0.5)
+                    try:
+                        with self.assertRaises(socket.timeout):
+                            c.sendall(data)
+                        got_then = got[0]
+                    finally:
+                        stop.set()
+                        t.join_result()
+                    self.assertLess(got_then, len(data))
+                    self.assertEqual(c.gettimeout(), 0.5)
 
     @needs_crypto
     def test_cut_stream_is_integrity_error(self) -> None:

@@ -329,13 +329,9 @@ class _HmacAuthProtocol(asyncio.Protocol):
             self._deliver()
 
     def _established(self, res: Result) -> None:
-        self._cancel_timer()
-        if self._caps is not None:
-            self._caps.done(self)
-        self._res = res
-        self._mode = Mode(res.mode)
-        if self._mode != Mode.AUTH:
-
+        # The record layer first: if it cannot be set up, the error ends the
+        # handshake (in _feed) as any other, and the connection is closed.
+        if res.mode != Mode.AUTH:
             c2s, s2c = traffic_secrets(res.secret)
             send, recv = (s2c, c2s) if self._server else (c2s, s2c)
             # Not reuse: the transport may keep the buffers it was given.
@@ -345,6 +341,11 @@ class _HmacAuthProtocol(asyncio.Protocol):
             peer = self._peer
             addr = ("%s:%s" % peer[:2]) if isinstance(peer, tuple) else str(peer)
             self._opener = Opener(int(res.mode), Direction(recv, res.flags), "client" if self._server else "server", addr)
+        self._cancel_timer()
+        if self._caps is not None:
+            self._caps.done(self)
+        self._res = res
+        self._mode = Mode(res.mode)
         self._state = "app"
         self._app_transport = _AppTransport(self)
         self._report(None)

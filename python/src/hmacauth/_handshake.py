@@ -97,6 +97,9 @@ class KeySchedule:
     def __repr__(self) -> str:
         return "KeySchedule(id=%r, secrets redacted)" % self.id
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's KeySchedule is not picklable: it holds keys derived from a secret")
+
 
 class KeySet:
     """A validated list of keys with their schedules."""
@@ -117,6 +120,9 @@ class KeySet:
             self.by_id[k.id] = s
             if self.first is None:
                 self.first = s
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's KeySet is not picklable: it holds keys derived from secrets")
 
 
 def check_header(b: bytes, want: int, name: str) -> None:
@@ -146,6 +152,32 @@ def _x25519() -> Tuple[Any, Any, Any, Any]:
             "run pip install cryptography, or use a Context without forward_secrecy"
         ) from None
     return X25519PrivateKey, X25519PublicKey, Encoding, PublicFormat
+
+
+def can_run(mode: int, fs: bool) -> bool:
+    """Whether this process has what mode and forward secrecy need (the
+    'cryptography' package for any mode but ModeAuth and for X25519). A
+    server checks it before its ServerHello, a client before its
+    ClientFinished: a side that agreed to what it cannot run would leave
+    its peer believing the handshake succeeded."""
+    try:
+        if mode != 0:
+            from ._record import aead_classes  # here: _record imports this module
+
+            aead_classes()
+        if fs:
+            _x25519()
+    except ConfigError:
+        return False
+    return True
+
+
+def _cannot_run(mode: int, fs: bool, asked: str, here: str, other: str) -> ConfigError:
+    return ConfigError(
+        "%s %s%s, which needs the 'cryptography' package, not installed on this %s: install it "
+        "(pip install cryptography), or configure the %s for ModeAuth without forward secrecy"
+        % (asked, mode_name(mode), " with forward secrecy" if fs else "", here, other)
+    )
 
 
 class KeyPair:
@@ -445,6 +477,8 @@ class ClientHandshake:
             )
         if not flags & FLAG_FORWARD_SECRECY and share != ZERO_SHARE:
             raise ProtocolError("ServerHello carries a key share without forward secrecy")
+        if not can_run(mode, bool(flags & FLAG_FORWARD_SECRECY)):
+            raise _cannot_run(mode, bool(flags & FLAG_FORWARD_SECRECY), "the server chose", "client", "server")
         dh = b""
         my_share = ZERO_SHARE
         if flags & FLAG_FORWARD_SECRECY:
@@ -522,10 +556,12 @@ class ServerHandshake:
             raise ProtocolError("client asks for mode %d, which this server does not know" % cmode)
         # The MAC is computed for an unknown key ID too, with another key,
         # so that the time to refuse does not tell which IDs exist.
+        # The key is not kept in a local of this frame, which the traceback
+        # of the AuthFailed below holds (and error reporters record).
         ks = self.keys.by_id.get(key_id)
-        assert self.keys.first is not None
-        mac_key = ks.k_ch if ks is not None else self.keys.first.k_ch
-        ok = hmac.compare_digest(hmac256(mac_key, ch[:109]), ch[109:])
+        mac_ks = ks if ks is not None else self.keys.first
+        assert mac_ks is not None
+        ok = hmac.compare_digest(hmac256(mac_ks.k_ch, ch[:109]), ch[109:])
         if ks is None:
             raise AuthFailed("client names key ID %s, which this server does not have" % quote(key_id))
         if not ok:
@@ -538,6 +574,10 @@ class ServerHandshake:
                 "a connection this process dialed was sent back to it (reflection); a client and a server in one "
                 "process that mean to connect need a Context each" % quote(key_id)
             )
+        mode = max(cmode, self.mode)
+        fs = bool(cflags & FLAG_FORWARD_SECRECY) or self.fs
+        if not can_run(mode, fs):
+            raise _cannot_run(mode, fs, "the client asks for", "server", "client")
         # Refused before any work that a replay would make the server do or
         # hold (a ServerHello, a handshake slot waiting for a ClientFinished).
         if not _server_nonces.claim(nonce):
@@ -548,10 +588,7 @@ class ServerHandshake:
         self._claimed = nonce
         self.ks = ks
         self.ch = ch
-        mode = max(cmode, self.mode)
-        flags = 0
-        if cflags & FLAG_FORWARD_SECRECY or self.fs:
-            flags |= FLAG_FORWARD_SECRECY
+        flags = FLAG_FORWARD_SECRECY if fs else 0
         if cflags & FLAG_CHACHA20 or self.chacha:
             flags |= FLAG_CHACHA20
         ns = bytes(self.rand(NONCE_LEN))

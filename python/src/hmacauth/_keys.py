@@ -8,9 +8,9 @@ import os
 import secrets
 import stat
 import sys
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-from ._errors import ConfigError, WeakKey, quote
+from ._errors import ConfigError, HmacAuthError, WeakKey, quote
 
 __all__ = ["Key", "load_keys", "parse_keys", "MIN_SECRET_LEN", "MAX_KEY_ID_LEN", "MAX_KEY_FILE_SIZE"]
 
@@ -122,10 +122,23 @@ def _decode_secret(s: str) -> bytes:
 
 def parse_keys(data: Union[bytes, str], name: str = "key list") -> List[Key]:
     """Parses keys in the format of load_keys from data."""
+    keys, err = _parse_keys(data, name)
+    del data
+    if err is not None:
+        # Raised here, with the parser's frames gone and data deleted: no
+        # frame of the traceback holds the key file (error reporters such as
+        # Sentry and pytest --showlocals record frame locals).
+        raise err
+    return keys
+
+
+def _parse_keys(data: Union[bytes, str], name: str) -> "Tuple[List[Key], Optional[HmacAuthError]]":
+    """The keys, or the error to raise (made, not raised, so that no
+    traceback holds this frame)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     if len(data) > MAX_KEY_FILE_SIZE:
-        raise ConfigError("%s is larger than %d bytes; is it a key file?" % (name, MAX_KEY_FILE_SIZE))
+        return [], ConfigError("%s is larger than %d bytes; is it a key file?" % (name, MAX_KEY_FILE_SIZE))
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     keys: List[Key] = []
@@ -140,39 +153,39 @@ def parse_keys(data: Union[bytes, str], name: str = "key list") -> List[Key]:
         if not fields:
             continue
         if len(fields) != 2:
-            raise ConfigError(
+            return [], ConfigError(
                 "%s, line %d: has %d fields; want a key ID, blanks, then the base64 secret" % (name, n, len(fields))
             )
         try:
             secret = _decode_secret(fields[1].decode("ascii"))
         except (ValueError, UnicodeDecodeError):
-            raise ConfigError(
+            return [], ConfigError(
                 "%s, line %d: the secret (second field) is not valid base64: use the standard alphabet, with or without padding"
                 % (name, n)
-            ) from None
+            )
         key_id = fields[0].decode("utf-8", "surrogateescape")
         k = Key(key_id, secret)
         try:
             k.validate()
         except WeakKey:
-            raise WeakKey(
+            return [], WeakKey(
                 "%s, line %d: the secret has %d bytes; use at least %d random bytes, e.g. from `hmacauth keygen`"
                 % (name, n, len(secret), MIN_SECRET_LEN)
-            ) from None
+            )
         except ConfigError:
-            raise ConfigError(
+            return [], ConfigError(
                 "%s, line %d: the key ID (first field) is not valid: it must be 1 to %d printable ASCII bytes without blanks"
                 % (name, n, MAX_KEY_ID_LEN)
-            ) from None
+            )
         if k.id in line_of:
-            raise ConfigError(
+            return [], ConfigError(
                 "%s, line %d: the key ID is the same as on line %d; key IDs must be unique" % (name, n, line_of[k.id])
             )
         line_of[k.id] = n
         keys.append(k)
     if not keys:
-        raise ConfigError("%s holds no keys; add a line with a key ID and a base64 secret" % name)
-    return keys
+        return [], ConfigError("%s holds no keys; add a line with a key ID and a base64 secret" % name)
+    return keys, None
 
 
 def load_keys(path: Union[str, "os.PathLike[str]"]) -> List[Key]:
@@ -213,17 +226,26 @@ def load_keys(path: Union[str, "os.PathLike[str]"]) -> List[Key]:
                     "so another user can change the keys; run chown %d on it, or have its owner run this process"
                     % (path, st.st_uid, euid, euid)
                 )
-        chunks = []
-        size = 0
-        while size <= MAX_KEY_FILE_SIZE:
-            b = os.read(fd, MAX_KEY_FILE_SIZE + 1 - size)
-            if not b:
-                break
-            chunks.append(b)
-            size += len(b)
-        data = b"".join(chunks)
+        # The file's contents are never a local of this frame (see parse_keys).
+        keys, err = _parse_keys(_read_all(fd), "key file " + path)
     finally:
         os.close(fd)
-    if len(data) > MAX_KEY_FILE_SIZE:
-        raise ConfigError("key file %s is larger than %d bytes; is it a key file?" % (path, MAX_KEY_FILE_SIZE))
-    return parse_keys(data, "key file " + path)
+    if err is not None:
+        raise err
+    return keys
+
+
+def _read_all(fd: int) -> bytes:
+    """Up to MAX_KEY_FILE_SIZE + 1 bytes of fd; on an error, this frame
+    keeps none of what it read."""
+    chunks: List[bytes] = []
+    size = 0
+    try:
+        while size <= MAX_KEY_FILE_SIZE:
+            chunks.append(os.read(fd, MAX_KEY_FILE_SIZE + 1 - size))
+            if not chunks[-1]:
+                break
+            size += len(chunks[-1])
+        return b"".join(chunks)
+    finally:
+        chunks.clear()

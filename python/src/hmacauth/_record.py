@@ -200,6 +200,9 @@ class Direction:
         self.generation += 1
         self._derive()
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        raise TypeError("hmacauth's record Direction is not picklable: it holds a traffic secret")
+
     def clear(self) -> None:
         for i in range(len(self.secret)):
             self.secret[i] = 0

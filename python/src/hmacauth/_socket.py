@@ -171,6 +171,12 @@ class HmacAuthSocket:
         self._read_closed = False
         self._write_closed = False
         self._pending: List[memoryview] = []
+        # The deadline of the read (under _rlock) and of the write (under
+        # _wlock) in progress, or None, and whether its first system call
+        # is still to come; see _call_deadline.
+        self._rdeadline: Optional[float] = None
+        self._wdeadline: Optional[float] = None
+        self._rfirst = self._wfirst = False
         self._closed = False
         self._real_closed = False
         self._io_refs = 0
@@ -202,6 +208,9 @@ class HmacAuthSocket:
                     res = self._server_handshake(deadline)
                 else:
                     res = self._client_handshake(deadline)
+                # Inside the try: a connection whose record layer cannot be
+                # set up is closed, not left half open.
+                self._setup(res)
             except socket.timeout:
                 err: BaseException = HandshakeTimeout("after %.3fs" % (time.monotonic() - started))
                 self._hs_failed(err)
@@ -214,7 +223,6 @@ class HmacAuthSocket:
                     self._sock.settimeout(user_timeout)
                 except OSError:
                     pass
-            self._setup(res)
 
     def _hs_failed(self, e: BaseException) -> None:
         self._hs_err = e
@@ -232,19 +240,45 @@ class HmacAuthSocket:
             raise socket.timeout("handshake deadline passed")
         self._sock.settimeout(left)
 
-    def _hs_wait(self, deadline: Optional[float], events: int) -> None:
-        """Waits (with _hs_dontwait) until the socket is ready for events,
-        raising socket.timeout at the deadline."""
-        ms = None
+    def _hs_wait(self, deadline: Optional[float], write: bool) -> None:
+        """Waits (with _hs_dontwait) until the socket is ready, raising
+        socket.timeout at the deadline."""
+        self._wait(deadline, write, "handshake deadline passed")
+
+    def _wait(self, deadline: Optional[float], write: bool, what: str) -> None:
+        """Waits until the socket is ready to read (or write), raising
+        socket.timeout(what) at the deadline (None: none)."""
+        left = None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("handshake deadline passed")
-            ms = max(1, math.ceil(left * 1000))
-        p = select.poll()
-        p.register(self._sock.fileno(), events)
-        if not p.poll(ms):
-            raise socket.timeout("handshake deadline passed")
+                raise socket.timeout(what)
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "hmacauth: the socket was closed")
+        if hasattr(select, "poll"):
+            p = select.poll()
+            p.register(fd, select.POLLOUT if write else select.POLLIN)
+            ready = bool(p.poll(None if left is None else max(1, math.ceil(left * 1000))))
+        else:  # Windows
+            r, w, _ = select.select([] if write else [fd], [fd] if write else [], [], left)
+            ready = bool(r or w)
+        if not ready:
+            raise socket.timeout(what)
+
+    def _call_deadline(self) -> Optional[float]:
+        """The deadline of a recv or send call: settimeout bounds the whole
+        call, as for socket.sendall and ssl.SSLSocket, not each of the
+        system calls it makes (a peer trickling a record could otherwise
+        hold it for up to a record's length times the timeout). The first
+        system call of a call waits under the socket's own timeout, which
+        starts with it (one poll saved where one call suffices, as for most
+        records); each later one first waits in _wait for what is left. The
+        socket's timeout is left alone: a reader and a writer may run at
+        once. None on a blocking or non-blocking socket: no extra system
+        call."""
+        t = self._sock.gettimeout()
+        return time.monotonic() + t if t else None
 
     def _hs_recv_into(self, view: memoryview, deadline: Optional[float], reply: bool) -> int:
         """One read. A reply (a message the peer sends only after it has
@@ -254,12 +288,12 @@ class HmacAuthSocket:
             self._op_timeout(deadline)
             return self._sock.recv_into(view)
         if reply:
-            self._hs_wait(deadline, select.POLLIN)
+            self._hs_wait(deadline, False)
         while True:
             try:
                 return self._sock.recv_into(view, 0, self._hs_dontwait)
             except (BlockingIOError, InterruptedError):
-                self._hs_wait(deadline, select.POLLIN)
+                self._hs_wait(deadline, False)
 
     def _hs_send(self, data: bytes, deadline: Optional[float], step: str) -> None:
         try:
@@ -269,7 +303,7 @@ class HmacAuthSocket:
                     try:
                         mv = mv[self._sock.send(mv, self._hs_dontwait) :]
                     except (BlockingIOError, InterruptedError):
-                        self._hs_wait(deadline, select.POLLOUT)
+                        self._hs_wait(deadline, True)
                 return
             self._op_timeout(deadline)
             self._sock.sendall(data)
@@ -375,11 +409,14 @@ class HmacAuthSocket:
             hs.release()
 
     def _setup(self, res: Result) -> None:
+        """Sets up the record layer; the connection counts as established
+        (self._res) only once that worked."""
+        if res.mode != Mode.AUTH:
+            self._setup_records(res)
         self._mode = Mode(res.mode)
         self._res = res
-        if self._mode == Mode.AUTH:
-            return
 
+    def _setup_records(self, res: Result) -> None:
         c2s, s2c = traffic_secrets(res.secret)
         send, recv = (s2c, c2s) if self.server_side else (c2s, s2c)
         upd = self.context._testing_only_update_bytes
@@ -422,7 +459,14 @@ class HmacAuthSocket:
             return self._sock.recv(bufsize, flags)
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
+        # As socket.recv: a negative size is an error, zero returns at once.
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""
+        deadline = self._call_deadline()
         with self._rlock:
+            self._rdeadline, self._rfirst = deadline, True
             p, off = self._plain, self._poff
             if off >= len(p):
                 p, off = self._next_payload(None), 0
@@ -442,13 +486,19 @@ class HmacAuthSocket:
             return self._sock.recv_into(buffer, nbytes, flags)
         if flags:
             raise ValueError("flags are not supported on an hmacauth record connection")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
         with memoryview(buffer) as whole:
             out = whole.cast("B")
+            if nbytes > len(out):
+                raise ValueError("buffer too small for requested bytes")
             if nbytes:
                 out = out[:nbytes]
             if len(out) == 0:
                 return 0
+            deadline = self._call_deadline()
             with self._rlock:
+                self._rdeadline, self._rfirst = deadline, True
                 p, off = self._plain, self._poff
                 if off >= len(p):
                     # A record that fits is decrypted straight into buffer.
@@ -522,6 +572,11 @@ class HmacAuthSocket:
             self._rmv[: len(left)] = left
             self._rstart, self._rend = 0, len(left)
         while self._rend - self._rstart < n:
+            if self._rdeadline is not None:
+                if self._rfirst:
+                    self._rfirst = False  # bounded by the socket's own timeout
+                else:
+                    self._wait(self._rdeadline, False, "timed out")
             try:
                 m = self._sock.recv_into(self._rmv[self._rend :])
             except ConnectionResetError:
@@ -558,6 +613,11 @@ class HmacAuthSocket:
         sendmsg = getattr(self._sock, "sendmsg", None)
         try:
             while views:
+                if self._wdeadline is not None:
+                    if self._wfirst:
+                        self._wfirst = False  # bounded by the socket's own timeout
+                    else:
+                        self._wait(self._wdeadline, True, "timed out")
                 if sendmsg is not None:
                     n = sendmsg(views[:64], (), flags)
                 else:
@@ -595,7 +655,9 @@ class HmacAuthSocket:
         mv = memoryview(data).cast("B")
         if len(mv) == 0:
             return 0
+        deadline = self._call_deadline()
         with self._wlock:
+            self._wdeadline, self._wfirst = deadline, True
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
@@ -616,7 +678,9 @@ class HmacAuthSocket:
             return
 
         mv = memoryview(data).cast("B")
+        deadline = self._call_deadline()
         with self._wlock:
+            self._wdeadline, self._wfirst = deadline, True
             self._check_write()
             self._flush_pending()
             for off in range(0, len(mv), MAX_PAYLOAD):
@@ -681,7 +745,9 @@ class HmacAuthSocket:
         """SHUT_WR sends the close record (in the record modes) and shuts
         down the socket's write side; SHUT_RD stops reading."""
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
+            deadline = self._call_deadline()
             with self._wlock:
+                self._wdeadline, self._wfirst = deadline, True
                 if not self._write_closed:
                     self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
@@ -691,7 +757,8 @@ class HmacAuthSocket:
     def close(self) -> None:
         """Sends the close record (in the record modes, if no send is in
         progress in another thread and it goes out within 5 s), closes the
-        socket and drops the session secrets."""
+        socket and drops the session secrets. A recv or (in the record
+        modes) a sendall blocked in another thread raises OSError."""
         if self._closed:
             return
         self._closed = True
@@ -702,21 +769,33 @@ class HmacAuthSocket:
         if self._real_closed:
             return
         self._real_closed = True
-        if self._res is not None and self._mode != Mode.AUTH and not self._write_closed:
+        records = self._res is not None and self._mode != Mode.AUTH
+        writing = False
+        if records:
             if self._wlock.acquire(blocking=False):
                 try:
-                    self._close_record_at_close()
+                    self._wdeadline = None  # bounded by its own timeout
+                    if not self._write_closed:
+                        self._close_record_at_close()
                 except OSError:
                     pass
                 finally:
                     self._wlock.release()
-        # Wakes a recv blocked in another thread (close alone does not). In
-        # the record modes every read holds _rlock, so without a reader (the
-        # common case: one more system call saved) there is none to wake;
-        # _real_closed, set above, stops one that starts now.
-        if self._res is None or self._mode == Mode.AUTH or self._rlock.locked():
+            else:
+                writing = True
+        # Wakes a recv or a send blocked in another thread (close alone does
+        # not). In the record modes every read holds _rlock and every write
+        # _wlock, so without a reader or a writer (the common case: one more
+        # system call saved) there is none to wake; _real_closed, set
+        # above, stops one that starts now.
+        how = None
+        if writing:
+            how = socket.SHUT_RDWR
+        elif not records or self._rlock.locked():
+            how = socket.SHUT_RD
+        if how is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RD)
+                self._sock.shutdown(how)
             except OSError:
                 pass
         self._sock.close()
@@ -783,6 +862,8 @@ class HmacAuthSocket:
         return self._sock.fileno()
 
     def settimeout(self, value: Optional[float]) -> None:
+        """As socket.settimeout; in the record modes the timeout bounds
+        each recv, recv_into, send and sendall as a whole."""
         self._sock.settimeout(value)
 
     def gettimeout(self) -> Optional[float]:
