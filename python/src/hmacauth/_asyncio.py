@@ -679,8 +679,12 @@ async def start_server(
     without a byte and without a reset, and reported to
     context.on_handshake. As the threaded Listener, it caps the handshakes
     in flight at context.max_handshakes overall and
-    context.max_handshakes_per_ip per remote IP; a connection over a cap is
-    closed at once and reported as ConnectionShed."""
+    context.max_handshakes_per_ip per remote IP (a connection over it is
+    closed at once and reported as ConnectionShed), and when every slot is
+    taken a new connection evicts the handshake that has made the least
+    progress for the longest, once that has waited 50 ms (reported as
+    ConnectionShed); a connection that finds none evictable yet is closed
+    at once (ConnectionShed)."""
     if context is None:
         raise TypeError("start_server needs an hmacauth Context")
     loop = asyncio.get_running_loop()

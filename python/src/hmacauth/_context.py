@@ -157,8 +157,11 @@ class Context:
     long one X25519 key pair, and the results computed with it, are reused
     (0: 1 s; negative: a new one per handshake). ``handshake_timeout`` (seconds): bounds each handshake (0:
     5 s; negative or None: no bound). ``max_handshakes``,
-    ``max_handshakes_per_ip`` and ``accept_queue`` are the Listener's caps
-    (0: the defaults 256, 16, 64; a negative per-IP cap means none).
+    ``max_handshakes_per_ip`` and ``accept_queue`` are a Listener's caps,
+    the first two start_server's too, ints (0: the defaults 256, 16, 64; a
+    negative per-IP cap means none); with every handshake slot taken, a
+    new connection evicts the handshake that has made the least progress
+    for the longest (see Listener).
     ``prefer_chacha20``: ask for ChaCha20-Poly1305 records; None (the
     default) asks for it when the CPU lacks AES instructions.
     ``on_handshake(event)`` is called by a Listener after every server
