@@ -18,7 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from . import _progress
 from ._context import Context
 from ._errors import HmacAuthError
-from ._socket import HmacAuthSocket
+from ._socket import HmacAuthSocket, _addr
 
 __all__ = ["Listener", "create_server", "HandshakeEvent", "ConnectionShed", "HmacAuthMixIn"]
 
@@ -128,7 +128,7 @@ def _evicted(addr: Any, duration: float, slots: int) -> "ConnectionShed":
     return ConnectionShed(
         "client %s evicted under load after %.0fms: all %d handshake slots were taken when a new connection arrived, "
         "and its handshake had made the least progress for the longest; if honest clients are evicted, raise "
-        "max_handshakes" % (_host(addr), duration * 1000, slots))
+        "max_handshakes" % (_addr(addr), duration * 1000, slots))
 
 
 # The most steps _Slots tells apart (a server handshake of hmacauth/1 takes
@@ -424,7 +424,7 @@ class Listener:
                 return False
             err = ConnectionAbortedError(
                 "hmacauth: the Listener could not serve the connection from %s (%s: %s) and closed it unread; it "
-                "goes on accepting: check the process's limits (threads, memory)" % (_host(addr), type(e).__name__, e))
+                "goes on accepting: check the process's limits (threads, memory)" % (_addr(addr), type(e).__name__, e))
             err.__cause__ = e
             self._post(HandshakeEvent(addr, "", 0.0, err))
             return True
