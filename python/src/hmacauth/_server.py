@@ -305,7 +305,11 @@ class Listener:
         self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
         self._inflight: Set[socket.socket] = set()  # the connections of the handshakes in flight, closed by close()
-        self._events: Deque[HandshakeEvent] = collections.deque()  # for the reporter thread
+        # The accept thread's reports, for the reporter thread, under a lock
+        # of their own: handshakes do not wake that thread.
+        self._events: Deque[HandshakeEvent] = collections.deque()
+        self._events_cond = threading.Condition()
+        self._room_waiting = False  # the accept thread waits for a slot or a victim
         self._closed = False
         self._err: Optional[BaseException] = None
         self._reporter = threading.Thread(target=self._report_loop, name="hmacauth-listener-reports", daemon=True)
@@ -364,16 +368,20 @@ class Listener:
             if slots.take():
                 return True
             v, wait = slots.victim(time.monotonic(), evict)
-            if v is not None:
-                if not evict:
-                    return False
-                # Its thread ends at once and frees its slot; waiting for
-                # it keeps the threads and connections within the cap.
-                v.evict()
-                while not self._closed and not slots.take():
-                    self._cond.wait()
-                return None if self._closed else True
-            self._cond.wait(wait if wait > 0 else None)
+            self._room_waiting = True
+            try:
+                if v is not None:
+                    if not evict:
+                        return False
+                    # Its thread ends at once and frees its slot; waiting for
+                    # it keeps the threads and connections within the cap.
+                    v.evict()
+                    while not self._closed and not slots.take():
+                        self._cond.wait()
+                    return None if self._closed else True
+                self._cond.wait(wait if wait > 0 else None)
+            finally:
+                self._room_waiting = False
         return None
 
     def _serve(self, raw: socket.socket, addr: Any, slot: bool) -> bool:
@@ -433,7 +441,8 @@ class Listener:
         ctx = self.context
         with self._cond:
             self._slots.track(p, time.monotonic(), launched=True)
-            self._cond.notify_all()  # an accept thread waiting for a victim
+            if self._room_waiting:
+                self._cond.notify_all()  # it may be the victim
         conn: Optional[HmacAuthSocket] = None
         start = time.monotonic()
         token = _progress._hook.set(functools.partial(self._progress, p))
@@ -448,9 +457,16 @@ class Listener:
             ev = HandshakeEvent(addr, "", time.monotonic() - start, e)
         finally:
             _progress._hook.reset(token)
-            with self._cond:
-                evicted = self._slots.finish(p)
-                self._inflight.discard(raw)
+        # Reported once its per-IP slot (and, refused, its slot) is free, so
+        # that whoever hears of it may at once connect again.
+        with self._cond:
+            evicted = self._slots.finish(p)
+            self._inflight.discard(raw)
+            self._slots.release(p.ip)
+            if conn is None or evicted:
+                self._slots.give()
+                if self._room_waiting:
+                    self._cond.notify_all()
         if evicted:
             # Its connection was closed for a new one: that is its outcome
             # (with what the handshake saw as the cause), even if it had
@@ -461,13 +477,6 @@ class Listener:
             err = _evicted(addr, ev.duration, self._slots.max_total)
             err.__cause__ = ev.error
             ev.error = err
-        # Reported once its per-IP slot (and, refused, its slot) is free, so
-        # that whoever hears of it may at once connect again.
-        with self._cond:
-            self._slots.release(p.ip)
-            if conn is None:
-                self._slots.give()
-            self._cond.notify_all()
         _report(ctx, ev)
         if conn is None:
             return
@@ -490,26 +499,27 @@ class Listener:
     def _give(self) -> None:
         with self._cond:
             self._slots.give()
-            self._cond.notify_all()
+            if self._room_waiting:
+                self._cond.notify_all()
 
     def _post(self, ev: HandshakeEvent) -> None:
         """Hands a report of the accept thread to the reporter thread."""
-        with self._cond:
+        with self._events_cond:
             while len(self._events) >= _SHED_REPORTS and not self._closed:
-                self._cond.wait()
+                self._events_cond.wait()
             if not self._closed:
                 self._events.append(ev)
-                self._cond.notify_all()
+                self._events_cond.notify_all()
 
     def _report_loop(self) -> None:
         while True:
-            with self._cond:
+            with self._events_cond:
                 while not self._events and not self._closed:
-                    self._cond.wait()
+                    self._events_cond.wait()
                 if not self._events:
                     return
                 ev = self._events.popleft()
-                self._cond.notify_all()
+                self._events_cond.notify_all()
             _report(self.context, ev)
 
     def accept(self, timeout: Optional[float] = None) -> Tuple[HmacAuthSocket, Any]:
@@ -529,8 +539,8 @@ class Listener:
                         raise socket.timeout("hmacauth: no authenticated connection within %ss" % timeout)
                     self._cond.wait(left)
             conn, addr = self._ready.popleft()
+            self._slots.give()
             self._cond.notify_all()
-        self._give()
         return conn, addr
 
     def getsockname(self) -> Any:
@@ -555,6 +565,8 @@ class Listener:
             self._ready.clear()
             inflight = list(self._inflight)
             self._cond.notify_all()
+        with self._events_cond:
+            self._events_cond.notify_all()
         for raw in inflight:
             _shutdown(raw)
         try:
