@@ -262,6 +262,23 @@ class ListenerTests(unittest.TestCase):
                 self.assertEqual(evs[0].remote_addr, p.getsockname())
                 self.assertEqual(p.recv(10), b"")
 
+    def test_evicted_while_draining_its_refusal_keeps_its_reason(self) -> None:
+        # A client with a wrong key is refused, and the server drains what
+        # it sends (up to 500 ms) in the handshake's slot. Evicted then, it
+        # is reported with its own reason, as in Go, not as an eviction.
+        events = Events()
+        sctx = Context([make_key("good")], max_handshakes=1, max_handshakes_per_ip=-1, on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            hs = ClientHandshake(KeySet([make_key("bad")]).first, 0, False, False)  # type: ignore[arg-type]
+            with socket.create_connection(ln.address) as bad:
+                bad.settimeout(WAIT)
+                bad.sendall(hs.client_hello())
+                self.assertEqual(bad.recv(10), b"")  # refused: the server drains now
+                with socket.create_connection(ln.address):  # evicts it, if still draining
+                    evs = events.wait(lambda evs: len(evs) == 1)
+        self.assertIsInstance(evs[0].error, hmacauth.AuthFailed, evs)
+        self.assertEqual(evs[0].key_id, "bad")
+
     def test_thread_that_does_not_start_fails_one_connection(self) -> None:
         # The accept thread goes on after a handshake thread did not start
         # (a pids cap): that connection is closed and reported, the next

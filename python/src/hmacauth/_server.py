@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
@@ -147,7 +148,7 @@ class _Pending:
     """A handshake in flight, in a _Slots' pending lists until it ends or
     is evicted. evict ends it by closing its connection."""
 
-    __slots__ = ("evict", "ip", "steps", "since", "listed", "evicted")
+    __slots__ = ("evict", "ip", "steps", "since", "listed", "evicted", "failed_first")
 
     def __init__(self, evict: Callable[[], None], ip: str) -> None:
         self.evict = evict
@@ -156,6 +157,9 @@ class _Pending:
         self.since = 0.0  # of the last step, or of the start
         self.listed = False
         self.evicted = False
+        # Set by evict: the handshake had failed already (and was draining
+        # its refused client), so it keeps its own reason, as in Go.
+        self.failed_first = False
 
 
 class _Slots:
@@ -266,6 +270,34 @@ def _shutdown(raw: socket.socket) -> None:
         pass
 
 
+# Linux's TCP states in which this side has not shut down its write half.
+_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
+
+
+def _refusing(raw: socket.socket) -> bool:
+    """Whether the server side of raw is closed or has shut down its write
+    half: a refused handshake draining its client (the handshake runs
+    in code that does not tell the Listener when it fails). Known from
+    Linux's TCP_INFO state; False where that is not available."""
+    if raw.fileno() < 0:
+        return True
+    opt = getattr(socket, "TCP_INFO", None)
+    if opt is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        state = raw.getsockopt(socket.IPPROTO_TCP, opt, 1)[0]
+    except OSError:
+        return False
+    return state not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT)
+
+
+def _evict_thread(raw: socket.socket, p: _Pending) -> None:
+    """Evicts a handshake of the threaded Listener: its connection is shut
+    down, which ends its thread at once."""
+    p.failed_first = _refusing(raw)
+    _shutdown(raw)
+
+
 # How many reports of the accept thread (sheds) may wait for an
 # on_handshake or logger slower than they come before the accept thread
 # waits for it, as the Go Listener's.
@@ -286,7 +318,8 @@ class Listener:
     handshake that has made the least progress for the longest (a client
     whose ClientHello passed the checks ranks above one that has not), once
     it has waited 50 ms for its next step: its connection is closed and it
-    is reported as ConnectionShed. A key holder takes its step at once and
+    is reported as ConnectionShed (one refused already, draining its
+    client, keeps its own reason where Linux's TCP state tells). A key holder takes its step at once and
     ends a round trip later, so silent clients do not lock it out; a burst
     of more than max_handshakes honest clients can evict some of them.
     When every slot is a connection waiting for accept, or a handshake
@@ -410,7 +443,8 @@ class Listener:
                     slot = self._room(True) is True
                 if not slot:
                     raise _Closed()
-            p = _Pending(functools.partial(_shutdown, raw), ip)
+            p = _Pending(lambda: None, ip)
+            p.evict = functools.partial(_evict_thread, raw, p)
             with self._cond:
                 self._inflight.add(raw)
                 self._slots.unstarted += 1
@@ -467,7 +501,7 @@ class Listener:
                 self._slots.give()
                 if self._room_waiting:
                     self._cond.notify_all()
-        if evicted:
+        if evicted and not p.failed_first:
             # Its connection was closed for a new one: that is its outcome
             # (with what the handshake saw as the cause), even if it had
             # just succeeded.
