@@ -8,7 +8,10 @@ import asyncio
 import hashlib
 import os
 import socket
+import struct
+import time
 import unittest
+from typing import Any, Callable, List
 
 from _support import WAIT, Thread, make_key, modes, needs_crypto, recv_all
 
@@ -25,6 +28,24 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         pass
     finally:
         writer.close()
+
+
+async def until(pred: Callable[[], bool]) -> None:
+    """Polls pred, bounded: no event marks a handshake that started."""
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %ss" % WAIT)
+        await asyncio.sleep(0.005)
+
+
+def evictions(events: List[Any]) -> List[Any]:
+    return [e for e in events if isinstance(e.error, hmacauth.ConnectionShed) and "evicted under load" in str(e.error)]
+
+
+# A handshake may be evicted once it has waited this long (the rule under
+# test, as the Go Listener's evictGrace; asyncio sheds rather than waits).
+GRACE = 0.05
 
 
 class AsyncioTests(unittest.TestCase):
@@ -354,6 +375,105 @@ class AsyncioTests(unittest.TestCase):
             self.assertEqual(sum(e.error is None for e in events), 500)
 
         self.run_async(main())
+
+    def test_silent_clients_evicted_for_an_honest_one(self) -> None:
+        # Four silent connections hold every slot: an honest client gets in
+        # by evicting one of them (not shed with a misleading AuthFailed),
+        # long before their handshake timeout.
+        async def main() -> None:
+            k = make_key()
+            events: List[Any] = []
+            sctx = Context([k], max_handshakes=4, max_handshakes_per_ip=-1, handshake_timeout=5.0, on_handshake=events.append)
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, sctx)
+            port = srv.sockets[0].getsockname()[1]
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+            await until(lambda: len(srv._caps.handshaking) == 4)
+            await asyncio.sleep(2 * GRACE)
+            reader, writer = await asyncio.wait_for(hmacauth.open_connection("127.0.0.1", port, Context([k])), WAIT)
+            self.assertFalse([e for e in events if isinstance(e.error, hmacauth.HandshakeTimeout)], events)
+            ev = evictions(events)
+            self.assertEqual(len(ev), 1, events)
+            self.assertIn(ev[0].remote_addr, [w.get_extra_info("sockname") for _, w in silent])
+            self.assertIn("raise max_handshakes", str(ev[0].error))
+            writer.write(b"x")
+            writer.write_eof()
+            self.assertEqual((await asyncio.wait_for(reader.read(), WAIT))[32:], b"x")
+            writer.close()
+            for _, w in silent:
+                w.close()
+            srv.close()
+            await srv.wait_closed()
+
+        self.run_async(main())
+
+    def test_least_progress_evicted_first(self) -> None:
+        # The oldest handshake has progressed (its ClientHello passed the
+        # checks); three silent ones came after it. Three new connections
+        # evict the three silent ones, not it, and it then completes.
+        from hmacauth._handshake import ClientHandshake, KeySet, SERVER_HELLO_LEN
+
+        async def main() -> None:
+            k = make_key()
+            events: List[Any] = []
+            sctx = Context([k], max_handshakes=4, max_handshakes_per_ip=-1, handshake_timeout=WAIT, on_handshake=events.append)
+            srv = await hmacauth.start_server(echo, "127.0.0.1", 0, sctx)
+            port = srv.sockets[0].getsockname()[1]
+            hs = ClientHandshake(KeySet([k]).first, 0, False, False)  # type: ignore[arg-type]
+            pr, pw = await asyncio.open_connection("127.0.0.1", port)
+            pw.write(hs.client_hello())
+            cf = hs.server_hello(await asyncio.wait_for(pr.readexactly(SERVER_HELLO_LEN), WAIT))
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            await until(lambda: len(srv._caps.handshaking) == 4)
+            await asyncio.sleep(2 * GRACE)
+            arrivals = []
+            for i in range(3):
+                arrivals.append(await asyncio.open_connection("127.0.0.1", port))
+                await until(lambda: len(evictions(events)) > i)
+            self.assertEqual(sorted(e.remote_addr for e in evictions(events)),
+                             sorted(w.get_extra_info("sockname") for _, w in silent))
+            pw.write(cf)
+            me = pw.get_extra_info("sockname")
+            await until(lambda: any(e.remote_addr == me and e.error is None for e in events))
+            for _, w in [(pr, pw)] + silent + arrivals:
+                w.close()
+            srv.close()
+            await srv.wait_closed()
+
+        self.run_async(main())
+
+    def test_closing_and_cleared_after_peer_reset(self) -> None:
+        # After the peer resets the connection, the server's writer says it
+        # is closing, and both traffic secrets are zeroed with the session
+        # secret.
+        for mode, fs in modes():
+            with self.subTest(mode=str(mode), fs=fs):
+                async def main() -> None:
+                    k = make_key()
+                    done: "asyncio.Future[asyncio.StreamWriter]" = asyncio.get_running_loop().create_future()
+
+                    async def cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                        try:
+                            await reader.read()
+                        except OSError:
+                            pass
+                        done.set_result(writer)
+
+                    srv = await hmacauth.start_server(cb, "127.0.0.1", 0, Context([k], mode, forward_secrecy=fs))
+                    port = srv.sockets[0].getsockname()[1]
+                    _, w = await hmacauth.open_connection("127.0.0.1", port, Context([k], mode, forward_secrecy=fs))
+                    w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    w.transport.abort()  # a reset
+                    writer = await asyncio.wait_for(done, WAIT)
+                    self.assertTrue(writer.is_closing())
+                    p = writer.get_extra_info("hmacauth")
+                    self.assertEqual(bytes(p._res.secret), bytes(len(p._res.secret)))
+                    if mode != Mode.AUTH:
+                        for d in (p._sealer.d, p._opener.d):
+                            self.assertEqual(bytes(d.secret), bytes(len(d.secret)))
+                    srv.close()
+                    await srv.wait_closed()
+
+                self.run_async(main())
 
 
 if __name__ == "__main__":

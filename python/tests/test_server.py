@@ -7,11 +7,62 @@ import socket
 import threading
 import time
 import unittest
+from typing import Any, Callable, List
+from unittest import mock
 
 from _support import WAIT, Thread, recv_all, recv_exactly, make_key
 
 import hmacauth
 from hmacauth import Context
+from hmacauth._handshake import SERVER_HELLO_LEN, ClientHandshake, KeySet
+
+
+def wait_until(pred: Callable[[], bool]) -> None:
+    """Polls pred, bounded: no event marks a handshake that started."""
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %ss" % WAIT)
+        time.sleep(0.005)
+
+
+class Events:
+    """The HandshakeEvents reported, in order, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.list: List[hmacauth.HandshakeEvent] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, ev: hmacauth.HandshakeEvent) -> None:
+        with self.cond:
+            self.list.append(ev)
+            self.cond.notify_all()
+
+    def snapshot(self) -> List[hmacauth.HandshakeEvent]:
+        with self.cond:
+            return list(self.list)
+
+    def wait(self, pred: Callable[[List[hmacauth.HandshakeEvent]], bool]) -> List[hmacauth.HandshakeEvent]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: pred(self.list), WAIT):
+                raise AssertionError("events not seen within %ss: %r" % (WAIT, self.list))
+            return list(self.list)
+
+
+def evictions(evs: List[hmacauth.HandshakeEvent]) -> List[hmacauth.HandshakeEvent]:
+    return [e for e in evs if isinstance(e.error, hmacauth.ConnectionShed) and "evicted under load" in str(e.error)]
+
+
+def progressed_client(addr: Any) -> Any:
+    """A raw client whose ClientHello passed the server's checks: it has
+    read the ServerHello and not yet sent its ClientFinished. Returns the
+    socket and the ClientFinished to send."""
+    k = make_key()
+    hs = ClientHandshake(KeySet([k]).first, 0, False, False)  # type: ignore[arg-type]
+    sock = socket.create_connection(addr)
+    sock.settimeout(WAIT)
+    sock.sendall(hs.client_hello())
+    return sock, hs.server_hello(recv_exactly(sock, SERVER_HELLO_LEN))
 
 
 class ListenerTests(unittest.TestCase):
@@ -104,7 +155,7 @@ class ListenerTests(unittest.TestCase):
         with silent:
             # No event marks a handshake that started: poll, bounded.
             deadline = time.monotonic() + WAIT
-            while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+            while ln._slots.per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
             ln.close()
             self.assertFalse(ln._thread.is_alive(), "the accept loop still waits for a slot")
@@ -124,7 +175,7 @@ class ListenerTests(unittest.TestCase):
             silent.settimeout(WAIT)
             # No event marks a handshake that started: poll, bounded.
             deadline = time.monotonic() + WAIT
-            while ln._per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
+            while ln._slots.per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
             ln.close()
             self.assertEqual(silent.recv(10), b"")  # closed by the server, not left open
@@ -148,6 +199,195 @@ class ListenerTests(unittest.TestCase):
         ln.close()
         with self.assertRaises(OSError):
             t.join_result()
+
+    def test_silent_clients_evicted_for_an_honest_one(self) -> None:
+        # Four silent connections hold every slot: an honest client gets in
+        # by evicting one of them, long before their handshake timeout.
+        events = Events()
+        sctx = Context([make_key()], max_handshakes=4, max_handshakes_per_ip=-1, handshake_timeout=5.0, on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            silent = [socket.create_connection(ln.address) for _ in range(4)]
+            try:
+                wait_until(lambda: len(ln._inflight) == 4)
+                c = hmacauth.create_connection(ln.address, Context([make_key()]), timeout=WAIT)
+                s, _ = ln.accept(timeout=WAIT)
+                before = events.snapshot()
+                with c, s:
+                    c.sendall(b"hi")
+                    self.assertEqual(recv_exactly(s, 2), b"hi")
+                self.assertFalse([e for e in before if isinstance(e.error, hmacauth.HandshakeTimeout)], before)
+                evs = evictions(events.wait(lambda evs: len(evictions(evs)) >= 1))
+                self.assertEqual(len(evs), 1, evs)
+                self.assertIn(evs[0].remote_addr, [x.getsockname() for x in silent])
+                self.assertIn("raise max_handshakes", str(evs[0].error))
+                victim = next(x for x in silent if x.getsockname() == evs[0].remote_addr)
+                victim.settimeout(WAIT)
+                self.assertEqual(victim.recv(10), b"")  # closed by the server
+            finally:
+                for x in silent:
+                    x.close()
+
+    def test_least_progress_evicted_first(self) -> None:
+        # The oldest handshake has progressed (its ClientHello passed the
+        # checks); three silent ones came after it. Three new connections
+        # evict the three silent ones, not it, and it then completes.
+        events = Events()
+        sctx = Context([make_key()], max_handshakes=4, max_handshakes_per_ip=-1, handshake_timeout=WAIT, on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            p, cf = progressed_client(ln.address)
+            silent = [socket.create_connection(ln.address) for _ in range(3)]
+            arrivals: List[socket.socket] = []
+            try:
+                wait_until(lambda: len(ln._inflight) == 4)
+                for i in range(3):
+                    arrivals.append(socket.create_connection(ln.address))
+                    events.wait(lambda evs: len(evictions(evs)) > i)
+                evicted = sorted(e.remote_addr for e in evictions(events.snapshot()))
+                self.assertEqual(evicted, sorted(x.getsockname() for x in silent))
+                p.sendall(cf)
+                s, peer = ln.accept(timeout=WAIT)
+                s.close()
+                self.assertEqual(peer, p.getsockname())
+            finally:
+                for x in [p] + silent + arrivals:
+                    x.close()
+
+    def test_progressed_handshake_evicted_when_none_has_less(self) -> None:
+        events = Events()
+        sctx = Context([make_key()], max_handshakes=1, max_handshakes_per_ip=-1, handshake_timeout=WAIT, on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            p, _ = progressed_client(ln.address)
+            with p, socket.create_connection(ln.address):
+                evs = evictions(events.wait(lambda evs: len(evictions(evs)) == 1))
+                self.assertEqual(evs[0].remote_addr, p.getsockname())
+                self.assertEqual(p.recv(10), b"")
+
+    def test_evicted_while_draining_its_refusal_keeps_its_reason(self) -> None:
+        # A client with a wrong key is refused, and the server drains what
+        # it sends (up to 500 ms) in the handshake's slot. Evicted then, it
+        # is reported with its own reason, as in Go, not as an eviction.
+        events = Events()
+        sctx = Context([make_key("good")], max_handshakes=1, max_handshakes_per_ip=-1, on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            hs = ClientHandshake(KeySet([make_key("bad")]).first, 0, False, False)  # type: ignore[arg-type]
+            with socket.create_connection(ln.address) as bad:
+                bad.settimeout(WAIT)
+                bad.sendall(hs.client_hello())
+                self.assertEqual(bad.recv(10), b"")  # refused: the server drains now
+                with socket.create_connection(ln.address):  # evicts it, if still draining
+                    evs = events.wait(lambda evs: len(evs) == 1)
+        self.assertIsInstance(evs[0].error, hmacauth.AuthFailed, evs)
+        self.assertEqual(evs[0].key_id, "bad")
+
+    def test_thread_that_does_not_start_fails_one_connection(self) -> None:
+        # The accept thread goes on after a handshake thread did not start
+        # (a pids cap): that connection is closed and reported, the next
+        # one is served.
+        events = Events()
+        real = threading.Thread.start
+        failed = threading.Event()
+
+        def start(t: threading.Thread) -> None:
+            if threading.current_thread().name == "hmacauth-listener" and not failed.is_set():
+                failed.set()
+                raise RuntimeError("can't start new thread")
+            real(t)
+
+        sctx = Context([make_key()], on_handshake=events)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            with mock.patch.object(threading.Thread, "start", start):
+                with self.assertRaises(hmacauth.AuthFailed):
+                    hmacauth.create_connection(ln.address, Context([make_key()]), timeout=WAIT)
+                self.assertTrue(failed.is_set())
+                c = hmacauth.create_connection(ln.address, Context([make_key()]), timeout=WAIT)
+                s, _ = ln.accept(timeout=WAIT)
+                c.close()
+                s.close()
+            evs = events.wait(lambda evs: any(isinstance(e.error, ConnectionAbortedError) for e in evs))
+            err = next(e.error for e in evs if isinstance(e.error, ConnectionAbortedError))
+            self.assertIn("can't start new thread", str(err))
+            self.assertEqual(ln._slots.per_ip, {})
+
+    def test_accept_raises_when_the_accept_thread_fails(self) -> None:
+        class Broken(socket.socket):
+            def accept(self) -> Any:  # type: ignore[override]
+                raise RuntimeError("broken")
+
+        sock = Broken(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        with hmacauth.Listener(sock, Context([make_key()])) as ln:
+            with self.assertRaises(OSError) as cm:
+                ln.accept(timeout=WAIT)
+            self.assertNotIsInstance(cm.exception, socket.timeout)
+            self.assertIn("accept thread failed", str(cm.exception))
+            self.assertIsInstance(cm.exception.__cause__, RuntimeError)
+
+    def test_caps_are_checked(self) -> None:
+        for kw in ({"max_handshakes_per_ip": "4"}, {"max_handshakes_per_ip": 1.5}, {"max_handshakes": True},
+                   {"max_handshakes": -1}, {"accept_queue": None}):
+            with self.subTest(**kw), self.assertRaises(hmacauth.ConfigError):
+                Context([make_key()], **kw)  # type: ignore[arg-type]
+        self.assertEqual(Context([make_key()], max_handshakes_per_ip=-1).max_handshakes_per_ip, -1)
+
+    def test_slow_report_of_a_shed_does_not_stall_accepting(self) -> None:
+        # on_handshake blocks on a shed; another client's handshake still
+        # runs and is reported meanwhile, and a handshake is reported once
+        # its per-IP slot is free.
+        in_shed, release = threading.Event(), threading.Event()
+        events = Events()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            if isinstance(ev.error, hmacauth.ConnectionShed):
+                in_shed.set()
+                release.wait(WAIT)
+            events(ev)
+
+        sctx = Context([make_key()], max_handshakes_per_ip=1, on_handshake=record)
+        try:
+            with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+                silent = socket.create_connection(ln.address)
+                wait_until(lambda: len(ln._inflight) == 1)
+                socket.create_connection(ln.address).close()  # shed
+                self.assertTrue(in_shed.wait(WAIT))
+                silent.close()
+                events.wait(lambda evs: any(isinstance(e.error, hmacauth.ProtocolError) for e in evs))
+                c = hmacauth.create_connection(ln.address, Context([make_key()]), timeout=WAIT)
+                s, _ = ln.accept(timeout=WAIT)
+                c.close()
+                s.close()
+                self.assertFalse(release.is_set())
+                self.assertFalse([e for e in events.snapshot() if isinstance(e.error, hmacauth.ConnectionShed)])
+                release.set()
+            events.wait(lambda evs: any(isinstance(e.error, hmacauth.ConnectionShed) for e in evs))
+            self.assertFalse(ln._reporter.is_alive())
+        finally:
+            release.set()
+
+    def test_handshake_reported_once_its_per_ip_slot_is_free(self) -> None:
+        # Whoever hears of the outcome may connect again from the same IP at
+        # once, as with the Go Listener.
+        seen: List[Any] = []
+        events = Events()
+        holder: List[hmacauth.Listener] = []
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            seen.append(dict(holder[0]._slots.per_ip))
+            events(ev)
+
+        sctx = Context([make_key()], max_handshakes_per_ip=1, on_handshake=record)
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            holder.append(ln)
+            with socket.create_connection(ln.address):
+                wait_until(lambda: len(ln._inflight) == 1)
+            events.wait(lambda evs: len(evs) == 1)
+            c = hmacauth.create_connection(ln.address, Context([make_key()]), timeout=WAIT)
+            s, _ = ln.accept(timeout=WAIT)
+            c.close()
+            s.close()
+            events.wait(lambda evs: len(evs) == 2)
+            self.assertEqual([type(e.error).__name__ for e in events.snapshot()], ["ProtocolError", "NoneType"])
+            self.assertEqual(seen, [{}, {}])
 
 
 if __name__ == "__main__":

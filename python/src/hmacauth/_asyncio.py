@@ -67,6 +67,7 @@ class _AppTransport(asyncio.Transport):
         self._p._abort()
 
     def is_closing(self) -> bool:
+        # Also once the connection is gone (the peer closed or reset it).
         return self._p._closing
 
     def pause_reading(self) -> None:
@@ -150,7 +151,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._claimed = ""
         self._caps = caps
         self._drain_timer: Optional[asyncio.TimerHandle] = None
-        self._slot: Optional[str] = None  # the IP whose handshake slot this holds
+        self._slot: Any = None  # the _server._Pending of the handshake slot this holds
 
     # -- the handshake ---------------------------------------------------
 
@@ -174,14 +175,13 @@ class _HmacAuthProtocol(asyncio.Protocol):
                 transport.close()
                 self._report(_server_closed())
                 return
-            ip = _ip_key(self._peer)
-            shed = self._caps.take(ip, self._peer)
-            if shed is not None:
+            slot = self._caps.take(self, _ip_key(self._peer), self._peer)
+            if isinstance(slot, BaseException):
                 self._state = "failed"
                 transport.close()
-                self._report(shed)
+                self._report(slot)
                 return
-            self._slot = ip
+            self._slot = slot
         loop = asyncio.get_running_loop() if hasattr(asyncio, "get_running_loop") else asyncio.get_event_loop()
         if self._ctx.handshake_timeout is not None:
             self._timer = loop.call_later(self._ctx.handshake_timeout, self._timed_out)
@@ -306,6 +306,8 @@ class _HmacAuthProtocol(asyncio.Protocol):
                 sh = self._hs.client_hello(ch)
             finally:
                 self._claimed = self._hs.key_id
+            if self._caps is not None:
+                self._caps.progress(self._slot)  # for the eviction order
             self._tcp.write(sh)
             self._state = "cf"
         if self._state == "cf":
@@ -453,7 +455,22 @@ class _HmacAuthProtocol(asyncio.Protocol):
             err = ProtocolError("the server closed the connection in the middle of its ServerHello")
         self._fail(err)
 
+    def _evict(self) -> None:
+        """Ends this server handshake, the one that has made the least
+        progress for the longest, for a new connection when every slot is
+        taken: its connection closes and its slot is free at once."""
+        from ._server import _evicted
+
+        if self._state not in ("new", "ch", "cf"):
+            return
+        assert self._caps is not None
+        self._cancel_timer()
+        self._state = "failed"
+        self._tcp.close()
+        self._report(_evicted(self._peer, time.monotonic() - self._started, self._caps.slots.max_total))
+
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._closing = True  # for is_closing(): nothing can be written any more
         self._cancel_timer()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -516,11 +533,16 @@ class _HmacAuthProtocol(asyncio.Protocol):
         self._tcp.abort()
 
     def _clear(self) -> None:
+        """Zeroes the session secret and both traffic secrets (the
+        connection is gone: nothing reads or writes records any more)."""
         self._cleared = True
         if self._res is not None:
             s = self._res.secret
             for i in range(len(s)):
                 s[i] = 0
+        for part in (self._sealer, self._opener):
+            if part is not None:
+                part.d.clear()
 
     def connection_state(self) -> Any:
         from ._socket import ConnectionState
@@ -537,17 +559,17 @@ def _server_closed() -> ConnectionAbortedError:
 
 
 class _Caps:
-    """The handshakes in flight of one asyncio server, overall and per
-    remote IP: over either cap a new connection is closed at once. It also
+    """The handshake slots of one asyncio server (_server._Slots, shared
+    with the threaded Listener: overall, per remote IP, and which
+    handshake a new connection evicts when every slot is taken). It also
     holds the connections that have not yet become authenticated (in a
     handshake, or refused and being drained), which closing the server
     ends."""
 
     def __init__(self, ctx: Context) -> None:
-        self.total = 0
-        self.per_ip: Dict[str, int] = {}
-        self.max_total = ctx.max_handshakes
-        self.max_per_ip = ctx.max_handshakes_per_ip
+        from ._server import _Slots
+
+        self.slots = _Slots(ctx)
         self.handshaking: Set[_HmacAuthProtocol] = set()
         self.closed = False
         self._idle: List["asyncio.Future[None]"] = []
@@ -575,28 +597,40 @@ class _Caps:
             self._idle.append(f)
             await f
 
-    def take(self, ip: str, peer: Any) -> Optional[BaseException]:
-        """Takes a slot for a connection from peer, whose per-IP bucket
-        (for IPv6, its /64) is ip."""
-        from ._server import ConnectionShed, _shed_per_ip
+    def take(self, p: "_HmacAuthProtocol", ip: str, peer: Any) -> Any:
+        """Takes a slot for p, a connection from peer whose per-IP bucket
+        (for IPv6, its /64) is ip, evicting a handshake if every slot is
+        taken: the slot to give back, or the ConnectionShed to report.
+        asyncio accepts without waiting: a connection that finds every slot
+        taken by handshakes that may not be evicted yet is shed."""
+        from ._server import ConnectionShed, _EVICT_GRACE, _Pending, _shed_per_ip
 
-        if self.total >= self.max_total:
-            return ConnectionShed("%d handshakes are in flight (max_handshakes)" % self.total)
-        if ip and self.max_per_ip > 0 and self.per_ip.get(ip, 0) >= self.max_per_ip:
-            return _shed_per_ip(peer, self.max_per_ip)
-        self.total += 1
-        if ip:
-            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        return None
+        slots = self.slots
+        if not slots.admit(ip):
+            return _shed_per_ip(peer, slots.max_per_ip)
+        now = time.monotonic()
+        while not slots.take():
+            v, _ = slots.victim(now, True)
+            if v is None:
+                slots.release(ip)
+                return ConnectionShed(
+                    "all %d handshake slots (max_handshakes) are taken by handshakes that took a step or started "
+                    "within the last %.0fms; if honest clients are shed, raise max_handshakes"
+                    % (slots.max_total, _EVICT_GRACE * 1000))
+            v.evict()  # frees its slot at once
+        slot = _Pending(p._evict, ip)
+        slots.track(slot, now)
+        return slot
 
-    def give(self, ip: str) -> None:
-        self.total -= 1
-        if ip:
-            n = self.per_ip.get(ip, 1) - 1
-            if n:
-                self.per_ip[ip] = n
-            else:
-                self.per_ip.pop(ip, None)
+    def progress(self, slot: Any) -> None:
+        if slot is not None:
+            self.slots.progress(slot, time.monotonic())
+
+    def give(self, slot: Any) -> None:
+        """Gives back the slot of a handshake that ended."""
+        self.slots.finish(slot)
+        self.slots.release(slot.ip)
+        self.slots.give()
 
 
 async def open_connection(
@@ -646,8 +680,12 @@ async def start_server(
     without a byte and without a reset, and reported to
     context.on_handshake. As the threaded Listener, it caps the handshakes
     in flight at context.max_handshakes overall and
-    context.max_handshakes_per_ip per remote IP; a connection over a cap is
-    closed at once and reported as ConnectionShed."""
+    context.max_handshakes_per_ip per remote IP (a connection over it is
+    closed at once and reported as ConnectionShed), and when every slot is
+    taken a new connection evicts the handshake that has made the least
+    progress for the longest, once that has waited 50 ms (reported as
+    ConnectionShed); a connection that finds none evictable yet is closed
+    at once (ConnectionShed)."""
     if context is None:
         raise TypeError("start_server needs an hmacauth Context")
     loop = asyncio.get_running_loop()

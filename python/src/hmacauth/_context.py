@@ -157,8 +157,11 @@ class Context:
     long one X25519 key pair, and the results computed with it, are reused
     (0: 1 s; negative: a new one per handshake). ``handshake_timeout`` (seconds): bounds each handshake (0:
     5 s; negative or None: no bound). ``max_handshakes``,
-    ``max_handshakes_per_ip`` and ``accept_queue`` are the Listener's caps
-    (0: the defaults 256, 16, 64; a negative per-IP cap means none).
+    ``max_handshakes_per_ip`` and ``accept_queue`` are a Listener's caps,
+    the first two start_server's too, ints (0: the defaults 256, 16, 64; a
+    negative per-IP cap means none); with every handshake slot taken, a
+    new connection evicts the handshake that has made the least progress
+    for the longest (see Listener).
     ``prefer_chacha20``: ask for ChaCha20-Poly1305 records; None (the
     default) asks for it when the CPU lacks AES instructions.
     ``on_handshake(event)`` is called by a Listener after every server
@@ -205,10 +208,15 @@ class Context:
         self.key_share_lifetime = _seconds(key_share_lifetime, DEFAULT_KEY_SHARE_LIFETIME, "key_share_lifetime")
         self.handshake_timeout = _seconds(handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, "handshake_timeout")
         for name, v in (("max_handshakes", max_handshakes), ("accept_queue", accept_queue)):
-            if not isinstance(v, int) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(
-                    "Context.%s is %r; it may not be negative (zero means the default)" % (name, v)
+                    "Context.%s is %r; it must be an int, not negative (zero means the default)" % (name, v)
                 )
+        if isinstance(max_handshakes_per_ip, bool) or not isinstance(max_handshakes_per_ip, int):
+            raise ConfigError(
+                "Context.max_handshakes_per_ip is %r; it must be an int (zero means the default, a negative value "
+                "no per-IP cap)" % (max_handshakes_per_ip,)
+            )
         self.max_handshakes = max_handshakes or DEFAULT_MAX_HANDSHAKES
         self.accept_queue = accept_queue or DEFAULT_ACCEPT_QUEUE
         self.max_handshakes_per_ip = max_handshakes_per_ip or DEFAULT_MAX_HANDSHAKES_PER_IP

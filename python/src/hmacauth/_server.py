@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import ipaddress
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from typing import Any, Deque, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
+from . import _progress
 from ._context import Context
 from ._errors import HmacAuthError
-from ._socket import HmacAuthSocket
+from ._socket import HmacAuthSocket, _addr
 
 __all__ = ["Listener", "create_server", "HandshakeEvent", "ConnectionShed", "HmacAuthMixIn"]
 
@@ -28,8 +31,10 @@ _TRANSIENT_ACCEPT_ERRORS = frozenset(
 
 class ConnectionShed(HmacAuthError):
     """Reported to Context.on_handshake (never raised by accept) for a
-    connection a Listener closed unread because its remote IP already had
-    max_handshakes_per_ip handshakes in flight (Go: ErrShed)."""
+    connection a server closed unread because its remote IP (or IPv6 /64)
+    already had max_handshakes_per_ip handshakes in flight, and for a
+    handshake it evicted under load, when all max_handshakes slots were
+    taken (see Listener). The message says which (Go: ErrShed)."""
 
     sentinel = "hmacauth: connection shed"
 
@@ -69,17 +74,23 @@ def _report(ctx: Context, ev: HandshakeEvent) -> None:
             ctx.logger.debug("hmacauth: accepted %s with key ID %r in %.3fs", ev.remote_addr, ev.key_id, ev.duration)
 
 
-def server_handshake(ctx: Context, sock: socket.socket, addr: Any) -> Optional[HmacAuthSocket]:
-    """Runs one server handshake, reports it, and returns the connection or
-    None (the refused socket is closed without a reset)."""
+def _run_handshake(ctx: Context, sock: socket.socket, addr: Any) -> Tuple[Optional[HmacAuthSocket], HandshakeEvent]:
+    """Runs one server handshake: the connection (None if refused; the
+    refused socket is closed without a reset) and the event to report."""
     start = time.monotonic()
     conn = HmacAuthSocket(sock, ctx, server_side=True)
     try:
         conn.do_handshake()
     except (OSError, ValueError) as e:
-        _report(ctx, HandshakeEvent(addr, getattr(conn, "_claimed_key_id", ""), time.monotonic() - start, e))
-        return None
-    _report(ctx, HandshakeEvent(addr, conn.key_id or "", time.monotonic() - start, None))
+        return None, HandshakeEvent(addr, getattr(conn, "_claimed_key_id", ""), time.monotonic() - start, e)
+    return conn, HandshakeEvent(addr, conn.key_id or "", time.monotonic() - start, None)
+
+
+def server_handshake(ctx: Context, sock: socket.socket, addr: Any) -> Optional[HmacAuthSocket]:
+    """Runs one server handshake, reports it, and returns the connection or
+    None (the refused socket is closed without a reset)."""
+    conn, ev = _run_handshake(ctx, sock, addr)
+    _report(ctx, ev)
     return conn
 
 
@@ -104,53 +115,270 @@ def _ip_key(addr: Any) -> str:
     return str(ip)
 
 
+def _host(addr: Any) -> Any:
+    return addr[0] if isinstance(addr, tuple) and addr else addr
+
+
 def _shed_per_ip(addr: Any, cap: int) -> "ConnectionShed":
     return ConnectionShed(
         "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (max_handshakes_per_ip)"
-        % (addr[0] if isinstance(addr, tuple) and addr else addr, cap))
+        % (_host(addr), cap))
+
+
+def _evicted(addr: Any, duration: float, slots: int) -> "ConnectionShed":
+    return ConnectionShed(
+        "client %s evicted under load after %.0fms: all %d handshake slots were taken when a new connection arrived, "
+        "and its handshake had made the least progress for the longest; if honest clients are evicted, raise "
+        "max_handshakes" % (_addr(addr), duration * 1000, slots))
+
+
+# The most steps _Slots tells apart (a server handshake of hmacauth/1 takes
+# one: its ClientHello passes the checks); past it handshakes rank as equals.
+_MAX_STEPS = 3
+
+# How long a handshake must have gone without a step before it may be
+# evicted, as the Go Listener's evictGrace: a key holder's first step is a
+# read of bytes already there or a round trip away, but under a flood its
+# thread can wait tens of milliseconds for a CPU; the grace also bounds
+# evictions to max_handshakes per grace.
+_EVICT_GRACE = 0.05
+
+
+class _Pending:
+    """A handshake in flight, in a _Slots' pending lists until it ends or
+    is evicted. evict ends it by closing its connection."""
+
+    __slots__ = ("evict", "ip", "steps", "since", "listed", "evicted", "failed_first")
+
+    def __init__(self, evict: Callable[[], None], ip: str) -> None:
+        self.evict = evict
+        self.ip = ip
+        self.steps = 0
+        self.since = 0.0  # of the last step, or of the start
+        self.listed = False
+        self.evicted = False
+        # Set by evict: the handshake had failed already (and was draining
+        # its refused client), so it keeps its own reason, as in Go.
+        self.failed_first = False
+
+
+class _Slots:
+    """The handshake slots of a server and the Go Listener's rule for them
+    (internal/acceptor), shared by the threaded Listener and the asyncio
+    server: at most max_handshakes slots taken (by handshakes and, for the
+    Listener, connections waiting for accept), at most
+    max_handshakes_per_ip handshakes per IP bucket (for IPv6, per /64), and,
+    when every slot is taken, which handshake a new connection evicts: the
+    one with the fewest steps (see _progress), and among those the one
+    whose last step (or start) is the oldest, once that is at least the
+    grace ago. A handshake counts as pending only once it runs (track): a
+    handshake with steps is not evicted while one has yet to run, which may
+    be a stalled one. Not locked: the Listener calls it under its lock, the
+    asyncio server on its event loop."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.max_total = ctx.max_handshakes
+        self.max_per_ip = ctx.max_handshakes_per_ip
+        self.used = 0
+        self.per_ip: Dict[str, int] = {}
+        self.unstarted = 0  # handshakes launched whose thread has not run yet
+        # By steps taken; each in the order of the last step (dicts keep
+        # insertion order): the first has waited the longest.
+        self._pending: List[Dict[_Pending, None]] = [{} for _ in range(_MAX_STEPS + 1)]
+
+    def take(self) -> bool:
+        """Takes a free slot, if there is one."""
+        if self.used >= self.max_total:
+            return False
+        self.used += 1
+        return True
+
+    def give(self) -> None:
+        self.used -= 1
+
+    def admit(self, ip: str) -> bool:
+        """Counts a handshake against ip's cap, or reports that it is over."""
+        if not ip or self.max_per_ip <= 0:
+            return True
+        if self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return False
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        if not ip or self.max_per_ip <= 0:
+            return
+        n = self.per_ip.get(ip, 1) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)
+
+    def track(self, p: _Pending, now: float, launched: bool = False) -> None:
+        """Adds a handshake that runs from now on (launched: counted by
+        launch before) to the pending lists."""
+        if launched:
+            self.unstarted -= 1
+        p.since = now
+        p.listed = True
+        self._pending[0][p] = None
+
+    def progress(self, p: _Pending, now: float) -> None:
+        if not p.listed:
+            return  # evicted, or ended
+        del self._pending[p.steps][p]
+        p.steps = min(p.steps + 1, _MAX_STEPS)
+        p.since = now
+        self._pending[p.steps][p] = None
+
+    def victim(self, now: float, take: bool) -> Tuple[Optional[_Pending], float]:
+        """The handshake that has made the least progress for the longest,
+        or None and how long until it may be evicted (0: none may be, before
+        a handshake starts or ends). With take it leaves the lists, marked
+        evicted."""
+        for i, ls in enumerate(self._pending):
+            if i > 0 and self.unstarted > 0:
+                return None, 0.0
+            if not ls:
+                continue
+            p = next(iter(ls))
+            wait = p.since + _EVICT_GRACE - now
+            if wait > 0:
+                return None, wait
+            if take:
+                del ls[p]
+                p.listed = False
+                p.evicted = True
+            return p, 0.0
+        return None, 0.0
+
+    def finish(self, p: _Pending) -> bool:
+        """Takes a handshake that ended out of the lists; True if it was
+        evicted first (then its outcome is the eviction)."""
+        if p.listed:
+            del self._pending[p.steps][p]
+            p.listed = False
+        return p.evicted
+
+
+def _shutdown(raw: socket.socket) -> None:
+    try:
+        # Wakes the handshake's thread blocked in recv (close alone does
+        # not); that thread closes the socket.
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+# Linux's TCP states in which this side has not shut down its write half.
+_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
+
+
+def _refusing(raw: socket.socket) -> bool:
+    """Whether the server side of raw is closed or has shut down its write
+    half: a refused handshake draining its client (the handshake runs
+    in code that does not tell the Listener when it fails). Known from
+    Linux's TCP_INFO state; False where that is not available."""
+    if raw.fileno() < 0:
+        return True
+    opt = getattr(socket, "TCP_INFO", None)
+    if opt is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        state = raw.getsockopt(socket.IPPROTO_TCP, opt, 1)[0]
+    except OSError:
+        return False
+    return state not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT)
+
+
+def _evict_thread(raw: socket.socket, p: _Pending) -> None:
+    """Evicts a handshake of the threaded Listener: its connection is shut
+    down, which ends its thread at once."""
+    p.failed_first = _refusing(raw)
+    _shutdown(raw)
+
+
+# How many reports of the accept thread (sheds) may wait for an
+# on_handshake or logger slower than they come before the accept thread
+# waits for it, as the Go Listener's.
+_SHED_REPORTS = 256
 
 
 class Listener:
     """Accepts on a listening socket and runs each handshake in a thread of
-    its own, bounded by the context's handshake timeout, so a silent client
-    does not stall another while slots are free (unlike the Go Listener, it
-    evicts none when all are taken: silent clients can hold every slot
-    until their timeout). accept() returns only authenticated connections.
+    its own, bounded by the context's handshake timeout, with the Go
+    Listener's guarantees. accept() returns only authenticated connections.
 
-    Caps (from the Context): max_handshakes at once, counting authenticated
-    connections that wait for accept (at the cap the Listener stops
-    accepting until a slot frees); max_handshakes_per_ip in flight from one
-    IP, for IPv6 per /64 (more are closed at once); accept_queue
-    connections waiting for accept.
+    Caps (from the Context): max_handshakes slots, taken by handshakes in
+    flight and by authenticated connections that wait for accept;
+    max_handshakes_per_ip handshakes in flight from one IP, for IPv6 per
+    /64 (more are closed at once and reported as ConnectionShed);
+    accept_queue connections waiting for accept. When every slot is taken
+    by a handshake and a connection arrives, the Listener evicts the
+    handshake that has made the least progress for the longest (a client
+    whose ClientHello passed the checks ranks above one that has not), once
+    it has waited 50 ms for its next step: its connection is closed and it
+    is reported as ConnectionShed (one refused already, draining its
+    client, keeps its own reason where Linux's TCP state tells). A key holder takes its step at once and
+    ends a round trip later, so silent clients do not lock it out; a burst
+    of more than max_handshakes honest clients can evict some of them.
+    When every slot is a connection waiting for accept, or a handshake
+    within those 50 ms, the Listener stops accepting until one frees.
+
+    Sheds, and connections the Listener could not serve (a thread that did
+    not start), are reported off the accept thread, by a reporter thread
+    of their own; handshakes by their own thread, once their per-IP slot
+    is free.
     """
 
     def __init__(self, sock: socket.socket, context: Context) -> None:
         self._sock = sock
         self.context = context
-        self._used = 0  # handshake slots taken, by handshakes and connections waiting for accept
+        self._slots = _Slots(context)
         self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
-        self._per_ip: Dict[str, int] = {}
         self._inflight: Set[socket.socket] = set()  # the connections of the handshakes in flight, closed by close()
+        # The accept thread's reports, for the reporter thread, under a lock
+        # of their own: handshakes do not wake that thread.
+        self._events: Deque[HandshakeEvent] = collections.deque()
+        self._events_cond = threading.Condition()
+        self._room_waiting = False  # the accept thread waits for a slot or a victim
         self._closed = False
         self._err: Optional[BaseException] = None
+        self._reporter = threading.Thread(target=self._report_loop, name="hmacauth-listener-reports", daemon=True)
+        self._reporter.start()
         self._thread = threading.Thread(target=self._loop, name="hmacauth-listener", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
 
     def _loop(self) -> None:
-        ctx = self.context
-        per_ip_cap = ctx.max_handshakes_per_ip
-        while True:
+        try:
+            self._accept_loop()
+        except BaseException as e:  # noqa: B902 - accept() raises it from now on
+            err = OSError(errno.EIO, "hmacauth: the Listener's accept thread failed (%s: %s); accept raises this from "
+                          "now on: close the Listener and make a new one" % (type(e).__name__, e))
+            err.__cause__ = e
             with self._cond:
-                while self._used >= self.context.max_handshakes and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                self._used += 1
+                if not self._closed and self._err is None:
+                    self._err = err
+                self._cond.notify_all()
+
+    def _accept_loop(self) -> None:
+        while True:
+            # With every slot taken, accept anyway once a handshake may be
+            # evicted for the new connection; until then wait.
+            with self._cond:
+                slot = self._room(False)
+            if slot is None:
+                return
             try:
                 raw, addr = self._sock.accept()
             except OSError as e:
-                self._release_slot()
+                if slot:
+                    self._give()
                 if not self._closed and e.errno in _TRANSIENT_ACCEPT_ERRORS:
                     # Out of descriptors or memory, or a client gone before
                     # accept: back off briefly, as Go's http.Server does.
@@ -161,65 +389,177 @@ class Listener:
                         self._err = e
                     self._cond.notify_all()
                 return
+            if not self._serve(raw, addr, slot):
+                return
+
+    def _room(self, evict: bool) -> Optional[bool]:
+        """Under the lock: waits until a slot is free, and takes it (True),
+        or until a handshake may be evicted (False); with evict, evicts
+        that one and waits for its slot (True). None once closed."""
+        slots = self._slots
+        while not self._closed:
+            if slots.take():
+                return True
+            v, wait = slots.victim(time.monotonic(), evict)
+            self._room_waiting = True
+            try:
+                if v is not None:
+                    if not evict:
+                        return False
+                    # Its thread ends at once and frees its slot; waiting for
+                    # it keeps the threads and connections within the cap.
+                    v.evict()
+                    while not self._closed and not slots.take():
+                        self._cond.wait()
+                    return None if self._closed else True
+                self._cond.wait(wait if wait > 0 else None)
+            finally:
+                self._room_waiting = False
+        return None
+
+    def _serve(self, raw: socket.socket, addr: Any, slot: bool) -> bool:
+        """Sheds an accepted connection or starts its handshake's thread;
+        False once the Listener is closed. Whatever fails here fails this
+        connection only: it is closed, what it held freed, and reported."""
+        ip = ""
+        admitted = launched = False
+        try:
             ip = _ip_key(addr)
             with self._cond:
-                if self._closed:
-                    raw.close()
-                    self._release_slot()
-                    return
-                if ip and per_ip_cap > 0 and self._per_ip.get(ip, 0) >= per_ip_cap:
-                    shed = True
-                else:
-                    shed = False
-                    if ip:
-                        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-                    self._inflight.add(raw)
-            if shed:
-                raw.close()
-                self._release_slot()
-                _report(ctx, HandshakeEvent(addr, "", 0.0, _shed_per_ip(addr, per_ip_cap)))
-                continue
-            threading.Thread(target=self._handshake, args=(raw, addr, ip), daemon=True).start()
-
-    def _handshake(self, raw: socket.socket, addr: Any, ip: str) -> None:
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        conn = None
-        queued = False
-        try:
-            conn = server_handshake(self.context, raw, addr)
-        finally:
-            with self._cond:
-                self._inflight.discard(raw)
-                if ip:
-                    n = self._per_ip.get(ip, 1) - 1
-                    if n:
-                        self._per_ip[ip] = n
-                    else:
-                        self._per_ip.pop(ip, None)
-                if conn is not None:
-                    while len(self._ready) >= self.context.accept_queue and not self._closed:
-                        self._cond.wait()
-                    if not self._closed:
-                        self._ready.append((conn, addr))
+                if not self._closed:
+                    admitted = self._slots.admit(ip)
+                    if not admitted and slot:
+                        slot = False
+                        self._slots.give()
                         self._cond.notify_all()
-                        queued = True
-            if not queued:
-                # A refused handshake frees its slot here, an accepted one in accept().
-                self._release_slot()
-                if conn is not None:
-                    conn.close()  # the Listener closed meanwhile
+            if self._closed:
+                raise _Closed()
+            if not admitted:
+                raw.close()
+                self._post(HandshakeEvent(addr, "", 0.0, _shed_per_ip(addr, self._slots.max_per_ip)))
+                return True
+            if not slot:
+                with self._cond:
+                    slot = self._room(True) is True
+                if not slot:
+                    raise _Closed()
+            p = _Pending(lambda: None, ip)
+            p.evict = functools.partial(_evict_thread, raw, p)
+            with self._cond:
+                self._inflight.add(raw)
+                self._slots.unstarted += 1
+                launched = True
+            threading.Thread(target=self._handshake, args=(raw, addr, p), daemon=True).start()
+            return True
+        except Exception as e:  # noqa: BLE001 - this connection fails, the Listener goes on
+            with self._cond:
+                if launched:
+                    self._inflight.discard(raw)
+                    self._slots.unstarted -= 1
+                if admitted:
+                    self._slots.release(ip)
+                if slot:
+                    self._slots.give()
+                self._cond.notify_all()
+            raw.close()
+            if isinstance(e, _Closed):
+                return False
+            err = ConnectionAbortedError(
+                "hmacauth: the Listener could not serve the connection from %s (%s: %s) and closed it unread; it "
+                "goes on accepting: check the process's limits (threads, memory)" % (_addr(addr), type(e).__name__, e))
+            err.__cause__ = e
+            self._post(HandshakeEvent(addr, "", 0.0, err))
+            return True
 
-    def _release_slot(self) -> None:
+    def _handshake(self, raw: socket.socket, addr: Any, p: _Pending) -> None:
+        ctx = self.context
         with self._cond:
-            self._used -= 1
-            self._cond.notify_all()
+            self._slots.track(p, time.monotonic(), launched=True)
+            if self._room_waiting:
+                self._cond.notify_all()  # it may be the victim
+        conn: Optional[HmacAuthSocket] = None
+        start = time.monotonic()
+        token = _progress._hook.set(functools.partial(self._progress, p))
+        try:
+            try:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            conn, ev = _run_handshake(ctx, raw, addr)
+        except Exception as e:  # noqa: BLE001 - a bug here must not leak the slot
+            raw.close()
+            ev = HandshakeEvent(addr, "", time.monotonic() - start, e)
+        finally:
+            _progress._hook.reset(token)
+        # Reported once its per-IP slot (and, refused, its slot) is free, so
+        # that whoever hears of it may at once connect again.
+        with self._cond:
+            evicted = self._slots.finish(p)
+            self._inflight.discard(raw)
+            self._slots.release(p.ip)
+            if conn is None or evicted:
+                self._slots.give()
+                if self._room_waiting:
+                    self._cond.notify_all()
+        if evicted and not p.failed_first:
+            # Its connection was closed for a new one: that is its outcome
+            # (with what the handshake saw as the cause), even if it had
+            # just succeeded.
+            if conn is not None:
+                conn.close()
+                conn = None
+            err = _evicted(addr, ev.duration, self._slots.max_total)
+            err.__cause__ = ev.error
+            ev.error = err
+        _report(ctx, ev)
+        if conn is None:
+            return
+        queued = False
+        with self._cond:
+            while len(self._ready) >= ctx.accept_queue and not self._closed:
+                self._cond.wait()
+            if not self._closed:
+                self._ready.append((conn, addr))
+                self._cond.notify_all()
+                queued = True
+        if not queued:
+            self._give()
+            conn.close()  # the Listener closed meanwhile
+
+    def _progress(self, p: _Pending) -> None:
+        with self._cond:
+            self._slots.progress(p, time.monotonic())
+
+    def _give(self) -> None:
+        with self._cond:
+            self._slots.give()
+            if self._room_waiting:
+                self._cond.notify_all()
+
+    def _post(self, ev: HandshakeEvent) -> None:
+        """Hands a report of the accept thread to the reporter thread."""
+        with self._events_cond:
+            while len(self._events) >= _SHED_REPORTS and not self._closed:
+                self._events_cond.wait()
+            if not self._closed:
+                self._events.append(ev)
+                self._events_cond.notify_all()
+
+    def _report_loop(self) -> None:
+        while True:
+            with self._events_cond:
+                while not self._events and not self._closed:
+                    self._events_cond.wait()
+                if not self._events:
+                    return
+                ev = self._events.popleft()
+                self._events_cond.notify_all()
+            _report(self.context, ev)
 
     def accept(self, timeout: Optional[float] = None) -> Tuple[HmacAuthSocket, Any]:
         """Returns the next authenticated connection and its address. Raises
-        socket.timeout after timeout seconds, OSError once closed."""
+        socket.timeout after timeout seconds, OSError once closed or once
+        the accept thread failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._ready:
@@ -233,8 +573,8 @@ class Listener:
                         raise socket.timeout("hmacauth: no authenticated connection within %ss" % timeout)
                     self._cond.wait(left)
             conn, addr = self._ready.popleft()
+            self._slots.give()
             self._cond.notify_all()
-        self._release_slot()
         return conn, addr
 
     def getsockname(self) -> Any:
@@ -248,7 +588,9 @@ class Listener:
     def close(self) -> None:
         """Stops accepting, closes the listening socket, the connections
         that wait for accept and those of the handshakes in flight (which
-        then fail at once, as a handshake with a closed connection)."""
+        then fail at once, as a handshake with a closed connection), and
+        ends the accept and reporter threads once the reports of the
+        accept thread are made."""
         with self._cond:
             if self._closed:
                 return
@@ -257,13 +599,10 @@ class Listener:
             self._ready.clear()
             inflight = list(self._inflight)
             self._cond.notify_all()
+        with self._events_cond:
+            self._events_cond.notify_all()
         for raw in inflight:
-            try:
-                # Wakes the handshake's thread blocked in recv (close alone
-                # does not); that thread closes the socket.
-                raw.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(raw)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept on Linux
         except OSError:
@@ -271,8 +610,9 @@ class Listener:
         self._sock.close()
         for conn, _ in ready:
             conn.close()
-        if self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        for t in (self._thread, self._reporter):
+            if t is not threading.current_thread() and t.ident is not None:
+                t.join(5.0)
 
     def __enter__(self) -> "Listener":
         return self
@@ -290,6 +630,10 @@ class Listener:
             if self._closed:
                 raise StopIteration from None
             raise
+
+
+class _Closed(Exception):
+    """The Listener closed while the accept thread served a connection."""
 
 
 def create_server(

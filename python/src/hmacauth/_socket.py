@@ -28,6 +28,7 @@ from ._handshake import (
     check_header,
     export,
 )
+from ._progress import progress
 from ._record import (  # constants and classes only: 'cryptography' is imported on first use
     HEADER,
     MAX_PAYLOAD,
@@ -397,6 +398,7 @@ class HmacAuthSocket:
                 sh = hs.client_hello(ch)
             finally:
                 self._claimed_key_id = hs.key_id
+            progress()  # for a Listener's eviction order
             self._hs_send(sh, deadline, "sending the ServerHello")
             cf = bytearray(CLIENT_FINISHED_LEN)
             if self._hs_read(cf, deadline, None, "ClientFinished") < CLIENT_FINISHED_LEN:
