@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import unittest
+from typing import Tuple
 
 from _support import WAIT, Thread, listener, make_key, needs_crypto
 
@@ -132,23 +133,28 @@ class MissingCryptography(unittest.TestCase):
                 self.assertIn("'cryptography' package, not installed on this server", got)
                 self.assertTrue(got.endswith("| recv raised ConfigError"), got)
 
+    def against_server(self, mode: Mode, fs: bool, script: str) -> Tuple[BaseException, str]:
+        """Runs the child client of script against a server here with mode
+        and fs: the server's error and the child's outcome."""
+        ls = listener()
+        with ls:
+            def serve() -> BaseException:
+                s, _ = ls.accept()
+                s.settimeout(WAIT)
+                try:
+                    Context([make_key()], mode, forward_secrecy=fs).wrap_socket(s, server_side=True)
+                except hmacauth.HmacAuthError as e:
+                    return e
+                raise AssertionError("the server's handshake succeeded")
+
+            t = Thread(serve)
+            got = outcome(child("client", ls.getsockname()[1], script))
+            return t.join_result(), got
+
     def test_client_without_it_refuses(self) -> None:
         for mode, fs in self.CASES:
             with self.subTest(mode=str(mode), fs=fs):
-                ls = listener()
-                with ls:
-                    def serve() -> BaseException:
-                        s, _ = ls.accept()
-                        s.settimeout(WAIT)
-                        try:
-                            Context([make_key()], mode, forward_secrecy=fs).wrap_socket(s, server_side=True)
-                        except hmacauth.HmacAuthError as e:
-                            return e
-                        raise AssertionError("the server's handshake succeeded")
-
-                    t = Thread(serve)
-                    got = outcome(child("client", ls.getsockname()[1]))
-                    err = t.join_result()
+                err, got = self.against_server(mode, fs, CHILD)
                 self.assertIsInstance(err, hmacauth.AuthFailed)
                 self.assertIn("instead of proving key", str(err))
                 self.assertTrue(got.startswith("ConfigError -1 "), got)
@@ -177,20 +183,7 @@ class MissingCryptography(unittest.TestCase):
     def test_asyncio_client_without_it_refuses(self) -> None:
         for mode, fs in self.CASES:
             with self.subTest(mode=str(mode), fs=fs):
-                ls = listener()
-                with ls:
-                    def serve() -> BaseException:
-                        s, _ = ls.accept()
-                        s.settimeout(WAIT)
-                        try:
-                            Context([make_key()], mode, forward_secrecy=fs).wrap_socket(s, server_side=True)
-                        except hmacauth.HmacAuthError as e:
-                            return e
-                        raise AssertionError("the server's handshake succeeded")
-
-                    t = Thread(serve)
-                    got = outcome(child("client", ls.getsockname()[1], CHILD_ASYNCIO))
-                    err = t.join_result()
+                err, got = self.against_server(mode, fs, CHILD_ASYNCIO)
                 self.assertIsInstance(err, hmacauth.AuthFailed)
                 self.assertIn("instead of proving key", str(err))
                 self.assertTrue(got.startswith("ConfigError "), got)
