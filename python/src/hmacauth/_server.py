@@ -174,8 +174,8 @@ class _Slots:
     whose last step (or start) is the oldest, once that is at least the
     grace ago. A handshake counts as pending only once it runs (track: in
     the Listener when its thread starts, in the asyncio server once the
-    event loop has had a turn to read its client): a handshake with steps is not evicted while one has yet to run, which may
-    be a stalled one. Not locked: the Listener calls it under its lock, the
+    event loop has had a turn to read its client): a handshake with steps
+    is not evicted while one has yet to run, which may be a stalled one. Not locked: the Listener calls it under its lock, the
     asyncio server on its event loop."""
 
     def __init__(self, ctx: Context) -> None:
@@ -602,7 +602,10 @@ class Listener:
         Listener's Close: no on_handshake call comes after it. That
         includes on_handshake calls in progress, which close() waits for
         without a bound, as Go does: a callback must not wait for the
-        thread that closes the Listener (it may call close() itself)."""
+        thread that closes the Listener (it may call close() itself).
+        Where closing a socket does not wake a blocked accept (Linux's
+        shutdown does), close() waits at most 5 s for the accept thread,
+        which, once closed, starts no handshake and reports nothing."""
         with self._cond:
             if self._closed:
                 return
