@@ -3,10 +3,12 @@ importable (without it only ModeAuth without forward secrecy is tested)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 import threading
+import time
 import unittest
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -25,6 +27,30 @@ VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 
 # Every bounded wait in the tests; a backstop, not a speed assertion.
 WAIT = 20.0
+
+
+def wait_until(pred: Callable[[], bool]) -> None:
+    """Polls pred, bounded: for what no event marks (a handshake that
+    started)."""
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %ss" % WAIT)
+        time.sleep(0.005)
+
+
+async def until(pred: Callable[[], bool]) -> None:
+    """wait_until on an event loop."""
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %ss" % WAIT)
+        await asyncio.sleep(0.005)
+
+
+def evictions(events: List[Any]) -> List[Any]:
+    """The HandshakeEvents of handshakes evicted under load."""
+    return [e for e in events if isinstance(e.error, hmacauth.ConnectionShed) and "evicted under load" in str(e.error)]
 
 
 def make_key(key_id: str = "test-key") -> hmacauth.Key:

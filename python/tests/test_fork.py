@@ -232,7 +232,7 @@ class ForkingMixInTests(unittest.TestCase):
         srv = _ForkingServer(("127.0.0.1", 0), _Echo)
         srv.hmacauth_context = Context([k], mode, forward_secrecy=fs)
         try:
-            with held_by_thread(_server._wrapped_lock):
+            with held_by_thread(_server._wrapped.lock):
 
                 def client() -> bytes:
                     cctx = Context([k], mode, forward_secrecy=fs)

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import unittest
 from typing import Any, Callable, List
 from unittest import mock
 
-from _support import WAIT, Thread, recv_all, recv_exactly, make_key
+from _support import WAIT, Thread, evictions, make_key, recv_exactly, wait_until
 
 import hmacauth
 from hmacauth import Context
 from hmacauth._handshake import SERVER_HELLO_LEN, ClientHandshake, KeySet
-
-
-def wait_until(pred: Callable[[], bool]) -> None:
-    """Polls pred, bounded: no event marks a handshake that started."""
-    deadline = time.monotonic() + WAIT
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %ss" % WAIT)
-        time.sleep(0.005)
 
 
 class Events:
@@ -47,10 +37,6 @@ class Events:
             if not self.cond.wait_for(lambda: pred(self.list), WAIT):
                 raise AssertionError("events not seen within %ss: %r" % (WAIT, self.list))
             return list(self.list)
-
-
-def evictions(evs: List[hmacauth.HandshakeEvent]) -> List[hmacauth.HandshakeEvent]:
-    return [e for e in evs if isinstance(e.error, hmacauth.ConnectionShed) and "evicted under load" in str(e.error)]
 
 
 def progressed_client(addr: Any) -> Any:
@@ -146,6 +132,9 @@ class ListenerTests(unittest.TestCase):
         with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
             silent = [socket.create_connection(ln.address) for _ in range(3)]
             self.assertTrue(shed.wait(WAIT))
+            # As Go's message and the eviction's: address and port.
+            err = next(e.error for e in events if isinstance(e.error, hmacauth.ConnectionShed))
+            self.assertTrue(any("client 127.0.0.1:%d:" % x.getsockname()[1] in str(err) for x in silent), err)
             for s in silent:
                 s.close()
 
@@ -153,10 +142,7 @@ class ListenerTests(unittest.TestCase):
         ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()], max_handshakes=1, handshake_timeout=WAIT))
         silent = socket.create_connection(ln.address)  # holds the only slot
         with silent:
-            # No event marks a handshake that started: poll, bounded.
-            deadline = time.monotonic() + WAIT
-            while ln._slots.per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_until(lambda: ln._slots.per_ip.get("127.0.0.1") == 1)
             ln.close()
             self.assertFalse(ln._thread.is_alive(), "the accept loop still waits for a slot")
 
@@ -173,14 +159,83 @@ class ListenerTests(unittest.TestCase):
         ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()], handshake_timeout=None, on_handshake=record))
         with socket.create_connection(ln.address) as silent:
             silent.settimeout(WAIT)
-            # No event marks a handshake that started: poll, bounded.
-            deadline = time.monotonic() + WAIT
-            while ln._slots.per_ip.get("127.0.0.1") != 1 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_until(lambda: ln._slots.per_ip.get("127.0.0.1") == 1)
             ln.close()
             self.assertEqual(silent.recv(10), b"")  # closed by the server, not left open
-            self.assertTrue(ended.wait(WAIT))
-            self.assertIsInstance(events[0].error, hmacauth.HmacAuthError)
+            self.assertTrue(ended.is_set())  # close() waited for the report
+            self.assertIsInstance(events[0].error, ConnectionAbortedError)
+
+    def test_close_waits_for_the_handshake_threads(self) -> None:
+        # As Go's Close: once close() returns, no thread of the Listener is
+        # left and no on_handshake call comes; the handshakes it ended are
+        # reported as the server closing them, not as their clients.
+        calls: List[hmacauth.HandshakeEvent] = []
+        late: List[hmacauth.HandshakeEvent] = []
+        closed = threading.Event()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            # A call made after close() returned sees closed set here; one
+            # made before keeps close() from returning, so this waits out
+            # its bound.
+            closed.wait(0.5)
+            (late if closed.is_set() else calls).append(ev)
+
+        sctx = Context([make_key()], handshake_timeout=None, max_handshakes_per_ip=-1, on_handshake=record)
+        ln = hmacauth.create_server(("127.0.0.1", 0), sctx)
+        silent = [socket.create_connection(ln.address) for _ in range(3)]
+        try:
+            wait_until(lambda: len(ln._inflight) == 3)
+            ln.close()
+            closed.set()
+            left = [t.name for t in threading.enumerate() if t.name.startswith("hmacauth-listener")]
+            self.assertEqual(left, [])
+            self.assertEqual(len(calls), 3, calls)
+            for ev in calls:
+                self.assertIsInstance(ev.error, ConnectionAbortedError)
+                self.assertIn("server was closed during the handshake", str(ev.error))
+                self.assertIsNotNone(ev.error.__cause__)
+            self.assertEqual(late, [])
+        finally:
+            for x in silent:
+                x.close()
+
+    def test_close_from_on_handshake(self) -> None:
+        # close() waits for the Listener's threads but not for the one it
+        # runs on.
+        holder: List[hmacauth.Listener] = []
+        done = threading.Event()
+
+        def record(ev: hmacauth.HandshakeEvent) -> None:
+            holder[0].close()
+            done.set()
+
+        ln = hmacauth.create_server(("127.0.0.1", 0), Context([make_key()], on_handshake=record))
+        holder.append(ln)
+        socket.create_connection(ln.address).close()
+        self.assertTrue(done.wait(WAIT))
+        ln.close()
+
+    def test_queued_connection_frees_its_slot(self) -> None:
+        # As in Go, a connection waiting for accept holds no slot: with one
+        # slot, a second key holder is served while the first waits in the
+        # queue (the second then waits for room in the queue, holding the
+        # slot), and a third once accept makes room.
+        events = Events()
+        sctx = Context([make_key()], max_handshakes=1, accept_queue=1, max_handshakes_per_ip=-1, on_handshake=events)
+        cctx = Context([make_key()])
+        with hmacauth.create_server(("127.0.0.1", 0), sctx) as ln:
+            c1 = hmacauth.create_connection(ln.address, cctx, timeout=WAIT)
+            wait_until(lambda: len(ln._ready) == 1)
+            c2 = hmacauth.create_connection(ln.address, cctx, timeout=WAIT)
+            events.wait(lambda evs: len(evs) == 2)
+            s1, p1 = ln.accept(timeout=WAIT)
+            c3 = hmacauth.create_connection(ln.address, cctx, timeout=WAIT)
+            s2, p2 = ln.accept(timeout=WAIT)
+            s3, p3 = ln.accept(timeout=WAIT)
+            self.assertEqual([p1, p2, p3], [c.getsockname() for c in (c1, c2, c3)])
+            for c in (c1, c2, c3, s1, s2, s3):
+                c.close()
+            self.assertEqual([e.error for e in events.snapshot()], [None, None, None])
 
     def test_per_ip_bucket_is_ipv6_64(self) -> None:
         # As the Go package: one IPv6 host commonly has a whole /64.

@@ -166,7 +166,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
                 pass
         self._started = time.monotonic()
         if self._caps is not None:
-            from ._server import _ip_key
+            from ._server import _ip_key, _server_closed
 
             self._caps.handshaking.add(self)
             if self._caps.closed:
@@ -554,10 +554,6 @@ class _HmacAuthProtocol(asyncio.Protocol):
         return ConnectionState(self._res, None if self._cleared else bytes(self._res.secret))
 
 
-def _server_closed() -> ConnectionAbortedError:
-    return ConnectionAbortedError("hmacauth: the server was closed during the handshake")
-
-
 class _Caps:
     """The handshake slots of one asyncio server (_server._Slots, shared
     with the threaded Listener: overall, per remote IP, and which
@@ -586,6 +582,8 @@ class _Caps:
     def close(self) -> None:
         """Ends every handshake in flight (reported to on_handshake as
         ConnectionAbortedError) and every drain of a refused connection."""
+        from ._server import _server_closed
+
         self.closed = True
         for p in list(self.handshaking):
             p._cancel_handshake(_server_closed())
@@ -615,12 +613,20 @@ class _Caps:
                 slots.release(ip)
                 return ConnectionShed(
                     "all %d handshake slots (max_handshakes) are taken by handshakes that took a step or started "
-                    "within the last %.0fms; if honest clients are shed, raise max_handshakes"
+                    "within the last %.0fms, or not yet read; if honest clients are shed, raise max_handshakes"
                     % (slots.max_total, _EVICT_GRACE * 1000))
             v.evict()  # frees its slot at once
+        # Ranked from the loop's next turn, as Go's unstarted handshakes: a
+        # key holder whose ClientHello waits unread behind a long turn of
+        # the loop (a flood) has had no chance to take its step yet.
         slot = _Pending(p._evict, ip)
-        slots.track(slot, now)
+        slots.unstarted += 1
+        asyncio.get_running_loop().call_soon(self._track, slot)
         return slot
+
+    def _track(self, slot: Any) -> None:
+        if not slot.tracked:  # else it ended first
+            self.slots.track(slot, time.monotonic(), launched=True)
 
     def progress(self, slot: Any) -> None:
         if slot is not None:
@@ -628,6 +634,9 @@ class _Caps:
 
     def give(self, slot: Any) -> None:
         """Gives back the slot of a handshake that ended."""
+        if not slot.tracked:
+            self.slots.unstarted -= 1
+            slot.tracked = True  # the pending _track does nothing
         self.slots.finish(slot)
         self.slots.release(slot.ip)
         self.slots.give()
@@ -683,7 +692,8 @@ async def start_server(
     context.max_handshakes_per_ip per remote IP (a connection over it is
     closed at once and reported as ConnectionShed), and when every slot is
     taken a new connection evicts the handshake that has made the least
-    progress for the longest, once that has waited 50 ms (reported as
+    progress for the longest (ranked from the loop's turn after it was
+    accepted, in which it is read), once that has waited 50 ms (reported as
     ConnectionShed); a connection that finds none evictable yet is closed
     at once (ConnectionShed)."""
     if context is None:

@@ -201,7 +201,8 @@ class KeyPair:
         return bytes(dh)
 
 
-# Every KeyShare, KeyShares and ClientNonces alive in this process, so that
+# Every KeyShare, KeyShares and ClientNonces alive in this process (and the
+# socketserver mix-in's table of connections, in _server), so that
 # the child of an os.fork (a pre-fork server, multiprocessing's "fork" start
 # method) starts with none of its parent's key pairs, X25519 results and
 # client nonces, and with fresh locks: a lock that another thread of the

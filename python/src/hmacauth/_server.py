@@ -9,9 +9,7 @@ import errno
 import functools
 import ipaddress
 import logging
-import os
 import socket
-import sys
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
@@ -19,6 +17,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from . import _progress
 from ._context import Context
 from ._errors import HmacAuthError
+from ._handshake import _live
 from ._socket import HmacAuthSocket, _addr
 
 __all__ = ["Listener", "create_server", "HandshakeEvent", "ConnectionShed", "HmacAuthMixIn"]
@@ -115,14 +114,14 @@ def _ip_key(addr: Any) -> str:
     return str(ip)
 
 
-def _host(addr: Any) -> Any:
-    return addr[0] if isinstance(addr, tuple) and addr else addr
-
-
 def _shed_per_ip(addr: Any, cap: int) -> "ConnectionShed":
     return ConnectionShed(
         "client %s: its IP (for IPv6, its /64) already has %d handshakes in flight (max_handshakes_per_ip)"
-        % (_host(addr), cap))
+        % (_addr(addr), cap))
+
+
+def _server_closed() -> ConnectionAbortedError:
+    return ConnectionAbortedError("hmacauth: the server was closed during the handshake")
 
 
 def _evicted(addr: Any, duration: float, slots: int) -> "ConnectionShed":
@@ -148,7 +147,7 @@ class _Pending:
     """A handshake in flight, in a _Slots' pending lists until it ends or
     is evicted. evict ends it by closing its connection."""
 
-    __slots__ = ("evict", "ip", "steps", "since", "listed", "evicted", "failed_first")
+    __slots__ = ("evict", "ip", "steps", "since", "listed", "tracked", "evicted", "failed")
 
     def __init__(self, evict: Callable[[], None], ip: str) -> None:
         self.evict = evict
@@ -156,24 +155,27 @@ class _Pending:
         self.steps = 0
         self.since = 0.0  # of the last step, or of the start
         self.listed = False
+        self.tracked = False  # track has run (or need not any more)
         self.evicted = False
-        # Set by evict: the handshake had failed already (and was draining
-        # its refused client), so it keeps its own reason, as in Go.
-        self.failed_first = False
+        # The handshake failed on its own, not evicted or closed first: it
+        # keeps its own reason even if evicted while draining its refused
+        # client, as in Go.
+        self.failed = False
 
 
 class _Slots:
     """The handshake slots of a server and the Go Listener's rule for them
     (internal/acceptor), shared by the threaded Listener and the asyncio
     server: at most max_handshakes slots taken (by handshakes and, for the
-    Listener, connections waiting for accept), at most
+    Listener, connections waiting for room in the accept queue), at most
     max_handshakes_per_ip handshakes per IP bucket (for IPv6, per /64), and,
     when every slot is taken, which handshake a new connection evicts: the
     one with the fewest steps (see _progress), and among those the one
     whose last step (or start) is the oldest, once that is at least the
-    grace ago. A handshake counts as pending only once it runs (track): a
-    handshake with steps is not evicted while one has yet to run, which may
-    be a stalled one. Not locked: the Listener calls it under its lock, the
+    grace ago. A handshake counts as pending only once it runs (track: in
+    the Listener when its thread starts, in the asyncio server once the
+    event loop has had a turn to read its client): a handshake with steps
+    is not evicted while one has yet to run, which may be a stalled one. Not locked: the Listener calls it under its lock, the
     asyncio server on its event loop."""
 
     def __init__(self, ctx: Context) -> None:
@@ -220,7 +222,7 @@ class _Slots:
         if launched:
             self.unstarted -= 1
         p.since = now
-        p.listed = True
+        p.listed = p.tracked = True
         self._pending[0][p] = None
 
     def progress(self, p: _Pending, now: float) -> None:
@@ -270,34 +272,6 @@ def _shutdown(raw: socket.socket) -> None:
         pass
 
 
-# Linux's TCP states in which this side has not shut down its write half.
-_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
-
-
-def _refusing(raw: socket.socket) -> bool:
-    """Whether the server side of raw is closed or has shut down its write
-    half: a refused handshake draining its client (the handshake runs
-    in code that does not tell the Listener when it fails). Known from
-    Linux's TCP_INFO state; False where that is not available."""
-    if raw.fileno() < 0:
-        return True
-    opt = getattr(socket, "TCP_INFO", None)
-    if opt is None or not sys.platform.startswith("linux"):
-        return False
-    try:
-        state = raw.getsockopt(socket.IPPROTO_TCP, opt, 1)[0]
-    except OSError:
-        return False
-    return state not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT)
-
-
-def _evict_thread(raw: socket.socket, p: _Pending) -> None:
-    """Evicts a handshake of the threaded Listener: its connection is shut
-    down, which ends its thread at once."""
-    p.failed_first = _refusing(raw)
-    _shutdown(raw)
-
-
 # How many reports of the accept thread (sheds) may wait for an
 # on_handshake or logger slower than they come before the accept thread
 # waits for it, as the Go Listener's.
@@ -310,25 +284,27 @@ class Listener:
     Listener's guarantees. accept() returns only authenticated connections.
 
     Caps (from the Context): max_handshakes slots, taken by handshakes in
-    flight and by authenticated connections that wait for accept;
-    max_handshakes_per_ip handshakes in flight from one IP, for IPv6 per
-    /64 (more are closed at once and reported as ConnectionShed);
-    accept_queue connections waiting for accept. When every slot is taken
-    by a handshake and a connection arrives, the Listener evicts the
-    handshake that has made the least progress for the longest (a client
-    whose ClientHello passed the checks ranks above one that has not), once
-    it has waited 50 ms for its next step: its connection is closed and it
-    is reported as ConnectionShed (one refused already, draining its
-    client, keeps its own reason where Linux's TCP state tells). A key holder takes its step at once and
+    flight and by authenticated connections that wait for room in the
+    accept queue; max_handshakes_per_ip handshakes in flight from one IP,
+    for IPv6 per /64 (more are closed at once and reported as
+    ConnectionShed); accept_queue connections waiting for accept, which,
+    as in Go, hold no slot. When every slot is taken by a handshake and a
+    connection arrives, the Listener evicts the handshake that has made the
+    least progress for the longest (a client whose ClientHello passed the
+    checks ranks above one that has not), once it has waited 50 ms for its
+    next step: its connection is closed and it is reported as
+    ConnectionShed (one that had failed already, draining its refused
+    client, keeps its own reason). A key holder takes its step at once and
     ends a round trip later, so silent clients do not lock it out; a burst
     of more than max_handshakes honest clients can evict some of them.
-    When every slot is a connection waiting for accept, or a handshake
-    within those 50 ms, the Listener stops accepting until one frees.
+    When every slot is a handshake within those 50 ms or an authenticated
+    connection waiting for room in a full accept queue, the Listener stops
+    accepting until one frees.
 
     Sheds, and connections the Listener could not serve (a thread that did
     not start), are reported off the accept thread, by a reporter thread
     of their own; handshakes by their own thread, once their per-IP slot
-    is free.
+    is free. close() returns once every one of those threads has ended.
     """
 
     def __init__(self, sock: socket.socket, context: Context) -> None:
@@ -338,6 +314,7 @@ class Listener:
         self._cond = threading.Condition()
         self._ready: Deque[Tuple[HmacAuthSocket, Any]] = collections.deque()
         self._inflight: Set[socket.socket] = set()  # the connections of the handshakes in flight, closed by close()
+        self._handshakes: Set[threading.Thread] = set()  # their threads, which close() waits for
         # The accept thread's reports, for the reporter thread, under a lock
         # of their own: handshakes do not wake that thread.
         self._events: Deque[HandshakeEvent] = collections.deque()
@@ -443,19 +420,26 @@ class Listener:
                     slot = self._room(True) is True
                 if not slot:
                     raise _Closed()
-            p = _Pending(lambda: None, ip)
-            p.evict = functools.partial(_evict_thread, raw, p)
+            # Evicted, its connection is shut down, which ends its thread
+            # at once.
+            p = _Pending(functools.partial(_shutdown, raw), ip)
+            t = threading.Thread(target=self._handshake, args=(raw, addr, p), name="hmacauth-listener-handshake",
+                                 daemon=True)
             with self._cond:
+                if self._closed:
+                    raise _Closed()  # close() waits only for the threads launched before
                 self._inflight.add(raw)
                 self._slots.unstarted += 1
+                self._handshakes.add(t)
                 launched = True
-            threading.Thread(target=self._handshake, args=(raw, addr, p), daemon=True).start()
+            t.start()
             return True
         except Exception as e:  # noqa: BLE001 - this connection fails, the Listener goes on
             with self._cond:
                 if launched:
                     self._inflight.discard(raw)
                     self._slots.unstarted -= 1
+                    self._handshakes.discard(t)
                 if admitted:
                     self._slots.release(ip)
                 if slot:
@@ -472,6 +456,15 @@ class Listener:
             return True
 
     def _handshake(self, raw: socket.socket, addr: Any, p: _Pending) -> None:
+        try:
+            self._run(raw, addr, p)
+        finally:
+            # close() returns once every handshake thread has ended.
+            with self._cond:
+                self._handshakes.discard(threading.current_thread())
+                self._cond.notify_all()
+
+    def _run(self, raw: socket.socket, addr: Any, p: _Pending) -> None:
         ctx = self.context
         with self._cond:
             self._slots.track(p, time.monotonic(), launched=True)
@@ -479,7 +472,7 @@ class Listener:
                 self._cond.notify_all()  # it may be the victim
         conn: Optional[HmacAuthSocket] = None
         start = time.monotonic()
-        token = _progress._hook.set(functools.partial(self._progress, p))
+        token = _progress._hook.set((functools.partial(self._progress, p), functools.partial(self._failed, p)))
         try:
             try:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -495,40 +488,57 @@ class Listener:
         # that whoever hears of it may at once connect again.
         with self._cond:
             evicted = self._slots.finish(p)
+            closed = self._closed
             self._inflight.discard(raw)
             self._slots.release(p.ip)
             if conn is None or evicted:
                 self._slots.give()
                 if self._room_waiting:
                     self._cond.notify_all()
-        if evicted and not p.failed_first:
+        if evicted and not p.failed:
             # Its connection was closed for a new one: that is its outcome
             # (with what the handshake saw as the cause), even if it had
             # just succeeded.
             if conn is not None:
                 conn.close()
                 conn = None
-            err = _evicted(addr, ev.duration, self._slots.max_total)
+            err: BaseException = _evicted(addr, ev.duration, self._slots.max_total)
+            err.__cause__ = ev.error
+            ev.error = err
+        elif closed and ev.error is not None and not p.failed:
+            # It failed because close() shut its connection down, not for
+            # what its client did.
+            err = _server_closed()
             err.__cause__ = ev.error
             ev.error = err
         _report(ctx, ev)
         if conn is None:
             return
+        # Queued, it frees its slot, as in Go: accept_queue bounds the
+        # connections waiting for accept, and a handshake that finds the
+        # queue full holds its slot until there is room, so that the
+        # accept thread waits then.
         queued = False
         with self._cond:
             while len(self._ready) >= ctx.accept_queue and not self._closed:
                 self._cond.wait()
             if not self._closed:
                 self._ready.append((conn, addr))
-                self._cond.notify_all()
                 queued = True
+            self._slots.give()
+            self._cond.notify_all()
         if not queued:
-            self._give()
             conn.close()  # the Listener closed meanwhile
 
     def _progress(self, p: _Pending) -> None:
         with self._cond:
             self._slots.progress(p, time.monotonic())
+
+    def _failed(self, p: _Pending) -> None:
+        with self._cond:
+            # Once evicted or closed, it fails because of that.
+            if not p.evicted and not self._closed:
+                p.failed = True
 
     def _give(self) -> None:
         with self._cond:
@@ -573,8 +583,7 @@ class Listener:
                         raise socket.timeout("hmacauth: no authenticated connection within %ss" % timeout)
                     self._cond.wait(left)
             conn, addr = self._ready.popleft()
-            self._slots.give()
-            self._cond.notify_all()
+            self._cond.notify_all()  # a handshake may wait for room in the queue
         return conn, addr
 
     def getsockname(self) -> Any:
@@ -588,9 +597,15 @@ class Listener:
     def close(self) -> None:
         """Stops accepting, closes the listening socket, the connections
         that wait for accept and those of the handshakes in flight (which
-        then fail at once, as a handshake with a closed connection), and
-        ends the accept and reporter threads once the reports of the
-        accept thread are made."""
+        then fail at once, each reported as ConnectionAbortedError), and
+        returns once every thread of the Listener has ended, as the Go
+        Listener's Close: no on_handshake call comes after it. That
+        includes on_handshake calls in progress, which close() waits for
+        without a bound, as Go does: a callback must not wait for the
+        thread that closes the Listener (it may call close() itself).
+        Where closing a socket does not wake a blocked accept (Linux's
+        shutdown does), close() waits at most 5 s for the accept thread,
+        which, once closed, starts no handshake and reports nothing."""
         with self._cond:
             if self._closed:
                 return
@@ -602,7 +617,7 @@ class Listener:
         with self._events_cond:
             self._events_cond.notify_all()
         for raw in inflight:
-            _shutdown(raw)
+            _shutdown(raw)  # ends its handshake at once, or the drain of its refusal
         try:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept on Linux
         except OSError:
@@ -610,9 +625,17 @@ class Listener:
         self._sock.close()
         for conn, _ in ready:
             conn.close()
-        for t in (self._thread, self._reporter):
-            if t is not threading.current_thread() and t.ident is not None:
-                t.join(5.0)
+        me = threading.current_thread()
+        if self._thread is not me and self._thread.ident is not None:
+            # Where closing does not wake a blocked accept (Linux's
+            # shutdown does), the thread ends at its next connection; it
+            # launches no handshake once closed.
+            self._thread.join(5.0)
+        if self._reporter is not me:
+            self._reporter.join()
+        with self._cond:
+            while self._handshakes - {me}:
+                self._cond.wait()
 
     def __enter__(self) -> "Listener":
         return self
@@ -668,13 +691,13 @@ class HmacAuthMixIn:
         conn = server_handshake(self.hmacauth_context, request, client_address)
         if conn is None:
             return
-        with _wrapped_lock:
-            _wrapped[id(request)] = conn
+        with _wrapped.lock:
+            _wrapped.conns[id(request)] = conn
         self.RequestHandlerClass(conn, client_address, self)  # type: ignore[attr-defined]
 
     def shutdown_request(self, request: socket.socket) -> None:
-        with _wrapped_lock:
-            conn = _wrapped.pop(id(request), None)
+        with _wrapped.lock:
+            conn = _wrapped.conns.pop(id(request), None)
         if conn is None:
             super().shutdown_request(request)  # type: ignore[misc]
             return
@@ -685,17 +708,20 @@ class HmacAuthMixIn:
         conn.close()
 
 
-_wrapped: Dict[int, HmacAuthSocket] = {}
-_wrapped_lock = threading.Lock()
+class _Wrapped:
+    """The HmacAuthMixIn's connections, by id of the request socket they
+    wrap. Registered for the fork hook of _handshake: a thread of the
+    parent (a threading server beside a forking one) may have held the lock
+    at the fork, so the child's request handlers get a fresh one rather
+    than wait for ever."""
+
+    def __init__(self) -> None:
+        self.conns: Dict[int, HmacAuthSocket] = {}
+        self.lock = threading.Lock()
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        self.lock = threading.Lock()
 
 
-def _after_fork_in_child() -> None:
-    # A thread of the parent (a threading server beside a forking one) may
-    # have held the lock at the fork: the child's request handlers get a
-    # fresh one rather than wait for ever.
-    global _wrapped_lock
-    _wrapped_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_wrapped = _Wrapped()

@@ -28,7 +28,7 @@ from ._handshake import (
     check_header,
     export,
 )
-from ._progress import progress
+from ._progress import failed, progress
 from ._record import (  # constants and classes only: 'cryptography' is imported on first use
     HEADER,
     MAX_PAYLOAD,
@@ -228,6 +228,7 @@ class HmacAuthSocket:
     def _hs_failed(self, e: BaseException) -> None:
         self._hs_err = e
         if self.server_side:
+            failed()  # before the drain: a Listener that evicts it then keeps this reason
             refuse(self._sock)
         else:
             self._sock.close()
