@@ -238,6 +238,8 @@ class Context:
         # Test-only: a lower key update threshold (bytes per generation).
         self._testing_only_update_bytes: Optional[int] = None
         self._testing_only_rand: Optional[Callable[[int], bytes]] = None
+        # Test-only: a shorter bound on close()'s close record (seconds).
+        self._testing_only_close_record_timeout: Optional[float] = None
 
     @property
     def _keyset(self) -> KeySet:

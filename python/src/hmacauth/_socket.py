@@ -36,10 +36,7 @@ from ._record import (  # constants and classes only: 'cryptography' is imported
     REC_CLOSE,
     REC_DATA,
     TAG,
-    Direction,
-    Opener,
-    Sealer,
-    traffic_secrets,
+    record_layer,
 )
 
 __all__ = ["HmacAuthSocket", "ConnectionState", "create_connection"]
@@ -419,13 +416,13 @@ class HmacAuthSocket:
         self._res = res
 
     def _setup_records(self, res: Result) -> None:
-        c2s, s2c = traffic_secrets(res.secret)
-        send, recv = (s2c, c2s) if self.server_side else (c2s, s2c)
-        upd = self.context._testing_only_update_bytes
-        self._sealer = Sealer(int(res.mode), Direction(send, res.flags))
-        if upd is not None:
-            self._sealer.update_bytes = upd
-        self._opener = Opener(int(res.mode), Direction(recv, res.flags), "client" if self.server_side else "server", self._peer)
+        sealer, opener, err = record_layer(
+            res.secret, int(res.mode), res.flags, self.server_side, self._peer,
+            self.context._testing_only_update_bytes, True,
+        )
+        if err is not None:
+            raise err  # here, where no frame holds a traffic secret
+        self._sealer, self._opener = sealer, opener
 
     # -- properties ------------------------------------------------------
 
@@ -723,21 +720,28 @@ class HmacAuthSocket:
         self._send_buffers(bufs, flags)
 
     def _close_record_at_close(self) -> None:
-        """Sends the close record from close(). On a blocking socket it
-        first tries one sendmsg with MSG_DONTWAIT, which nearly always takes
-        the 20 bytes; switching the socket to timeout mode instead would
-        cost an ioctl and a poll before the send, each a system call that
-        releases the GIL (costly with a thread per connection). Only if the
-        socket's buffer is full does it wait, up to CLOSE_RECORD_TIMEOUT."""
+        """Sends the close record from close(), after what is pending. On a
+        blocking socket it first tries one sendmsg with MSG_DONTWAIT, which
+        nearly always takes the 20 bytes; switching the socket to timeout
+        mode instead would cost an ioctl and a poll before the send, each a
+        system call that releases the GIL (costly with a thread per
+        connection). Otherwise it gives up after CLOSE_RECORD_TIMEOUT (or
+        the socket's timeout, if shorter) for the whole of it, as a send
+        call is bounded: not per system call, which a peer reading slowly
+        could stretch to the pending data's length times the timeout."""
+        self._wdeadline = None
         t = self._sock.gettimeout()
-        dontwait = getattr(socket, "MSG_DONTWAIT", 0)
-        if t is None and dontwait:
+        if t is None and _DONTWAIT:
             try:
-                self._send_close_record(dontwait)
+                self._send_close_record(_DONTWAIT)
                 return
             except (BlockingIOError, InterruptedError):
                 pass  # the unsent rest is in self._pending
-        self._sock.settimeout(CLOSE_RECORD_TIMEOUT if t is None else min(t, CLOSE_RECORD_TIMEOUT) or CLOSE_RECORD_TIMEOUT)
+        limit = self.context._testing_only_close_record_timeout or CLOSE_RECORD_TIMEOUT
+        if t and t < limit:
+            limit = t
+        self._sock.settimeout(limit)
+        self._wdeadline, self._wfirst = time.monotonic() + limit, True
         if self._write_closed:
             self._flush_pending()
         else:
@@ -776,7 +780,6 @@ class HmacAuthSocket:
         if records:
             if self._wlock.acquire(blocking=False):
                 try:
-                    self._wdeadline = None  # bounded by its own timeout
                     if not self._write_closed:
                         self._close_record_at_close()
                 except OSError:
