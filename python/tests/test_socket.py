@@ -610,6 +610,28 @@ class Refusals(unittest.TestCase):
         with self.assertRaises(hmacauth.ConfigError):
             Context([make_key()], mode=7)  # type: ignore[arg-type]
 
+    def test_context_without_cryptography(self) -> None:
+        # The Context checks what its settings need as the handshakes do
+        # (_handshake.can_run), and says so as they do.
+        from unittest import mock
+
+        from hmacauth import _handshake, _record
+
+        def missing() -> None:
+            raise hmacauth.ConfigError("no 'cryptography' (the test)")
+
+        cases = [(Mode.AUTH, True, "auth with forward secrecy"), (Mode.SEALED, False, "sealed")]
+        with mock.patch.object(_record, "aead_classes", missing), mock.patch.object(_handshake, "_x25519", missing):
+            for mode, fs, want in cases:
+                with self.subTest(mode=str(mode), fs=fs):
+                    with self.assertRaises(hmacauth.ConfigError) as cm:
+                        Context([make_key()], mode, forward_secrecy=fs)
+                    self.assertIn(
+                        "this Context asks for %s, which needs the 'cryptography' package, not installed on this "
+                        "machine" % want,
+                        str(cm.exception),
+                    )
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -171,7 +171,7 @@ class HmacAuthSocket:
         self._pending: List[memoryview] = []
         # The deadline of the read (under _rlock) and of the write (under
         # _wlock) in progress, or None, and whether its first system call
-        # is still to come; see _call_deadline.
+        # is still to come; see _start_call and _before_syscall.
         self._rdeadline: Optional[float] = None
         self._wdeadline: Optional[float] = None
         self._rfirst = self._wfirst = False
@@ -264,19 +264,37 @@ class HmacAuthSocket:
         if not ready:
             raise socket.timeout(what)
 
-    def _call_deadline(self) -> Optional[float]:
-        """The deadline of a recv or send call: settimeout bounds the whole
-        call, as for socket.sendall and ssl.SSLSocket, not each of the
+    def _start_call(self, write: bool, t: Optional[float] = None) -> None:
+        """Starts the deadline of a recv or send call (t seconds, by default
+        the socket's timeout), under the call's lock: settimeout bounds the
+        whole call, as for socket.sendall and ssl.SSLSocket, not each of the
         system calls it makes (a peer trickling a record could otherwise
-        hold it for up to a record's length times the timeout). The first
-        system call of a call waits under the socket's own timeout, which
+        hold it for up to a record's length times the timeout). None on a
+        blocking or non-blocking socket: no extra system call."""
+        if t is None:
+            t = self._sock.gettimeout()
+        deadline = time.monotonic() + t if t else None
+        if write:
+            self._wdeadline, self._wfirst = deadline, True
+        else:
+            self._rdeadline, self._rfirst = deadline, True
+
+    def _before_syscall(self, write: bool) -> None:
+        """Called, with a deadline set, before each system call of a recv or
+        send call. The first waits under the socket's own timeout, which
         starts with it (one poll saved where one call suffices, as for most
         records); each later one first waits in _wait for what is left. The
         socket's timeout is left alone: a reader and a writer may run at
-        once. None on a blocking or non-blocking socket: no extra system
-        call."""
-        t = self._sock.gettimeout()
-        return time.monotonic() + t if t else None
+        once."""
+        if write:
+            if self._wfirst:
+                self._wfirst = False
+            else:
+                self._wait(self._wdeadline, True, "timed out")
+        elif self._rfirst:
+            self._rfirst = False
+        else:
+            self._wait(self._rdeadline, False, "timed out")
 
     def _hs_recv_into(self, view: memoryview, deadline: Optional[float], reply: bool) -> int:
         """One read. A reply (a message the peer sends only after it has
@@ -463,9 +481,8 @@ class HmacAuthSocket:
             raise ValueError("negative buffersize in recv")
         if bufsize == 0:
             return b""
-        deadline = self._call_deadline()
         with self._rlock:
-            self._rdeadline, self._rfirst = deadline, True
+            self._start_call(False)
             p, off = self._plain, self._poff
             if off >= len(p):
                 p, off = self._next_payload(None), 0
@@ -495,9 +512,8 @@ class HmacAuthSocket:
                 out = out[:nbytes]
             if len(out) == 0:
                 return 0
-            deadline = self._call_deadline()
             with self._rlock:
-                self._rdeadline, self._rfirst = deadline, True
+                self._start_call(False)
                 p, off = self._plain, self._poff
                 if off >= len(p):
                     # A record that fits is decrypted straight into buffer.
@@ -572,10 +588,7 @@ class HmacAuthSocket:
             self._rstart, self._rend = 0, len(left)
         while self._rend - self._rstart < n:
             if self._rdeadline is not None:
-                if self._rfirst:
-                    self._rfirst = False  # bounded by the socket's own timeout
-                else:
-                    self._wait(self._rdeadline, False, "timed out")
+                self._before_syscall(False)
             try:
                 m = self._sock.recv_into(self._rmv[self._rend :])
             except ConnectionResetError:
@@ -613,10 +626,7 @@ class HmacAuthSocket:
         try:
             while views:
                 if self._wdeadline is not None:
-                    if self._wfirst:
-                        self._wfirst = False  # bounded by the socket's own timeout
-                    else:
-                        self._wait(self._wdeadline, True, "timed out")
+                    self._before_syscall(True)
                 if sendmsg is not None:
                     n = sendmsg(views[:64], (), flags)
                 else:
@@ -654,9 +664,8 @@ class HmacAuthSocket:
         mv = memoryview(data).cast("B")
         if len(mv) == 0:
             return 0
-        deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline, self._wfirst = deadline, True
+            self._start_call(True)
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
@@ -677,9 +686,8 @@ class HmacAuthSocket:
             return
 
         mv = memoryview(data).cast("B")
-        deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline, self._wfirst = deadline, True
+            self._start_call(True)
             self._check_write()
             self._flush_pending()
             for off in range(0, len(mv), MAX_PAYLOAD):
@@ -741,7 +749,7 @@ class HmacAuthSocket:
         if t and t < limit:
             limit = t
         self._sock.settimeout(limit)
-        self._wdeadline, self._wfirst = time.monotonic() + limit, True
+        self._start_call(True, limit)
         if self._write_closed:
             self._flush_pending()
         else:
@@ -751,9 +759,8 @@ class HmacAuthSocket:
         """SHUT_WR sends the close record (in the record modes) and shuts
         down the socket's write side; SHUT_RD stops reading."""
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
-            deadline = self._call_deadline()
             with self._wlock:
-                self._wdeadline, self._wfirst = deadline, True
+                self._start_call(True)
                 if not self._write_closed:
                     self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
