@@ -769,8 +769,9 @@ class HmacAuthSocket:
 
     def close(self) -> None:
         """Sends the close record (in the record modes, if no send is in
-        progress in another thread and it goes out within 5 s), closes the
-        socket and drops the session secrets. A recv or (in the record
+        progress in another thread and it goes out, after what a timed-out
+        send left, within 5 s or the socket's timeout if shorter, all
+        told), closes the socket and drops the session secrets. A recv or (in the record
         modes) a sendall blocked in another thread raises OSError."""
         if self._closed:
             return
