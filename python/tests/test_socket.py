@@ -9,11 +9,13 @@ import socket
 import threading
 import time
 import unittest
+from typing import Any
 
 from _support import HAVE_CRYPTO, WAIT, Thread, listener, modes, needs_crypto, pair, recv_all, recv_exactly, make_key
 
 import hmacauth
 from hmacauth import Context, Mode
+from hmacauth._record import HEADER, MAX_PAYLOAD, TAG
 
 MIB16 = os.urandom(16 << 20) if HAVE_CRYPTO else b""
 
@@ -453,6 +455,63 @@ class BlockingSockets(unittest.TestCase):
             self.assertEqual(len(reader.join_result()), sent)
 
 
+class CloseBound(unittest.TestCase):
+    @needs_crypto
+    def test_close_gives_up_on_a_trickling_peer(self) -> None:
+        # A peer that reads 4 KiB at a time keeps every system call short,
+        # so close() must bound the pending data and the close record as a
+        # whole (here 0.3 s): it gives up long before the ~250 KiB pending
+        # could trickle out, and the peer then counts fewer bytes than the
+        # record and the close record. A close bounded per system call
+        # instead sends them all (seconds later).
+        record = HEADER + MAX_PAYLOAD + TAG
+        for timeout in (None, 1.0):
+            with self.subTest(timeout=timeout):
+                cc, sc = ctxs(Mode.INTEGRITY)
+                cc._testing_only_close_record_timeout = 0.3
+                ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                with ls:
+                    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accept
+                    ls.bind(("127.0.0.1", 0))
+                    ls.listen(1)
+                    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                    raw.settimeout(WAIT)
+                    raw.connect(ls.getsockname())
+
+                    def serve() -> Any:
+                        s, _ = ls.accept()
+                        s.settimeout(WAIT)
+                        return sc.wrap_socket(s, server_side=True)
+
+                    server = Thread(serve)
+                    c = cc.wrap_socket(raw)
+                    s = server.join_result()
+                with s:
+                    c.settimeout(0.2)
+                    self.assertEqual(c.send(bytes(MAX_PAYLOAD)), MAX_PAYLOAD)  # times out, the rest pending
+                    self.assertGreater(sum(len(v) for v in c._pending), 128 * 1024)
+                    closed = threading.Event()
+
+                    def trickle() -> int:
+                        got = 0
+                        for _ in range(record // 4096 + 1000):
+                            if not closed.is_set():
+                                closed.wait(0.05)
+                            b = s._sock.recv(4096)
+                            if not b:
+                                return got
+                            got += len(b)
+                        raise AssertionError("the stream did not end")
+
+                    peer = Thread(trickle)
+                    c.settimeout(timeout)
+                    c.close()
+                    closed.set()
+                    got = peer.join_result()
+                    self.assertLess(got, record, "close() sent all the pending data: it was not bounded as a whole")
+
+
 class Refusals(unittest.TestCase):
     def check_refused(self, client_ctx: Context, server_ctx: Context, server_exc: type, server_msg: str) -> None:
         with self.assertRaises(server_exc) as sm:
@@ -550,6 +609,28 @@ class Refusals(unittest.TestCase):
             Context([make_key("a"), make_key("a")])
         with self.assertRaises(hmacauth.ConfigError):
             Context([make_key()], mode=7)  # type: ignore[arg-type]
+
+    def test_context_without_cryptography(self) -> None:
+        # The Context checks what its settings need as the handshakes do
+        # (_handshake.can_run), and says so as they do.
+        from unittest import mock
+
+        from hmacauth import _handshake, _record
+
+        def missing() -> None:
+            raise hmacauth.ConfigError("no 'cryptography' (the test)")
+
+        cases = [(Mode.AUTH, True, "auth with forward secrecy"), (Mode.SEALED, False, "sealed")]
+        with mock.patch.object(_record, "aead_classes", missing), mock.patch.object(_handshake, "_x25519", missing):
+            for mode, fs, want in cases:
+                with self.subTest(mode=str(mode), fs=fs):
+                    with self.assertRaises(hmacauth.ConfigError) as cm:
+                        Context([make_key()], mode, forward_secrecy=fs)
+                    self.assertIn(
+                        "this Context asks for %s, which needs the 'cryptography' package, not installed on this "
+                        "machine" % want,
+                        str(cm.exception),
+                    )
 
 
 if __name__ == "__main__":

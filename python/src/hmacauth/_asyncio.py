@@ -29,10 +29,7 @@ from ._record import (  # constants and classes only: 'cryptography' is imported
     REC_CLOSE,
     REC_DATA,
     TAG,
-    Direction,
-    Opener,
-    Sealer,
-    traffic_secrets,
+    record_layer,
 )
 
 __all__ = ["open_connection", "start_server"]
@@ -334,15 +331,15 @@ class _HmacAuthProtocol(asyncio.Protocol):
         # The record layer first: if it cannot be set up, the error ends the
         # handshake (in _feed) as any other, and the connection is closed.
         if res.mode != Mode.AUTH:
-            c2s, s2c = traffic_secrets(res.secret)
-            send, recv = (s2c, c2s) if self._server else (c2s, s2c)
-            # Not reuse: the transport may keep the buffers it was given.
-            self._sealer = Sealer(int(res.mode), Direction(send, res.flags), reuse=False)
-            if self._ctx._testing_only_update_bytes is not None:
-                self._sealer.update_bytes = self._ctx._testing_only_update_bytes
             peer = self._peer
             addr = ("%s:%s" % peer[:2]) if isinstance(peer, tuple) else str(peer)
-            self._opener = Opener(int(res.mode), Direction(recv, res.flags), "client" if self._server else "server", addr)
+            # Not reuse: the transport may keep the buffers it was given.
+            sealer, opener, err = record_layer(
+                res.secret, int(res.mode), res.flags, self._server, addr, self._ctx._testing_only_update_bytes, False
+            )
+            if err is not None:
+                raise err  # here, where no frame holds a traffic secret
+            self._sealer, self._opener = sealer, opener
         self._cancel_timer()
         if self._caps is not None:
             self._caps.done(self)

@@ -9,7 +9,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from ._errors import ConfigError
-from ._handshake import ClientNonces, KeySet, KeyShares
+from ._handshake import ClientNonces, KeySet, KeyShares, _cannot_run, can_run
 from ._keys import Key
 
 if TYPE_CHECKING:
@@ -224,20 +224,16 @@ class Context:
         self.logger = logger
         self.on_handshake = on_handshake
         # Fail here, not in every handshake, if what the settings need is missing.
-        if self.mode != Mode.AUTH:
-            from ._record import aead_classes
-
-            aead_classes()
-        if self.forward_secrecy:
-            from ._handshake import _x25519
-
-            _x25519()
+        if not can_run(int(self.mode), self.forward_secrecy):
+            raise _cannot_run(int(self.mode), self.forward_secrecy, "this Context asks for", "machine", "Context")
         self._shares = KeyShares()
         self._nonces = ClientNonces()
         self._lock = threading.Lock()
         # Test-only: a lower key update threshold (bytes per generation).
         self._testing_only_update_bytes: Optional[int] = None
         self._testing_only_rand: Optional[Callable[[int], bytes]] = None
+        # Test-only: a shorter bound on close()'s close record (seconds).
+        self._testing_only_close_record_timeout: Optional[float] = None
 
     @property
     def _keyset(self) -> KeySet:

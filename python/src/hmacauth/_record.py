@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from ._errors import ConfigError, IntegrityError, ProtocolError
+from ._errors import ConfigError, HmacAuthError, IntegrityError, ProtocolError
 from ._handshake import FLAG_CHACHA20, expand_label
 
 MAX_PAYLOAD = 262144  # 256 KiB, the protocol maximum
@@ -182,7 +182,11 @@ class Direction:
         self.secret = bytearray(secret)
         self.chacha = bool(flags & FLAG_CHACHA20)
         self.generation = 0
-        self._derive()
+        try:
+            self._derive()
+        except BaseException:
+            self.clear()
+            raise
 
     def _derive(self) -> None:
         t = bytes(self.secret)
@@ -214,6 +218,47 @@ def traffic_secrets(session_secret: bytes) -> Tuple[bytes, bytes]:
     """T_c2s[0] and T_s2c[0]."""
     s = bytes(session_secret)
     return expand_label(s, "c2s traffic", 32), expand_label(s, "s2c traffic", 32)
+
+
+def record_layer(
+    session_secret: bytearray,
+    mode: int,
+    flags: int,
+    server: bool,
+    addr: str,
+    update_bytes: Optional[int],
+    reuse: bool,
+) -> "Tuple[Optional[Sealer], Optional[Opener], Optional[BaseException]]":
+    """The Sealer and Opener of a connection (the socket's and asyncio's),
+    or the error to raise if they cannot be set up. That error comes without
+    its traceback, whose frames held the traffic secrets, and is raised by
+    the caller once this frame is gone (as _keys.parse_keys does): error
+    reporters such as Sentry and pytest --showlocals record frame locals.
+    On an error the session secret is zeroed too: the connection is dead."""
+    sealer: Optional[Sealer] = None
+    try:
+        c2s, s2c = traffic_secrets(session_secret)
+        send, recv = (s2c, c2s) if server else (c2s, s2c)
+        sealer = Sealer(mode, Direction(send, flags), reuse=reuse)
+        if update_bytes is not None:
+            sealer.update_bytes = update_bytes
+        opener = Opener(mode, Direction(recv, flags), "client" if server else "server", addr)
+        return sealer, opener, None
+    except BaseException as e:
+        if sealer is not None:
+            sealer.d.clear()
+        for i in range(len(session_secret)):
+            session_secret[i] = 0
+        err: BaseException = e.with_traceback(None)
+        if isinstance(e, Exception) and not isinstance(e, HmacAuthError):
+            # A failure of 'cryptography' (an unsupported algorithm): a
+            # ConfigError, which ends the handshake as any refusal does.
+            err = ConfigError(
+                "the record layer could not be set up (%s: %s); check the 'cryptography' package"
+                % (type(e).__name__, e)
+            )
+            err.__cause__ = e
+        return None, None, err
 
 
 class Sealer:

@@ -36,10 +36,7 @@ from ._record import (  # constants and classes only: 'cryptography' is imported
     REC_CLOSE,
     REC_DATA,
     TAG,
-    Direction,
-    Opener,
-    Sealer,
-    traffic_secrets,
+    record_layer,
 )
 
 __all__ = ["HmacAuthSocket", "ConnectionState", "create_connection"]
@@ -174,7 +171,7 @@ class HmacAuthSocket:
         self._pending: List[memoryview] = []
         # The deadline of the read (under _rlock) and of the write (under
         # _wlock) in progress, or None, and whether its first system call
-        # is still to come; see _call_deadline.
+        # is still to come; see _start_call and _before_syscall.
         self._rdeadline: Optional[float] = None
         self._wdeadline: Optional[float] = None
         self._rfirst = self._wfirst = False
@@ -268,19 +265,37 @@ class HmacAuthSocket:
         if not ready:
             raise socket.timeout(what)
 
-    def _call_deadline(self) -> Optional[float]:
-        """The deadline of a recv or send call: settimeout bounds the whole
-        call, as for socket.sendall and ssl.SSLSocket, not each of the
+    def _start_call(self, write: bool, t: Optional[float] = None) -> None:
+        """Starts the deadline of a recv or send call (t seconds, by default
+        the socket's timeout), under the call's lock: settimeout bounds the
+        whole call, as for socket.sendall and ssl.SSLSocket, not each of the
         system calls it makes (a peer trickling a record could otherwise
-        hold it for up to a record's length times the timeout). The first
-        system call of a call waits under the socket's own timeout, which
+        hold it for up to a record's length times the timeout). None on a
+        blocking or non-blocking socket: no extra system call."""
+        if t is None:
+            t = self._sock.gettimeout()
+        deadline = time.monotonic() + t if t else None
+        if write:
+            self._wdeadline, self._wfirst = deadline, True
+        else:
+            self._rdeadline, self._rfirst = deadline, True
+
+    def _before_syscall(self, write: bool) -> None:
+        """Called, with a deadline set, before each system call of a recv or
+        send call. The first waits under the socket's own timeout, which
         starts with it (one poll saved where one call suffices, as for most
         records); each later one first waits in _wait for what is left. The
         socket's timeout is left alone: a reader and a writer may run at
-        once. None on a blocking or non-blocking socket: no extra system
-        call."""
-        t = self._sock.gettimeout()
-        return time.monotonic() + t if t else None
+        once."""
+        if write:
+            if self._wfirst:
+                self._wfirst = False
+            else:
+                self._wait(self._wdeadline, True, "timed out")
+        elif self._rfirst:
+            self._rfirst = False
+        else:
+            self._wait(self._rdeadline, False, "timed out")
 
     def _hs_recv_into(self, view: memoryview, deadline: Optional[float], reply: bool) -> int:
         """One read. A reply (a message the peer sends only after it has
@@ -420,13 +435,13 @@ class HmacAuthSocket:
         self._res = res
 
     def _setup_records(self, res: Result) -> None:
-        c2s, s2c = traffic_secrets(res.secret)
-        send, recv = (s2c, c2s) if self.server_side else (c2s, s2c)
-        upd = self.context._testing_only_update_bytes
-        self._sealer = Sealer(int(res.mode), Direction(send, res.flags))
-        if upd is not None:
-            self._sealer.update_bytes = upd
-        self._opener = Opener(int(res.mode), Direction(recv, res.flags), "client" if self.server_side else "server", self._peer)
+        sealer, opener, err = record_layer(
+            res.secret, int(res.mode), res.flags, self.server_side, self._peer,
+            self.context._testing_only_update_bytes, True,
+        )
+        if err is not None:
+            raise err  # here, where no frame holds a traffic secret
+        self._sealer, self._opener = sealer, opener
 
     # -- properties ------------------------------------------------------
 
@@ -467,9 +482,8 @@ class HmacAuthSocket:
             raise ValueError("negative buffersize in recv")
         if bufsize == 0:
             return b""
-        deadline = self._call_deadline()
         with self._rlock:
-            self._rdeadline, self._rfirst = deadline, True
+            self._start_call(False)
             p, off = self._plain, self._poff
             if off >= len(p):
                 p, off = self._next_payload(None), 0
@@ -499,9 +513,8 @@ class HmacAuthSocket:
                 out = out[:nbytes]
             if len(out) == 0:
                 return 0
-            deadline = self._call_deadline()
             with self._rlock:
-                self._rdeadline, self._rfirst = deadline, True
+                self._start_call(False)
                 p, off = self._plain, self._poff
                 if off >= len(p):
                     # A record that fits is decrypted straight into buffer.
@@ -576,10 +589,7 @@ class HmacAuthSocket:
             self._rstart, self._rend = 0, len(left)
         while self._rend - self._rstart < n:
             if self._rdeadline is not None:
-                if self._rfirst:
-                    self._rfirst = False  # bounded by the socket's own timeout
-                else:
-                    self._wait(self._rdeadline, False, "timed out")
+                self._before_syscall(False)
             try:
                 m = self._sock.recv_into(self._rmv[self._rend :])
             except ConnectionResetError:
@@ -617,10 +627,7 @@ class HmacAuthSocket:
         try:
             while views:
                 if self._wdeadline is not None:
-                    if self._wfirst:
-                        self._wfirst = False  # bounded by the socket's own timeout
-                    else:
-                        self._wait(self._wdeadline, True, "timed out")
+                    self._before_syscall(True)
                 if sendmsg is not None:
                     n = sendmsg(views[:64], (), flags)
                 else:
@@ -658,9 +665,8 @@ class HmacAuthSocket:
         mv = memoryview(data).cast("B")
         if len(mv) == 0:
             return 0
-        deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline, self._wfirst = deadline, True
+            self._start_call(True)
             self._check_write()
             self._flush_pending()
             chunk = mv[:MAX_PAYLOAD]
@@ -681,9 +687,8 @@ class HmacAuthSocket:
             return
 
         mv = memoryview(data).cast("B")
-        deadline = self._call_deadline()
         with self._wlock:
-            self._wdeadline, self._wfirst = deadline, True
+            self._start_call(True)
             self._check_write()
             self._flush_pending()
             for off in range(0, len(mv), MAX_PAYLOAD):
@@ -724,21 +729,28 @@ class HmacAuthSocket:
         self._send_buffers(bufs, flags)
 
     def _close_record_at_close(self) -> None:
-        """Sends the close record from close(). On a blocking socket it
-        first tries one sendmsg with MSG_DONTWAIT, which nearly always takes
-        the 20 bytes; switching the socket to timeout mode instead would
-        cost an ioctl and a poll before the send, each a system call that
-        releases the GIL (costly with a thread per connection). Only if the
-        socket's buffer is full does it wait, up to CLOSE_RECORD_TIMEOUT."""
+        """Sends the close record from close(), after what is pending. On a
+        blocking socket it first tries one sendmsg with MSG_DONTWAIT, which
+        nearly always takes the 20 bytes; switching the socket to timeout
+        mode instead would cost an ioctl and a poll before the send, each a
+        system call that releases the GIL (costly with a thread per
+        connection). Otherwise it gives up after CLOSE_RECORD_TIMEOUT (or
+        the socket's timeout, if shorter) for the whole of it, as a send
+        call is bounded: not per system call, which a peer reading slowly
+        could stretch to the pending data's length times the timeout."""
+        self._wdeadline = None
         t = self._sock.gettimeout()
-        dontwait = getattr(socket, "MSG_DONTWAIT", 0)
-        if t is None and dontwait:
+        if t is None and _DONTWAIT:
             try:
-                self._send_close_record(dontwait)
+                self._send_close_record(_DONTWAIT)
                 return
             except (BlockingIOError, InterruptedError):
                 pass  # the unsent rest is in self._pending
-        self._sock.settimeout(CLOSE_RECORD_TIMEOUT if t is None else min(t, CLOSE_RECORD_TIMEOUT) or CLOSE_RECORD_TIMEOUT)
+        limit = self.context._testing_only_close_record_timeout or CLOSE_RECORD_TIMEOUT
+        if t and t < limit:
+            limit = t
+        self._sock.settimeout(limit)
+        self._start_call(True, limit)
         if self._write_closed:
             self._flush_pending()
         else:
@@ -748,9 +760,8 @@ class HmacAuthSocket:
         """SHUT_WR sends the close record (in the record modes) and shuts
         down the socket's write side; SHUT_RD stops reading."""
         if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._mode != Mode.AUTH:
-            deadline = self._call_deadline()
             with self._wlock:
-                self._wdeadline, self._wfirst = deadline, True
+                self._start_call(True)
                 if not self._write_closed:
                     self._send_close_record()
         if how in (socket.SHUT_RD, socket.SHUT_RDWR):
@@ -759,8 +770,9 @@ class HmacAuthSocket:
 
     def close(self) -> None:
         """Sends the close record (in the record modes, if no send is in
-        progress in another thread and it goes out within 5 s), closes the
-        socket and drops the session secrets. A recv or (in the record
+        progress in another thread and it goes out, after what a timed-out
+        send left, within 5 s or the socket's timeout if shorter, all
+        told), closes the socket and drops the session secrets. A recv or (in the record
         modes) a sendall blocked in another thread raises OSError."""
         if self._closed:
             return
@@ -777,7 +789,6 @@ class HmacAuthSocket:
         if records:
             if self._wlock.acquire(blocking=False):
                 try:
-                    self._wdeadline = None  # bounded by its own timeout
                     if not self._write_closed:
                         self._close_record_at_close()
                 except OSError:
