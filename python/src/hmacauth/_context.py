@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import platform
 import socket
-import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple
 
 from ._errors import ConfigError
@@ -228,7 +227,6 @@ class Context:
             raise _cannot_run(int(self.mode), self.forward_secrecy, "this Context asks for", "machine", "Context")
         self._shares = KeyShares()
         self._nonces = ClientNonces()
-        self._lock = threading.Lock()
         # Test-only: a lower key update threshold (bytes per generation).
         self._testing_only_update_bytes: Optional[int] = None
         self._testing_only_rand: Optional[Callable[[int], bytes]] = None
