@@ -22,6 +22,7 @@ from ._handshake import (
     Result,
     ServerHandshake,
     check_header,
+    wipe,
 )
 from ._record import (  # constants and classes only: 'cryptography' is imported on first use
     HEADER,
@@ -534,9 +535,7 @@ class _HmacAuthProtocol(asyncio.Protocol):
         connection is gone: nothing reads or writes records any more)."""
         self._cleared = True
         if self._res is not None:
-            s = self._res.secret
-            for i in range(len(s)):
-                s[i] = 0
+            wipe(self._res.secret)
         for part in (self._sealer, self._opener):
             if part is not None:
                 part.d.clear()

@@ -62,6 +62,12 @@ def hmac256(key: bytes, *parts: bytes) -> bytes:
     return _sha256(key.translate(_OPAD) + inner).digest()
 
 
+def wipe(b: bytearray) -> None:
+    """Overwrites a secret with zeros in place (one copy in C, not a loop
+    of Python)."""
+    b[:] = bytes(len(b))
+
+
 def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand with SHA-256 (RFC 5869, 2.3)."""
     if length <= 32:  # one block: every key, IV and secret of the protocol

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 from ._errors import ConfigError, HmacAuthError, IntegrityError, ProtocolError
-from ._handshake import FLAG_CHACHA20, expand_label
+from ._handshake import FLAG_CHACHA20, LABEL, expand_label, hkdf_expand, wipe
 
 MAX_PAYLOAD = 262144  # 256 KiB, the protocol maximum
 HEADER = 4
@@ -173,6 +173,11 @@ class RecordCipher:
         return rec[HEADER : HEADER + n]
 
 
+# The HKDF-Expand-Label infos of the labels every connection derives
+# (PROTOCOL.md 9.1), made once: expand_label's for these, without its work.
+_INFO_KEY, _INFO_IV, _INFO_C2S, _INFO_S2C = (LABEL + b" " + s for s in (b"key", b"iv", b"c2s traffic", b"s2c traffic"))
+
+
 class Direction:
     """The traffic secret chain of one direction and its current AEAD."""
 
@@ -190,8 +195,8 @@ class Direction:
 
     def _derive(self) -> None:
         t = bytes(self.secret)
-        self.aead: Any = RecordCipher(expand_label(t, "key", 32), self.chacha)
-        self.iv = int.from_bytes(expand_label(t, "iv", 12), "big")
+        self.aead: Any = RecordCipher(hkdf_expand(t, _INFO_KEY, 32), self.chacha)
+        self.iv = int.from_bytes(hkdf_expand(t, _INFO_IV, 12), "big")
         self.seq = 0
         self.used = 0
 
@@ -208,8 +213,7 @@ class Direction:
         raise TypeError("hmacauth's record Direction is not picklable: it holds a traffic secret")
 
     def clear(self) -> None:
-        for i in range(len(self.secret)):
-            self.secret[i] = 0
+        wipe(self.secret)
         self.aead = None
         self.iv = 0
 
@@ -217,7 +221,7 @@ class Direction:
 def traffic_secrets(session_secret: bytes) -> Tuple[bytes, bytes]:
     """T_c2s[0] and T_s2c[0]."""
     s = bytes(session_secret)
-    return expand_label(s, "c2s traffic", 32), expand_label(s, "s2c traffic", 32)
+    return hkdf_expand(s, _INFO_C2S, 32), hkdf_expand(s, _INFO_S2C, 32)
 
 
 def record_layer(
@@ -247,8 +251,7 @@ def record_layer(
     except BaseException as e:
         if sealer is not None:
             sealer.d.clear()
-        for i in range(len(session_secret)):
-            session_secret[i] = 0
+        wipe(session_secret)
         err: BaseException = e.with_traceback(None)
         if isinstance(e, Exception) and not isinstance(e, HmacAuthError):
             # A failure of 'cryptography' (an unsupported algorithm): a

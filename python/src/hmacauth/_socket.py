@@ -27,6 +27,7 @@ from ._handshake import (
     ServerHandshake,
     check_header,
     export,
+    wipe,
 )
 from ._progress import failed, progress
 from ._record import (  # constants and classes only: 'cryptography' is imported on first use
@@ -815,9 +816,7 @@ class HmacAuthSocket:
         self._sock.close()
         with self._secret_lock:
             if self._res is not None:
-                sec = self._res.secret
-                for i in range(len(sec)):
-                    sec[i] = 0
+                wipe(self._res.secret)
         # Each direction's traffic secret, unless a call in another thread
         # is using it; the AEAD objects go with the connection.
         for lock, part in ((self._rlock, self._opener), (self._wlock, self._sealer)):
