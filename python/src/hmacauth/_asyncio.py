@@ -616,13 +616,12 @@ class _Caps:
         # key holder whose ClientHello waits unread behind a long turn of
         # the loop (a flood) has had no chance to take its step yet.
         slot = _Pending(p._evict, ip)
-        slots.unstarted += 1
+        slots.launch(slot)
         asyncio.get_running_loop().call_soon(self._track, slot)
         return slot
 
     def _track(self, slot: Any) -> None:
-        if not slot.tracked:  # else it ended first
-            self.slots.track(slot, time.monotonic(), launched=True)
+        self.slots.track(slot, time.monotonic())
 
     def progress(self, slot: Any) -> None:
         if slot is not None:
@@ -630,9 +629,6 @@ class _Caps:
 
     def give(self, slot: Any) -> None:
         """Gives back the slot of a handshake that ended."""
-        if not slot.tracked:
-            self.slots.unstarted -= 1
-            slot.tracked = True  # the pending _track does nothing
         self.slots.finish(slot)
         self.slots.release(slot.ip)
         self.slots.give()

@@ -183,7 +183,7 @@ class _Slots:
         self.max_per_ip = ctx.max_handshakes_per_ip
         self.used = 0
         self.per_ip: Dict[str, int] = {}
-        self.unstarted = 0  # handshakes launched whose thread has not run yet
+        self.unstarted = 0  # handshakes launched that have not run yet (see launch)
         # By steps taken; each in the order of the last step (dicts keep
         # insertion order): the first has waited the longest.
         self._pending: List[Dict[_Pending, None]] = [{} for _ in range(_MAX_STEPS + 1)]
@@ -216,11 +216,17 @@ class _Slots:
         else:
             self.per_ip.pop(ip, None)
 
-    def track(self, p: _Pending, now: float, launched: bool = False) -> None:
-        """Adds a handshake that runs from now on (launched: counted by
-        launch before) to the pending lists."""
-        if launched:
-            self.unstarted -= 1
+    def launch(self, p: _Pending) -> None:
+        """Counts a handshake that is to run: until track (or finish), it
+        holds back the eviction of handshakes with steps."""
+        self.unstarted += 1
+
+    def track(self, p: _Pending, now: float) -> None:
+        """Adds a launched handshake that runs from now on to the pending
+        lists, unless it ended first."""
+        if p.tracked:
+            return
+        self.unstarted -= 1
         p.since = now
         p.listed = p.tracked = True
         self._pending[0][p] = None
@@ -255,8 +261,12 @@ class _Slots:
         return None, 0.0
 
     def finish(self, p: _Pending) -> bool:
-        """Takes a handshake that ended out of the lists; True if it was
-        evicted first (then its outcome is the eviction)."""
+        """Takes a launched handshake that ended (or never ran) out of the
+        count and the lists; True if it was evicted first (then its outcome
+        is the eviction)."""
+        if not p.tracked:
+            self.unstarted -= 1
+            p.tracked = True  # a track still to come does nothing
         if p.listed:
             del self._pending[p.steps][p]
             p.listed = False
@@ -429,7 +439,7 @@ class Listener:
                 if self._closed:
                     raise _Closed()  # close() waits only for the threads launched before
                 self._inflight.add(raw)
-                self._slots.unstarted += 1
+                self._slots.launch(p)
                 self._handshakes.add(t)
                 launched = True
             t.start()
@@ -438,7 +448,7 @@ class Listener:
             with self._cond:
                 if launched:
                     self._inflight.discard(raw)
-                    self._slots.unstarted -= 1
+                    self._slots.finish(p)
                     self._handshakes.discard(t)
                 if admitted:
                     self._slots.release(ip)
@@ -467,7 +477,7 @@ class Listener:
     def _run(self, raw: socket.socket, addr: Any, p: _Pending) -> None:
         ctx = self.context
         with self._cond:
-            self._slots.track(p, time.monotonic(), launched=True)
+            self._slots.track(p, time.monotonic())
             if self._room_waiting:
                 self._cond.notify_all()  # it may be the victim
         conn: Optional[HmacAuthSocket] = None
