@@ -139,12 +139,19 @@ func TestBound(t *testing.T) {
 
 func tcpPair(t *testing.T) (c, s net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return connPair(t, "tcp", "127.0.0.1:0")
+}
+
+// connPair returns both ends of a connection through a listener on
+// network and address, closed at the test's end.
+func connPair(t *testing.T, network, address string) (c, s net.Conn) {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err = net.Dial("tcp", ln.Addr().String())
+	c, err = net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,21 +168,7 @@ func tcpPair(t *testing.T) (c, s net.Conn) {
 // blocked read, and that stop reports it.
 func TestInterrupt(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	c, _ := tcpPair(t)
 
 	if stop := Interrupt(context.Background(), c); stop() {
 		t.Error("stop reports an interruption for a context that is never done")
